@@ -1,0 +1,162 @@
+import { type Static, Type as T } from '@sinclair/typebox';
+
+/** A TLS certificate pair: paths to PEM files, relative to gateway.yaml. */
+export const CertPair = T.Object(
+  {
+    cert: T.String({ description: 'Path to the PEM certificate chain.' }),
+    key: T.String({ description: 'Path to the PEM private key.' }),
+  },
+  { additionalProperties: false },
+);
+
+/** The HTTPS listener: a default certificate plus optional per-host certificates by SNI. */
+export const HttpsListener = T.Object(
+  {
+    port: T.Integer({ minimum: 0, maximum: 65535, description: 'Port of the TLS listener. 0 picks a free port.' }),
+    host: T.Optional(T.String({ description: 'Address to bind. Default: listen.http.host or 0.0.0.0.' })),
+    cert: T.String({ description: 'Default certificate (PEM path), served when no SNI entry matches.' }),
+    key: T.String({ description: 'Default private key (PEM path).' }),
+    sni: T.Optional(
+      T.Record(T.String(), CertPair, {
+        description: 'Certificates by server name; "*.example.com" matches one label. Default: none.',
+      }),
+    ),
+    minVersion: T.Optional(
+      T.Union([T.Literal('TLSv1.2'), T.Literal('TLSv1.3')], { description: 'Lowest TLS version. Default TLSv1.2.' }),
+    ),
+    ciphers: T.Optional(T.String({ description: 'OpenSSL cipher list for TLS 1.2. Default: modern AEAD suites.' })),
+    http2: T.Optional(T.Boolean({ description: 'Offer HTTP/2 (ALPN h2) next to HTTP/1.1. Default true.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const GatewayConfigSchema = T.Object(
+  {
+    listen: T.Optional(
+      T.Object(
+        {
+          http: T.Optional(
+            T.Object(
+              {
+                port: T.Integer({ minimum: 0, maximum: 65535, description: 'Plain HTTP port. Default 8080.' }),
+                host: T.Optional(T.String({ description: 'Address to bind. Default 0.0.0.0.' })),
+                redirectToHttps: T.Optional(
+                  T.Boolean({ description: 'Answer every plain-HTTP request with 308 to HTTPS. Default false.' }),
+                ),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+          https: T.Optional(HttpsListener),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    admin: T.Optional(
+      T.Object(
+        {
+          port: T.Integer({ minimum: 0, maximum: 65535, description: 'Admin port. Default 9090.' }),
+          host: T.Optional(T.String({ description: 'Admin bind address. Default 127.0.0.1.' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    openapi: T.Optional(T.String({ description: 'Folder of service specs. Default ./openapi.' })),
+    policies: T.Optional(T.String({ description: 'Folder of policy files. Default ./policies.' })),
+    watch: T.Optional(T.Boolean({ description: 'Reload specs and policies on change. Default true.' })),
+    state: T.Optional(
+      T.Object(
+        { redis: T.Optional(T.String({ description: 'Redis URL; absent: in-memory state (one process).' })) },
+        { additionalProperties: false },
+      ),
+    ),
+    telemetry: T.Optional(
+      T.Object(
+        {
+          otlp: T.Optional(T.String({ description: 'OTLP/HTTP endpoint; absent: tracing off.' })),
+          serviceName: T.Optional(T.String({ description: 'service.name resource attribute. Default portcullis.' })),
+          sampleRatio: T.Optional(T.Number({ minimum: 0, maximum: 1, description: 'Head sampling ratio. Default 1.' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    trustProxy: T.Optional(
+      T.Array(T.String(), {
+        description: 'CIDRs whose X-Forwarded-* / Forwarded / X-Request-Id are believed. Default: none.',
+      }),
+    ),
+    limits: T.Optional(
+      T.Object(
+        {
+          bodyBytes: T.Optional(T.Integer({ minimum: 0, description: 'Largest request body. Default 1 MiB.' })),
+          headersTimeoutMs: T.Optional(T.Integer({ minimum: 0, description: 'Client header timeout. Default 10000.' })),
+          requestTimeoutMs: T.Optional(
+            T.Integer({ minimum: 0, description: 'Whole client request timeout. Default 30000.' }),
+          ),
+          keepAliveTimeoutMs: T.Optional(T.Integer({ minimum: 0, description: 'Idle client keep-alive. Default 72000.' })),
+          shutdownGraceMs: T.Optional(
+            T.Integer({ minimum: 0, description: 'How long shutdown waits for in-flight requests. Default 10000.' }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    headers: T.Optional(
+      T.Object(
+        {
+          hideUpstreamIdentity: T.Optional(
+            T.Boolean({ description: 'Drop upstream Server and X-Powered-By response headers. Default true.' }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    logLevel: T.Optional(
+      T.Union(
+        ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)),
+        { description: 'pino log level. Default info.' },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** gateway.yaml as written (every field optional). */
+export type GatewayConfigInput = Static<typeof GatewayConfigSchema>;
+
+/** gateway.yaml after defaults and environment overrides: what the code downstream trusts. */
+export interface GatewayConfig {
+  /** Folder the relative paths were resolved against. */
+  baseDir: string;
+  /** The file it came from, if any. */
+  file?: string;
+  listen: {
+    http?: { port: number; host: string; redirectToHttps: boolean };
+    https?: {
+      port: number;
+      host: string;
+      cert: string;
+      key: string;
+      sni: Record<string, { cert: string; key: string }>;
+      minVersion: 'TLSv1.2' | 'TLSv1.3';
+      ciphers: string;
+      http2: boolean;
+    };
+  };
+  admin?: { port: number; host: string };
+  openapi: string;
+  policies: string;
+  watch: boolean;
+  state: { redis?: string };
+  telemetry: { otlp?: string; serviceName: string; sampleRatio: number };
+  trustProxy: string[];
+  limits: {
+    bodyBytes: number;
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    shutdownGraceMs: number;
+  };
+  headers: { hideUpstreamIdentity: boolean };
+  logLevel: string;
+}

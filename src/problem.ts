@@ -1,0 +1,45 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ERRORS, PROBLEM_BASE, ProblemError } from './errors.ts';
+
+/** Media type of every rejection body (RFC 9457). */
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** The RFC 9457 body for an error; `instance` is the request path without its query. */
+export function problemBody(err: ProblemError, instance: string): string {
+  const spec = ERRORS[err.code];
+  return JSON.stringify({
+    type: PROBLEM_BASE + spec.type,
+    title: spec.title,
+    status: err.status,
+    detail: err.message,
+    instance,
+    code: err.code,
+    ...err.extensions,
+  });
+}
+
+/** Send `err` as problem+json. The one place a rejection becomes a response. */
+export function sendProblem(req: FastifyRequest, reply: FastifyReply, err: ProblemError): FastifyReply {
+  const q = req.url.indexOf('?');
+  const instance = q === -1 ? req.url : req.url.slice(0, q);
+  reply.code(err.status).header('content-type', PROBLEM_CONTENT_TYPE);
+  for (const [name, value] of Object.entries(err.headers)) reply.header(name, value);
+  reply.header('cache-control', 'no-store');
+  return reply.send(problemBody(err, instance));
+}
+
+/**
+ * Turn any thrown value into a ProblemError: known problems pass through, Fastify's own
+ * client errors (bad JSON, body limit) keep their status, everything else is a 500 whose
+ * detail never carries the original message (it may name an upstream or a file).
+ */
+export function toProblem(err: unknown): ProblemError {
+  if (err instanceof ProblemError) return err;
+  const e = err as { statusCode?: number; code?: string } | undefined;
+  if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || e?.statusCode === 413)
+    return new ProblemError('PC_BODY_TOO_LARGE', undefined, { cause: err });
+  if (e?.statusCode === 408) return new ProblemError('PC_REQUEST_TIMEOUT', undefined, { cause: err });
+  if (e?.statusCode && e.statusCode >= 400 && e.statusCode < 500)
+    return new ProblemError('PC_BAD_REQUEST', undefined, { cause: err });
+  return new ProblemError('PC_INTERNAL', undefined, { cause: err });
+}

@@ -1,0 +1,80 @@
+import type { OpenAPIV3, OpenAPIV3_1 } from 'openapi-types';
+
+export type LoadBalancing = 'round-robin' | 'weighted' | 'least-connections' | 'ip-hash' | 'random-two';
+
+export interface UpstreamConfig {
+  /** Origin plus optional path prefix, e.g. `http://127.0.0.1:4001/v1`. */
+  url: string;
+  /** Relative share for `weighted` (and ip-hash ring points). Default 1. */
+  weight: number;
+}
+
+export interface HealthCheckConfig {
+  /** Path probed with GET; 2xx/3xx = healthy. */
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive failed probes before an upstream is marked down. */
+  unhealthyAfter: number;
+  /** Consecutive good probes before a down upstream is readmitted. */
+  healthyAfter: number;
+}
+
+export interface PassiveHealthConfig {
+  /** Consecutive proxied-request failures (connect errors, resets, timeouts, 5xx if counted) that eject. */
+  failures: number;
+  /** How long an ejected upstream is skipped before it is tried again. */
+  ejectMs: number;
+}
+
+/** The validated, defaulted `x-portcullis` of one service. */
+export interface ServiceSettings {
+  basePath: string;
+  upstreams: UpstreamConfig[];
+  loadBalancing: LoadBalancing;
+  healthCheck?: HealthCheckConfig;
+  passiveHealth: PassiveHealthConfig;
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  retries: number;
+  /** Answer operations from the spec's examples/schemas instead of forwarding. */
+  mock: boolean;
+  /** Forward paths that are not in the spec too (opt-out of the positive security model). */
+  passThrough: boolean;
+  /** For https upstreams: extra CA (PEM path, resolved) and whether to verify. */
+  tls: { ca?: string; rejectUnauthorized: boolean; servername?: string };
+}
+
+export type OpenApiDocument = OpenAPIV3.Document | OpenAPIV3_1.Document;
+export type OperationObject = OpenAPIV3.OperationObject | OpenAPIV3_1.OperationObject;
+
+/** One routable operation. Immutable once built. */
+export interface Route {
+  /** Service name (file name without extension), the key policies match on. */
+  service: string;
+  operationId: string;
+  /** Upper-case HTTP method. */
+  method: string;
+  /** Path template as in the spec, e.g. `/pets/{petId}`. */
+  specPath: string;
+  /** Public path template in router syntax, e.g. `/petstore/pets/:petId`. */
+  publicPath: string;
+  tags: string[];
+  /** The dereferenced operation ($refs resolved). */
+  operation: OperationObject;
+}
+
+/** One service: its spec, settings and routes. */
+export interface Service {
+  name: string;
+  /** Absolute path of the spec file. */
+  file: string;
+  title: string;
+  version: string;
+  settings: ServiceSettings;
+  /** The dereferenced document. */
+  document: OpenApiDocument;
+  routes: Route[];
+  /** Hash of the upstream-related settings: equal hash = the pool is kept across reloads. */
+  upstreamKey: string;
+}
