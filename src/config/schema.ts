@@ -38,7 +38,7 @@ export const GatewayConfigSchema = T.Object(
           http: T.Optional(
             T.Object(
               {
-                port: T.Integer({ minimum: 0, maximum: 65535, description: 'Plain HTTP port. Default 8080.' }),
+                port: T.Optional(T.Integer({ minimum: 0, maximum: 65535, description: 'Plain HTTP port. Default 8080.' })),
                 host: T.Optional(T.String({ description: 'Address to bind. Default 0.0.0.0.' })),
                 redirectToHttps: T.Optional(
                   T.Boolean({ description: 'Answer every plain-HTTP request with 308 to HTTPS. Default false.' }),
@@ -55,7 +55,7 @@ export const GatewayConfigSchema = T.Object(
     admin: T.Optional(
       T.Object(
         {
-          port: T.Integer({ minimum: 0, maximum: 65535, description: 'Admin port. Default 9090.' }),
+          port: T.Optional(T.Integer({ minimum: 0, maximum: 65535, description: 'Admin port. Default 9090.' })),
           host: T.Optional(T.String({ description: 'Admin bind address. Default 127.0.0.1.' })),
         },
         { additionalProperties: false },

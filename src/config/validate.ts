@@ -19,7 +19,9 @@ export function compileCheck(schema: TSchema): SchemaCheck {
     if (validate(value)) return [];
     return collapse(validate.errors ?? []).map((e) => {
       const path = basePointer + e.instancePath;
-      return { file: source.file, line: source.lineOf(path), path, message: describe(e) };
+      // An unknown field is reported at its own line, not its parent's.
+      const extra = e.keyword === 'additionalProperties' ? `/${String((e.params as { additionalProperty: string }).additionalProperty)}` : '';
+      return { file: source.file, line: source.lineOf(path + extra), path, message: describe(e) };
     });
   };
 }

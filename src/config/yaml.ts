@@ -30,7 +30,7 @@ export function parseSource(text: string, file: string): SourceDocument {
     throw new ConfigError(
       doc.errors.map((e) => ({
         file,
-        line: e.linePos?.[0]?.line,
+        line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line,
         path: '',
         message: e.message.split('\n')[0] ?? e.message,
       })),
