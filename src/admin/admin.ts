@@ -1,0 +1,35 @@
+import fastify, { type FastifyInstance } from 'fastify';
+import { describeRoutes } from '../registry/index.ts';
+import type { Runtime } from '../runtime.ts';
+
+export interface AdminDeps {
+  runtime: Runtime;
+  /** True once shutdown began: readiness turns false so load balancers stop sending. */
+  isClosing: () => boolean;
+}
+
+/**
+ * The admin app, on its own port (never the public one): liveness, readiness and the current
+ * route table.
+ */
+export function createAdmin(deps: AdminDeps): FastifyInstance {
+  const app = fastify({ logger: false });
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const snapshot = deps.runtime.snapshot;
+    const ready = snapshot !== null && !deps.isClosing();
+    reply.code(ready ? 200 : 503);
+    return {
+      ready,
+      version: snapshot?.version ?? null,
+      loadedAt: snapshot?.loadedAt.toISOString() ?? null,
+      services: snapshot ? snapshot.table.services.size : 0,
+    };
+  });
+  app.get('/routes', async (_req, reply) => {
+    const snapshot = deps.runtime.snapshot;
+    if (!snapshot) return reply.code(503).send({ routes: [] });
+    return { version: snapshot.version, routes: describeRoutes(snapshot.table) };
+  });
+  return app;
+}

@@ -1,0 +1,216 @@
+import type { ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { createAdmin } from './admin/admin.ts';
+import type { GatewayConfig } from './config/schema.ts';
+import { createTlsOptions } from './config/tls.ts';
+import { ProblemError } from './errors.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { compileCidrs } from './net/cidr.ts';
+import { sendProblem, toProblem } from './problem.ts';
+import { Runtime } from './runtime.ts';
+import { createForwarder, type Forward } from './upstream/forward.ts';
+
+/** Every method the public listener routes; others get 405 from Node/Fastify itself. */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
+/** A path segment of "." or ".." (raw or percent-encoded): never forwarded, upstreams would normalise it. */
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+export interface GatewayOptions {
+  logger?: Logger;
+}
+
+export interface ListenAddresses {
+  http?: string;
+  https?: string;
+  admin?: string;
+}
+
+/** A built gateway: not listening until `listen()`; tests may `inject()` into `app`. */
+export interface Gateway {
+  readonly config: GatewayConfig;
+  readonly runtime: Runtime;
+  readonly logger: Logger;
+  /** The plain-HTTP public app (absent when only HTTPS is configured). */
+  readonly app?: FastifyInstance;
+  readonly httpsApp?: FastifyInstance;
+  readonly admin?: FastifyInstance;
+  listen(): Promise<ListenAddresses>;
+  /** Graceful: stop accepting, drain in-flight requests (bounded by limits.shutdownGraceMs), close pools. */
+  close(): Promise<void>;
+}
+
+/**
+ * Build the gateway from a resolved config: load specs (throws ConfigError if any is invalid),
+ * build the public app(s) and the admin app. Nothing listens yet.
+ */
+export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const runtime = new Runtime(config.openapi, logger);
+  await runtime.load();
+  let closing = false;
+
+  const forward = createForwarder({
+    trustProxy: compileCidrs(config.trustProxy),
+    hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
+    bodyBytes: config.limits.bodyBytes,
+    logger,
+  });
+
+  const https = config.listen.https;
+  const httpsApp = https
+    ? buildPublicApp(config, runtime, forward, logger, { tls: await createTlsOptions(https, config.file ?? 'gateway.yaml'), http2: https.http2 })
+    : undefined;
+  const http = config.listen.http;
+  const app = http ? buildPublicApp(config, runtime, forward, logger, { redirectTo: http.redirectToHttps ? https?.port : undefined }) : undefined;
+  const admin = config.admin ? createAdmin({ runtime, isClosing: () => closing }) : undefined;
+  if (config.watch) runtime.watch();
+
+  const addr = (a: FastifyInstance, scheme: string) => {
+    const info = a.server.address() as AddressInfo;
+    const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
+    return `${scheme}://${host}:${info.port}`;
+  };
+
+  return {
+    config,
+    runtime,
+    logger,
+    app,
+    httpsApp,
+    admin,
+    async listen() {
+      const out: ListenAddresses = {};
+      if (app && http) {
+        await app.listen({ port: http.port, host: http.host });
+        out.http = addr(app, 'http');
+      }
+      if (httpsApp && https) {
+        await httpsApp.listen({ port: https.port, host: https.host });
+        out.https = addr(httpsApp, 'https');
+      }
+      if (admin && config.admin) {
+        await admin.listen({ port: config.admin.port, host: config.admin.host });
+        out.admin = addr(admin, 'http');
+      }
+      logger.info({ ...out, version: runtime.snapshot?.version }, 'portcullis listening');
+      return out;
+    },
+    async close() {
+      closing = true;
+      const publicApps = [app, httpsApp].filter((a): a is FastifyInstance => a !== undefined);
+      // Past the grace period, cut whatever is still open so shutdown is bounded.
+      const force = setTimeout(() => {
+        for (const a of publicApps) (a.server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      }, config.limits.shutdownGraceMs);
+      force.unref();
+      await Promise.all(publicApps.map((a) => a.close()));
+      clearTimeout(force);
+      await runtime.close();
+      await admin?.close();
+    },
+  };
+}
+
+interface PublicAppOptions {
+  tls?: object;
+  http2?: boolean;
+  /** When set, every request is redirected to HTTPS on this port. */
+  redirectTo?: number;
+}
+
+function buildPublicApp(
+  config: GatewayConfig,
+  runtime: Runtime,
+  forward: Forward,
+  logger: Logger,
+  opts: PublicAppOptions,
+): FastifyInstance {
+  const serverOptions = {
+    loggerInstance: logger,
+    disableRequestLogging: true,
+    trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
+    bodyLimit: config.limits.bodyBytes,
+    requestTimeout: config.limits.requestTimeoutMs,
+    keepAliveTimeout: config.limits.keepAliveTimeoutMs,
+    connectionTimeout: 0,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle' as const,
+    http2SessionTimeout: config.limits.keepAliveTimeoutMs,
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 2048 },
+    ...(opts.tls ? (opts.http2 ? { http2: true, https: { allowHTTP1: true, ...opts.tls } } : { https: opts.tls }) : {}),
+  };
+  // fastify()'s overloads pick a server type from literal options; these are built at run time.
+  const app = fastify(serverOptions as Parameters<typeof fastify>[0]) as unknown as FastifyInstance;
+  (app.server as { headersTimeout?: number }).headersTimeout = config.limits.headersTimeoutMs;
+
+  // Bodies are never parsed here: they stream to the upstream untouched.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', function keepBodyStream(_req, _payload, done) {
+    done(null, undefined);
+  });
+  app.setErrorHandler(function renderError(err, req, reply) {
+    const problem = toProblem(err);
+    if (problem.status >= 500) logger.error({ err, code: problem.code }, 'request failed');
+    return sendProblem(req, reply, problem);
+  });
+  app.setNotFoundHandler(function notFound(req, reply) {
+    return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
+  });
+
+  if (opts.redirectTo !== undefined) {
+    const port = opts.redirectTo === 443 ? '' : `:${opts.redirectTo}`;
+    app.route({
+      method: [...METHODS],
+      url: '/*',
+      handler: function redirectToHttps(req, reply) {
+        const host = (req.headers.host ?? 'localhost').replace(/:\d+$/, '');
+        return reply.redirect(`https://${host}${port}${req.url}`, 308);
+      },
+    });
+    return app;
+  }
+
+  app.route({
+    method: [...METHODS],
+    url: '/*',
+    handler: function proxyRequest(req: FastifyRequest, reply: FastifyReply) {
+      const snapshot = runtime.snapshot;
+      const url = req.raw.url ?? '/';
+      const q = url.indexOf('?');
+      const path = q === -1 ? url : url.slice(0, q);
+      if (!snapshot) return sendProblem(req, reply, new ProblemError('PC_SHUTTING_DOWN', 'Not ready'));
+      if (DOT_SEGMENT.test(path)) {
+        return sendProblem(req, reply, new ProblemError('PC_BAD_REQUEST', 'Dot segments are not allowed in paths'));
+      }
+      const match = snapshot.table.find(req.method, path);
+      if (!match) {
+        const pass = snapshot.table.passThrough(path);
+        const target = pass ? snapshot.passThrough.get(pass.name) : undefined;
+        if (target) {
+          reply.hijack();
+          return forward(req, reply.raw as ServerResponse, target, path);
+        }
+        const allowed = snapshot.table.allowedMethods(path);
+        if (allowed.length > 0) {
+          return sendProblem(
+            req,
+            reply,
+            new ProblemError('PC_METHOD_NOT_ALLOWED', undefined, { headers: { allow: allowed.join(', ') } }),
+          );
+        }
+        return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
+      }
+      const entry = snapshot.entries.get(match.route);
+      if (entry?.mock) {
+        const res = entry.mock({ params: match.params, query: req.query as Record<string, unknown> });
+        return reply.code(res.status).headers(res.headers).send(res.body);
+      }
+      if (!entry?.target) return sendProblem(req, reply, new ProblemError('PC_INTERNAL'));
+      reply.hijack();
+      // Http2ServerResponse has the writeHead/write/end surface the forwarder uses.
+      forward(req, reply.raw as ServerResponse, entry.target, path);
+    },
+  });
+  return app;
+}

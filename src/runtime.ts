@@ -1,0 +1,244 @@
+import { readdir } from 'node:fs/promises';
+import { extname, join, resolve } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
+import type { Logger } from './logger.ts';
+import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
+import type { MockResponder, RouteTable } from './registry/index.ts';
+import type { Route, Service } from './registry/types.ts';
+import type { ForwardTarget } from './upstream/forward.ts';
+import { UpstreamGroup } from './upstream/group.ts';
+import { createUpstreamTlsOptions } from './config/tls.ts';
+
+/** Spec files the registry loads from the openapi folder. */
+const SPEC_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+/** Edits closer together than this are applied as one reload. */
+const RELOAD_DEBOUNCE_MS = 100;
+/** A replaced upstream group is closed this long after the swap, so requests still holding it finish. */
+const RETIRE_AFTER_MS = 30_000;
+
+/** What a matched route resolves to at request time; built once per route per snapshot. */
+export interface RouteEntry {
+  route: Route;
+  service: Service;
+  /** Forwarding target; absent for mock services. */
+  target?: ForwardTarget;
+  mock?: MockResponder;
+}
+
+/** An immutable, fully built configuration. Requests read `runtime.snapshot` once and use only it. */
+export interface Snapshot {
+  table: RouteTable;
+  entries: ReadonlyMap<Route, RouteEntry>;
+  /** Forward targets of pass-through services, by service name. */
+  passThrough: ReadonlyMap<string, ForwardTarget>;
+  version: string;
+  loadedAt: Date;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  version: string;
+  issues: ConfigIssue[];
+}
+
+/**
+ * Holds the current snapshot and rebuilds it from the spec folder. A file that fails to load
+ * keeps its last good version serving; a table that fails to build (conflicts) keeps the whole
+ * previous snapshot. The swap is one assignment, so a request sees the old or the new table,
+ * never a mix.
+ */
+export class Runtime {
+  snapshot: Snapshot | null = null;
+  private readonly dir: string;
+  private readonly logger: Logger;
+  private readonly lastGood = new Map<string, Service>();
+  private readonly groups = new Map<string, UpstreamGroup>();
+  private watcher: FSWatcher | undefined;
+  private pending: Promise<ReloadResult> | undefined;
+  private queued = false;
+  private debounce: NodeJS.Timeout | undefined;
+  private readonly listeners: Array<(r: ReloadResult) => void> = [];
+
+  constructor(openapiDir: string, logger: Logger) {
+    this.dir = resolve(openapiDir);
+    this.logger = logger;
+  }
+
+  /** Called after every reload attempt (tests, metrics). */
+  onReload(listener: (r: ReloadResult) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * Initial load: every file must be valid, or ConfigError lists all problems (nothing is served).
+   */
+  async load(): Promise<Snapshot> {
+    const { services, issues } = await loadSpecs(this.dir);
+    if (issues.length > 0) throw new ConfigError(issues);
+    const snapshot = await this.build(services);
+    for (const s of services) this.lastGood.set(s.file, s);
+    this.swap(snapshot);
+    return snapshot;
+  }
+
+  /** Re-read the folder and swap in the result; serialised, and coalesced while one runs. */
+  reload(): Promise<ReloadResult> {
+    if (this.pending) {
+      this.queued = true;
+      return this.pending;
+    }
+    this.pending = this.doReload().finally(() => {
+      this.pending = undefined;
+      if (this.queued) {
+        this.queued = false;
+        void this.reload();
+      }
+    });
+    return this.pending;
+  }
+
+  /** Watch the spec folder; changes take effect after RELOAD_DEBOUNCE_MS of quiet. */
+  watch(): void {
+    if (this.watcher) return;
+    this.watcher = watch(this.dir, { ignoreInitial: true, depth: 4 });
+    const schedule = () => {
+      clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => void this.reload(), RELOAD_DEBOUNCE_MS);
+    };
+    this.watcher.on('all', schedule);
+    this.watcher.on('error', (err) => this.logger.error({ err, code: 'PC_WATCH_FAILED' }, 'spec watcher failed'));
+  }
+
+  /** Stop watching and close every upstream pool (waiting for their in-flight requests). */
+  async close(): Promise<void> {
+    clearTimeout(this.debounce);
+    await this.watcher?.close();
+    await Promise.all([...this.groups.values()].map((g) => g.close()));
+    this.groups.clear();
+  }
+
+  private async doReload(): Promise<ReloadResult> {
+    const files = await listSpecFiles(this.dir).catch(() => [] as string[]);
+    const issues: ConfigIssue[] = [];
+    const services: Service[] = [];
+    const loaded = new Map<string, Service>();
+    for (const file of files) {
+      try {
+        const service = await loadServiceFile(file);
+        services.push(service);
+        loaded.set(file, service);
+      } catch (err) {
+        const fileIssues = issuesOf(err, file);
+        issues.push(...fileIssues);
+        const previous = this.lastGood.get(file);
+        for (const i of fileIssues) this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
+        this.logger.error({ file }, previous ? 'spec rejected; its last good version keeps serving' : 'spec rejected');
+        if (previous) services.push(previous);
+      }
+    }
+    let snapshot: Snapshot;
+    try {
+      snapshot = await this.build(services);
+    } catch (err) {
+      const buildIssues = issuesOf(err, this.dir);
+      for (const i of buildIssues) this.logger.error({ code: 'PC_CONFIG_INVALID' }, formatIssue(i));
+      this.logger.error('reload rejected; the previous configuration keeps serving');
+      const result = { ok: false, version: this.snapshot?.version ?? '', issues: [...issues, ...buildIssues] };
+      this.emit(result);
+      return result;
+    }
+    for (const file of this.lastGood.keys()) if (!files.includes(file)) this.lastGood.delete(file);
+    for (const [file, s] of loaded) this.lastGood.set(file, s);
+    const changed = snapshot.version !== this.snapshot?.version;
+    this.swap(snapshot);
+    if (changed) this.logger.info({ version: snapshot.version, services: snapshot.table.services.size }, 'configuration reloaded');
+    const result = { ok: issues.length === 0, version: snapshot.version, issues };
+    this.emit(result);
+    return result;
+  }
+
+  private emit(result: ReloadResult): void {
+    for (const l of this.listeners) l(result);
+  }
+
+  /** Build a snapshot; reuses the upstream group of every service whose upstream config is unchanged. */
+  private async build(services: Service[]): Promise<Snapshot> {
+    const table = buildRouteTable(services);
+    const entries = new Map<Route, RouteEntry>();
+    const passThrough = new Map<string, ForwardTarget>();
+    const used = new Set<string>();
+    for (const service of table.services.values()) {
+      let target: ForwardTarget | undefined;
+      if (!service.settings.mock) {
+        const key = `${service.name}\0${service.upstreamKey}`;
+        used.add(key);
+        let group = this.groups.get(key);
+        if (!group) {
+          const connect = service.settings.tls.ca || !service.settings.tls.rejectUnauthorized || service.settings.tls.servername
+            ? await createUpstreamTlsOptions(service.settings.tls)
+            : undefined;
+          group = new UpstreamGroup(service.name, service.settings, { logger: this.logger, connect });
+          this.groups.set(key, group);
+        }
+        const basePath = service.settings.basePath === '/' ? '' : service.settings.basePath;
+        target = { service: service.name, group, settings: service.settings, basePath };
+        if (service.settings.passThrough) passThrough.set(service.name, target);
+      }
+      for (const route of service.routes) {
+        entries.set(route, {
+          route,
+          service,
+          target,
+          mock: service.settings.mock ? createMockResponder(route) : undefined,
+        });
+      }
+    }
+    // Groups no longer referenced retire after in-flight requests had time to finish.
+    for (const [key, group] of this.groups) {
+      if (used.has(key)) continue;
+      this.groups.delete(key);
+      setTimeout(() => void group.close(), RETIRE_AFTER_MS).unref();
+    }
+    return { table, entries, passThrough, version: table.version, loadedAt: new Date() };
+  }
+
+  private swap(snapshot: Snapshot): void {
+    for (const e of snapshot.entries.values()) e.target?.group.start();
+    this.snapshot = snapshot;
+  }
+}
+
+/** Load every spec of a folder; a file that fails adds its issues and is left out. */
+export async function loadSpecs(dir: string): Promise<{ services: Service[]; issues: ConfigIssue[] }> {
+  let files: string[];
+  try {
+    files = await listSpecFiles(dir);
+  } catch (cause) {
+    return { services: [], issues: [{ file: dir, path: '', message: `cannot read spec folder: ${(cause as Error).message}` }] };
+  }
+  const services: Service[] = [];
+  const issues: ConfigIssue[] = [];
+  for (const file of files) {
+    try {
+      services.push(await loadServiceFile(file));
+    } catch (err) {
+      issues.push(...issuesOf(err, file));
+    }
+  }
+  return { services, issues };
+}
+
+/** The spec files of a folder, sorted (load order is deterministic). */
+export async function listSpecFiles(dir: string): Promise<string[]> {
+  const names = await readdir(dir);
+  return names
+    .filter((n) => SPEC_EXTENSIONS.has(extname(n).toLowerCase()) && !n.startsWith('.'))
+    .sort()
+    .map((n) => join(dir, n));
+}
+
+function issuesOf(err: unknown, file: string): ConfigIssue[] {
+  if (err instanceof ConfigError) return err.issues;
+  return [{ file, path: '', message: (err as Error).message ?? String(err) }];
+}

@@ -1,0 +1,266 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { Transform, type TransformCallback } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { Dispatcher } from 'undici';
+import { type ErrorCode, ProblemError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { CidrMatcher } from '../net/cidr.ts';
+import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
+import type { ServiceSettings } from '../registry/types.ts';
+import type { Upstream, UpstreamGroup } from './group.ts';
+
+/**
+ * Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), HTTP/2 pseudo and connection
+ * headers, `host` (set to the upstream's), and `expect` (the gateway answers 100-continue itself).
+ */
+const DROP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'host',
+  'expect',
+]);
+/** Forwarding headers the gateway sets itself; a client's copies are kept only from trusted proxies. */
+const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
+/** Response headers never passed back: hop-by-hop ones. */
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer']);
+/** Upstream identity headers, removed when `headers.hideUpstreamIdentity` (default). */
+const IDENTITY = new Set(['server', 'x-powered-by']);
+/** Methods safe to send twice (RFC 9110 §9.2.2); retried only when they carry no body. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/** undici error codes that mean "the upstream did not answer in time". */
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * The client response. HTTP/2 compat responses (Http2ServerResponse) have the same writeHead /
+ * write / end / drain surface used here; callers pass them cast to this type.
+ */
+type RawResponse = ServerResponse;
+
+/** What the forwarder needs from the incoming request (a FastifyRequest fits). */
+export interface IncomingForForward {
+  method: string;
+  headers: IncomingHttpHeaders;
+  /** Client address after trustProxy (Fastify's request.ip). */
+  ip: string;
+  raw: NodeJS.ReadableStream & {
+    url?: string;
+    socket: { remoteAddress?: string; encrypted?: boolean } | TLSSocket;
+    stream?: { endAfterHeaders?: boolean };
+  };
+}
+
+export interface ForwardTarget {
+  service: string;
+  group: UpstreamGroup;
+  settings: ServiceSettings;
+  /** Public prefix stripped before forwarding ('' for basePath "/"). */
+  basePath: string;
+}
+
+export interface ForwarderOptions {
+  trustProxy: CidrMatcher;
+  hideUpstreamIdentity: boolean;
+  /** Largest request body in bytes; larger ones get 413. */
+  bodyBytes: number;
+  logger: Logger;
+}
+
+/** Forward one request; the response is written straight to `res` (the reply is hijacked). */
+export type Forward = (req: IncomingForForward, res: RawResponse, target: ForwardTarget, instance: string) => void;
+
+/**
+ * Build the forwarder. It speaks to undici's dispatcher API directly and writes the upstream's
+ * status, headers and body chunks straight into the client response, with backpressure both ways:
+ * no intermediate Readable, no header re-parsing. That is the gateway's hot path.
+ */
+export function createForwarder(opts: ForwarderOptions): Forward {
+  const { trustProxy, hideUpstreamIdentity, bodyBytes, logger } = opts;
+
+  function upstreamHeaders(req: IncomingForForward, upstream: Upstream): Record<string, string | string[]> {
+    const src = req.headers;
+    const peer = stripMapped(req.raw.socket.remoteAddress ?? '');
+    const trusted = trustProxy(peer);
+    const listed = src.connection ? connectionTokens(src.connection) : undefined;
+    const out: Record<string, string | string[]> = {};
+    for (const name in src) {
+      const value = src[name];
+      if (value === undefined || name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name)) continue;
+      if (listed?.has(name)) continue;
+      if (FORWARDING.has(name) && !trusted) continue;
+      out[name] = value;
+    }
+    const proto = (req.raw.socket as TLSSocket).encrypted ? 'https' : 'http';
+    const host = src.host ?? (src[':authority'] as string | undefined) ?? '';
+    const prevFor = trusted ? src['x-forwarded-for'] : undefined;
+    out['x-forwarded-for'] = prevFor ? `${String(prevFor)}, ${peer}` : peer;
+    if (!(trusted && src['x-forwarded-proto'])) out['x-forwarded-proto'] = proto;
+    if (!(trusted && src['x-forwarded-host'])) out['x-forwarded-host'] = host;
+    const element = `for=${forwardedNode(peer)};host=${quoteIfNeeded(host)};proto=${proto}`;
+    const prevForwarded = trusted ? src.forwarded : undefined;
+    out.forwarded = prevForwarded ? `${prevForwarded}, ${element}` : element;
+    out.host = upstream.host;
+    return out;
+  }
+
+  return function forward(req, res, target, instance) {
+    const method = req.method;
+    const rawUrl = req.raw.url ?? '/';
+    const rest = rawUrl.slice(target.basePath.length);
+    const suffix = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* '?' */ ? `/${rest}` : rest;
+
+    const h = req.headers;
+    const te = h['transfer-encoding'];
+    const cl = h['content-length'];
+    let body: NodeJS.ReadableStream | null = null;
+    if (te !== undefined || (cl !== undefined && cl !== '0') || (req.raw.stream && !req.raw.stream.endAfterHeaders)) {
+      if (cl !== undefined && Number(cl) > bodyBytes) return sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance);
+      body = cl === undefined ? req.raw.pipe(new BodyLimit(bodyBytes)) : req.raw;
+    }
+    const retryable = body === null && IDEMPOTENT.has(method);
+    const ctx = { clientIp: req.ip };
+    let attemptsLeft = retryable ? target.settings.retries : 0;
+    let controller: Dispatcher.DispatchController | undefined;
+    let done = false;
+
+    res.once('close', () => {
+      if (!done) controller?.abort(new Error('client closed the connection'));
+    });
+
+    const attempt = (exclude?: Upstream): void => {
+      const upstream = target.group.pick(ctx, exclude);
+      if (!upstream) {
+        done = true;
+        const seconds = Math.max(1, Math.ceil(target.group.retryAfterMs() / 1000));
+        return sendRaw(res, new ProblemError('PC_UPSTREAM_UNAVAILABLE', undefined, { headers: { 'retry-after': String(seconds) } }), instance);
+      }
+      upstream.inFlight++;
+      let started = false;
+      let finished = false;
+      const settle = () => {
+        if (finished) return false;
+        finished = true;
+        upstream.inFlight--;
+        return true;
+      };
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(c) {
+          controller = c;
+        },
+        onResponseStart(c, statusCode, headers) {
+          if (statusCode < 200) return; // 1xx: the client's own 100-continue was answered by Node
+          started = true;
+          target.group.reportSuccess(upstream);
+          const out: OutgoingHttpHeaders = {};
+          const listed = headers.connection ? connectionTokens(headers.connection) : undefined;
+          for (const name in headers) {
+            if (DROP_RESPONSE.has(name) || (hideUpstreamIdentity && IDENTITY.has(name)) || listed?.has(name)) continue;
+            out[name] = headers[name];
+          }
+          res.writeHead(statusCode, out);
+          if (method === 'HEAD') return;
+          res.on('drain', () => c.resume());
+        },
+        onResponseData(c, chunk) {
+          if (!res.write(chunk)) c.pause();
+        },
+        onResponseEnd() {
+          done = true;
+          if (settle()) res.end();
+        },
+        onResponseError(_c, err) {
+          if (!settle()) return;
+          const code = (err as { code?: string }).code ?? '';
+          if (done || res.destroyed) return; // the client went away: nothing to report
+          if (started) {
+            // Headers are out: all we can do is cut the connection so the client sees a truncated body.
+            done = true;
+            logger.warn({ service: target.service, upstream: upstream.url, code }, 'upstream failed mid-response');
+            res.destroy(err);
+            return;
+          }
+          if (!(err instanceof ProblemError)) target.group.reportFailure(upstream, code || err.name);
+          if (attemptsLeft > 0 && !(err instanceof ProblemError)) {
+            attemptsLeft--;
+            return attempt(upstream);
+          }
+          done = true;
+          if (err instanceof ProblemError) return sendRaw(res, err, instance); // e.g. body over the limit
+          const errCode: ErrorCode = TIMEOUTS.has(code) ? 'PC_UPSTREAM_TIMEOUT' : 'PC_UPSTREAM_ERROR';
+          logger.warn({ service: target.service, upstream: upstream.url, code }, 'upstream request failed');
+          sendRaw(res, new ProblemError(errCode, undefined, { cause: err }), instance);
+        },
+      };
+      upstream.pool.dispatch(
+        {
+          origin: upstream.origin,
+          path: upstream.pathPrefix + suffix,
+          method,
+          headers: upstreamHeaders(req, upstream),
+          body: body as Dispatcher.DispatchOptions['body'],
+          headersTimeout: target.settings.timeoutMs,
+          bodyTimeout: target.settings.timeoutMs,
+        },
+        handler,
+      );
+    };
+    attempt();
+  };
+}
+
+/** Write a problem straight to a hijacked response (headers not yet sent). */
+export function sendRaw(res: RawResponse, err: ProblemError, instance: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = problemBody(err, instance);
+  res.writeHead(err.status, {
+    ...err.headers,
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+}
+
+function connectionTokens(value: string | string[]): Set<string> {
+  const s = new Set<string>();
+  for (const v of Array.isArray(value) ? value : [value]) for (const t of v.split(',')) s.add(t.trim().toLowerCase());
+  return s;
+}
+
+function stripMapped(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}
+
+/** RFC 7239 node: IPv6 in brackets and quotes. */
+function forwardedNode(ip: string): string {
+  return ip.includes(':') ? `"[${ip}]"` : ip;
+}
+
+function quoteIfNeeded(v: string): string {
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** Counts a chunked (length-less) body and fails it past the limit. */
+class BodyLimit extends Transform {
+  private seen = 0;
+  private readonly limit: number;
+  constructor(limit: number) {
+    super();
+    this.limit = limit;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.limit) cb(new ProblemError('PC_BODY_TOO_LARGE'));
+    else cb(null, chunk);
+  }
+}

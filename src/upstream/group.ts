@@ -1,0 +1,205 @@
+import { Pool } from 'undici';
+import type { Logger } from '../logger.ts';
+import type { ServiceSettings } from '../registry/types.ts';
+import { BALANCERS } from './balancers/index.ts';
+import type { Balancer, BalancerTarget, PickContext } from './balancers/types.ts';
+
+/** Idle upstream keep-alive sockets are closed after this long (below common server defaults of 5 s). */
+const UPSTREAM_KEEPALIVE_MS = 4_000;
+
+/** Extra TLS options for https upstreams, resolved once per group (see config/tls.ts). */
+export type UpstreamConnectOptions = object;
+
+/** One upstream server of a service, with its connection pool and health state. */
+export interface Upstream extends BalancerTarget {
+  readonly url: string;
+  /** `http://host:port`, what undici dials. */
+  readonly origin: string;
+  /** Path prefix from the upstream URL, without trailing slash ('' for none). */
+  readonly pathPrefix: string;
+  /** `host[:port]` as sent in the Host header. */
+  readonly host: string;
+  readonly pool: Pool;
+  /** Active health state; true until active checks say otherwise. */
+  healthy: boolean;
+  /** Consecutive proxied-request failures (passive health). */
+  failures: number;
+  /** Epoch ms until which the upstream is ejected by passive health; 0 = not ejected. */
+  ejectedUntil: number;
+  probeFails: number;
+  probeOks: number;
+}
+
+export interface UpstreamGroupDeps {
+  logger: Logger;
+  /** Injectable clock for tests. Default Date.now. */
+  now?: () => number;
+  connect?: UpstreamConnectOptions;
+}
+
+/**
+ * The upstreams of one service: pools, balancer, active and passive health. Created per distinct
+ * upstream config and kept across reloads while that config is unchanged (so connections,
+ * balancer position and health state survive a reload).
+ */
+export class UpstreamGroup {
+  readonly service: string;
+  readonly targets: readonly Upstream[];
+  private readonly settings: ServiceSettings;
+  private readonly balancer: Balancer<Upstream>;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  /** Cached eligible list, recomputed when health changes or an ejection expires. */
+  private eligibleCache: Upstream[];
+  private nextExpiry = Number.POSITIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(service: string, settings: ServiceSettings, deps: UpstreamGroupDeps) {
+    this.service = service;
+    this.settings = settings;
+    this.logger = deps.logger;
+    this.now = deps.now ?? Date.now;
+    this.targets = settings.upstreams.map((u) => {
+      const parsed = new URL(u.url);
+      const pool = new Pool(parsed.origin, {
+        keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
+        headersTimeout: settings.timeoutMs,
+        bodyTimeout: settings.timeoutMs,
+        connect: { timeout: settings.connectTimeoutMs, ...deps.connect },
+      });
+      return {
+        id: u.url,
+        url: u.url,
+        weight: u.weight,
+        origin: parsed.origin,
+        pathPrefix: parsed.pathname.replace(/\/+$/, ''),
+        host: parsed.host,
+        pool,
+        inFlight: 0,
+        healthy: true,
+        failures: 0,
+        ejectedUntil: 0,
+        probeFails: 0,
+        probeOks: 0,
+      };
+    });
+    this.balancer = BALANCERS[settings.loadBalancing](this.targets);
+    this.eligibleCache = [...this.targets];
+  }
+
+  /** Start active health checks, if configured. */
+  start(): void {
+    const hc = this.settings.healthCheck;
+    if (!hc || this.timer) return;
+    const probeAll = () => {
+      for (const t of this.targets) void this.probe(t);
+    };
+    probeAll();
+    this.timer = setInterval(probeAll, hc.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Upstreams that may take traffic now: actively healthy and not passively ejected. */
+  eligible(): readonly Upstream[] {
+    if (this.now() >= this.nextExpiry) this.recompute();
+    return this.eligibleCache;
+  }
+
+  /** Choose an upstream, avoiding `exclude` when possible; null when none is eligible. */
+  pick(ctx: PickContext, exclude?: Upstream): Upstream | null {
+    const eligible = this.eligible();
+    if (eligible.length === 0) return null;
+    return this.balancer.pick(eligible, ctx, exclude);
+  }
+
+  /** A proxied request to `t` got a response: the passive failure streak ends. */
+  reportSuccess(t: Upstream): void {
+    if (t.failures !== 0) t.failures = 0;
+  }
+
+  /** A proxied request to `t` failed before a response (refused, reset, timed out). */
+  reportFailure(t: Upstream, reason: string): void {
+    t.failures++;
+    const { failures, ejectMs } = this.settings.passiveHealth;
+    if (t.failures < failures || t.ejectedUntil > this.now()) return;
+    t.ejectedUntil = this.now() + ejectMs;
+    t.failures = 0;
+    // With active checks, an ejected upstream comes back only after healthyAfter good probes.
+    if (this.settings.healthCheck) {
+      t.healthy = false;
+      t.probeOks = 0;
+    }
+    this.logger.warn({ service: this.service, upstream: t.url, reason, ejectMs }, 'upstream ejected');
+    this.recompute();
+  }
+
+  /** The earliest time any upstream becomes eligible again (for Retry-After), in ms from now. */
+  retryAfterMs(): number {
+    const now = this.now();
+    let soonest = this.settings.healthCheck?.intervalMs ?? this.settings.passiveHealth.ejectMs;
+    for (const t of this.targets) if (t.ejectedUntil > now) soonest = Math.min(soonest, t.ejectedUntil - now);
+    return soonest;
+  }
+
+  /** Stop checks and close pools; in-flight requests finish first (undici close semantics). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await Promise.all(this.targets.map((t) => t.pool.close().catch(() => undefined)));
+  }
+
+  private recompute(): void {
+    const now = this.now();
+    let next = Number.POSITIVE_INFINITY;
+    const eligible: Upstream[] = [];
+    for (const t of this.targets) {
+      if (t.ejectedUntil > now) {
+        next = Math.min(next, t.ejectedUntil);
+        continue;
+      }
+      if (t.healthy) eligible.push(t);
+    }
+    this.nextExpiry = next;
+    this.eligibleCache = eligible;
+  }
+
+  private async probe(t: Upstream): Promise<void> {
+    const hc = this.settings.healthCheck;
+    if (!hc || this.closed) return;
+    let ok = false;
+    try {
+      const res = await t.pool.request({
+        method: 'GET',
+        path: t.pathPrefix + hc.path,
+        headers: { host: t.host, 'user-agent': 'portcullis-health' },
+        headersTimeout: hc.timeoutMs,
+        bodyTimeout: hc.timeoutMs,
+      });
+      await res.body.dump();
+      ok = res.statusCode >= 200 && res.statusCode < 400;
+    } catch {
+      ok = false;
+    }
+    if (this.closed) return;
+    if (ok) {
+      t.probeFails = 0;
+      t.probeOks++;
+      if (!t.healthy && t.probeOks >= hc.healthyAfter) {
+        t.healthy = true;
+        t.ejectedUntil = 0;
+        t.failures = 0;
+        this.logger.info({ service: this.service, upstream: t.url }, 'upstream healthy');
+        this.recompute();
+      }
+    } else {
+      t.probeOks = 0;
+      t.probeFails++;
+      if (t.healthy && t.probeFails >= hc.unhealthyAfter) {
+        t.healthy = false;
+        this.logger.warn({ service: this.service, upstream: t.url }, 'upstream unhealthy (active check)');
+        this.recompute();
+      }
+    }
+  }
+}

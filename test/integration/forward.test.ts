@@ -1,0 +1,193 @@
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+/** A port that refuses connections: bound, then closed. */
+async function deadPort(): Promise<number> {
+  const u = await startUpstream();
+  await u.close();
+  return u.port;
+}
+
+describe('forwarding', () => {
+  let up: TestUpstream;
+  let gw: TestGateway;
+  let trusted: TestGateway;
+
+  beforeAll(async () => {
+    up = await startUpstream({ name: 'a' });
+    gw = await startGateway({ svc: spec({ basePath: '/svc', upstreams: [`${up.url}/v1`], extra: { timeoutMs: 300 } }) });
+    trusted = await startGateway(
+      { svc: spec({ basePath: '/svc', upstreams: [up.url] }) },
+      { trustProxy: ['127.0.0.0/8'] },
+    );
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await trusted?.close();
+    await up?.close();
+  });
+
+  it('strips the basePath, keeps the upstream path prefix and the query string', async () => {
+    const res = await request(`${gw.url}/svc/items/42?x=1&y=%20z`);
+    expect(res.statusCode).toBe(200);
+    const body = (await res.body.json()) as { url: string };
+    expect(body.url).toBe('/v1/items/42?x=1&y=%20z');
+  });
+
+  it('answers 404 problem+json for a path no spec declares, and the upstream sees nothing', async () => {
+    const before = up.seen.length;
+    const res = await request(`${gw.url}/svc/admin/secret`);
+    expect(res.statusCode).toBe(404);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    const body = (await res.body.json()) as { code: string; status: number; instance: string };
+    expect(body).toMatchObject({ code: 'PC_ROUTE_NOT_FOUND', status: 404, instance: '/svc/admin/secret' });
+    expect(up.seen.length).toBe(before);
+  });
+
+  it('answers 405 with Allow for a known path and an undeclared method', async () => {
+    const res = await request(`${gw.url}/svc/items/1`, { method: 'DELETE' });
+    expect(res.statusCode).toBe(405);
+    expect(String(res.headers.allow)).toContain('GET');
+    expect(((await res.body.json()) as { code: string }).code).toBe('PC_METHOD_NOT_ALLOWED');
+  });
+
+  it('rejects dot segments instead of forwarding them', async () => {
+    const before = up.seen.length;
+    for (const path of ['/svc/items/..', '/svc/items/%2e%2e', '/svc/items/./x']) {
+      const res = await request(`${gw.url}${path}`);
+      await res.body.dump();
+      expect(res.statusCode, path).toBe(400);
+    }
+    expect(up.seen.length).toBe(before);
+  });
+
+  it('sets X-Forwarded-* and Forwarded, replacing what an untrusted client sent', async () => {
+    const res = await request(`${gw.url}/svc/items`, {
+      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example', forwarded: 'for=6.6.6.6', host: 'api.example.com' },
+    });
+    const { headers } = (await res.body.json()) as { headers: Record<string, string> };
+    expect(headers['x-forwarded-for']).toBe('127.0.0.1');
+    expect(headers['x-forwarded-proto']).toBe('http');
+    expect(headers['x-forwarded-host']).toBe('api.example.com');
+    expect(headers.forwarded).toBe('for=127.0.0.1;host=api.example.com;proto=http');
+    expect(headers.host).toBe(new URL(up.url).host);
+  });
+
+  it('appends to forwarding headers from a trusted proxy', async () => {
+    const res = await request(`${trusted.url}/svc/items`, {
+      headers: { 'x-forwarded-for': '198.51.100.7', 'x-forwarded-proto': 'https', forwarded: 'for=198.51.100.7' },
+    });
+    const { headers } = (await res.body.json()) as { headers: Record<string, string> };
+    expect(headers['x-forwarded-for']).toBe('198.51.100.7, 127.0.0.1');
+    expect(headers['x-forwarded-proto']).toBe('https');
+    expect(headers.forwarded).toMatch(/^for=198\.51\.100\.7, for=127\.0\.0\.1;/);
+  });
+
+  it('strips hop-by-hop headers and those the Connection header lists', async () => {
+    const res = await request(`${gw.url}/svc/items`, {
+      headers: { connection: 'keep-alive, x-hop', 'x-hop': '1', 'keep-alive': 'timeout=5', 'x-end-to-end': 'yes', te: 'trailers' },
+    });
+    const { headers } = (await res.body.json()) as { headers: Record<string, string> };
+    expect(headers['x-hop']).toBeUndefined();
+    expect(headers.te).toBeUndefined();
+    expect(headers['keep-alive']).toBeUndefined();
+    expect(headers['x-end-to-end']).toBe('yes');
+  });
+
+  it('hides the upstream Server and X-Powered-By headers', async () => {
+    const res = await request(`${gw.url}/svc/items`);
+    await res.body.dump();
+    expect(res.headers.server).toBeUndefined();
+    expect(res.headers['x-powered-by']).toBeUndefined();
+    expect(res.headers['x-upstream']).toBe('a');
+  });
+
+  it('passes request bodies through', async () => {
+    const res = await request(`${gw.url}/svc/items`, {
+      method: 'POST',
+      body: JSON.stringify({ name: 'rex' }),
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    expect(up.seen.at(-1)).toMatchObject({ method: 'POST', url: '/v1/items', body: '{"name":"rex"}' });
+  });
+
+  it('answers HEAD for GET operations', async () => {
+    const res = await request(`${gw.url}/svc/items`, { method: 'HEAD' });
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.text()).toBe('');
+  });
+
+  it('maps an upstream timeout to 504 problem+json without naming the upstream', async () => {
+    const res = await request(`${gw.url}/svc/slow?ms=2000`);
+    expect(res.statusCode).toBe(504);
+    const text = await res.body.text();
+    expect(JSON.parse(text).code).toBe('PC_UPSTREAM_TIMEOUT');
+    expect(text).not.toContain('127.0.0.1');
+    expect(text).not.toContain(String(up.port));
+  });
+});
+
+describe('upstream failures', () => {
+  it('maps a refused connection to 502 and never leaks the address', async () => {
+    const port = await deadPort();
+    const gw = await startGateway({ svc: spec({ upstreams: [`http://127.0.0.1:${port}`], extra: { retries: 0 } }) });
+    try {
+      const res = await request(`${gw.url}/svc/items`);
+      const text = await res.body.text();
+      expect(res.statusCode).toBe(502);
+      expect(res.headers['content-type']).toBe('application/problem+json');
+      expect(JSON.parse(text).code).toBe('PC_UPSTREAM_ERROR');
+      expect(text).not.toContain(String(port));
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('retries an idempotent request once on another upstream when the first refuses', async () => {
+    const port = await deadPort();
+    const good = await startUpstream({ name: 'good' });
+    const gw = await startGateway({
+      svc: spec({ upstreams: [`http://127.0.0.1:${port}`, good.url], extra: { passiveHealth: { failures: 100, ejectMs: 1000 } } }),
+    });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const res = await request(`${gw.url}/svc/items`);
+        expect(res.statusCode).toBe(200);
+        await res.body.dump();
+      }
+      // A POST with a body is never replayed: half of them (the dead upstream's turn) fail.
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const res = await request(`${gw.url}/svc/items`, { method: 'POST', body: 'x' });
+        statuses.push(res.statusCode);
+        await res.body.dump();
+      }
+      expect(statuses.filter((s) => s === 502).length).toBe(2);
+    } finally {
+      await gw.close();
+      await good.close();
+    }
+  });
+
+  it('answers 503 with Retry-After when every upstream is ejected', async () => {
+    const port = await deadPort();
+    const gw = await startGateway({
+      svc: spec({ upstreams: [`http://127.0.0.1:${port}`], extra: { retries: 0, passiveHealth: { failures: 1, ejectMs: 5000 } } }),
+    });
+    try {
+      const first = await request(`${gw.url}/svc/items`);
+      await first.body.dump();
+      expect(first.statusCode).toBe(502);
+      const res = await request(`${gw.url}/svc/items`);
+      expect(res.statusCode).toBe(503);
+      expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(((await res.body.json()) as { code: string }).code).toBe('PC_UPSTREAM_UNAVAILABLE');
+    } finally {
+      await gw.close();
+    }
+  });
+});
