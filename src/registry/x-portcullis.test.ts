@@ -1,0 +1,231 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseSource } from '../config/yaml.ts';
+import { ConfigError } from '../errors.ts';
+import { resolveSettings, slugify } from './x-portcullis.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'pc-xportcullis-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Resolve the settings of a spec given as YAML text, as if it were `<dir>/svc.yaml`. */
+function settingsOf(yaml: string) {
+  const file = join(dir, 'svc.yaml');
+  const source = parseSource(yaml, file);
+  const doc = source.value as Record<string, unknown>;
+  return resolveSettings(doc['x-portcullis'], doc, file, source);
+}
+
+function issuesOf(yaml: string) {
+  try {
+    settingsOf(yaml);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).issues;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('resolveSettings defaults', () => {
+  it('derives basePath from info.title and upstreams from absolute servers, with every default applied', () => {
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Pet Store API, version: '1' }
+servers:
+  - url: http://127.0.0.1:4001/
+  - url: /relative-is-not-an-upstream
+  - url: https://{host}:{port}/v2
+    variables: { host: { default: api.internal }, port: { default: '8443' } }
+`);
+    expect(s).toEqual({
+      basePath: '/pet-store-api',
+      upstreams: [
+        { url: 'http://127.0.0.1:4001', weight: 1 },
+        { url: 'https://api.internal:8443/v2', weight: 1 },
+      ],
+      loadBalancing: 'round-robin',
+      passiveHealth: { failures: 3, ejectMs: 10000 },
+      timeoutMs: 10000,
+      connectTimeoutMs: 3000,
+      retries: 1,
+      mock: false,
+      passThrough: false,
+      tls: { rejectUnauthorized: true },
+    });
+  });
+
+  it('uses x-portcullis.upstreams over servers and fills health check defaults', () => {
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Petstore, version: '1' }
+servers: [{ url: http://ignored:1 }]
+x-portcullis:
+  basePath: /pets/
+  upstreams: [{ url: http://127.0.0.1:4001/v1, weight: 3 }, { url: http://127.0.0.1:4002 }]
+  loadBalancing: weighted
+  healthCheck: { path: /health, intervalMs: 1000 }
+  passiveHealth: { failures: 5 }
+  retries: 0
+`);
+    expect(s.basePath).toBe('/pets');
+    expect(s.upstreams).toEqual([
+      { url: 'http://127.0.0.1:4001/v1', weight: 3 },
+      { url: 'http://127.0.0.1:4002', weight: 1 },
+    ]);
+    expect(s.loadBalancing).toBe('weighted');
+    expect(s.healthCheck).toEqual({
+      path: '/health',
+      intervalMs: 1000,
+      timeoutMs: 2000,
+      unhealthyAfter: 3,
+      healthyAfter: 2,
+    });
+    expect(s.passiveHealth).toEqual({ failures: 5, ejectMs: 10000 });
+    expect(s.retries).toBe(0);
+  });
+
+  it('allows basePath "/" and a mock service without any upstream', () => {
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Root, version: '1' }
+x-portcullis: { basePath: /, mock: true }
+`);
+    expect(s.basePath).toBe('/');
+    expect(s.upstreams).toEqual([]);
+    expect(s.mock).toBe(true);
+  });
+
+  it('resolves tls.ca relative to the spec file', () => {
+    writeFileSync(join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\n');
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Secure, version: '1' }
+servers: [{ url: https://127.0.0.1:8443 }]
+x-portcullis: { tls: { ca: ./ca.pem, servername: upstream.test } }
+`);
+    expect(s.tls).toEqual({ ca: join(dir, 'ca.pem'), rejectUnauthorized: true, servername: 'upstream.test' });
+  });
+
+  it.each([
+    ['Pet Store API', 'pet-store-api'],
+    ['  Crème Brûlée v2!  ', 'creme-brulee-v2'],
+    ['orders_service', 'orders-service'],
+  ])('slugify(%j) = %j', (title, slug) => {
+    expect(slugify(title)).toBe(slug);
+  });
+});
+
+describe('resolveSettings errors name file, line and field', () => {
+  const file = join(dir, 'svc.yaml');
+  it.each([
+    {
+      why: 'an unknown loadBalancing value',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+servers: [{ url: http://127.0.0.1:1 }]
+x-portcullis:
+  loadBalancing: fastest
+`,
+      path: '/x-portcullis/loadBalancing',
+      line: 5,
+      message: /round-robin/,
+    },
+    {
+      why: 'an unknown field',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+servers: [{ url: http://127.0.0.1:1 }]
+x-portcullis:
+  mock: false
+  upstreem: []
+`,
+      path: '/x-portcullis',
+      line: 6,
+      message: /unknown field "upstreem"/,
+    },
+    {
+      why: 'a weight below 1',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  upstreams:
+    - url: http://127.0.0.1:1
+      weight: 0
+`,
+      path: '/x-portcullis/upstreams/0/weight',
+      line: 6,
+      message: />= 1/,
+    },
+    {
+      why: 'a basePath without a leading slash',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { basePath: petstore, mock: true }
+`,
+      path: '/x-portcullis/basePath',
+      line: 3,
+      message: /pattern/,
+    },
+    {
+      why: 'retries other than 0 or 1',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { retries: 3, mock: true }
+`,
+      path: '/x-portcullis/retries',
+      line: 3,
+      message: /0, 1/,
+    },
+    {
+      why: 'a non-http upstream URL',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  upstreams:
+    - url: http://127.0.0.1:1
+    - url: ftp://files.example.com
+`,
+      path: '/x-portcullis/upstreams/1/url',
+      line: 6,
+      message: /unsupported scheme "ftp:"/,
+    },
+    {
+      why: 'a relative upstream URL',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  upstreams: [{ url: /v1 }]
+`,
+      path: '/x-portcullis/upstreams/0/url',
+      line: 4,
+      message: /not an absolute URL/,
+    },
+    {
+      why: 'no upstream at all on a service that is not mocked',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+servers: [{ url: /relative }]
+x-portcullis:
+  basePath: /a
+`,
+      path: '/x-portcullis/upstreams',
+      line: 4,
+      message: /^no upstream: set x-portcullis.upstreams or an absolute servers\[\]\.url, or mock: true$/,
+    },
+    {
+      why: 'an unreadable CA file',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+servers: [{ url: https://127.0.0.1:1 }]
+x-portcullis:
+  tls:
+    ca: ./missing-ca.pem
+`,
+      path: '/x-portcullis/tls/ca',
+      line: 6,
+      message: /cannot read CA file .*missing-ca\.pem/,
+    },
+  ])('rejects $why', ({ yaml, path, line, message }) => {
+    const issues = issuesOf(yaml);
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatchObject({ file, path, line });
+    expect(issues[0]?.message).toMatch(message);
+  });
+});

@@ -1,0 +1,270 @@
+/**
+ * The `x-portcullis` extension of a service spec: its schema (the one place its fields and
+ * defaults are documented) and the step that turns what a user wrote into defaulted
+ * ServiceSettings, checked once at load.
+ */
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { basename, dirname, extname, resolve } from 'node:path';
+import { type Static, Type as T } from '@sinclair/typebox';
+import { compileCheck } from '../config/validate.ts';
+import type { SourceDocument } from '../config/yaml.ts';
+import { ConfigError, type ConfigIssue } from '../errors.ts';
+import type { LoadBalancing, ServiceSettings, UpstreamConfig } from './types.ts';
+
+/** JSON pointer of the extension in a spec. */
+export const EXTENSION_POINTER = '/x-portcullis';
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
+const DEFAULT_RETRIES = 1;
+const DEFAULT_HEALTH = { intervalMs: 5_000, timeoutMs: 2_000, unhealthyAfter: 3, healthyAfter: 2 };
+const DEFAULT_PASSIVE = { failures: 3, ejectMs: 10_000 };
+const DEFAULT_LOAD_BALANCING: LoadBalancing = 'round-robin';
+
+const positiveMs = (description: string) => T.Integer({ minimum: 1, description });
+
+/** The `x-portcullis` object as written in a spec; every field is optional. */
+export const XPortcullisSchema = T.Object(
+  {
+    basePath: T.Optional(
+      T.String({
+        pattern: '^/[^?#{}*:\\s]*$',
+        description:
+          'Public path prefix of the service; "/" allowed. Default: "/" + slug of info.title ("Pet Store API" → "/pet-store-api").',
+      }),
+    ),
+    upstreams: T.Optional(
+      T.Array(
+        T.Object(
+          {
+            url: T.String({
+              description:
+                'http(s) origin plus optional path prefix, e.g. http://127.0.0.1:4001/v1. Required.',
+            }),
+            weight: T.Optional(
+              T.Integer({ minimum: 1, description: 'Relative share for weighted/ip-hash. Default 1.' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        {
+          minItems: 1,
+          description: 'Where requests go. Default: every absolute http(s) servers[].url (weight 1).',
+        },
+      ),
+    ),
+    loadBalancing: T.Optional(
+      T.Union(
+        ['round-robin', 'weighted', 'least-connections', 'ip-hash', 'random-two'].map((v) => T.Literal(v)),
+        { description: 'Balancing algorithm. Default round-robin.' },
+      ),
+    ),
+    healthCheck: T.Optional(
+      T.Object(
+        {
+          path: T.String({
+            pattern: '^/',
+            description: 'Path probed with GET; 2xx/3xx = healthy. Required.',
+          }),
+          intervalMs: T.Optional(positiveMs('Time between probes. Default 5000.')),
+          timeoutMs: T.Optional(positiveMs('Probe timeout. Default 2000.')),
+          unhealthyAfter: T.Optional(
+            T.Integer({ minimum: 1, description: 'Failed probes in a row before marking down. Default 3.' }),
+          ),
+          healthyAfter: T.Optional(
+            T.Integer({ minimum: 1, description: 'Good probes in a row before readmitting. Default 2.' }),
+          ),
+        },
+        { additionalProperties: false, description: 'Active health checks. Default: none (passive only).' },
+      ),
+    ),
+    passiveHealth: T.Optional(
+      T.Object(
+        {
+          failures: T.Optional(
+            T.Integer({ minimum: 1, description: 'Failed proxied requests in a row that eject. Default 3.' }),
+          ),
+          ejectMs: T.Optional(positiveMs('How long an ejected upstream is skipped. Default 10000.')),
+        },
+        {
+          additionalProperties: false,
+          description: 'Ejection on proxied failures. Default { failures: 3, ejectMs: 10000 }.',
+        },
+      ),
+    ),
+    timeoutMs: T.Optional(positiveMs('Upstream response (headers and body idle) timeout. Default 10000.')),
+    connectTimeoutMs: T.Optional(positiveMs('Upstream TCP/TLS connect timeout. Default 3000.')),
+    retries: T.Optional(
+      T.Union([T.Literal(0), T.Literal(1)], {
+        description: 'Retries of idempotent requests on another upstream. Default 1.',
+      }),
+    ),
+    mock: T.Optional(
+      T.Boolean({
+        description: "Answer from the spec's examples/schemas instead of forwarding. Default false.",
+      }),
+    ),
+    passThrough: T.Optional(
+      T.Boolean({
+        description: 'Also forward paths under basePath that the spec does not define. Default false.',
+      }),
+    ),
+    tls: T.Optional(
+      T.Object(
+        {
+          ca: T.Optional(
+            T.String({ description: 'Extra CA (PEM path, relative to the spec file). Default: none.' }),
+          ),
+          rejectUnauthorized: T.Optional(
+            T.Boolean({ description: 'Verify the upstream certificate. Default true.' }),
+          ),
+          servername: T.Optional(T.String({ description: 'SNI name sent upstream. Default: the URL host.' })),
+        },
+        {
+          additionalProperties: false,
+          description: 'TLS to https upstreams. Default: system CAs, verified.',
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** `x-portcullis` as written. */
+export type XPortcullis = Static<typeof XPortcullisSchema>;
+
+const checkExtension = compileCheck(XPortcullisSchema);
+
+/** Lower-case, non-alphanumerics collapsed to "-": "Pet Store API" → "pet-store-api". */
+export function slugify(text: string): string {
+  return text
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+}
+
+/**
+ * Validate `ext` (the raw `x-portcullis` value, possibly undefined) and apply every default.
+ * `doc` is the raw spec (for info.title and servers), `file` the absolute spec path.
+ * Throws ConfigError naming file, line and field for schema violations, bad URLs, an unreadable
+ * CA file, or no upstream at all on a service that is not mocked.
+ */
+export function resolveSettings(
+  ext: unknown,
+  doc: unknown,
+  file: string,
+  source: SourceDocument,
+): ServiceSettings {
+  const at = (path: string, message: string): ConfigIssue => ({
+    file,
+    line: source.lineOf(path),
+    path,
+    message,
+  });
+  const value = ext ?? {};
+  const schemaIssues = checkExtension(value, source, EXTENSION_POINTER);
+  if (schemaIssues.length > 0) throw new ConfigError(schemaIssues);
+  const x = value as XPortcullis;
+  const issues: ConfigIssue[] = [];
+
+  const upstreams: UpstreamConfig[] = [];
+  if (x.upstreams) {
+    x.upstreams.forEach((u, i) => {
+      const url = normalizeUpstreamUrl(u.url);
+      if (typeof url === 'string') upstreams.push({ url, weight: u.weight ?? 1 });
+      else issues.push(at(`${EXTENSION_POINTER}/upstreams/${i}/url`, url.error));
+    });
+  } else {
+    upstreams.push(...upstreamsFromServers(doc));
+  }
+  const mock = x.mock ?? false;
+  if (upstreams.length === 0 && issues.length === 0 && !mock) {
+    issues.push(
+      at(
+        `${EXTENSION_POINTER}/upstreams`,
+        'no upstream: set x-portcullis.upstreams or an absolute servers[].url, or mock: true',
+      ),
+    );
+  }
+
+  let ca: string | undefined;
+  if (x.tls?.ca !== undefined) {
+    ca = resolve(dirname(file), x.tls.ca);
+    try {
+      accessSync(ca, fsConstants.R_OK);
+    } catch {
+      issues.push(at(`${EXTENSION_POINTER}/tls/ca`, `cannot read CA file ${ca}`));
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const settings: ServiceSettings = {
+    basePath: normalizeBasePath(x.basePath ?? defaultBasePath(doc, file)),
+    upstreams,
+    loadBalancing: (x.loadBalancing as LoadBalancing | undefined) ?? DEFAULT_LOAD_BALANCING,
+    passiveHealth: { ...DEFAULT_PASSIVE, ...x.passiveHealth },
+    timeoutMs: x.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    connectTimeoutMs: x.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    retries: x.retries ?? DEFAULT_RETRIES,
+    mock,
+    passThrough: x.passThrough ?? false,
+    tls: { rejectUnauthorized: x.tls?.rejectUnauthorized ?? true },
+  };
+  if (x.healthCheck) settings.healthCheck = { ...DEFAULT_HEALTH, ...x.healthCheck };
+  if (ca !== undefined) settings.tls.ca = ca;
+  if (x.tls?.servername !== undefined) settings.tls.servername = x.tls.servername;
+  return settings;
+}
+
+/** `/petstore/` → `/petstore`; `/` stays `/`. */
+function normalizeBasePath(path: string): string {
+  const trimmed = path.replace(/\/+$/, '');
+  return trimmed === '' ? '/' : trimmed;
+}
+
+function defaultBasePath(doc: unknown, file: string): string {
+  const title = (doc as { info?: { title?: unknown } } | null)?.info?.title;
+  const slug = typeof title === 'string' ? slugify(title) : '';
+  return `/${slug || slugify(basename(file, extname(file)))}`;
+}
+
+/**
+ * Check and canonicalise an upstream URL: http(s), no credentials, query or fragment, no
+ * trailing slash (so equal upstreams compare and hash equal).
+ */
+function normalizeUpstreamUrl(raw: string): string | { error: string } {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return { error: `not an absolute URL: "${raw}"` };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return { error: `unsupported scheme "${url.protocol}" in "${raw}": use http or https` };
+  }
+  if (url.username || url.password) return { error: 'credentials in upstream URLs are not supported' };
+  if (url.search || url.hash) return { error: `an upstream URL takes no query or fragment: "${raw}"` };
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+}
+
+/** Absolute http(s) `servers[].url`s, with `{variables}` replaced by their defaults; others are skipped. */
+function upstreamsFromServers(doc: unknown): UpstreamConfig[] {
+  const servers = (doc as { servers?: unknown } | null)?.servers;
+  if (!Array.isArray(servers)) return [];
+  const out: UpstreamConfig[] = [];
+  for (const server of servers as Array<{
+    url?: unknown;
+    variables?: Record<string, { default?: unknown }>;
+  }>) {
+    if (typeof server?.url !== 'string') continue;
+    const expanded = server.url.replace(/\{([^}]+)\}/g, (whole, name: string) => {
+      const def = server.variables?.[name]?.default;
+      return def === undefined ? whole : String(def);
+    });
+    const url = normalizeUpstreamUrl(expanded);
+    if (typeof url === 'string' && !out.some((u) => u.url === url)) out.push({ url, weight: 1 });
+  }
+  return out;
+}
