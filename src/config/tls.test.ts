@@ -175,8 +175,11 @@ describe('createTlsOptions: SNI', () => {
 describe('createTlsOptions: protocol versions and ciphers', () => {
   let port: number;
   let legacyPort: number;
+  let legacyCiphersPort: number;
   beforeAll(async () => {
     port = await httpsServer(await createTlsOptions(listener()));
+    // An operator's cipher list that would allow TLS 1.0 suites: the protocol floor alone must refuse them.
+    legacyCiphersPort = await httpsServer(await createTlsOptions(listener({ ciphers: 'HIGH:@SECLEVEL=0' })));
     // Control: proves the legacy client below really can complete a TLS 1.0/1.1 handshake.
     legacyPort = await listen(
       tls.createServer({ ...pems.default, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }),
@@ -186,14 +189,16 @@ describe('createTlsOptions: protocol versions and ciphers', () => {
   // OpenSSL 3 refuses to even offer TLS < 1.2 at the default security level.
   const legacy = { ciphers: 'DEFAULT@SECLEVEL=0', ...anyName };
 
-  it.each([
-    { version: 'TLSv1', servername: undefined },
-    { version: 'TLSv1.1', servername: undefined },
-    { version: 'TLSv1', servername: 'api.example.com' },
-    { version: 'TLSv1.1', servername: 'api.example.com' },
-  ] as const)(
-    'refuses a $version handshake (SNI: $servername) with a protocol_version alert',
-    async ({ version, servername }) => {
+  const versions = ['TLSv1', 'TLSv1.1'] as const;
+  const rows = versions.flatMap((version) =>
+    [undefined, 'api.example.com'].flatMap((servername) =>
+      (['modern', 'legacy-friendly'] as const).map((ciphers) => ({ version, servername, ciphers })),
+    ),
+  );
+
+  it.each(rows)(
+    'refuses a $version handshake (SNI: $servername, $ciphers cipher list) with a protocol_version alert',
+    async ({ version, servername, ciphers }) => {
       const client = {
         ...legacy,
         minVersion: version,
@@ -201,7 +206,7 @@ describe('createTlsOptions: protocol versions and ciphers', () => {
         ...(servername ? { servername } : {}),
       };
       expect((await handshake(legacyPort, client)).protocol).toBe(version);
-      await expect(handshake(port, client)).rejects.toMatchObject({
+      await expect(handshake(ciphers === 'modern' ? port : legacyCiphersPort, client)).rejects.toMatchObject({
         code: 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION',
       });
     },
@@ -387,6 +392,13 @@ describe('createTlsOptions: configuration errors', () => {
   ])('rejects the SNI name $name ($problem)', async ({ name }) => {
     const err = await configError(listener({ sni: { [name]: files.api } }));
     expect(err.issues.map((i) => i.path)).toEqual([`/listen/https/sni/${name}`]);
+  });
+
+  it('rejects two SNI entries for the same name in different case', async () => {
+    const err = await configError(
+      listener({ sni: { 'api.example.com': files.api, 'API.example.com': files.api } }),
+    );
+    expect(err.issues.map((i) => i.path)).toEqual(['/listen/https/sni/API.example.com']);
   });
 
   it('rejects a cipher list OpenSSL does not know', async () => {

@@ -3,7 +3,7 @@
  * protocol floor, cipher policy, ALPN) and client options for HTTPS upstreams. Everything
  * is read, parsed and checked here, once, at load; the handshake path only looks up a map.
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
@@ -86,7 +86,7 @@ export interface ConfigLocation {
 }
 
 const HTTPS_POINTER = '/listen/https';
-// One label, then at least one dot-separated label: `*.example.com` but not `*`, `a.*.com` or `*.*.com`.
+// A host name, optionally behind one leading `*.` label: not `*`, `a.*.com` or `*.*.com`.
 const SNI_NAME = /^(\*\.)?[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/;
 
 /**
@@ -123,39 +123,42 @@ export async function createTlsOptions(
     });
   }
 
-  const entries = Object.entries(https.sni);
-  const [defaultPair, ...sniPairs] = await Promise.all([
-    loadPair(https, HTTPS_POINTER, read, file, issues),
-    ...entries.map(([name, pair]) =>
-      loadPair(pair, `${HTTPS_POINTER}/sni/${escapePointer(name)}`, read, file, issues),
+  const [loadedDefault, entries] = await Promise.all([
+    loadPair(https, HTTPS_POINTER, read, file),
+    Promise.all(
+      Object.entries(https.sni).map(async ([name, paths]) => {
+        const pointer = `${HTTPS_POINTER}/sni/${escapePointer(name)}`;
+        return { host: normalizeHost(name), pointer, ...(await loadPair(paths, pointer, read, file)) };
+      }),
     ),
   ]);
+  issues.push(...loadedDefault.issues, ...entries.flatMap((entry) => entry.issues));
 
-  const exact = new Map<string, tls.SecureContext>();
-  const wildcard = new Map<string, tls.SecureContext>();
-  entries.forEach(([name], i) => {
-    const pair = sniPairs[i];
-    const pointer = `${HTTPS_POINTER}/sni/${escapePointer(name)}`;
-    const host = normalizeHost(name);
+  const seen = new Set<string>();
+  for (const { host, pointer } of entries) {
     if (!SNI_NAME.test(host)) {
       issues.push({ file, path: pointer, message: 'must be a host name or "*." followed by a domain' });
-      return;
-    }
-    const table = host.startsWith('*.') ? wildcard : exact;
-    const key = host.startsWith('*.') ? host.slice(2) : host;
-    if (table.has(key)) {
+    } else if (seen.has(host)) {
       issues.push({
         file,
         path: pointer,
         message: `duplicates another SNI entry for "${host}" (names ignore case)`,
       });
-      return;
     }
-    if (!pair || issues.length > 0) return;
-    table.set(key, tls.createSecureContext({ ...contextOptions, key: pair.key, cert: pair.cert }));
-  });
-
+    seen.add(host);
+  }
+  const defaultPair = loadedDefault.pair;
   if (issues.length > 0 || !defaultPair) throw new ConfigError(issues);
+
+  const exact = new Map<string, tls.SecureContext>();
+  const wildcard = new Map<string, tls.SecureContext>();
+  for (const { host, pair } of entries) {
+    if (!pair) continue; // unreachable: a missing pair left an issue above
+    const context = tls.createSecureContext({ ...contextOptions, key: pair.key, cert: pair.cert });
+    if (host.startsWith('*.')) wildcard.set(host.slice(2), context);
+    else exact.set(host, context);
+  }
+
   return {
     key: defaultPair.key,
     cert: defaultPair.cert,
@@ -212,54 +215,42 @@ interface PemPair {
   cert: Buffer;
 }
 
-/** Reads and checks one cert/key pair; problems become issues at `<pointer>/cert` or `<pointer>/key`. */
+/**
+ * Reads and checks one cert/key pair; problems become issues at `<pointer>/cert` or `<pointer>/key`,
+ * cert before key whatever order the reads finish in, so the report is stable.
+ */
 async function loadPair(
   paths: { cert: string; key: string },
   pointer: string,
   read: (path: string) => Promise<Buffer>,
   file: string,
-  issues: ConfigIssue[],
-): Promise<PemPair | undefined> {
-  const [cert, key] = await Promise.all(
-    (['cert', 'key'] as const).map((field) =>
-      read(paths[field]).catch((err: unknown) => {
-        issues.push({
-          file,
-          path: `${pointer}/${field}`,
-          message: `cannot read ${paths[field]}: ${reason(err)}`,
-        });
-        return undefined;
-      }),
-    ),
-  );
-  if (!cert || !key) return undefined;
+): Promise<{ pair?: PemPair; issues: ConfigIssue[] }> {
+  const issues: ConfigIssue[] = [];
+  const issue = (field: 'cert' | 'key', message: string) =>
+    issues.push({ file, path: `${pointer}/${field}`, message });
+  const [certRead, keyRead] = await Promise.allSettled([read(paths.cert), read(paths.key)]);
+  if (certRead.status === 'rejected') issue('cert', `cannot read ${paths.cert}: ${reason(certRead.reason)}`);
+  if (keyRead.status === 'rejected') issue('key', `cannot read ${paths.key}: ${reason(keyRead.reason)}`);
+  if (certRead.status === 'rejected' || keyRead.status === 'rejected') return { issues };
 
   let x509: X509Certificate | undefined;
   try {
-    x509 = new X509Certificate(cert);
+    x509 = new X509Certificate(certRead.value);
   } catch {
-    issues.push({ file, path: `${pointer}/cert`, message: `${paths.cert} holds no PEM certificate` });
+    issue('cert', `${paths.cert} holds no PEM certificate`);
   }
-  let privateKey: ReturnType<typeof createPrivateKey> | undefined;
+  let privateKey: KeyObject | undefined;
   try {
-    privateKey = createPrivateKey(key);
+    privateKey = createPrivateKey(keyRead.value);
   } catch {
-    issues.push({
-      file,
-      path: `${pointer}/key`,
-      message: `${paths.key} holds no unencrypted PEM private key`,
-    });
+    issue('key', `${paths.key} holds no unencrypted PEM private key`);
   }
-  if (!x509 || !privateKey) return undefined;
+  if (!x509 || !privateKey) return { issues };
   if (!x509.checkPrivateKey(privateKey)) {
-    issues.push({
-      file,
-      path: `${pointer}/key`,
-      message: `${paths.key} does not belong to the certificate ${paths.cert}`,
-    });
-    return undefined;
+    issue('key', `${paths.key} does not belong to the certificate ${paths.cert}`);
+    return { issues };
   }
-  return { cert, key };
+  return { pair: { cert: certRead.value, key: keyRead.value }, issues };
 }
 
 /** A file shared by several entries (one key for many names) is read once. */
