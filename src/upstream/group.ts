@@ -7,6 +7,9 @@ import type { Balancer, BalancerTarget, PickContext } from './balancers/types.ts
 /** Idle upstream keep-alive sockets are closed after this long (below common server defaults of 5 s). */
 const UPSTREAM_KEEPALIVE_MS = 4_000;
 
+/** How long closing a pool waits for its in-flight requests before destroying it. */
+const CLOSE_GRACE_MS = 10_000;
+
 /** Extra TLS options for https upstreams, resolved once per group (see config/tls.ts). */
 export type UpstreamConnectOptions = object;
 
@@ -142,11 +145,25 @@ export class UpstreamGroup {
     return soonest;
   }
 
-  /** Stop checks and close pools; in-flight requests finish first (undici close semantics). */
-  async close(): Promise<void> {
+  /**
+   * Stop checks and close pools; in-flight requests finish first (undici close semantics), but
+   * no longer than `graceMs` (a pool whose close never settles, e.g. after some TLS errors, is
+   * destroyed).
+   */
+  async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    await Promise.all(this.targets.map((t) => t.pool.close().catch(() => undefined)));
+    await Promise.all(
+      this.targets.map(async (t) => {
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<'expired'>((r) => {
+          timer = setTimeout(() => r('expired'), graceMs);
+        });
+        const outcome = await Promise.race([t.pool.close().catch(() => undefined), expired]);
+        clearTimeout(timer);
+        if (outcome === 'expired') await t.pool.destroy().catch(() => undefined);
+      }),
+    );
   }
 
   private recompute(): void {

@@ -17,6 +17,8 @@ export interface TestUpstream {
   name: string;
   seen: SeenRequest[];
   server: Server;
+  /** TCP connections accepted so far. */
+  connections(): number;
   /** Make /health answer this status (default 200). */
   setHealth(status: number): void;
   close(): Promise<void>;
@@ -28,6 +30,8 @@ export interface UpstreamOptions {
   port?: number;
   /** Keep only the first 64 KiB of bodies in `seen` (streaming tests send hundreds of MB). */
   keepBodies?: boolean;
+  /** Delay every answer (except /health) by this many ms; default 0. */
+  delayMs?: number;
 }
 
 /**
@@ -42,6 +46,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<TestUps
   const name = opts.name ?? 'upstream';
   const seen: SeenRequest[] = [];
   let health = 200;
+  let connections = 0;
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname.endsWith('/health')) {
@@ -72,12 +77,14 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<TestUps
         streamBytes(Number(url.searchParams.get('n') ?? '0'));
         return;
       }
-      reply();
+      if (opts.delayMs) setTimeout(reply, opts.delayMs);
+      else reply();
       function reply() {
         if (res.destroyed) return;
         const body = JSON.stringify({ upstream: name, method: entry.method, url: entry.url, headers: req.headers, bodyBytes: bytes });
         res.writeHead(200, {
           'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
           server: 'test-upstream/1.0',
           'x-powered-by': 'node',
           'x-upstream': name,
@@ -103,6 +110,9 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<TestUps
       pump();
     }
   });
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -111,6 +121,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<TestUps
     name,
     seen,
     server,
+    connections: () => connections,
     setHealth(status) {
       health = status;
     },

@@ -1,6 +1,7 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { rawRequest, rawStatus } from '../helpers/raw-http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 /** A port that refuses connections: bound, then closed. */
@@ -40,7 +41,7 @@ describe('forwarding', () => {
     const before = up.seen.length;
     const res = await request(`${gw.url}/svc/admin/secret`);
     expect(res.statusCode).toBe(404);
-    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
     const body = (await res.body.json()) as { code: string; status: number; instance: string };
     expect(body).toMatchObject({ code: 'PC_ROUTE_NOT_FOUND', status: 404, instance: '/svc/admin/secret' });
     expect(up.seen.length).toBe(before);
@@ -56,9 +57,9 @@ describe('forwarding', () => {
   it('rejects dot segments instead of forwarding them', async () => {
     const before = up.seen.length;
     for (const path of ['/svc/items/..', '/svc/items/%2e%2e', '/svc/items/./x']) {
-      const res = await request(`${gw.url}${path}`);
-      await res.body.dump();
-      expect(res.statusCode, path).toBe(400);
+      // undici would normalise the URL; send the raw path as an attacker would.
+      const res = await rawRequest(gw.url, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      expect(rawStatus(res), path).toBe(400);
     }
     expect(up.seen.length).toBe(before);
   });
@@ -86,13 +87,17 @@ describe('forwarding', () => {
   });
 
   it('strips hop-by-hop headers and those the Connection header lists', async () => {
-    const res = await request(`${gw.url}/svc/items`, {
-      headers: { connection: 'keep-alive, x-hop', 'x-hop': '1', 'keep-alive': 'timeout=5', 'x-end-to-end': 'yes', te: 'trailers' },
-    });
-    const { headers } = (await res.body.json()) as { headers: Record<string, string> };
+    const res = await rawRequest(
+      gw.url,
+      'GET /svc/items HTTP/1.1\r\nHost: x\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n' +
+        'TE: trailers\r\nProxy-Authorization: Basic eDp5\r\nX-End-To-End: yes\r\n\r\n',
+    );
+    expect(rawStatus(res)).toBe(200);
+    const { headers } = JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4)) as { headers: Record<string, string> };
     expect(headers['x-hop']).toBeUndefined();
     expect(headers.te).toBeUndefined();
     expect(headers['keep-alive']).toBeUndefined();
+    expect(headers['proxy-authorization']).toBeUndefined();
     expect(headers['x-end-to-end']).toBe('yes');
   });
 
@@ -139,7 +144,7 @@ describe('upstream failures', () => {
       const res = await request(`${gw.url}/svc/items`);
       const text = await res.body.text();
       expect(res.statusCode).toBe(502);
-      expect(res.headers['content-type']).toBe('application/problem+json');
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
       expect(JSON.parse(text).code).toBe('PC_UPSTREAM_ERROR');
       expect(text).not.toContain(String(port));
     } finally {
