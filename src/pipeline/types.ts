@@ -1,0 +1,106 @@
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { Static, TSchema } from '@sinclair/typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { GatewayConfig } from '../config/schema.ts';
+import type { Logger } from '../logger.ts';
+import type { Route, Service } from '../registry/types.ts';
+import type { Store } from '../state/store.ts';
+
+/**
+ * The phases a request passes, in order. The order lives here and nowhere else:
+ * ipFilter → waf → auth → rateLimit → validate → route (sticky sessions: upstream choice) →
+ * headers (header rewriting, CORS).
+ */
+export const PHASES = ['ipFilter', 'waf', 'auth', 'rateLimit', 'validate', 'route', 'headers'] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** Every policy config carries a mode; dry-run never blocks but records what it would have done. */
+export type PolicyMode = 'enforce' | 'dry-run';
+
+/** Who the caller is, once an auth policy accepted them. */
+export interface Identity {
+  method: 'jwt' | 'apiKey' | 'basic';
+  /** `sub` for JWT, the key's name for API keys, the user name for basic. */
+  subject: string;
+  /** For JWT: the verified claims. */
+  claims?: Record<string, unknown>;
+}
+
+/** A policy's recorded decision (logs, span events, dry-run reports). */
+export interface Decision {
+  policy: string;
+  outcome: 'allow' | 'deny' | 'would-deny' | 'error';
+  /** Short machine-readable reason, e.g. `expired`, `insufficient_scope`, `limit`. */
+  reason?: string;
+  /** Extra facts (remaining quota, subject, rule ids...). Never secrets. */
+  detail?: Record<string, unknown>;
+}
+
+/** Upstream affinity decided by a policy (sticky sessions). */
+export interface UpstreamPreference {
+  /** Upstream id (URL) to use when it is eligible. */
+  upstreamId?: string;
+  /** Called with the upstream actually chosen (to bind a new or moved session). */
+  onChosen?: (upstreamId: string) => void;
+}
+
+/**
+ * Per-request state the phases share. Created only for routes that have policies; the policy-free
+ * path never allocates one.
+ */
+export interface RequestContext {
+  readonly req: FastifyRequest;
+  readonly reply: FastifyReply;
+  readonly route: Route;
+  readonly service: Service;
+  /** Client address after trustProxy. */
+  readonly clientIp: string;
+  identity?: Identity;
+  /** Headers to set on the upstream request (after the client's are copied). */
+  readonly setUpstreamHeaders: Record<string, string>;
+  /** Client headers never to forward (e.g. spoofed identity headers), lower-case. */
+  readonly removeUpstreamHeaders: Set<string>;
+  /** Headers added to the response whatever it is (upstream answer or rejection). */
+  readonly responseHeaders: Record<string, string>;
+  /** Edits of the upstream response headers before they are sent (headers policy, CORS). */
+  readonly responseEdits: Array<(status: number, headers: OutgoingHttpHeaders) => void>;
+  /**
+   * The request body, when a policy needed to read it (validate, WAF): read once, bounded, then
+   * forwarded from this buffer instead of the stream.
+   */
+  body?: Buffer;
+  upstream?: UpstreamPreference;
+  readonly decisions: Decision[];
+  /** Set by a policy that answers the request itself (e.g. a CORS preflight): nothing is forwarded. */
+  answered?: boolean;
+}
+
+/** A policy hook: resolves to continue, throws a ProblemError to reject. */
+export type Hook = (ctx: RequestContext) => void | Promise<void>;
+
+/** What a policy factory may use; built once per gateway, shared by every route. */
+export interface PolicyDeps {
+  config: GatewayConfig;
+  store: Store;
+  logger: Logger;
+  /** The route and service the hook is created for. */
+  route: Route;
+  service: Service;
+  /** Folder of the policy file the config came from (to resolve relative paths). */
+  baseDir: string;
+  /** Read the request body once (bounded); later calls get the same buffer. */
+  readBody: (ctx: RequestContext, maxBytes: number) => Promise<Buffer>;
+}
+
+/**
+ * A policy kind: one folder in src/policies, one entry in src/policies/index.ts. `create` runs
+ * once per route at load time (precompute everything there) and returns a named hook.
+ */
+export interface PolicyKind<S extends TSchema = TSchema> {
+  /** The key in policies/*.yaml, e.g. `rateLimit`. */
+  readonly name: string;
+  readonly phase: Phase;
+  /** JSON Schema of the config, every field described with its default. */
+  readonly schema: S;
+  create(config: Static<S>, deps: PolicyDeps): Hook | Promise<Hook>;
+}
