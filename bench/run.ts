@@ -1,0 +1,508 @@
+/**
+ * `npm run bench`: throughput, latency and CPU cost per request of Portcullis against a plain
+ * Fastify proxy and against no proxy at all, all in front of the same upstream, in one bounded
+ * run. See bench/README.md for how to read the output.
+ *
+ * Flags: --duration <s> per measured run (default 5), --rounds (default 3), --connections
+ * (default 50), --warmup <s> before each measured run (default 1), --only <target,...>.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { LoadResult } from './load.ts';
+import {
+  type Child,
+  clockTicksPerSecond,
+  hasExited,
+  type Pinning,
+  pinSelf,
+  planPinning,
+  readJsonLine,
+  startNode,
+  stopAllChildren,
+  stopChild,
+} from './processes.ts';
+import { BASE_PATH, type RunningTarget, TARGETS, type Target } from './targets.ts';
+
+const BENCH_DIR = import.meta.dirname;
+const RESULT_FILE = join(BENCH_DIR, '..', '.bench', 'last.json');
+/** A measured run may take this much longer than warm-up + duration before it counts as hung. */
+const LOAD_SLACK_MS = 30_000;
+/** Above this share of the proxy's CPU taken by other processes, a run is flagged as disturbed. */
+const OTHER_LOAD_WARN_PCT = 10;
+const RATIOS: ReadonlyArray<readonly [string, string]> = [
+  ['portcullis', 'reference'],
+  ['portcullis', 'direct'],
+  ['reference', 'direct'],
+];
+
+interface Options {
+  duration: number;
+  rounds: number;
+  connections: number;
+  warmup: number;
+  only: string[] | null;
+}
+
+/** One measured run of one target, as stored in .bench/last.json. */
+interface RoundResult {
+  round: number;
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** CPU time of the proxy process per request, µs; null for `direct` or when unreadable. */
+  cpuUsPerReq: number | null;
+  /** CPU time of the upstream per request, µs: the same for every target unless a proxy wastes connections. */
+  upstreamCpuUsPerReq: number | null;
+  /** Proxy CPU time / wall time, %: near 100 means the proxy was the bottleneck. Null for `direct`. */
+  proxyCpuPct: number | null;
+  /** Share of the proxy's CPU used by other processes during the run, %; null when unpinned. */
+  otherLoadPct: number | null;
+  requests: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  errorCodes: Record<string, number>;
+}
+
+interface Median {
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuUsPerReq: number | null;
+  upstreamCpuUsPerReq: number | null;
+}
+
+interface TargetReport {
+  name: string;
+  description: string;
+  /** Why the target was not measured; absent when it was. */
+  skipped?: string;
+  /** Why the target stopped being measured part-way (its process exited); absent when it did not. */
+  died?: string;
+  median?: Median;
+  totals?: { requests: number; non2xx: number; errors: number; timeouts: number };
+  rounds: RoundResult[];
+}
+
+const USAGE = `Usage: npm run bench -- [--duration 5] [--rounds 3] [--connections 50] [--warmup 1] [--only ${TARGETS.map((t) => t.name).join(',')}]`;
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      duration: { type: 'string', default: '5' },
+      rounds: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '50' },
+      warmup: { type: 'string', default: '1' },
+      only: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const positive = (name: string, text: string, allowZero = false): number => {
+    const n = Number(text);
+    if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero)) {
+      throw new UsageError(
+        `--${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${text}`,
+      );
+    }
+    return n;
+  };
+  const only = values.only
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = only?.filter((name) => !TARGETS.some((t) => t.name === name)) ?? [];
+  if (unknown.length > 0) throw new UsageError(`--only: unknown target(s) ${unknown.join(', ')}`);
+  return {
+    duration: positive('duration', values.duration),
+    rounds: Math.floor(positive('rounds', values.rounds)),
+    connections: Math.floor(positive('connections', values.connections)),
+    warmup: positive('warmup', values.warmup, true),
+    only: only ?? null,
+  };
+}
+
+class UsageError extends Error {}
+
+/** The temp dir holding generated gateway configs; removed on exit and on Ctrl-C. */
+let workRoot: string | undefined;
+
+async function cleanUp(): Promise<void> {
+  await stopAllChildren();
+  if (workRoot) await rm(workRoot, { recursive: true, force: true });
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2));
+  const targets = TARGETS.filter((t) => options.only === null || options.only.includes(t.name));
+  const { pinning, reason } = planPinning();
+  if (pinning) {
+    pinSelf(pinning.loadCpu);
+    console.log(
+      `Pinning: upstream, load generator and this script on CPU ${pinning.loadCpu}; proxy under test alone on CPU ${pinning.proxyCpu}.`,
+    );
+  } else {
+    console.log(`Pinning: OFF (${reason}); figures are noisier and include CPU contention.`);
+  }
+  const clkTck = clockTicksPerSecond();
+  const loadCpu = pinning?.loadCpu ?? null;
+  workRoot = await mkdtemp(join(tmpdir(), 'portcullis-bench-'));
+  const root = workRoot;
+  const running = new Map<string, RunningTarget>();
+  const reports = new Map<string, TargetReport>(
+    targets.map((t) => [t.name, { name: t.name, description: t.description, rounds: [] }]),
+  );
+
+  try {
+    const upstream = startNode('upstream', [join(BENCH_DIR, 'upstream.ts')], loadCpu);
+    const { port } = await readJsonLine<{ port: number }>(upstream);
+    const upstreamUrl = `http://127.0.0.1:${port}`;
+
+    for (const target of targets) {
+      const report = reports.get(target.name)!;
+      try {
+        const workDir = join(root, target.name);
+        await mkdir(workDir, { recursive: true });
+        const started = await target.start({ upstreamUrl, proxyCpu: pinning?.proxyCpu ?? null, workDir });
+        running.set(target.name, started);
+        await preflight(target, started);
+      } catch (err) {
+        report.skipped = (err as Error).message;
+        console.error(`\n*** SKIPPED ${target.name}: ${report.skipped.trim()}\n`);
+        await running.get(target.name)?.stop();
+        running.delete(target.name);
+      }
+    }
+    const measured = targets.filter((t) => running.has(t.name));
+    if (measured.length === 0) throw new Error('no target could be started');
+
+    const perRun = options.warmup + options.duration;
+    const estimate = Math.ceil(options.rounds * measured.length * (perRun + 0.5));
+    console.log(
+      `Load: GET ${BASE_PATH}/hello (direct: /hello), ${options.connections} connections, ${options.warmup} s warm-up + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
+    );
+    for (let round = 1; round <= options.rounds; round++) {
+      // Rotating the order keeps any drift over time (thermal, page cache) off a single target.
+      const order = measured.map((_, i) => measured[(i + round - 1) % measured.length]!);
+      for (const target of order) {
+        const report = reports.get(target.name)!;
+        if (report.died) continue;
+        const proxyCpu = pinning?.proxyCpu ?? null;
+        const result = await measure(running.get(target.name)!, upstream, options, loadCpu, proxyCpu);
+        const roundResult = toRoundResult(round, result, running.get(target.name)!, upstream, clkTck);
+        report.rounds.push(roundResult);
+        console.log(
+          `round ${round}/${options.rounds}  ${target.name.padEnd(12)} ${formatRound(roundResult)}`,
+        );
+        const dead = running.get(target.name)!.proxies.find(hasExited);
+        if (dead) {
+          report.died = `${dead.name} exited (code ${dead.process.exitCode ?? dead.process.signalCode}) during round ${round}`;
+          console.error(
+            `\n*** ${target.name} DIED: ${report.died}; no further rounds. Its last output:\n${dead.outputTail()}\n`,
+          );
+        }
+      }
+    }
+
+    for (const report of reports.values()) summarise(report);
+    const ratios = computeRatios([...reports.values()]);
+    printTable([...reports.values()], ratios);
+    const failed = printProblems([...reports.values()]);
+    await writeReport({
+      options,
+      pinning,
+      pinningNote: reason,
+      clkTck,
+      reports: [...reports.values()],
+      ratios,
+    });
+    console.log(`\nWritten: ${RESULT_FILE}`);
+    return failed ? 1 : 0;
+  } finally {
+    await Promise.all([...running.values()].map((t) => t.stop()));
+    await cleanUp();
+  }
+}
+
+/** One request before measuring, so a target that answers wrongly is visible at once. */
+async function preflight(target: Target, running: RunningTarget): Promise<void> {
+  const res = await fetch(running.url, { signal: AbortSignal.timeout(5000) });
+  const body = await res.text();
+  if (res.status < 200 || res.status >= 300) {
+    console.error(
+      `\n*** ${target.name}: GET ${running.url} answered ${res.status} before the run: ${body.slice(0, 300)}\n`,
+    );
+  }
+}
+
+async function measure(
+  target: RunningTarget,
+  upstream: Child,
+  options: Options,
+  loadCpu: number | null,
+  proxyCpu: number | null,
+) {
+  const args = [
+    join(BENCH_DIR, 'load.ts'),
+    '--url',
+    target.url,
+    '--connections',
+    String(options.connections),
+    '--warmup',
+    String(options.warmup),
+    '--duration',
+    String(options.duration),
+    ...[...target.proxies.map((c) => c.pid), upstream.pid].flatMap((pid) => ['--cpu-pid', String(pid)]),
+    ...(proxyCpu === null || target.proxies.length === 0 ? [] : ['--core', String(proxyCpu)]),
+  ];
+  const load = startNode('load', args, loadCpu);
+  try {
+    return await readJsonLine<LoadResult>(load, (options.warmup + options.duration) * 1000 + LOAD_SLACK_MS);
+  } finally {
+    await stopChild(load);
+  }
+}
+
+function toRoundResult(
+  round: number,
+  result: LoadResult,
+  target: RunningTarget,
+  upstream: Child,
+  clkTck: number,
+): RoundResult {
+  const ticksOf = (pids: number[]): number | null => {
+    if (pids.length === 0) return null;
+    let ticks = 0;
+    for (const pid of pids) {
+      const t = result.cpuTicks[String(pid)];
+      if (t == null) return null;
+      ticks += t;
+    }
+    return ticks;
+  };
+  const usPerReq = (pids: number[]): number | null => {
+    const ticks = ticksOf(pids);
+    return ticks === null || result.requests === 0 ? null : ((ticks / clkTck) * 1e6) / result.requests;
+  };
+  const proxyPids = target.proxies.map((c) => c.pid);
+  const proxyTicks = ticksOf(proxyPids);
+  const core = result.core;
+  return {
+    round,
+    reqPerSec: result.durationSec > 0 ? result.requests / result.durationSec : 0,
+    p50Ms: result.p50Ms,
+    p99Ms: result.p99Ms,
+    cpuUsPerReq: usPerReq(proxyPids),
+    upstreamCpuUsPerReq: usPerReq([upstream.pid]),
+    proxyCpuPct:
+      proxyTicks === null || result.durationSec === 0
+        ? null
+        : (100 * proxyTicks) / (result.durationSec * clkTck),
+    otherLoadPct:
+      proxyTicks === null || core === null || core.total === 0
+        ? null
+        : Math.max(0, (100 * (core.busy - proxyTicks)) / core.total),
+    requests: result.requests,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes: result.statusCodes,
+    errorCodes: result.errorCodes,
+  };
+}
+
+function summarise(report: TargetReport): void {
+  if (report.rounds.length === 0) return;
+  const pick = (f: (r: RoundResult) => number | null) => median(report.rounds.map(f));
+  report.median = {
+    reqPerSec: pick((r) => r.reqPerSec)!,
+    p50Ms: pick((r) => r.p50Ms)!,
+    p99Ms: pick((r) => r.p99Ms)!,
+    cpuUsPerReq: pick((r) => r.cpuUsPerReq),
+    upstreamCpuUsPerReq: pick((r) => r.upstreamCpuUsPerReq),
+  };
+  const sum = (f: (r: RoundResult) => number) => report.rounds.reduce((acc, r) => acc + f(r), 0);
+  report.totals = {
+    requests: sum((r) => r.requests),
+    non2xx: sum((r) => r.non2xx),
+    errors: sum((r) => r.errors),
+    timeouts: sum((r) => r.timeouts),
+  };
+}
+
+/** Median of the values, null when any is null (a metric is either measured every round or not at all). */
+function median(values: Array<number | null>): number | null {
+  if (values.length === 0 || values.some((v) => v === null)) return null;
+  const sorted = (values as number[]).toSorted((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+type Ratios = Record<
+  string,
+  { reqPerSec: number | null; p50Ms: number | null; p99Ms: number | null; cpuUsPerReq: number | null }
+>;
+
+/** Ratios between medians; a target with any error or non-2xx takes part in none (its figures are not comparable). */
+function computeRatios(reports: TargetReport[]): Ratios {
+  const clean = reports.filter((r) => r.median && r.totals && r.totals.errors + r.totals.non2xx === 0);
+  const byName = new Map(clean.map((r) => [r.name, r.median!]));
+  const ratios: Ratios = {};
+  for (const [a, b] of RATIOS) {
+    const x = byName.get(a);
+    const y = byName.get(b);
+    if (!x || !y) continue;
+    const div = (p: number | null, q: number | null) => (p === null || q === null || q === 0 ? null : p / q);
+    ratios[`${a}/${b}`] = {
+      reqPerSec: div(x.reqPerSec, y.reqPerSec),
+      p50Ms: div(x.p50Ms, y.p50Ms),
+      p99Ms: div(x.p99Ms, y.p99Ms),
+      cpuUsPerReq: div(x.cpuUsPerReq, y.cpuUsPerReq),
+    };
+  }
+  return ratios;
+}
+
+function formatRound(r: RoundResult): string {
+  const problems = r.non2xx + r.errors > 0 ? `  !! ${r.non2xx} non-2xx, ${r.errors} errors` : '';
+  const cpu =
+    r.cpuUsPerReq === null ? '' : `  cpu ${fmt(r.cpuUsPerReq, 1)} µs/req (${fmt(r.proxyCpuPct, 0)}% busy)`;
+  const other =
+    r.otherLoadPct !== null && r.otherLoadPct > OTHER_LOAD_WARN_PCT
+      ? `  ! other processes took ${fmt(r.otherLoadPct, 0)}% of the proxy's CPU`
+      : '';
+  return `${fmt(r.reqPerSec, 0).padStart(8)} req/s  p50 ${fmt(r.p50Ms, 2)} ms  p99 ${fmt(r.p99Ms, 2)} ms${cpu}${other}${problems}`;
+}
+
+function fmt(n: number | null | undefined, digits: number): string {
+  return n === null || n === undefined ? '-' : n.toFixed(digits);
+}
+
+function printTable(reports: TargetReport[], ratios: Ratios): void {
+  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'upstream µs/req', 'errors'];
+  const rows = reports.map((r) => {
+    if (!r.median || !r.totals) return [r.name, 'SKIPPED', '', '', '', '', ''];
+    const problems = r.totals.non2xx + r.totals.errors;
+    return [
+      r.name,
+      fmt(r.median.reqPerSec, 0),
+      fmt(r.median.p50Ms, 2),
+      fmt(r.median.p99Ms, 2),
+      fmt(r.median.cpuUsPerReq, 1),
+      fmt(r.median.upstreamCpuUsPerReq, 1),
+      problems === 0 ? '0' : `${r.totals.non2xx} non-2xx, ${r.totals.errors} err !!`,
+    ];
+  });
+  console.log(`\nMedian over rounds (errors: total over rounds)\n`);
+  printColumns([header, ...rows]);
+  const ratioRows = Object.entries(ratios).map(([name, r]) => [
+    name,
+    fmt(r.reqPerSec, 2),
+    fmt(r.p50Ms, 2),
+    fmt(r.p99Ms, 2),
+    fmt(r.cpuUsPerReq, 2),
+  ]);
+  if (ratioRows.length > 0) {
+    console.log(
+      '\nRatios of medians, targets with errors left out (req/s: higher is better for the first; latency, CPU: lower)\n',
+    );
+    printColumns([['ratio', 'req/s', 'p50', 'p99', 'CPU/req'], ...ratioRows]);
+  }
+}
+
+function printColumns(rows: string[][]): void {
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((row) => (row[col] ?? '').length)));
+  for (const row of rows) {
+    console.log(
+      row
+        .map((cell, col) => (col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!)))
+        .join('  '),
+    );
+  }
+}
+
+/** Prints every run with non-2xx responses or errors, and skipped targets; true when there were any errors. */
+function printProblems(reports: TargetReport[]): boolean {
+  const lines: string[] = [];
+  for (const report of reports) {
+    if (report.died) lines.push(`${report.name}: ${report.died} (output above)`);
+    if (report.skipped)
+      lines.push(`${report.name}: SKIPPED — ${report.skipped.split('\n')[0]} (output above)`);
+    for (const r of report.rounds) {
+      if (r.non2xx + r.errors === 0) continue;
+      lines.push(
+        `${report.name} round ${r.round}: ${r.non2xx} non-2xx, ${r.errors} errors (${r.timeouts} timeouts); status codes ${JSON.stringify(r.statusCodes)}, errors ${JSON.stringify(r.errorCodes)}`,
+      );
+    }
+  }
+  const disturbed = reports.flatMap((report) =>
+    report.rounds
+      .filter((r) => r.otherLoadPct !== null && r.otherLoadPct > OTHER_LOAD_WARN_PCT)
+      .map((r) => `${report.name} round ${r.round} (${fmt(r.otherLoadPct, 0)}%)`),
+  );
+  if (disturbed.length > 0) {
+    console.error(
+      `\n! Other processes used more than ${OTHER_LOAD_WARN_PCT}% of the proxy's CPU during: ${disturbed.join(', ')}.\n! Those req/s and latency figures understate the proxy; CPU µs/req is the least affected figure.`,
+    );
+  }
+  if (lines.length === 0) return false;
+  console.error(
+    `\n${'!'.repeat(72)}\n!! PROBLEMS — the figures above are not a clean measurement\n${'!'.repeat(72)}`,
+  );
+  for (const line of lines) console.error(`!! ${line}`);
+  return reports.some((r) => r.rounds.some((x) => x.non2xx + x.errors > 0));
+}
+
+async function writeReport(report: {
+  options: Options;
+  pinning: Pinning | null;
+  pinningNote: string;
+  clkTck: number;
+  reports: TargetReport[];
+  ratios: Ratios;
+}): Promise<void> {
+  await mkdir(join(RESULT_FILE, '..'), { recursive: true });
+  const json = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    request: `GET ${BASE_PATH}/hello`,
+    options: report.options,
+    pinning: report.pinning,
+    ...(report.pinning ? {} : { pinningNote: report.pinningNote }),
+    clkTck: report.clkTck,
+    targets: report.reports,
+    ratios: report.ratios,
+  };
+  await writeFile(RESULT_FILE, `${JSON.stringify(json, null, 2)}\n`);
+}
+
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: stopping every child process…`);
+    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  });
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  if (err instanceof UsageError) {
+    console.error(`${err.message}\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (!interrupted) {
+    console.error(`bench failed: ${(err as Error).stack ?? err}`);
+    process.exitCode = 1;
+  }
+  await cleanUp();
+}
