@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { loadGatewayConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/schema.ts';
-import { ConfigError, formatIssue } from './errors.ts';
+import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
 
 const USAGE: Record<string, string> = {
   main: `Usage: portcullis <command> [options]
@@ -17,6 +17,7 @@ Commands:
   start       Run the gateway (HTTP/HTTPS listeners and the admin port)
   validate    Load gateway.yaml and every spec; print the route table; exit 1 on any error
   routes      Print the route table (--json for JSON)
+  help        Show help for a command ('portcullis help start')
 
 Options:
   -c, --config <file>   gateway.yaml to use (default: ./gateway.yaml if present, else defaults)
@@ -38,30 +39,43 @@ prints the route table. Exits 1 and prints file:line: field: problem for every e
 Prints the route table: method, public path, operationId, service, upstreams.`,
 };
 
+/** Exit code for a command line that cannot be understood (unknown command or option). */
+const EXIT_USAGE = 2;
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-      json: { type: 'boolean' },
-    },
-  });
-  const command = positionals[0];
+  let parsed: ReturnType<typeof parseCommandLine>;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (err) {
+    // parseArgs throws TypeError with a readable message for unknown options and missing values.
+    console.error(`portcullis: ${(err as Error).message}\n\n${USAGE.main}`);
+    return EXIT_USAGE;
+  }
+  const { values, positionals } = parsed;
+  // `portcullis help [command]` is the same as `portcullis [command] --help`.
+  const helpCommand = positionals[0] === 'help';
+  const command = helpCommand ? positionals[1] : positionals[0];
   if (values.version) {
     const pkg = await import('../package.json', { with: { type: 'json' } });
     console.log(pkg.default.version);
     return 0;
   }
-  if (!command || !(command in USAGE) || command === 'main') {
+  if (!command) {
     console.log(USAGE.main);
-    return values.help || !command ? 0 : 2;
+    return 0;
   }
-  if (values.help) {
+  if (!(command in USAGE) || command === 'main') {
+    console.error(`portcullis: unknown command "${command}"\n\n${USAGE.main}`);
+    return EXIT_USAGE;
+  }
+  if (values.help || helpCommand) {
     console.log(USAGE[command]);
     return 0;
+  }
+  const extra = positionals.slice(1);
+  if (extra.length > 0) {
+    console.error(`portcullis: unexpected argument "${extra[0]}"\n\n${USAGE[command]}`);
+    return EXIT_USAGE;
   }
 
   let config: GatewayConfig;
@@ -121,14 +135,25 @@ async function start(config: GatewayConfig): Promise<number> {
 async function printRoutes(config: GatewayConfig, command: string, json: boolean): Promise<number> {
   const { loadSpecs } = await import('./runtime.ts');
   const { buildRouteTable, describeRoutes } = await import('./registry/index.ts');
-  const { services, issues } = await loadSpecs(config.openapi);
+  const loaded = await loadSpecs(config.openapi);
+  const { services } = loaded;
+  const found: ConfigIssue[] = [...loaded.issues];
   let rows: ReturnType<typeof describeRoutes> = [];
   try {
     rows = describeRoutes(buildRouteTable(services));
   } catch (err) {
-    if (err instanceof ConfigError) issues.push(...err.issues);
+    if (err instanceof ConfigError) found.push(...err.issues);
     else throw err;
   }
+  if (command === 'validate' && config.listen.https) {
+    // `start` would read and match the certificates; validate should fail on what start fails on.
+    const { createTlsOptions } = await import('./config/tls.ts');
+    await createTlsOptions(config.listen.https, config.file ?? 'gateway.yaml').catch((err: unknown) => {
+      if (err instanceof ConfigError) found.push(...err.issues);
+      else throw err;
+    });
+  }
+  const issues = await withLines(found);
   if (json) console.log(JSON.stringify({ routes: rows, errors: issues }, null, 2));
   else {
     printTable(rows);
@@ -144,11 +169,64 @@ async function printRoutes(config: GatewayConfig, command: string, json: boolean
   return 0;
 }
 
-function printTable(rows: Array<{ service: string; method: string; path: string; operationId: string; upstreams: string[]; mock: boolean }>): void {
-  const table = rows.map((r) => [r.method, r.path, r.operationId, r.service, r.mock ? '(mock)' : r.upstreams.join(' ')]);
+/**
+ * Route-table conflicts (two services on one basePath, ...) are found after the specs' sources
+ * are gone, so they carry no line; look it up from the file so every printed issue is file:line.
+ */
+async function withLines(issues: ConfigIssue[]): Promise<ConfigIssue[]> {
+  const { readSource } = await import('./config/yaml.ts');
+  return Promise.all(
+    issues.map(async (issue) => {
+      if (issue.line !== undefined || !issue.path) return issue;
+      try {
+        const line = (await readSource(issue.file)).lineOf(issue.path);
+        return line === undefined ? issue : { ...issue, line };
+      } catch {
+        return issue; // unreadable or unparsable: the issue already says so
+      }
+    }),
+  );
+}
+
+function printTable(
+  rows: Array<{
+    service: string;
+    method: string;
+    path: string;
+    operationId: string;
+    upstreams: string[];
+    mock: boolean;
+  }>,
+): void {
+  const table = rows.map((r) => [
+    r.method,
+    r.path,
+    r.operationId,
+    r.service,
+    r.mock ? '(mock)' : r.upstreams.join(' '),
+  ]);
   const header = ['METHOD', 'PATH', 'OPERATION', 'SERVICE', 'UPSTREAMS'];
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => (r[i] ?? '').length)));
-  for (const r of [header, ...table]) console.log(r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
+  for (const r of [header, ...table])
+    console.log(
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    );
+}
+
+function parseCommandLine(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+      json: { type: 'boolean' },
+    },
+  });
 }
 
 function reportConfigError(err: unknown): number {
