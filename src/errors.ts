@@ -19,7 +19,11 @@ export interface ErrorSpec {
 /** Every client-facing error code, with its status and problem type. */
 export const ERRORS = {
   PC_ROUTE_NOT_FOUND: { status: 404, type: 'route-not-found', title: 'No route matches this request' },
-  PC_METHOD_NOT_ALLOWED: { status: 405, type: 'method-not-allowed', title: 'Method not allowed on this path' },
+  PC_METHOD_NOT_ALLOWED: {
+    status: 405,
+    type: 'method-not-allowed',
+    title: 'Method not allowed on this path',
+  },
   PC_BODY_TOO_LARGE: { status: 413, type: 'body-too-large', title: 'Request body too large' },
   PC_BAD_REQUEST: { status: 400, type: 'bad-request', title: 'Malformed request' },
   PC_UNAUTHORIZED: { status: 401, type: 'unauthorized', title: 'Authentication required or failed' },
@@ -27,7 +31,11 @@ export const ERRORS = {
   PC_IP_DENIED: { status: 403, type: 'ip-denied', title: 'Client address not allowed' },
   PC_WAF_BLOCKED: { status: 403, type: 'waf-blocked', title: 'Request blocked by the WAF' },
   PC_RATE_LIMITED: { status: 429, type: 'rate-limited', title: 'Too many requests' },
-  PC_VALIDATION_FAILED: { status: 400, type: 'validation-failed', title: 'Request does not match the API contract' },
+  PC_VALIDATION_FAILED: {
+    status: 400,
+    type: 'validation-failed',
+    title: 'Request does not match the API contract',
+  },
   PC_STORE_UNAVAILABLE: { status: 503, type: 'store-unavailable', title: 'State store unavailable' },
   PC_UPSTREAM_UNAVAILABLE: { status: 503, type: 'no-healthy-upstream', title: 'No healthy upstream' },
   PC_UPSTREAM_ERROR: { status: 502, type: 'upstream-error', title: 'Upstream connection failed' },

@@ -14,6 +14,8 @@ import { createForwarder, type Forward } from './upstream/forward.ts';
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
 /** A path segment of "." or ".." (raw or percent-encoded): never forwarded, upstreams would normalise it. */
+/** A Host header fit for a redirect Location: DNS name, IPv4 or [IPv6], optional port. */
+const HOST_HEADER = /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::\d{1,5})?$/i;
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 export interface GatewayOptions {
@@ -59,10 +61,19 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
 
   const https = config.listen.https;
   const httpsApp = https
-    ? buildPublicApp(config, runtime, forward, logger, { tls: await createTlsOptions(https, config.file ?? 'gateway.yaml'), http2: https.http2 })
+    ? buildPublicApp(config, runtime, forward, logger, {
+        tls: await createTlsOptions(https, config.file ?? 'gateway.yaml'),
+        http2: https.http2,
+      })
     : undefined;
   const http = config.listen.http;
-  const app = http ? buildPublicApp(config, runtime, forward, logger, { redirectTo: http.redirectToHttps ? https?.port : undefined }) : undefined;
+  // The bound port, not the configured one: port 0 means "any free port".
+  const httpsPort = () => (httpsApp?.server.address() as AddressInfo | null)?.port ?? https?.port ?? 443;
+  const app = http
+    ? buildPublicApp(config, runtime, forward, logger, {
+        redirectTo: http.redirectToHttps && https ? httpsPort : undefined,
+      })
+    : undefined;
   const admin = config.admin ? createAdmin({ runtime, isClosing: () => closing }) : undefined;
   if (config.watch) runtime.watch();
 
@@ -101,7 +112,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       const publicApps = [app, httpsApp].filter((a): a is FastifyInstance => a !== undefined);
       // Past the grace period, cut whatever is still open so shutdown is bounded.
       const force = setTimeout(() => {
-        for (const a of publicApps) (a.server as { closeAllConnections?: () => void }).closeAllConnections?.();
+        for (const a of publicApps)
+          (a.server as { closeAllConnections?: () => void }).closeAllConnections?.();
       }, config.limits.shutdownGraceMs);
       force.unref();
       await Promise.all(publicApps.map((a) => a.close()));
@@ -115,8 +127,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
 interface PublicAppOptions {
   tls?: object;
   http2?: boolean;
-  /** When set, every request is redirected to HTTPS on this port. */
-  redirectTo?: number;
+  /** When set, every request is redirected to HTTPS on the port it returns. */
+  redirectTo?: () => number;
 }
 
 function buildPublicApp(
@@ -138,7 +150,11 @@ function buildPublicApp(
     forceCloseConnections: 'idle' as const,
     http2SessionTimeout: config.limits.keepAliveTimeoutMs,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 2048 },
-    ...(opts.tls ? (opts.http2 ? { http2: true, https: { allowHTTP1: true, ...opts.tls } } : { https: opts.tls }) : {}),
+    ...(opts.tls
+      ? opts.http2
+        ? { http2: true, https: { allowHTTP1: true, ...opts.tls } }
+        : { https: opts.tls }
+      : {}),
   };
   // fastify()'s overloads pick a server type from literal options; these are built at run time.
   const app = fastify(serverOptions as Parameters<typeof fastify>[0]) as unknown as FastifyInstance;
@@ -158,14 +174,20 @@ function buildPublicApp(
     return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
   });
 
-  if (opts.redirectTo !== undefined) {
-    const port = opts.redirectTo === 443 ? '' : `:${opts.redirectTo}`;
+  const redirectTo = opts.redirectTo;
+  if (redirectTo !== undefined) {
     app.route({
       method: [...METHODS],
       url: '/*',
       handler: function redirectToHttps(req, reply) {
-        const host = (req.headers.host ?? 'localhost').replace(/:\d+$/, '');
-        return reply.redirect(`https://${host}${port}${req.url}`, 308);
+        const authority = req.headers.host ?? 'localhost';
+        // The Host header is the client's: only a plain host[:port] may shape the Location.
+        if (!HOST_HEADER.test(authority)) {
+          return sendProblem(req, reply, new ProblemError('PC_BAD_REQUEST', 'Invalid Host header'));
+        }
+        const host = authority.replace(/:\d+$/, '');
+        const port = redirectTo();
+        return reply.redirect(`https://${host}${port === 443 ? '' : `:${port}`}${req.url}`, 308);
       },
     });
     return app;
@@ -181,7 +203,11 @@ function buildPublicApp(
       const path = q === -1 ? url : url.slice(0, q);
       if (!snapshot) return sendProblem(req, reply, new ProblemError('PC_SHUTTING_DOWN', 'Not ready'));
       if (DOT_SEGMENT.test(path)) {
-        return sendProblem(req, reply, new ProblemError('PC_BAD_REQUEST', 'Dot segments are not allowed in paths'));
+        return sendProblem(
+          req,
+          reply,
+          new ProblemError('PC_BAD_REQUEST', 'Dot segments are not allowed in paths'),
+        );
       }
       const match = snapshot.table.find(req.method, path);
       if (!match) {

@@ -1,14 +1,14 @@
 import { readdir } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
+import { type FSWatcher, watch } from 'chokidar';
+import { createUpstreamTlsOptions } from './config/tls.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
 import type { Logger } from './logger.ts';
-import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
 import type { MockResponder, RouteTable } from './registry/index.ts';
+import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
 import type { Route, Service } from './registry/types.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
 import { UpstreamGroup } from './upstream/group.ts';
-import { createUpstreamTlsOptions } from './config/tls.ts';
 
 /** Spec files the registry loads from the openapi folder. */
 const SPEC_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
@@ -55,9 +55,13 @@ export class Runtime {
   private readonly lastGood = new Map<string, Service>();
   private readonly groups = new Map<string, UpstreamGroup>();
   private watcher: FSWatcher | undefined;
+  private watching: Promise<void> | undefined;
   private pending: Promise<ReloadResult> | undefined;
-  private queued = false;
+  private next: Promise<ReloadResult> | undefined;
   private debounce: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Replaced groups waiting out RETIRE_AFTER_MS; close() closes them at once. */
+  private readonly retiring = new Set<UpstreamGroup>();
   private readonly listeners: Array<(r: ReloadResult) => void> = [];
 
   constructor(openapiDir: string, logger: Logger) {
@@ -82,44 +86,79 @@ export class Runtime {
     return snapshot;
   }
 
-  /** Re-read the folder and swap in the result; serialised, and coalesced while one runs. */
+  /**
+   * Re-read the folder and swap in the result. Reloads are serialised: a call made while one runs
+   * gets the result of a fresh run started after it (the running one may have read the folder
+   * before the caller's change); every call made meanwhile shares that one run.
+   */
   reload(): Promise<ReloadResult> {
-    if (this.pending) {
-      this.queued = true;
-      return this.pending;
-    }
-    this.pending = this.doReload().finally(() => {
-      this.pending = undefined;
-      if (this.queued) {
-        this.queued = false;
-        void this.reload();
-      }
-    });
-    return this.pending;
+    if (!this.pending) return this.run();
+    const after = () => {
+      this.next = undefined;
+      return this.run();
+    };
+    this.next ??= this.pending.then(after, after);
+    return this.next;
   }
 
-  /** Watch the spec folder; changes take effect after RELOAD_DEBOUNCE_MS of quiet. */
-  watch(): void {
-    if (this.watcher) return;
-    this.watcher = watch(this.dir, { ignoreInitial: true, depth: 4 });
+  /**
+   * Watch the spec folder; changes take effect after RELOAD_DEBOUNCE_MS of quiet. Resolves once
+   * the watcher has scanned the folder: changes made before that may be missed. Calling it again
+   * returns the same promise.
+   */
+  watch(): Promise<void> {
+    if (this.watching) return this.watching;
+    const watcher = watch(this.dir, { ignoreInitial: true, depth: 4 });
+    this.watcher = watcher;
     const schedule = () => {
+      if (this.closed) return;
       clearTimeout(this.debounce);
       this.debounce = setTimeout(() => void this.reload(), RELOAD_DEBOUNCE_MS);
     };
-    this.watcher.on('all', schedule);
-    this.watcher.on('error', (err) => this.logger.error({ err, code: 'PC_WATCH_FAILED' }, 'spec watcher failed'));
+    watcher.on('all', schedule);
+    watcher.on('error', (err) => this.logger.error({ err, code: 'PC_WATCH_FAILED' }, 'spec watcher failed'));
+    this.watching = new Promise((resolveReady) => watcher.once('ready', () => resolveReady()));
+    return this.watching;
   }
 
-  /** Stop watching and close every upstream pool (waiting for their in-flight requests). */
+  /** Stop watching, let a running reload finish, and close every upstream pool (waiting for their in-flight requests). */
   async close(): Promise<void> {
+    this.closed = true;
     clearTimeout(this.debounce);
     await this.watcher?.close();
-    await Promise.all([...this.groups.values()].map((g) => g.close()));
+    // A reload finishing after this point would open pools nobody closes.
+    await (this.next ?? this.pending)?.catch(() => undefined);
+    const groups = [...this.groups.values(), ...this.retiring];
     this.groups.clear();
+    this.retiring.clear();
+    await Promise.all(groups.map((g) => g.close()));
+  }
+
+  private run(): Promise<ReloadResult> {
+    const pending = this.doReload().finally(() => {
+      if (this.pending === pending) this.pending = undefined;
+    });
+    this.pending = pending;
+    return pending;
   }
 
   private async doReload(): Promise<ReloadResult> {
-    const files = await listSpecFiles(this.dir).catch(() => [] as string[]);
+    if (this.closed) return { ok: false, version: this.snapshot?.version ?? '', issues: [] };
+    let files: string[];
+    try {
+      files = await listSpecFiles(this.dir);
+    } catch (cause) {
+      // A folder that is briefly missing (replaced by a deploy) must not unroute every service.
+      const issue = {
+        file: this.dir,
+        path: '',
+        message: `cannot read spec folder: ${(cause as Error).message}`,
+      };
+      this.logger.error({ code: 'PC_CONFIG_INVALID', file: this.dir }, formatIssue(issue));
+      const result = { ok: false, version: this.snapshot?.version ?? '', issues: [issue] };
+      this.emit(result);
+      return result;
+    }
     const issues: ConfigIssue[] = [];
     const services: Service[] = [];
     const loaded = new Map<string, Service>();
@@ -132,8 +171,12 @@ export class Runtime {
         const fileIssues = issuesOf(err, file);
         issues.push(...fileIssues);
         const previous = this.lastGood.get(file);
-        for (const i of fileIssues) this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
-        this.logger.error({ file }, previous ? 'spec rejected; its last good version keeps serving' : 'spec rejected');
+        for (const i of fileIssues)
+          this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
+        this.logger.error(
+          { file },
+          previous ? 'spec rejected; its last good version keeps serving' : 'spec rejected',
+        );
         if (previous) services.push(previous);
       }
     }
@@ -144,7 +187,11 @@ export class Runtime {
       const buildIssues = issuesOf(err, this.dir);
       for (const i of buildIssues) this.logger.error({ code: 'PC_CONFIG_INVALID' }, formatIssue(i));
       this.logger.error('reload rejected; the previous configuration keeps serving');
-      const result = { ok: false, version: this.snapshot?.version ?? '', issues: [...issues, ...buildIssues] };
+      const result = {
+        ok: false,
+        version: this.snapshot?.version ?? '',
+        issues: [...issues, ...buildIssues],
+      };
       this.emit(result);
       return result;
     }
@@ -152,7 +199,11 @@ export class Runtime {
     for (const [file, s] of loaded) this.lastGood.set(file, s);
     const changed = snapshot.version !== this.snapshot?.version;
     this.swap(snapshot);
-    if (changed) this.logger.info({ version: snapshot.version, services: snapshot.table.services.size }, 'configuration reloaded');
+    if (changed)
+      this.logger.info(
+        { version: snapshot.version, services: snapshot.table.services.size },
+        'configuration reloaded',
+      );
     const result = { ok: issues.length === 0, version: snapshot.version, issues };
     this.emit(result);
     return result;
@@ -175,9 +226,12 @@ export class Runtime {
         used.add(key);
         let group = this.groups.get(key);
         if (!group) {
-          const connect = service.settings.tls.ca || !service.settings.tls.rejectUnauthorized || service.settings.tls.servername
-            ? await createUpstreamTlsOptions(service.settings.tls)
-            : undefined;
+          const connect =
+            service.settings.tls.ca ||
+            !service.settings.tls.rejectUnauthorized ||
+            service.settings.tls.servername
+              ? await createUpstreamTlsOptions(service.settings.tls)
+              : undefined;
           group = new UpstreamGroup(service.name, service.settings, { logger: this.logger, connect });
           this.groups.set(key, group);
         }
@@ -198,7 +252,10 @@ export class Runtime {
     for (const [key, group] of this.groups) {
       if (used.has(key)) continue;
       this.groups.delete(key);
-      setTimeout(() => void group.close(), RETIRE_AFTER_MS).unref();
+      this.retiring.add(group);
+      setTimeout(() => {
+        if (this.retiring.delete(group)) void group.close();
+      }, RETIRE_AFTER_MS).unref();
     }
     return { table, entries, passThrough, version: table.version, loadedAt: new Date() };
   }
@@ -215,7 +272,10 @@ export async function loadSpecs(dir: string): Promise<{ services: Service[]; iss
   try {
     files = await listSpecFiles(dir);
   } catch (cause) {
-    return { services: [], issues: [{ file: dir, path: '', message: `cannot read spec folder: ${(cause as Error).message}` }] };
+    return {
+      services: [],
+      issues: [{ file: dir, path: '', message: `cannot read spec folder: ${(cause as Error).message}` }],
+    };
   }
   const services: Service[] = [];
   const issues: ConfigIssue[] = [];

@@ -12,7 +12,11 @@ export const CertPair = T.Object(
 /** The HTTPS listener: a default certificate plus optional per-host certificates by SNI. */
 export const HttpsListener = T.Object(
   {
-    port: T.Integer({ minimum: 0, maximum: 65535, description: 'Port of the TLS listener. 0 picks a free port.' }),
+    port: T.Integer({
+      minimum: 0,
+      maximum: 65535,
+      description: 'Port of the TLS listener. 0 picks a free port.',
+    }),
     host: T.Optional(T.String({ description: 'Address to bind. Default: listen.http.host or 0.0.0.0.' })),
     cert: T.String({ description: 'Default certificate (PEM path), served when no SNI entry matches.' }),
     key: T.String({ description: 'Default private key (PEM path).' }),
@@ -22,9 +26,13 @@ export const HttpsListener = T.Object(
       }),
     ),
     minVersion: T.Optional(
-      T.Union([T.Literal('TLSv1.2'), T.Literal('TLSv1.3')], { description: 'Lowest TLS version. Default TLSv1.2.' }),
+      T.Union([T.Literal('TLSv1.2'), T.Literal('TLSv1.3')], {
+        description: 'Lowest TLS version. Default TLSv1.2.',
+      }),
     ),
-    ciphers: T.Optional(T.String({ description: 'OpenSSL cipher list for TLS 1.2. Default: modern AEAD suites.' })),
+    ciphers: T.Optional(
+      T.String({ description: 'OpenSSL cipher list for TLS 1.2. Default: modern AEAD suites.' }),
+    ),
     http2: T.Optional(T.Boolean({ description: 'Offer HTTP/2 (ALPN h2) next to HTTP/1.1. Default true.' })),
   },
   { additionalProperties: false },
@@ -38,10 +46,14 @@ export const GatewayConfigSchema = T.Object(
           http: T.Optional(
             T.Object(
               {
-                port: T.Optional(T.Integer({ minimum: 0, maximum: 65535, description: 'Plain HTTP port. Default 8080.' })),
+                port: T.Optional(
+                  T.Integer({ minimum: 0, maximum: 65535, description: 'Plain HTTP port. Default 8080.' }),
+                ),
                 host: T.Optional(T.String({ description: 'Address to bind. Default 0.0.0.0.' })),
                 redirectToHttps: T.Optional(
-                  T.Boolean({ description: 'Answer every plain-HTTP request with 308 to HTTPS. Default false.' }),
+                  T.Boolean({
+                    description: 'Answer every plain-HTTP request with 308 to HTTPS. Default false.',
+                  }),
                 ),
               },
               { additionalProperties: false },
@@ -55,7 +67,9 @@ export const GatewayConfigSchema = T.Object(
     admin: T.Optional(
       T.Object(
         {
-          port: T.Optional(T.Integer({ minimum: 0, maximum: 65535, description: 'Admin port. Default 9090.' })),
+          port: T.Optional(
+            T.Integer({ minimum: 0, maximum: 65535, description: 'Admin port. Default 9090.' }),
+          ),
           host: T.Optional(T.String({ description: 'Admin bind address. Default 127.0.0.1.' })),
         },
         { additionalProperties: false },
@@ -74,8 +88,12 @@ export const GatewayConfigSchema = T.Object(
       T.Object(
         {
           otlp: T.Optional(T.String({ description: 'OTLP/HTTP endpoint; absent: tracing off.' })),
-          serviceName: T.Optional(T.String({ description: 'service.name resource attribute. Default portcullis.' })),
-          sampleRatio: T.Optional(T.Number({ minimum: 0, maximum: 1, description: 'Head sampling ratio. Default 1.' })),
+          serviceName: T.Optional(
+            T.String({ description: 'service.name resource attribute. Default portcullis.' }),
+          ),
+          sampleRatio: T.Optional(
+            T.Number({ minimum: 0, maximum: 1, description: 'Head sampling ratio. Default 1.' }),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -88,14 +106,23 @@ export const GatewayConfigSchema = T.Object(
     limits: T.Optional(
       T.Object(
         {
-          bodyBytes: T.Optional(T.Integer({ minimum: 0, description: 'Largest request body. Default 1 MiB.' })),
-          headersTimeoutMs: T.Optional(T.Integer({ minimum: 0, description: 'Client header timeout. Default 10000.' })),
+          bodyBytes: T.Optional(
+            T.Integer({ minimum: 0, description: 'Largest request body. Default 1 MiB.' }),
+          ),
+          headersTimeoutMs: T.Optional(
+            T.Integer({ minimum: 0, description: 'Client header timeout. Default 10000.' }),
+          ),
           requestTimeoutMs: T.Optional(
             T.Integer({ minimum: 0, description: 'Whole client request timeout. Default 30000.' }),
           ),
-          keepAliveTimeoutMs: T.Optional(T.Integer({ minimum: 0, description: 'Idle client keep-alive. Default 72000.' })),
+          keepAliveTimeoutMs: T.Optional(
+            T.Integer({ minimum: 0, description: 'Idle client keep-alive. Default 72000.' }),
+          ),
           shutdownGraceMs: T.Optional(
-            T.Integer({ minimum: 0, description: 'How long shutdown waits for in-flight requests. Default 10000.' }),
+            T.Integer({
+              minimum: 0,
+              description: 'How long shutdown waits for in-flight requests. Default 10000.',
+            }),
           ),
         },
         { additionalProperties: false },
@@ -105,7 +132,9 @@ export const GatewayConfigSchema = T.Object(
       T.Object(
         {
           hideUpstreamIdentity: T.Optional(
-            T.Boolean({ description: 'Drop upstream Server and X-Powered-By response headers. Default true.' }),
+            T.Boolean({
+              description: 'Drop upstream Server and X-Powered-By response headers. Default true.',
+            }),
           ),
         },
         { additionalProperties: false },

@@ -20,7 +20,10 @@ export function compileCheck(schema: TSchema): SchemaCheck {
     return collapse(validate.errors ?? []).map((e) => {
       const path = basePointer + e.instancePath;
       // An unknown field is reported at its own line, not its parent's.
-      const extra = e.keyword === 'additionalProperties' ? `/${String((e.params as { additionalProperty: string }).additionalProperty)}` : '';
+      const extra =
+        e.keyword === 'additionalProperties'
+          ? `/${String((e.params as { additionalProperty: string }).additionalProperty)}`
+          : '';
       return { file: source.file, line: source.lineOf(path + extra), path, message: describe(e) };
     });
   };

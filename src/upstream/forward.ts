@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici';
 import { type ErrorCode, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
+import type { RequestContext } from '../pipeline/types.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
 import type { ServiceSettings } from '../registry/types.ts';
 import type { Upstream, UpstreamGroup } from './group.ts';
@@ -30,7 +31,14 @@ const DROP_REQUEST = new Set([
 /** Forwarding headers the gateway sets itself; a client's copies are kept only from trusted proxies. */
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
 /** Response headers never passed back: hop-by-hop ones. */
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer']);
+const DROP_RESPONSE = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'trailer',
+]);
 /** Upstream identity headers, removed when `headers.hideUpstreamIdentity` (default). */
 const IDENTITY = new Set(['server', 'x-powered-by']);
 /** Methods safe to send twice (RFC 9110 §9.2.2); retried only when they carry no body. */
@@ -73,8 +81,20 @@ export interface ForwarderOptions {
   logger: Logger;
 }
 
+/** What policies changed about a request (see RequestContext); absent on policy-free routes. */
+export type ForwardExtras = Pick<
+  RequestContext,
+  'setUpstreamHeaders' | 'removeUpstreamHeaders' | 'responseHeaders' | 'responseEdits' | 'body' | 'upstream'
+>;
+
 /** Forward one request; the response is written straight to `res` (the reply is hijacked). */
-export type Forward = (req: IncomingForForward, res: RawResponse, target: ForwardTarget, instance: string) => void;
+export type Forward = (
+  req: IncomingForForward,
+  res: RawResponse,
+  target: ForwardTarget,
+  instance: string,
+  extras?: ForwardExtras,
+) => void;
 
 /**
  * Build the forwarder. It speaks to undici's dispatcher API directly and writes the upstream's
@@ -89,7 +109,11 @@ export type Forward = (req: IncomingForForward, res: RawResponse, target: Forwar
 export function createForwarder(opts: ForwarderOptions): Forward {
   const { trustProxy, hideUpstreamIdentity, bodyBytes, logger } = opts;
 
-  function upstreamHeaders(req: IncomingForForward, upstream: Upstream): Record<string, string | string[]> {
+  function upstreamHeaders(
+    req: IncomingForForward,
+    upstream: Upstream,
+    extras: ForwardExtras | undefined,
+  ): Record<string, string | string[]> {
     const src = req.headers;
     const peer = stripMapped(req.raw.socket.remoteAddress ?? '');
     const trusted = trustProxy(peer);
@@ -100,6 +124,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (value === undefined || name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name)) continue;
       if (listed?.has(name)) continue;
       if (FORWARDING.has(name) && !trusted) continue;
+      if (extras?.removeUpstreamHeaders.has(name)) continue;
       out[name] = value;
     }
     const proto = (req.raw.socket as TLSSocket).encrypted ? 'https' : 'http';
@@ -112,10 +137,17 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     const prevForwarded = trusted ? src.forwarded : undefined;
     out.forwarded = prevForwarded ? `${prevForwarded}, ${element}` : element;
     out.host = upstream.host;
+    if (extras) {
+      for (const name in extras.setUpstreamHeaders) out[name] = extras.setUpstreamHeaders[name] as string;
+      if (extras.body) {
+        out['content-length'] = String(extras.body.length);
+        delete out['transfer-encoding'];
+      }
+    }
     return out;
   }
 
-  return function forward(req, res, target, instance) {
+  return function forward(req, res, target, instance, extras) {
     const method = req.method;
     const rawUrl = req.raw.url ?? '/';
     const rest = rawUrl.slice(target.basePath.length);
@@ -124,12 +156,20 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     const h = req.headers;
     const te = h['transfer-encoding'];
     const cl = h['content-length'];
-    let body: NodeJS.ReadableStream | null = null;
-    if (te !== undefined || (cl !== undefined && cl !== '0') || (req.raw.stream && !req.raw.stream.endAfterHeaders)) {
-      if (cl !== undefined && Number(cl) > bodyBytes) return sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance);
+    let body: NodeJS.ReadableStream | Buffer | null = null;
+    if (extras?.body) body = extras.body;
+    else if (
+      te !== undefined ||
+      (cl !== undefined && cl !== '0') ||
+      (req.raw.stream && !req.raw.stream.endAfterHeaders)
+    ) {
+      if (cl !== undefined && Number(cl) > bodyBytes)
+        return sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance);
       body = cl === undefined ? req.raw.pipe(new BodyLimit(bodyBytes)) : req.raw;
     }
-    const retryable = body === null && IDEMPOTENT.has(method);
+    // A buffered body can be sent again; a stream cannot.
+    const retryable = (body === null || Buffer.isBuffer(body)) && IDEMPOTENT.has(method);
+    const extraResponseHeaders = extras?.responseHeaders;
     const ctx = { clientIp: req.ip };
     let attemptsLeft = retryable ? target.settings.retries : 0;
     let controller: Dispatcher.DispatchController | undefined;
@@ -139,12 +179,26 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (!done) controller?.abort(new Error('client closed the connection'));
     });
 
+    const preferred = extras?.upstream;
     const attempt = (exclude?: Upstream): void => {
-      const upstream = target.group.pick(ctx, exclude);
+      let upstream: Upstream | null | undefined;
+      if (preferred?.upstreamId && !exclude) {
+        upstream = target.group.eligible().find((u) => u.id === preferred.upstreamId);
+      }
+      upstream ??= target.group.pick(ctx, exclude);
+      if (upstream) preferred?.onChosen?.(upstream.id);
       if (!upstream) {
         done = true;
         const seconds = Math.max(1, Math.ceil(target.group.retryAfterMs() / 1000));
-        return sendRaw(res, new ProblemError('PC_UPSTREAM_UNAVAILABLE', undefined, { headers: { 'retry-after': String(seconds) } }), instance);
+        sendRaw(
+          res,
+          new ProblemError('PC_UPSTREAM_UNAVAILABLE', undefined, {
+            headers: { 'retry-after': String(seconds) },
+          }),
+          instance,
+          extraResponseHeaders,
+        );
+        return;
       }
       upstream.inFlight++;
       let started = false;
@@ -166,8 +220,13 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           const out: OutgoingHttpHeaders = {};
           const listed = headers.connection ? connectionTokens(headers.connection) : undefined;
           for (const name in headers) {
-            if (DROP_RESPONSE.has(name) || (hideUpstreamIdentity && IDENTITY.has(name)) || listed?.has(name)) continue;
+            if (DROP_RESPONSE.has(name) || (hideUpstreamIdentity && IDENTITY.has(name)) || listed?.has(name))
+              continue;
             out[name] = headers[name];
+          }
+          if (extras) {
+            for (const name in extras.responseHeaders) out[name] = extras.responseHeaders[name];
+            for (const edit of extras.responseEdits) edit(statusCode, out);
           }
           res.writeHead(statusCode, out);
           if (method === 'HEAD') return;
@@ -187,7 +246,10 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           if (started) {
             // Headers are out: all we can do is cut the connection so the client sees a truncated body.
             done = true;
-            logger.warn({ service: target.service, upstream: upstream.url, code }, 'upstream failed mid-response');
+            logger.warn(
+              { service: target.service, upstream: upstream.url, code },
+              'upstream failed mid-response',
+            );
             res.destroy(err);
             return;
           }
@@ -197,10 +259,13 @@ export function createForwarder(opts: ForwarderOptions): Forward {
             return attempt(upstream);
           }
           done = true;
-          if (err instanceof ProblemError) return sendRaw(res, err, instance); // e.g. body over the limit
+          if (err instanceof ProblemError) {
+            sendRaw(res, err, instance, extraResponseHeaders); // e.g. body over the limit
+            return;
+          }
           const errCode: ErrorCode = TIMEOUTS.has(code) ? 'PC_UPSTREAM_TIMEOUT' : 'PC_UPSTREAM_ERROR';
           logger.warn({ service: target.service, upstream: upstream.url, code }, 'upstream request failed');
-          sendRaw(res, new ProblemError(errCode, undefined, { cause: err }), instance);
+          sendRaw(res, new ProblemError(errCode, undefined, { cause: err }), instance, extraResponseHeaders);
         },
       };
       upstream.pool.dispatch(
@@ -208,7 +273,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           origin: upstream.origin,
           path: upstream.pathPrefix + suffix,
           method,
-          headers: upstreamHeaders(req, upstream),
+          headers: upstreamHeaders(req, upstream, extras),
           body: body as Dispatcher.DispatchOptions['body'],
           headersTimeout: target.settings.timeoutMs,
           bodyTimeout: target.settings.timeoutMs,
@@ -221,13 +286,19 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 }
 
 /** Write a problem straight to a hijacked response (headers not yet sent). */
-export function sendRaw(res: RawResponse, err: ProblemError, instance: string): void {
+export function sendRaw(
+  res: RawResponse,
+  err: ProblemError,
+  instance: string,
+  extraHeaders?: Record<string, string>,
+): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const body = problemBody(err, instance);
   res.writeHead(err.status, {
+    ...extraHeaders,
     ...err.headers,
     'content-type': PROBLEM_CONTENT_TYPE,
     'content-length': Buffer.byteLength(body),
@@ -238,7 +309,8 @@ export function sendRaw(res: RawResponse, err: ProblemError, instance: string): 
 
 function connectionTokens(value: string | string[]): Set<string> {
   const s = new Set<string>();
-  for (const v of Array.isArray(value) ? value : [value]) for (const t of v.split(',')) s.add(t.trim().toLowerCase());
+  for (const v of Array.isArray(value) ? value : [value])
+    for (const t of v.split(',')) s.add(t.trim().toLowerCase());
   return s;
 }
 

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile, rename, unlink, mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -30,7 +30,12 @@ export function spec(opts: SpecOptions): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const [key, operationId] of Object.entries(opts.operations ?? DEFAULT_OPERATIONS)) {
     const [method = 'GET', path = '/'] = key.split(' ');
-    const params = [...path.matchAll(/\{(\w+)\}/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+    const params = [...path.matchAll(/\{(\w+)\}/g)].map((m) => ({
+      name: m[1],
+      in: 'path',
+      required: true,
+      schema: { type: 'string' },
+    }));
     paths[path] ??= {};
     (paths[path] as Record<string, unknown>)[method.toLowerCase()] = {
       operationId,

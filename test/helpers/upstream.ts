@@ -81,7 +81,13 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<TestUps
       else reply();
       function reply() {
         if (res.destroyed) return;
-        const body = JSON.stringify({ upstream: name, method: entry.method, url: entry.url, headers: req.headers, bodyBytes: bytes });
+        const body = JSON.stringify({
+          upstream: name,
+          method: entry.method,
+          url: entry.url,
+          headers: req.headers,
+          bodyBytes: bytes,
+        });
         res.writeHead(200, {
           'content-type': 'application/json',
           'content-length': Buffer.byteLength(body),

@@ -18,7 +18,9 @@ describe('forwarding', () => {
 
   beforeAll(async () => {
     up = await startUpstream({ name: 'a' });
-    gw = await startGateway({ svc: spec({ basePath: '/svc', upstreams: [`${up.url}/v1`], extra: { timeoutMs: 300 } }) });
+    gw = await startGateway({
+      svc: spec({ basePath: '/svc', upstreams: [`${up.url}/v1`], extra: { timeoutMs: 300 } }),
+    });
     trusted = await startGateway(
       { svc: spec({ basePath: '/svc', upstreams: [up.url] }) },
       { trustProxy: ['127.0.0.0/8'] },
@@ -66,7 +68,12 @@ describe('forwarding', () => {
 
   it('sets X-Forwarded-* and Forwarded, replacing what an untrusted client sent', async () => {
     const res = await request(`${gw.url}/svc/items`, {
-      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example', forwarded: 'for=6.6.6.6', host: 'api.example.com' },
+      headers: {
+        'x-forwarded-for': '6.6.6.6',
+        'x-forwarded-host': 'evil.example',
+        forwarded: 'for=6.6.6.6',
+        host: 'api.example.com',
+      },
     });
     const { headers } = (await res.body.json()) as { headers: Record<string, string> };
     expect(headers['x-forwarded-for']).toBe('127.0.0.1');
@@ -78,7 +85,11 @@ describe('forwarding', () => {
 
   it('appends to forwarding headers from a trusted proxy', async () => {
     const res = await request(`${trusted.url}/svc/items`, {
-      headers: { 'x-forwarded-for': '198.51.100.7', 'x-forwarded-proto': 'https', forwarded: 'for=198.51.100.7' },
+      headers: {
+        'x-forwarded-for': '198.51.100.7',
+        'x-forwarded-proto': 'https',
+        forwarded: 'for=198.51.100.7',
+      },
     });
     const { headers } = (await res.body.json()) as { headers: Record<string, string> };
     expect(headers['x-forwarded-for']).toBe('198.51.100.7, 127.0.0.1');
@@ -93,7 +104,9 @@ describe('forwarding', () => {
         'TE: trailers\r\nProxy-Authorization: Basic eDp5\r\nX-End-To-End: yes\r\n\r\n',
     );
     expect(rawStatus(res)).toBe(200);
-    const { headers } = JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4)) as { headers: Record<string, string> };
+    const { headers } = JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4)) as {
+      headers: Record<string, string>;
+    };
     expect(headers['x-hop']).toBeUndefined();
     expect(headers.te).toBeUndefined();
     expect(headers['keep-alive']).toBeUndefined();
@@ -139,7 +152,9 @@ describe('forwarding', () => {
 describe('upstream failures', () => {
   it('maps a refused connection to 502 and never leaks the address', async () => {
     const port = await deadPort();
-    const gw = await startGateway({ svc: spec({ upstreams: [`http://127.0.0.1:${port}`], extra: { retries: 0 } }) });
+    const gw = await startGateway({
+      svc: spec({ upstreams: [`http://127.0.0.1:${port}`], extra: { retries: 0 } }),
+    });
     try {
       const res = await request(`${gw.url}/svc/items`);
       const text = await res.body.text();
@@ -156,7 +171,10 @@ describe('upstream failures', () => {
     const port = await deadPort();
     const good = await startUpstream({ name: 'good' });
     const gw = await startGateway({
-      svc: spec({ upstreams: [`http://127.0.0.1:${port}`, good.url], extra: { passiveHealth: { failures: 100, ejectMs: 1000 } } }),
+      svc: spec({
+        upstreams: [`http://127.0.0.1:${port}`, good.url],
+        extra: { passiveHealth: { failures: 100, ejectMs: 1000 } },
+      }),
     });
     try {
       for (let i = 0; i < 6; i++) {
@@ -181,7 +199,10 @@ describe('upstream failures', () => {
   it('answers 503 with Retry-After when every upstream is ejected', async () => {
     const port = await deadPort();
     const gw = await startGateway({
-      svc: spec({ upstreams: [`http://127.0.0.1:${port}`], extra: { retries: 0, passiveHealth: { failures: 1, ejectMs: 5000 } } }),
+      svc: spec({
+        upstreams: [`http://127.0.0.1:${port}`],
+        extra: { retries: 0, passiveHealth: { failures: 1, ejectMs: 5000 } },
+      }),
     });
     try {
       const first = await request(`${gw.url}/svc/items`);

@@ -1,0 +1,127 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ProblemError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Route, Service } from '../registry/types.ts';
+import type { ResolvedPolicy } from './rules.ts';
+import { type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
+
+/** A route's policy chain, in phase order, plus what built it (for `validate` / `/routes`). */
+export interface RouteChain {
+  hooks: Hook[];
+  /** `kind (file#rule)` per applied policy, in phase order; dry-run ones marked. */
+  applied: Array<{ kind: string; phase: string; mode: string; file: string; rule: number }>;
+}
+
+export const EMPTY_CHAIN: RouteChain = Object.freeze({ hooks: [], applied: [] }) as RouteChain;
+
+/**
+ * Create the hooks of one route, once, at load time: ordered by PHASES, each wrapped so that
+ * `mode: dry-run` turns a rejection into a recorded `would-deny` decision.
+ */
+export async function buildChain(
+  resolved: readonly ResolvedPolicy[],
+  deps: Omit<PolicyDeps, 'baseDir'>,
+): Promise<RouteChain> {
+  if (resolved.length === 0) return EMPTY_CHAIN;
+  const ordered = [...resolved].sort((a, b) => PHASES.indexOf(a.kind.phase) - PHASES.indexOf(b.kind.phase));
+  const hooks: Hook[] = [];
+  const applied: RouteChain['applied'] = [];
+  for (const p of ordered) {
+    const mode = p.config.mode === 'dry-run' || p.config.mode === 'detect' ? 'dry-run' : 'enforce';
+    const hook = await p.kind.create(p.config, { ...deps, baseDir: p.rule.baseDir });
+    hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, hook, deps.logger) : hook);
+    applied.push({ kind: p.kind.name, phase: p.kind.phase, mode, file: p.rule.file, rule: p.rule.index });
+  }
+  return { hooks, applied };
+}
+
+/** Wrap a hook so it never blocks: a rejection is logged and recorded as `would-deny`. */
+function dryRun(policy: string, hook: Hook, logger: Logger): Hook {
+  return async function dryRunPolicy(ctx) {
+    try {
+      await hook(ctx);
+    } catch (err) {
+      if (!(err instanceof ProblemError)) throw err;
+      const decision = { policy, outcome: 'would-deny' as const, reason: err.code, detail: err.extensions };
+      // A kind that records its own would-deny (richer detail) is not recorded twice.
+      if (!ctx.decisions.some((d) => d.policy === policy && d.outcome === 'would-deny'))
+        ctx.decisions.push(decision);
+      logger.info(
+        { policy, code: err.code, route: ctx.route.operationId, service: ctx.service.name },
+        'dry-run: would deny',
+      );
+    }
+  };
+}
+
+/** A fresh per-request context; only routes with policies create one. */
+export function createContext(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  route: Route,
+  service: Service,
+): RequestContext {
+  return {
+    req,
+    reply,
+    route,
+    service,
+    clientIp: req.ip,
+    setUpstreamHeaders: {},
+    removeUpstreamHeaders: new Set(),
+    responseHeaders: {},
+    responseEdits: [],
+    decisions: [],
+  };
+}
+
+/** Run the hooks in order; stops early when one answered the request itself. */
+export async function runChain(chain: RouteChain, ctx: RequestContext): Promise<void> {
+  for (const hook of chain.hooks) {
+    await hook(ctx);
+    if (ctx.answered) return;
+  }
+}
+
+/**
+ * Read the request body once, up to `maxBytes` (413 past it), and keep it on the context so
+ * every policy and the forwarder use the same buffer.
+ */
+export function readBody(ctx: RequestContext, maxBytes: number): Promise<Buffer> {
+  if (ctx.body) return Promise.resolve(ctx.body);
+  const raw = ctx.req.raw;
+  const declared = ctx.req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > maxBytes)
+    return Promise.reject(new ProblemError('PC_BODY_TOO_LARGE'));
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > maxBytes) {
+        cleanup();
+        raw.resume(); // drain the rest so the 413 can be written
+        reject(new ProblemError('PC_BODY_TOO_LARGE'));
+        return;
+      }
+      chunks.push(c);
+    };
+    const onEnd = () => {
+      cleanup();
+      ctx.body = Buffer.concat(chunks, size);
+      resolve(ctx.body);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err }));
+    };
+    const cleanup = () => {
+      raw.off('data', onData);
+      raw.off('end', onEnd);
+      raw.off('error', onError);
+    };
+    raw.on('data', onData);
+    raw.on('end', onEnd);
+    raw.on('error', onError);
+  });
+}
