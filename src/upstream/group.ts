@@ -55,6 +55,8 @@ export class UpstreamGroup {
   /** Cached eligible list, recomputed when health changes or an ejection expires. */
   private eligibleCache: Upstream[];
   private nextExpiry = Number.POSITIVE_INFINITY;
+  /** Upstreams with a probe in flight: a slow or hung one gets no second probe on top of it. */
+  private readonly probing = new Set<Upstream>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -183,20 +185,25 @@ export class UpstreamGroup {
 
   private async probe(t: Upstream): Promise<void> {
     const hc = this.settings.healthCheck;
-    if (!hc || this.closed) return;
+    if (!hc || this.closed || this.probing.has(t)) return;
+    this.probing.add(t);
     let ok = false;
     try {
+      // The signal bounds the whole probe, connect included (headersTimeout starts only once sent).
       const res = await t.pool.request({
         method: 'GET',
         path: t.pathPrefix + hc.path,
         headers: { host: t.host, 'user-agent': 'portcullis-health' },
         headersTimeout: hc.timeoutMs,
         bodyTimeout: hc.timeoutMs,
+        signal: AbortSignal.timeout(hc.timeoutMs),
       });
       await res.body.dump();
       ok = res.statusCode >= 200 && res.statusCode < 400;
     } catch {
       ok = false;
+    } finally {
+      this.probing.delete(t);
     }
     if (this.closed) return;
     if (ok) {
