@@ -1,6 +1,11 @@
 import type { ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import { createAdmin } from './admin/admin.ts';
 import type { GatewayConfig } from './config/schema.ts';
 import { createTlsOptions } from './config/tls.ts';
@@ -13,9 +18,9 @@ import { createForwarder, type Forward } from './upstream/forward.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
-/** A path segment of "." or ".." (raw or percent-encoded): never forwarded, upstreams would normalise it. */
 /** A Host header fit for a redirect Location: DNS name, IPv4 or [IPv6], optional port. */
 const HOST_HEADER = /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::\d{1,5})?$/i;
+/** A path segment of "." or ".." (raw or percent-encoded): never forwarded, upstreams would normalise it. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 export interface GatewayOptions {
@@ -140,7 +145,8 @@ function buildPublicApp(
 ): FastifyInstance {
   const serverOptions = {
     loggerInstance: logger,
-    disableRequestLogging: true,
+    // Per-request logs come from the access log, not Fastify's defaults.
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
     bodyLimit: config.limits.bodyBytes,
     requestTimeout: config.limits.requestTimeoutMs,
