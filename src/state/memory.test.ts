@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import { createMemoryStore } from './memory.ts';
+
+/** A clock the test moves by hand. */
+function fakeClock(start = 1_700_000_000_000) {
+  let t = start;
+  return {
+    now: () => t,
+    advance(ms: number) {
+      t += ms;
+    },
+  };
+}
+
+describe('memory store rate limits (GCRA)', () => {
+  it('admits exactly `limit` requests of a burst, then denies with Retry-After of one interval', async () => {
+    const clock = fakeClock();
+    const store = createMemoryStore({ now: clock.now });
+    const spec = { limit: 10, windowMs: 60_000 };
+    const decisions = [];
+    for (let i = 0; i < 15; i++) decisions.push(await store.hit('k', spec));
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(10);
+    expect(decisions.slice(0, 10).map((d) => d.remaining)).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+    expect(decisions[0]).toMatchObject({ limit: 10, resetMs: 6_000, retryAfterMs: 0 });
+    expect(decisions[9]).toMatchObject({ resetMs: 60_000 });
+    // The first slot frees after one emission interval (60 s / 10).
+    expect(decisions[10]).toEqual({
+      allowed: false,
+      limit: 10,
+      remaining: 0,
+      resetMs: 60_000,
+      retryAfterMs: 6_000,
+    });
+  });
+
+  it('replenishes one request per interval and fully after the window', async () => {
+    const clock = fakeClock();
+    const store = createMemoryStore({ now: clock.now });
+    const spec = { limit: 2, windowMs: 1_000 };
+    await store.hit('k', spec);
+    await store.hit('k', spec);
+    expect((await store.hit('k', spec)).allowed).toBe(false);
+    clock.advance(499);
+    const early = await store.hit('k', spec);
+    expect(early).toMatchObject({ allowed: false, retryAfterMs: 1 });
+    clock.advance(1);
+    expect(await store.hit('k', spec)).toMatchObject({ allowed: true, remaining: 0 });
+    clock.advance(1_000);
+    expect(await store.hit('k', spec)).toMatchObject({ allowed: true, remaining: 1, resetMs: 500 });
+  });
+
+  it('keeps keys apart', async () => {
+    const store = createMemoryStore({ now: fakeClock().now });
+    const spec = { limit: 1, windowMs: 1_000 };
+    expect((await store.hit('a', spec)).allowed).toBe(true);
+    expect((await store.hit('b', spec)).allowed).toBe(true);
+    expect((await store.hit('a', spec)).allowed).toBe(false);
+  });
+
+  it('charges `cost` units and denies a request that does not fit without charging it', async () => {
+    const store = createMemoryStore({ now: fakeClock().now });
+    const spec = { limit: 10, windowMs: 10_000, cost: 4 };
+    expect(await store.hit('k', spec)).toMatchObject({ allowed: true, remaining: 6 });
+    expect(await store.hit('k', spec)).toMatchObject({ allowed: true, remaining: 2 });
+    expect(await store.hit('k', spec)).toMatchObject({ allowed: false, retryAfterMs: 2_000 });
+    expect(await store.hit('k', { ...spec, cost: 2 })).toMatchObject({ allowed: true, remaining: 0 });
+  });
+
+  it('admits the whole burst when window / limit is not a whole number (float rounding)', async () => {
+    const store = createMemoryStore({ now: fakeClock().now });
+    for (const limit of [3, 7, 9, 11, 13, 49, 97]) {
+      const spec = { limit, windowMs: 1_000 };
+      let allowed = 0;
+      for (let i = 0; i < limit * 2; i++) if ((await store.hit(`k${limit}`, spec)).allowed) allowed++;
+      expect(allowed, `limit ${limit}`).toBe(limit);
+    }
+  });
+});
+
+describe('memory store bounds', () => {
+  it('drops counters once they have fully replenished', async () => {
+    const clock = fakeClock();
+    const store = createMemoryStore({ now: clock.now, sweepIntervalMs: 1_000 });
+    for (let i = 0; i < 100; i++) await store.hit(`client-${i}`, { limit: 5, windowMs: 500 });
+    expect(store.size().counters).toBe(100);
+    clock.advance(1_000);
+    await store.hit('late', { limit: 5, windowMs: 500 });
+    expect(store.size().counters).toBe(1);
+  });
+
+  it('never holds more than maxKeys, evicting the least recently written key', async () => {
+    const clock = fakeClock();
+    const store = createMemoryStore({ now: clock.now, maxKeys: 3 });
+    const spec = { limit: 1, windowMs: 60_000 };
+    for (const k of ['a', 'b', 'c']) await store.hit(k, spec);
+    await store.hit('a', spec); // denied: not a write, `a` stays the oldest
+    await store.hit('d', spec);
+    expect(store.size().counters).toBe(3);
+    // `a` was evicted, so it starts afresh; `b` was kept and is still limited.
+    expect((await store.hit('a', spec)).allowed).toBe(true);
+    expect((await store.hit('c', spec)).allowed).toBe(false);
+  });
+
+  it('sticky sessions expire after their ttl and are bounded too', async () => {
+    const clock = fakeClock();
+    const store = createMemoryStore({ now: clock.now, maxKeys: 2 });
+    await store.setSticky('s1', 'http://a', 1_000);
+    expect(await store.getSticky('s1')).toBe('http://a');
+    clock.advance(999);
+    await store.setSticky('s1', 'http://b', 1_000); // refresh
+    clock.advance(999);
+    expect(await store.getSticky('s1')).toBe('http://b');
+    clock.advance(1);
+    expect(await store.getSticky('s1')).toBeNull();
+    for (const k of ['x', 'y', 'z']) await store.setSticky(k, 'http://a', 10_000);
+    expect(store.size().sticky).toBe(2);
+    expect(await store.getSticky('x')).toBeNull();
+    expect(store.status()).toEqual({ kind: 'memory', ok: true });
+  });
+});

@@ -1,0 +1,133 @@
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startRedis, type TestRedis } from '../../test/helpers/redis.ts';
+import { createStore } from './create-store.ts';
+import { createRedisStore, KEY_PREFIX, type RedisStore, StoreUnavailableError } from './redis.ts';
+import type { Store } from './store.ts';
+
+const logger = pino({ level: 'silent' });
+
+let redis: TestRedis;
+/** A plain client to look at what the store wrote. */
+let raw: Redis;
+const stores: Store[] = [];
+
+async function openStore(url = redis.url, commandTimeoutMs?: number): Promise<RedisStore> {
+  const store = createRedisStore({ url, commandTimeoutMs }, logger);
+  stores.push(store);
+  await store.ready();
+  return store;
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+  raw = new Redis(redis.url, { lazyConnect: true });
+  await raw.connect();
+});
+
+afterAll(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  raw?.disconnect();
+  await redis?.stop();
+});
+
+describe('redis store', () => {
+  it('two stores (two gateway instances) admit exactly `limit` of 4x concurrent hits', async () => {
+    const a = await openStore();
+    const b = await openStore();
+    const spec = { limit: 25, windowMs: 60_000 };
+    const all = await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 ? a : b).hit('exact', spec)));
+    expect(all.filter((d) => d.allowed)).toHaveLength(25);
+    const remaining = all.filter((d) => d.allowed).map((d) => d.remaining);
+    expect(remaining.sort((x, y) => x - y)).toEqual(Array.from({ length: 25 }, (_, i) => i));
+    const denied = all.find((d) => !d.allowed);
+    expect(denied?.retryAfterMs).toBeGreaterThan(2_000);
+    expect(denied?.retryAfterMs).toBeLessThanOrEqual(2_400);
+  });
+
+  it('stores one versioned key per counter that expires when the counter has replenished', async () => {
+    const store = await openStore();
+    const first = await store.hit('route-1:abc', { limit: 10, windowMs: 10_000 });
+    expect(first).toMatchObject({ allowed: true, limit: 10, remaining: 9, resetMs: 1_000, retryAfterMs: 0 });
+    expect(KEY_PREFIX).toBe('pc:v1:');
+    const ttl = await raw.pttl('pc:v1:rl:route-1:abc');
+    expect(ttl).toBeGreaterThan(900);
+    expect(ttl).toBeLessThanOrEqual(1_000);
+  });
+
+  it('charges cost and admits the whole burst for a fractional interval', async () => {
+    const store = await openStore();
+    const spec = { limit: 7, windowMs: 1_000 };
+    const results = [];
+    for (let i = 0; i < 10; i++) results.push(await store.hit('frac', spec));
+    expect(results.filter((d) => d.allowed)).toHaveLength(7);
+    expect(await store.hit('cost', { limit: 10, windowMs: 60_000, cost: 4 })).toMatchObject({ remaining: 6 });
+    expect(await store.hit('cost', { limit: 10, windowMs: 60_000, cost: 7 })).toMatchObject({
+      allowed: false,
+    });
+  });
+
+  it('keeps working after SCRIPT FLUSH (NOSCRIPT fallback)', async () => {
+    const store = await openStore();
+    expect((await store.hit('flush', { limit: 5, windowMs: 60_000 })).remaining).toBe(4);
+    await raw.script('FLUSH');
+    expect((await store.hit('flush', { limit: 5, windowMs: 60_000 })).remaining).toBe(3);
+  });
+
+  it('binds sticky sessions with a ttl', async () => {
+    const store = await openStore();
+    expect(await store.getSticky('sess')).toBeNull();
+    await store.setSticky('sess', 'http://127.0.0.1:4001', 5_000);
+    expect(await store.getSticky('sess')).toBe('http://127.0.0.1:4001');
+    const ttl = await raw.pttl('pc:v1:sticky:sess');
+    expect(ttl).toBeGreaterThan(4_000);
+  });
+
+  it('fails fast while Redis is down, reports it in status(), and recovers by itself', async () => {
+    const store = await openStore();
+    const spec = { limit: 100, windowMs: 60_000 };
+    expect(await store.hit('outage', spec)).toMatchObject({ allowed: true, remaining: 99 });
+    expect(store.status()).toEqual({ kind: 'redis', ok: true });
+
+    await redis.stop('SIGKILL');
+    try {
+      await vi.waitFor(() => expect(store.status().ok).toBe(false), { timeout: 5_000, interval: 10 });
+      const started = performance.now();
+      const err = await store.hit('outage', spec).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StoreUnavailableError);
+      expect((err as StoreUnavailableError).code).toBe('PC_STORE_UNAVAILABLE');
+      expect(performance.now() - started).toBeLessThan(100);
+      expect(store.status().error).toBeTruthy();
+    } finally {
+      await redis.restart();
+    }
+    await vi.waitFor(() => expect(store.status()).toEqual({ kind: 'redis', ok: true }), {
+      timeout: 10_000,
+      interval: 20,
+    });
+    // The restarted server is empty (no persistence): the counter starts afresh.
+    expect(await store.hit('outage', spec)).toMatchObject({ allowed: true, remaining: 99 });
+  });
+});
+
+describe('createStore', () => {
+  it('returns a memory store without Redis settings', async () => {
+    const store = await createStore({}, logger);
+    expect(store.kind).toBe('memory');
+    await store.close();
+  });
+
+  it('does not fail startup when Redis is unreachable: status says why', async () => {
+    const dead = await startRedis();
+    await dead.stop();
+    const started = performance.now();
+    const store = await createStore({ redis: dead.url, connectTimeoutMs: 500 }, logger);
+    stores.push(store);
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(store.kind).toBe('redis');
+    expect(store.status().ok).toBe(false);
+    expect(store.status().error).toMatch(/ECONNREFUSED|connect/);
+    await expect(store.hit('x', { limit: 1, windowMs: 1_000 })).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+});
