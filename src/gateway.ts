@@ -1,5 +1,6 @@
-import type { ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { type TLSSocket, Server as TlsServer } from 'node:tls';
 import fastify, {
   type FastifyInstance,
   type FastifyReply,
@@ -115,10 +116,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     async close() {
       closing = true;
       const publicApps = [app, httpsApp].filter((a): a is FastifyInstance => a !== undefined);
+      const drains = publicApps.map((a) => trackConnections(a.server));
+      for (const d of drains) d.drain();
       // Past the grace period, cut whatever is still open so shutdown is bounded.
       const force = setTimeout(() => {
-        for (const a of publicApps)
-          (a.server as { closeAllConnections?: () => void }).closeAllConnections?.();
+        for (const d of drains) d.destroyAll();
       }, config.limits.shutdownGraceMs);
       force.unref();
       await Promise.all(publicApps.map((a) => a.close()));
@@ -127,6 +129,74 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await admin?.close();
     },
   };
+}
+
+interface ConnectionTracker {
+  /** Stop keep-alive: end idle HTTP/1 connections now, busy ones once their last response is done. */
+  drain(): void;
+  /** Destroy every connection, busy or not (the end of the grace period). */
+  destroyAll(): void;
+}
+
+const trackers = new WeakMap<object, ConnectionTracker>();
+
+/**
+ * Connection bookkeeping for shutdown, attached once per public server before it listens.
+ * Needed because an HTTP/2 server (TLS with allowHTTP1) has neither closeIdleConnections nor
+ * closeAllConnections: without this, one idle HTTP/1.1 keep-alive client holds `close()` open
+ * for the whole grace period, and one stuck client holds it forever. HTTP/2 sessions get their
+ * GOAWAY from Fastify's close.
+ */
+function trackConnections(server: FastifyInstance['server']): ConnectionTracker {
+  const existing = trackers.get(server);
+  if (existing) return existing;
+  const raw = new Set<Socket>();
+  const http1 = new Set<Socket>();
+  const busy = new Map<Socket, number>();
+  let draining = false;
+  const release = (socket: Socket) => {
+    if (draining && !busy.has(socket)) socket.end();
+  };
+  // On a TLS server requests arrive on the TLSSocket, not on the raw TCP socket under it.
+  const secure = server instanceof TlsServer;
+  server.on('connection', (socket: Socket) => {
+    raw.add(socket);
+    socket.once('close', () => raw.delete(socket));
+    if (!secure) addHttp1(socket);
+  });
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol !== 'h2') addHttp1(socket);
+  });
+  function addHttp1(socket: Socket) {
+    http1.add(socket);
+    socket.once('close', () => {
+      http1.delete(socket);
+      busy.delete(socket);
+    });
+  }
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (req.httpVersionMajor !== 1) return;
+    const socket = req.socket;
+    busy.set(socket, (busy.get(socket) ?? 0) + 1);
+    if (draining && !res.headersSent) res.setHeader('connection', 'close');
+    res.once('close', () => {
+      const left = (busy.get(socket) ?? 1) - 1;
+      if (left > 0) busy.set(socket, left);
+      else busy.delete(socket);
+      release(socket);
+    });
+  });
+  const tracker: ConnectionTracker = {
+    drain() {
+      draining = true;
+      for (const socket of http1) release(socket);
+    },
+    destroyAll() {
+      for (const socket of raw) socket.destroy();
+    },
+  };
+  trackers.set(server, tracker);
+  return tracker;
 }
 
 interface PublicAppOptions {
@@ -165,6 +235,7 @@ function buildPublicApp(
   // fastify()'s overloads pick a server type from literal options; these are built at run time.
   const app = fastify(serverOptions as Parameters<typeof fastify>[0]) as unknown as FastifyInstance;
   (app.server as { headersTimeout?: number }).headersTimeout = config.limits.headersTimeoutMs;
+  trackConnections(app.server);
 
   // Bodies are never parsed here: they stream to the upstream untouched.
   app.removeAllContentTypeParsers();
