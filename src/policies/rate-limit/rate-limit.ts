@@ -1,0 +1,295 @@
+/**
+ * `rateLimit`: count requests per client key in the Store (memory, or Redis shared by every
+ * gateway instance) and answer 429 past the limit. Every response of a limited route carries the
+ * IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers, structured
+ * fields: `"default";q=100;w=60` and `"default";r=42;t=30`); a 429 adds `Retry-After`.
+ *
+ * ```yaml
+ * rateLimit: { limit: 100, window: 1m, key: ip }
+ * rateLimit:
+ *   key: subject
+ *   limits: [{ limit: 10, window: 1s }, { limit: 1000, window: 1h }]
+ * ```
+ *
+ * Several limits are checked together and every one of them counts the request, even when
+ * another one refuses it (the Store decides one key at a time), so a client that keeps
+ * hammering a per-second limit also uses up its hourly quota.
+ */
+import { createHash } from 'node:crypto';
+import { type Static, Type as T } from '@sinclair/typebox';
+import { ProblemError } from '../../errors.ts';
+import type { Decision, Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
+import { createMemoryStore } from '../../state/memory.ts';
+import type { RateDecision, RateLimitSpec, Store } from '../../state/store.ts';
+
+/** Policy name in decisions and logs. */
+const POLICY = 'rateLimit';
+/** A store outage is logged at most this often per route (the first failure always). */
+const STORE_ERROR_LOG_INTERVAL_MS = 10_000;
+/** Length of the hashed key value kept in store keys (base64url chars, 132 bits). */
+const KEY_HASH_CHARS = 22;
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+const Duration = T.Union([T.String({ pattern: '^[0-9]+(ms|s|m|h|d)$' }), T.Integer({ minimum: 1 })], {
+  description: 'Window length: "250ms", "1s", "1m", "1h", "1d" or a number of ms. Required.',
+});
+
+const Key = T.String({
+  pattern: "^(ip|subject|apiKey|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$",
+  description:
+    'Who is counted: `ip` (client address after trustProxy), `subject` (authenticated identity), `apiKey` ' +
+    '(the API key name, when auth used an API key) or `header:<name>`. When the identity or header is ' +
+    'missing, the client address is used instead. Default ip.',
+});
+
+const Cost = T.Integer({ minimum: 1, description: 'Units one request uses (at most `limit`). Default 1.' });
+
+const LIMIT_FIELDS = {
+  limit: T.Integer({
+    minimum: 1,
+    description: 'Requests allowed per window (also the largest burst). Required.',
+  }),
+  window: Duration,
+  name: T.Optional(
+    T.String({
+      pattern: '^[A-Za-z0-9_.-]+$',
+      description:
+        'Policy name in RateLimit-Policy / RateLimit. Default "default" for a single limit, ' +
+        '"<limit>-per-<window>" (e.g. "10-per-1s") in `limits`.',
+    }),
+  ),
+};
+
+const COMMON_FIELDS = {
+  key: T.Optional(Key),
+  cost: T.Optional(Cost),
+  mode: T.Optional(
+    T.Union([T.Literal('enforce'), T.Literal('dry-run')], {
+      description:
+        'dry-run never refuses and sends no RateLimit fields; it records "would-deny". Default enforce.',
+    }),
+  ),
+  onStoreError: T.Optional(
+    T.Union([T.Literal('allow'), T.Literal('deny'), T.Literal('local')], {
+      description:
+        'When the store (Redis) is unreachable: `allow` every request, `deny` with 503 store-unavailable, or ' +
+        'count in this instance only (`local`: each instance enforces the limit on its own, so N instances ' +
+        'admit up to N times the limit until Redis is back). Default local.',
+    }),
+  ),
+  scope: T.Optional(
+    T.Union([T.Literal('route'), T.Literal('service'), T.Literal('global')], {
+      description:
+        'Which routes share a counter: each route its own (`route`), all routes of the service that get ' +
+        'this same limit (`service`), or every route with this same limit (`global`). Default route.',
+    }),
+  ),
+};
+
+/** One limit inside `limits`; `key` and `cost` default to the policy's. */
+const LimitSchema = T.Object(
+  { ...LIMIT_FIELDS, key: T.Optional(Key), cost: T.Optional(Cost) },
+  { additionalProperties: false },
+);
+
+/** The `rateLimit` config: one limit inline, or several under `limits`. */
+export const RateLimitSchema = T.Union([
+  T.Object({ ...LIMIT_FIELDS, ...COMMON_FIELDS }, { additionalProperties: false }),
+  T.Object(
+    {
+      limits: T.Array(LimitSchema, { minItems: 1, description: 'Several limits, all enforced. Required.' }),
+      ...COMMON_FIELDS,
+    },
+    { additionalProperties: false },
+  ),
+]);
+
+export type RateLimitConfig = Static<typeof RateLimitSchema>;
+
+/** "1m" → 60000; a number is already ms. */
+export function parseDuration(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const m = /^([0-9]+)(ms|s|m|h|d)$/.exec(value);
+  if (!m) throw new Error(`invalid duration ${JSON.stringify(value)}`);
+  return Number(m[1]) * (DURATION_UNITS_MS[m[2] as string] as number);
+}
+
+/** How a request's counter key is found; precomputed per limit. */
+type KeyResolver = (ctx: RequestContext) => string;
+
+function keyResolver(key: string): KeyResolver {
+  const byIp: KeyResolver = (ctx) => `ip:${ctx.clientIp}`;
+  if (key === 'ip') return byIp;
+  if (key === 'subject') {
+    return (ctx) => (ctx.identity ? `subject:${ctx.identity.method}:${ctx.identity.subject}` : byIp(ctx));
+  }
+  if (key === 'apiKey') {
+    return (ctx) => (ctx.identity?.method === 'apiKey' ? `apiKey:${ctx.identity.subject}` : byIp(ctx));
+  }
+  const header = key.slice('header:'.length).toLowerCase();
+  return (ctx) => {
+    const value = ctx.req.headers[header];
+    if (value === undefined || value === '') return byIp(ctx);
+    return `header:${header}:${Array.isArray(value) ? value.join(',') : value}`;
+  };
+}
+
+interface PreparedLimit {
+  name: string;
+  spec: RateLimitSpec;
+  /** Store key prefix: scope and the limit itself (a changed limit starts fresh counters). */
+  prefix: string;
+  resolve: KeyResolver;
+}
+
+/** Shared per gateway store, so `onStoreError: local` counts one key once across routes. */
+const fallbackStores = new WeakMap<Store, Store>();
+
+function fallbackFor(store: Store): Store {
+  let local = fallbackStores.get(store);
+  if (!local) {
+    local = createMemoryStore();
+    fallbackStores.set(store, local);
+  }
+  return local;
+}
+
+/** The window as written back for names: 60000 → "1m". */
+function formatWindow(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    const size = DURATION_UNITS_MS[unit] as number;
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+/** Where the hashed client value lives: never the raw IP, API key name or header in the store. */
+function hashKey(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, KEY_HASH_CHARS);
+}
+
+function prepare(config: RateLimitConfig, deps: PolicyDeps): PreparedLimit[] {
+  const items = 'limits' in config ? config.limits : [config];
+  const scope = config.scope ?? 'route';
+  const scopeId =
+    scope === 'global'
+      ? '*'
+      : scope === 'service'
+        ? deps.service.name
+        : `${deps.route.service}/${deps.route.operationId}`;
+  const single = items.length === 1;
+  return items.map((item) => {
+    const windowMs = parseDuration(item.window);
+    const key = item.key ?? config.key ?? 'ip';
+    const cost = item.cost ?? config.cost ?? 1;
+    return {
+      name: item.name ?? (single ? 'default' : `${item.limit}-per-${formatWindow(windowMs)}`),
+      spec: { limit: item.limit, windowMs, cost },
+      prefix: `${scopeId}:${item.limit}/${windowMs}:${key}:`,
+      resolve: keyResolver(key),
+    };
+  });
+}
+
+function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
+  const limits = prepare(config, deps);
+  const names = new Set(limits.map((l) => l.name));
+  if (names.size !== limits.length) throw new Error('rateLimit: limit names must be unique within a policy');
+  const dryRun = config.mode === 'dry-run';
+  const onStoreError = config.onStoreError ?? 'local';
+  const store = deps.store;
+  const local = onStoreError === 'local' && store.kind !== 'memory' ? fallbackFor(store) : store;
+  // The policy field never changes: built once. `w` is whole seconds in the draft.
+  const policyField = limits
+    .map((l) => `"${l.name}";q=${l.spec.limit};w=${Math.max(1, Math.round(l.spec.windowMs / 1000))}`)
+    .join(', ');
+  let lastErrorLog = Number.NEGATIVE_INFINITY;
+
+  const logStoreError = (err: unknown) => {
+    const now = Date.now();
+    if (now - lastErrorLog < STORE_ERROR_LOG_INTERVAL_MS) return;
+    lastErrorLog = now;
+    deps.logger.warn(
+      { policy: POLICY, route: deps.route.operationId, onStoreError, err: (err as Error).message },
+      'rate-limit store unavailable',
+    );
+  };
+
+  /** One limit's decision; null = not counted (store down and `onStoreError: allow`). */
+  const decide = async (limit: PreparedLimit, ctx: RequestContext): Promise<RateDecision | null | 'deny'> => {
+    const key = limit.prefix + hashKey(limit.resolve(ctx));
+    try {
+      return await store.hit(key, limit.spec);
+    } catch (err) {
+      logStoreError(err);
+      if (onStoreError === 'allow') return null;
+      if (onStoreError === 'deny') return 'deny';
+      return local.hit(key, limit.spec);
+    }
+  };
+
+  return async function rateLimit(ctx: RequestContext): Promise<void> {
+    const results = await Promise.all(limits.map((l) => decide(l, ctx)));
+    if (results.includes('deny')) {
+      record(ctx, dryRun ? 'would-deny' : 'error', 'store-unavailable', {});
+      if (!dryRun) {
+        throw new ProblemError('PC_STORE_UNAVAILABLE', 'Rate-limit state is unavailable; try again shortly', {
+          headers: { 'retry-after': '1' },
+        });
+      }
+      return;
+    }
+    let retryAfterMs = 0;
+    const current: string[] = [];
+    const detail: Record<string, unknown> = {};
+    for (let i = 0; i < limits.length; i++) {
+      const result = results[i] as RateDecision | null;
+      if (result === null) continue;
+      const limit = limits[i] as PreparedLimit;
+      current.push(`"${limit.name}";r=${result.remaining};t=${Math.ceil(result.resetMs / 1000)}`);
+      detail[limit.name] = result.remaining;
+      if (!result.allowed && result.retryAfterMs > retryAfterMs) retryAfterMs = result.retryAfterMs;
+      if (!result.allowed) detail.exceeded = limit.name;
+    }
+    const denied = results.some((r) => r !== null && typeof r === 'object' && !r.allowed);
+    if (dryRun) {
+      record(ctx, denied ? 'would-deny' : 'allow', denied ? 'limit' : undefined, detail);
+      return;
+    }
+    const headers: Record<string, string> = {};
+    if (current.length > 0) {
+      headers['ratelimit-policy'] = policyField;
+      headers.ratelimit = current.join(', ');
+      Object.assign(ctx.responseHeaders, headers);
+    }
+    if (!denied) {
+      record(ctx, 'allow', undefined, detail);
+      return;
+    }
+    record(ctx, 'deny', 'limit', detail);
+    // Whole seconds, rounded up: a client retrying at that moment is admitted.
+    headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
+    throw new ProblemError('PC_RATE_LIMITED', `Rate limit "${detail.exceeded as string}" exceeded`, {
+      headers,
+    });
+  };
+}
+
+function record(
+  ctx: RequestContext,
+  outcome: Decision['outcome'],
+  reason: string | undefined,
+  detail: Record<string, unknown>,
+) {
+  ctx.decisions.push(
+    reason ? { policy: POLICY, outcome, reason, detail } : { policy: POLICY, outcome, detail },
+  );
+}
+
+/** The `rateLimit` policy kind (phase rateLimit): see the module comment and RateLimitSchema. */
+export const rateLimitPolicy: PolicyKind<typeof RateLimitSchema> = {
+  name: POLICY,
+  phase: 'rateLimit',
+  schema: RateLimitSchema,
+  create: createRateLimit,
+};
