@@ -41,7 +41,11 @@ function fakeClock(start = 1_700_000_000_000) {
 function recordingStore(now: () => number): Store & { keys: string[] } {
   const inner = createMemoryStore({ now });
   const keys: string[] = [];
-  return { ...inner, kind: 'memory', keys, hit: (key, spec) => (keys.push(key), inner.hit(key, spec)) };
+  const hit: Store['hit'] = (key, spec) => {
+    keys.push(key);
+    return inner.hit(key, spec);
+  };
+  return { ...inner, kind: 'memory', keys, hit };
 }
 
 function create(config: RateLimitConfig, store: Store, route = routeOf('op')): Promise<Hook> | Hook {
