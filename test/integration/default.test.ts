@@ -1,0 +1,100 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { type CliGateway, killChildren, REPO_ROOT, startCli } from '../helpers/spawn.ts';
+
+/**
+ * `npm start` on a fresh clone: the repo's openapi/ examples in mock mode, nothing else installed.
+ * Only the ports (0) and bind addresses (127.0.0.1) are overridden.
+ */
+describe('embedded default (npm start in the repo root)', () => {
+  let gw: CliGateway;
+  let http: string;
+  let admin: string;
+
+  beforeAll(async () => {
+    gw = await startCli(['start'], { cwd: REPO_ROOT });
+    http = gw.addresses.http as string;
+    admin = gw.addresses.admin as string;
+  });
+  afterAll(async () => {
+    try {
+      if (gw) {
+        process.kill(gw.pid, 'SIGTERM');
+        await gw.waitForExit(5000);
+      }
+    } finally {
+      killChildren();
+    }
+  });
+
+  it('is what `npm start` runs', async () => {
+    const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as {
+      scripts: { start: string };
+    };
+    expect(pkg.scripts.start).toBe('node bin/portcullis.js start');
+  });
+
+  it('answers GET /petstore/pets with the example from the spec', async () => {
+    const spec = parse(await readFile(join(REPO_ROOT, 'openapi/petstore.yaml'), 'utf8'));
+    const example = spec.paths['/pets'].get.responses['200'].content['application/json'].example;
+    expect(example).toHaveLength(3);
+
+    const res = await request(`${http}/petstore/pets`);
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    expect(await res.body.json()).toEqual(example);
+  });
+
+  it('answers a templated path of the second example service', async () => {
+    const res = await request(`${http}/store/orders/ord_1001`);
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.json()).toMatchObject({ id: expect.any(String), status: expect.any(String) });
+  });
+
+  it('answers an unknown path with 404 problem+json', async () => {
+    const res = await request(`${http}/petstore/owners`);
+    expect(res.statusCode).toBe(404);
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(await res.body.json()).toMatchObject({
+      status: 404,
+      code: 'PC_ROUTE_NOT_FOUND',
+      instance: '/petstore/owners',
+    });
+  });
+
+  it('reports ready and healthy on the admin port', async () => {
+    const ready = await request(`${admin}/readyz`);
+    expect(ready.statusCode).toBe(200);
+    expect(await ready.body.json()).toMatchObject({ ready: true, services: 2 });
+    const health = await request(`${admin}/healthz`);
+    expect(health.statusCode).toBe(200);
+    await health.body.dump();
+  });
+
+  it('lists the petstore operations on /routes', async () => {
+    const res = await request(`${admin}/routes`);
+    expect(res.statusCode).toBe(200);
+    const { routes } = (await res.body.json()) as {
+      routes: Array<{ service: string; method: string; path: string; operationId: string; mock: boolean }>;
+    };
+    const petstore = routes.filter((r) => r.service === 'petstore');
+    expect(petstore.map((r) => `${r.method} ${r.path} ${r.operationId}`).sort()).toEqual([
+      'DELETE /petstore/pets/{petId} deletePet',
+      'GET /petstore/pets listPets',
+      'GET /petstore/pets/{petId} getPet',
+      'POST /petstore/pets createPet',
+    ]);
+    expect(petstore.every((r) => r.mock)).toBe(true);
+  });
+
+  it('keeps the admin endpoints off the public port', async () => {
+    for (const path of ['/routes', '/readyz']) {
+      const res = await request(`${http}${path}`);
+      expect(res.statusCode, path).toBe(404);
+      await res.body.dump();
+    }
+  });
+});
