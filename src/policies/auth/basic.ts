@@ -1,0 +1,93 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { type Static, Type } from '@sinclair/typebox';
+import bcrypt from 'bcryptjs';
+import type { RequestContext } from '../../pipeline/types.ts';
+import { type AuthMethod, type AuthOutcome, configError, quote } from './method.ts';
+
+const BCRYPT_HASH = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
+const BASIC = /^basic +/i;
+/** Users whose last good password digest is remembered, so bcrypt (~50 ms) runs once per password. */
+const VERIFIED_CACHE_SIZE = 1000;
+/** Compared against for unknown users, so "no such user" costs as much as a wrong password. */
+const DUMMY_HASH = '$2b$10$ReD3Ykk///twmBlwXS2v2.Mduy5X3fgMuvyKGoB49KiGtLLwzSABq';
+
+/** `basic:` of an auth policy. */
+export const BasicConfigSchema = Type.Object(
+  {
+    usersFile: Type.String({
+      description:
+        'htpasswd-style file (`user:bcrypt-hash` per line, `#` comments), relative to the policy file. ' +
+        'Only bcrypt hashes ($2a$/$2b$/$2y$, e.g. `htpasswd -B`) are accepted. Required.',
+    }),
+    realm: Type.Optional(Type.String({ description: 'Realm in the Basic challenge. Default `portcullis`.' })),
+  },
+  { additionalProperties: false, description: 'HTTP Basic authentication against bcrypt hashes.' },
+);
+export type BasicConfig = Static<typeof BasicConfigSchema>;
+
+/** Parse an htpasswd file: user → bcrypt hash. Throws naming file and line on a bad entry. */
+export async function loadHtpasswd(file: string, baseDir: string): Promise<Map<string, string>> {
+  const path = resolve(baseDir, file);
+  const users = new Map<string, string>();
+  const lines = (await readFile(path, 'utf8')).split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) return;
+    const colon = line.indexOf(':');
+    const user = line.slice(0, colon);
+    const hash = line.slice(colon + 1);
+    if (colon <= 0 || !BCRYPT_HASH.test(hash)) {
+      throw configError('/basic/usersFile', `${path}:${i + 1}: expected user:bcrypt-hash ($2a$/$2b$/$2y$)`);
+    }
+    if (users.has(user))
+      throw configError('/basic/usersFile', `${path}:${i + 1}: user ${user} appears twice`);
+    users.set(user, hash);
+  });
+  if (users.size === 0) throw configError('/basic/usersFile', `${path}: no users`);
+  return users;
+}
+
+function decodeCredentials(header: string): { user: string; password: string } | undefined {
+  const decoded = Buffer.from(header.replace(BASIC, '').trim(), 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon <= 0) return undefined;
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** The Basic method: bcrypt check of user:password, remembered per user by a SHA-256 digest. */
+export function createBasicMethod(config: BasicConfig, users: ReadonlyMap<string, string>): AuthMethod {
+  const challenge = `Basic realm=${quote(config.realm ?? 'portcullis')}, charset="UTF-8"`;
+  const verified = new Map<string, Buffer>();
+  const fail = (description: string): AuthOutcome => ({
+    kind: 'fail',
+    status: 401,
+    reason: 'invalid_credentials',
+    description,
+    challenge,
+  });
+  return {
+    name: 'basic',
+    challenge,
+    upstreamHeaderNames: [],
+    credentialHeaderNames: ['authorization'],
+    async authenticate(ctx: RequestContext): Promise<AuthOutcome> {
+      const header = ctx.req.headers.authorization;
+      if (typeof header !== 'string' || !BASIC.test(header)) return { kind: 'absent' };
+      const creds = decodeCredentials(header);
+      if (!creds) return fail('malformed basic credentials');
+      const digest = createHash('sha256').update(`${creds.user}\0${creds.password}`).digest();
+      const known = verified.get(creds.user);
+      if (known && timingSafeEqual(known, digest)) {
+        return { kind: 'ok', identity: { method: 'basic', subject: creds.user } };
+      }
+      const hash = users.get(creds.user);
+      const ok = await bcrypt.compare(creds.password, hash ?? DUMMY_HASH);
+      if (!ok || hash === undefined) return fail('invalid user name or password');
+      if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
+      verified.set(creds.user, digest);
+      return { kind: 'ok', identity: { method: 'basic', subject: creds.user } };
+    },
+  };
+}
