@@ -75,7 +75,9 @@ async function gateway(
       // Let the test read the decisions of dry-run sessions.
       responseEdits: [
         ...ctx.responseEdits,
-        (_s, h) => void (h['x-test-decisions'] = JSON.stringify(ctx.decisions)),
+        (_s, h) => {
+          h['x-test-decisions'] = JSON.stringify(ctx.decisions);
+        },
       ],
     });
   });
