@@ -1,3 +1,4 @@
+import type { webcrypto } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -65,7 +66,7 @@ describe('auth.jwt against a real OpenID provider', () => {
   let attacker: Server;
   let attackerHits = 0;
   let attackerJwksUrl: string;
-  let attackerKey: CryptoKey;
+  let attackerKey: webcrypto.CryptoKey;
   const attackerKid = 'attacker-key';
 
   beforeAll(async () => {
@@ -212,7 +213,7 @@ describe('auth.jwt against a real OpenID provider', () => {
       token: async () => {
         const { publicJwk, kid } = oidc.currentKey();
         const pem = await exportSPKI(
-          (await importJWK(publicJwk, 'RS256', { extractable: true })) as CryptoKey,
+          (await importJWK(publicJwk, 'RS256', { extractable: true })) as webcrypto.CryptoKey,
         );
         return new SignJWT({
           iss: oidc.issuer,
