@@ -1,7 +1,12 @@
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { startRedis, type TestRedis } from '../../test/helpers/redis.ts';
+import {
+  startRedis,
+  startRedisCluster,
+  startRedisSentinel,
+  type TestRedis,
+} from '../../test/helpers/redis.ts';
 import { createStore } from './create-store.ts';
 import { createRedisStore, KEY_PREFIX, type RedisStore, StoreUnavailableError } from './redis.ts';
 import type { Store } from './store.ts';
@@ -129,5 +134,68 @@ describe('createStore', () => {
     expect(store.status().ok).toBe(false);
     expect(store.status().error).toMatch(/ECONNREFUSED|connect/);
     await expect(store.hit('x', { limit: 1, windowMs: 1_000 })).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+});
+
+describe('redis store topologies', () => {
+  it('Redis Cluster: two stores admit exactly `limit` per key, keys spread over the masters', async () => {
+    const cluster = await startRedisCluster();
+    try {
+      const a = createRedisStore({ cluster: { nodes: cluster.nodes } }, logger);
+      const b = createRedisStore({ cluster: { nodes: cluster.nodes } }, logger);
+      stores.push(a, b);
+      await Promise.all([a.ready(), b.ready()]);
+      expect(a.status()).toEqual({ kind: 'redis', ok: true });
+      const spec = { limit: 5, windowMs: 60_000 };
+      // Several keys so that they land in different slots, i.e. on different masters.
+      for (const key of ['k1', 'k2', 'k3', 'k4']) {
+        const all = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).hit(key, spec)));
+        expect(
+          all.filter((d) => d.allowed),
+          key,
+        ).toHaveLength(5);
+      }
+      const perNode = await Promise.all(
+        cluster.nodes.map(async (node) => {
+          const client = new Redis(`redis://${node}`);
+          try {
+            return await client.dbsize();
+          } finally {
+            client.disconnect();
+          }
+        }),
+      );
+      expect(perNode.reduce((x, y) => x + y, 0)).toBe(4);
+      expect(perNode.filter((n) => n > 0).length).toBeGreaterThan(1);
+      await a.setSticky('s', 'http://u1', 5_000);
+      expect(await b.getSticky('s')).toBe('http://u1');
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('Sentinel: finds the master through the sentinel and enforces the limit', async () => {
+    const sentinel = await startRedisSentinel();
+    try {
+      const store = createRedisStore(
+        { sentinel: { name: sentinel.name, sentinels: [sentinel.sentinel] } },
+        logger,
+      );
+      stores.push(store);
+      await store.ready();
+      expect(store.status()).toEqual({ kind: 'redis', ok: true });
+      const all = await Promise.all(
+        Array.from({ length: 12 }, () => store.hit('sentinel', { limit: 3, windowMs: 1_000 })),
+      );
+      expect(all.filter((d) => d.allowed)).toHaveLength(3);
+      const check = new Redis(sentinel.master.url);
+      try {
+        expect(await check.exists('pc:v1:rl:sentinel')).toBe(1);
+      } finally {
+        check.disconnect();
+      }
+    } finally {
+      await sentinel.stop();
+    }
   });
 });
