@@ -1,0 +1,39 @@
+import { type Rule, SCORE } from '../types.ts';
+
+/** Log4Shell lookups, including `${${::-j}ndi:` style splitting. */
+const JNDI = /\$\{(?:[^}]{0,40}:-?j|j)[^}]{0,40}n[^}]{0,40}d[^}]{0,40}i[^}]{0,10}:|\$\{\s*(?:jndi|ldap|rmi|dns|env|sys|java|lower|upper|main|ctx|spring|base64|date|script):/;
+
+/** Java reflection, process creation, OGNL/SpEL and class-loader tricks. */
+const JAVA_CODE =
+  /\bjava\.(?:lang\.(?:runtime|processbuilder|system|class|reflect)|io\.(?:file|objectinputstream)|net\.(?:url|socket))|\bruntime\s*\.\s*getruntime\s*\(|\bprocessbuilder\b|\.getclass\s*\(\s*\)|\bclass\.(?:module\.)?classloader\b|#_memberaccess|@java\.lang|%\{\s*[#(]|\bt\s*\(\s*java\.|\bscriptengine(?:manager)?\b|\bobjectinputstream\b|\bxmldecoder\b/;
+
+/** Serialized Java objects (binary magic, base64 and hex forms). */
+const SERIALIZED = /\xac\xed\x00\x05|\brO0AB|\baced0005/i;
+
+/** Java injection rules. */
+export const JAVA_RULES: Rule[] = [
+  {
+    id: 'java-jndi',
+    family: 'java',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Log4Shell-style ${jndi:…} lookup (also split with ${::-x})',
+    test: (v) => v.lower.includes('${') && JNDI.test(v.lower),
+  },
+  {
+    id: 'java-code',
+    family: 'java',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Java reflection, process creation, OGNL or class-loader access',
+    test: (v) => JAVA_CODE.test(v.lower),
+  },
+  {
+    id: 'java-serialized',
+    family: 'java',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Serialized Java object',
+    test: (v) => SERIALIZED.test(v.decoded),
+  },
+];

@@ -1,0 +1,52 @@
+import { type Rule, SCORE } from '../types.ts';
+
+/** `../` in any spelling once decoded (`..\`, `..;/`, `.%2e/`, hex `0x2e`). */
+const TRAVERSAL = /(?:^|[\\/;\s=])\.\.[\\/;]|\.\.(?:0x5c|0x2f)|(?:0x2e){2}|(?:0x5c|0x2f)(?:0x2e|\.)/;
+
+/**
+ * Files and folders that hold secrets or system state: system files, shell histories, keys,
+ * cloud/CI credentials, app configs, AI-agent configs, backups and logs.
+ */
+const SENSITIVE_PATH = new RegExp(
+  [
+    String.raw`/etc/(?:passwd|shadow|master\.passwd|group|gshadow|sudoers|hosts|issue|crontab|subuid|subgid|security/|ssh/|mysql/|apache2?/|nginx/|httpd/|php\d?/|\w*\.conf\b)`,
+    String.raw`(?:^|/)(?:proc/(?:self|\d+|cpuinfo|meminfo|version|interrupts|net|mounts|cmdline|environ)|sys/(?:class|kernel|devices|firmware|power)|dev/(?:tcp|udp)/)`,
+    String.raw`(?:^|/)(?:var/log/|var/run/secrets|tmp/(?:curl|wget|\w+\.sh)\b|root/|home/[^/]{1,40}/\.)`,
+    String.raw`(?:^|/)\.(?:ssh/|aws/|docker/|kube/|gnupg/|git/|svn/|hg/|env\b|htaccess|htpasswd|bash_history|zsh_history|history\b|mysql_history|psql_history|netrc|npmrc|pgpass|boto\b|s3cfg|git-credentials|dockercfg)`,
+    String.raw`(?:^|/)(?:id_rsa|id_dsa|id_ecdsa|id_ed25519|authorized_keys|known_hosts)\b`,
+    String.raw`(?:^|/)\.(?:cursor|continue|roo|zed|cline|kiro|windsurf|claude|junie|aider|codeium|copilot|a0proj|fabric|n8n|gemini|codex|vscode|idea)(?:/|$)|(?:^|/)\.(?:aiignore|cursorrules|clinerules|windsurfrules)\b`,
+    String.raw`(?:^|/)(?:wp-config\.php|wp-content/(?:debug|error|errors)\.log|web\.config|boot\.ini|win\.ini|system\.ini|php\.ini|\.user\.ini|httpd\.conf|server\.xml|web\.xml|applicationhost\.config)`,
+    String.raw`(?:^|[/=\s])[\w.-]{0,40}\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$`,
+    String.raw`(?:^|/)(?:windows|winnt)/(?:system32|win\.ini|repair)`,
+    String.raw`(?:^|/)@(?:fs|id)/`,
+  ].join('|'),
+);
+
+/** Local file inclusion and path traversal rules. */
+export const LFI_RULES: Rule[] = [
+  {
+    id: 'lfi-traversal',
+    family: 'lfi',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Path traversal (../ in any encoding, ..\\, ..;/)',
+    test: (v) => (v.lower.includes('..') || v.lower.includes('0x')) && TRAVERSAL.test(v.path),
+  },
+  {
+    id: 'lfi-sensitive-file',
+    family: 'lfi',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Path of a file holding secrets or system state (/etc/passwd, .ssh/id_rsa, .env, agent configs, …)',
+    test: (v) => SENSITIVE_PATH.test(v.path),
+  },
+  {
+    id: 'lfi-null-byte',
+    family: 'lfi',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['path', 'query', 'body', 'cookie'],
+    description: 'NUL byte truncating a file name',
+    test: (v) => v.decoded.includes('\0'),
+  },
+];

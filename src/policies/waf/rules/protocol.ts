@@ -1,0 +1,113 @@
+import { type RequestParts, type RequestRule, type Rule, SCORE } from '../types.ts';
+
+function header(parts: RequestParts, name: string): string | undefined {
+  const v = parts.headers[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+/** Request-level protocol checks. */
+export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
+  {
+    id: 'protocol-method',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Method is not an HTTP token of letters',
+    test: (p) => !/^[A-Z][A-Z-]{0,19}$/.test(p.method),
+  },
+  {
+    id: 'protocol-request-target',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Request target is neither a path, *, host:port for CONNECT, nor an absolute URL with a path',
+    test: (p) => {
+      const u = p.url;
+      if (u.startsWith('/')) return false;
+      if (u === '*') return p.method !== 'OPTIONS';
+      if (p.method === 'CONNECT') return !/^[\w.-]+:\d{1,5}$|^\[[\da-f:.]+\]:\d{1,5}$/i.test(u);
+      return !/^https?:\/\/[^/?#\s]+\//i.test(u);
+    },
+  },
+  {
+    id: 'protocol-smuggling',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Content-Length with Transfer-Encoding, a non-numeric Content-Length or a transfer coding other than chunked',
+    test: (p) => {
+      const cl = header(p, 'content-length');
+      const te = header(p, 'transfer-encoding');
+      if (cl !== undefined && !/^\s*\d{1,15}\s*$/.test(cl)) return true;
+      if (te !== undefined && (cl !== undefined || !/^\s*chunked\s*$/i.test(te))) return true;
+      return false;
+    },
+  },
+  {
+    id: 'protocol-control-characters',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'NUL or control characters in the request target or a header',
+    test: (p) => {
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rule looks for
+      const ctl = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+      if (ctl.test(p.url) || /%00/.test(p.url)) return true;
+      for (const name of Object.keys(p.headers)) {
+        const v = header(p, name);
+        if (v && ctl.test(v)) return true;
+      }
+      return false;
+    },
+  },
+  {
+    id: 'protocol-bad-encoding',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.warning,
+    description: 'Malformed percent-encoding in the request target',
+    test: (p) => /%(?![0-9a-fA-F]{2}|u[0-9a-fA-F]{4})/.test(p.url),
+  },
+  {
+    id: 'protocol-multipart',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Multipart body without a usable boundary',
+    test: (p) => {
+      const ct = header(p, 'content-type') ?? '';
+      return /multipart\//i.test(ct) && p.body !== undefined && p.body.length > 0 && !/boundary=\s*"?[\w'()+,./:=?-]{1,70}/i.test(ct);
+    },
+  },
+  {
+    id: 'protocol-missing-host',
+    family: 'protocol',
+    paranoia: 2,
+    score: SCORE.warning,
+    description: 'No Host header',
+    test: (p) => !header(p, 'host'),
+  },
+  {
+    id: 'protocol-missing-user-agent',
+    family: 'protocol',
+    paranoia: 2,
+    score: SCORE.notice,
+    description: 'No User-Agent header',
+    test: (p) => !header(p, 'user-agent'),
+  },
+];
+
+/** Value-level protocol attacks. */
+export const PROTOCOL_RULES: Rule[] = [
+  {
+    id: 'protocol-header-injection',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['path', 'query', 'query-name', 'cookie', 'cookie-name', 'header'],
+    description: 'CR/LF followed by a header line or a status line (response splitting, header injection)',
+    test: (v) =>
+      (v.decoded.includes('\n') || v.decoded.includes('\r')) &&
+      /[\r\n]\s*(?:[a-z][\w-]{1,40}\s*:\s*\S|http\/\d)/i.test(v.decoded),
+  },
+];

@@ -1,0 +1,91 @@
+import { type Rule, SCORE } from '../types.ts';
+import { markupAfterBitStrip, XSS } from '../xss.ts';
+
+/** Cross-site scripting rules. */
+export const XSS_RULES: Rule[] = [
+  {
+    id: 'xss-tag',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'HTML tag that runs script or loads a resource (script, svg, iframe, object, meta, base, …)',
+    test: (v) => v.lower.includes('<') && XSS.DANGEROUS_TAG.test(v.lower),
+  },
+  {
+    id: 'xss-event-handler',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['path', 'query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
+    description: 'Event-handler attribute (onload=, onerror=, …) in or injected into a tag',
+    test: (v) => v.lower.includes('on') && (XSS.EVENT_HANDLER.test(v.lower) || XSS.TAG_WITH_HANDLER.test(v.lower)),
+  },
+  {
+    id: 'xss-script-url',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'javascript:/vbscript:/data:text/html URL, also split by blanks or entities',
+    test: (v) => XSS.scriptScheme(v.lower),
+  },
+  {
+    id: 'xss-css',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'CSS that runs script (expression(), url(javascript:), -moz-binding, @import)',
+    test: (v) => XSS.CSS_SCRIPT.test(v.lower),
+  },
+  {
+    id: 'xss-js-sink',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'JavaScript sink or dialog call (document.cookie, window.location, alert(), eval(), …)',
+    test: (v) => XSS.JS_SINK.test(v.lower),
+  },
+  {
+    id: 'xss-js-obfuscation',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'JavaScript obfuscation (JSFuck atoms, tagged templates, bracket access on globals)',
+    test: (v) => XSS.JS_OBFUSCATION.test(v.lower),
+  },
+  {
+    id: 'xss-xml',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['path', 'query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
+    description: 'XML namespace, XInclude or external entity declaration in a parameter',
+    test: (v) => v.lower.includes('<') || v.lower.includes('xmlns') ? XSS.XML_INJECTION.test(v.lower) : false,
+  },
+  {
+    id: 'xss-ssi',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Server-side include directive',
+    test: (v) => v.lower.includes('<!--') && XSS.SSI.test(v.lower),
+  },
+  {
+    id: 'xss-evasion',
+    family: 'xss',
+    paranoia: 1,
+    score: SCORE.critical,
+    description: 'Markup hidden by spacing, UTF-7 or 8-bit stripping',
+    test: (v) =>
+      (v.lower.includes('<') && XSS.SPACED_TAG.test(v.lower)) ||
+      (v.lower.includes('+ad') && XSS.UTF7.test(v.lower)) ||
+      markupAfterBitStrip(v.decoded),
+  },
+  {
+    id: 'xss-any-tag',
+    family: 'xss',
+    paranoia: 2,
+    score: SCORE.error,
+    description: 'Any HTML tag or closing tag',
+    test: (v) => /<\/?[a-z][\w:-]{0,30}[\s/>]/.test(v.lower),
+  },
+];

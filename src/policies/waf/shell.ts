@@ -1,0 +1,134 @@
+/**
+ * OS command injection: a command name in command position. Command position is the start of
+ * the value or the place right after a shell separator (`;`, `|`, `&`, newline, backtick, `$(`,
+ * `(`, `{`, `<(`), once the shell evasions are undone (see shellNormalize). Two dictionaries: names
+ * that are not English words count even at the very start of a value (`whoami`, `cat /etc/x`), the
+ * ambiguous ones (`time`, `ping`, `set`) only after a separator.
+ */
+
+/** Unix and Windows commands that no sentence starts with. */
+const DISTINCT = [
+  'whoami', 'uname', 'ifconfig', 'ipconfig', 'netstat', 'nslookup', 'wget', 'curl', 'nc', 'ncat', 'netcat', 'socat',
+  'telnet', 'ssh', 'scp', 'sftp', 'tftp', 'rsync', 'nmap', 'bash', 'sh', 'zsh', 'ksh', 'csh', 'tcsh', 'dash', 'fish',
+  'busybox', 'python', 'python2', 'python3', 'perl', 'ruby', 'irb', 'php', 'lua', 'node', 'nodejs', 'java', 'jjs',
+  'nohup', 'chmod', 'chown', 'chgrp', 'chattr', 'passwd', 'useradd', 'usermod', 'userdel', 'sudo', 'visudo',
+  'crontab', 'cat', 'tac', 'ls', 'dir', 'id', 'ps', 'pwd', 'printf', 'base64', 'base32', 'xxd', 'hexdump', 'od',
+  'gzip', 'gunzip', 'zcat', 'zstd', 'zstdcat', 'xz', 'unxz', 'xzcat', 'bzip2', 'bunzip2', 'bzcat', 'tar', 'rmt-tar',
+  'unzip', 'awk', 'gawk', 'nawk', 'sed', 'grep', 'egrep', 'fgrep', 'xargs', 'strings', 'dd', 'rm', 'rmdir', 'wc',
+  'uniq', 'ansible', 'ansible-config', 'ansible-console', 'ansible-doc', 'ansible-galaxy', 'ansible-inventory',
+  'ansible-playbook', 'ansible-pull', 'ansible-vault', 'chef-client', 'chef-shell', 'chef-solo', 'chef-vault',
+  'knife', 'cscli', 'certutil', 'bcdboot', 'bcdedit', 'powershell', 'pwsh', 'cmd', 'cmd.exe', 'wmic', 'schtasks',
+  'bitsadmin', 'mshta', 'rundll32', 'regsvr32', 'cscript', 'wscript', 'reg', 'htop', 'lastlogin', 'aptitude',
+  'apt-get', 'yum', 'dnf', 'rpm', 'dpkg', 'systemctl', 'killall', 'pkill', 'flock', 'perf', 'env', 'printenv',
+  'uptime', 'hostname', 'lsof', 'tcpdump', 'iptables', 'mkfifo', 'mknod', 'openssl', 'gcc', 'cc', 'make', 'docker',
+  'kubectl', 'tee', 'nl', 'iwr', 'iex', 'iwmi', 'icm', 'sal', 'tasklist', 'taskkill', 'net1', 'sc', 'whoami.exe',
+  'getfacl', 'setfacl', 'readlink', 'realpath', 'stat', 'lsattr', 'dmesg', 'sysctl', 'modprobe', 'insmod', 'at',
+  'batch', 'expect', 'sshpass', 'ftp', 'rcp', 'rlogin', 'rsh', 'su', 'doas', 'pkexec', 'rev', 'fold', 'comm',
+  'bridge', 'paste', 'diff', 'cmp', 'look', 'column', 'iconv', 'uudecode', 'uuencode', 'shuf', 'split', 'csplit',
+  'ed', 'vi', 'vim', 'nano', 'emacs', 'less', 'more', 'head', 'tail', 'echo', 'type', 'who', 'ping', 'regedit',
+  'time', 'set', 'kill', 'sleep', 'find', 'sort', 'cut', 'tr', 'ln', 'cp', 'mv', 'touch', 'mkdir', 'cd', 'exec',
+  'eval', 'source', 'alias', 'export', 'unset', 'shutdown', 'reboot', 'halt', 'poweroff', 'mount', 'umount', 'nice',
+  'timeout', 'watch', 'strace', 'ltrace', 'gdb', 'ssh-keygen', 'nproc', 'lscpu', 'lsblk', 'fdisk', 'df', 'du',
+  'free', 'ip', 'route', 'arp', 'dig', 'host', 'traceroute', 'tracert', 'ver', 'systeminfo', 'net', 'start',
+  'call', 'del', 'copy', 'move', 'ren', 'attrib', 'icacls', 'cacls', 'takeown', 'vssadmin', 'wevtutil', 'fsutil',
+];
+
+/** Names that are also ordinary words or too short to trust at the start of a value. */
+const AMBIGUOUS = new Set([
+  'dir', 'id', 'ps', 'od', 'dd', 'wc', 'java', 'node', 'make', 'cc', 'at', 'batch', 'expect', 'su', 'rev', 'fold',
+  'comm', 'bridge', 'paste', 'diff', 'look', 'column', 'split', 'ed', 'vi', 'less', 'more', 'head', 'tail', 'echo',
+  'type', 'who', 'ping', 'regedit', 'time', 'set', 'kill', 'sleep', 'find', 'sort', 'cut', 'tr', 'ln', 'cp',
+  'mv', 'touch', 'mkdir', 'cd', 'exec', 'eval', 'source', 'export', 'unset', 'shutdown', 'reboot', 'halt', 'mount',
+  'nice', 'timeout', 'watch', 'free', 'ip', 'route', 'host', 'ver', 'net', 'start', 'call', 'del', 'copy',
+  'move', 'ren', 'stat', 'env', 'uptime', 'tee', 'nl', 'sc', 'sal', 'icm', 'reg', 'knife', 'perf', 'php', 'cmd',
+  'df', 'du', 'dig', 'arp', 'ftp', 'strings', 'flock', 'sed', 'nc', 'ls', 'rm', 'cat', 'sh', 'tac', 'alias',
+]);
+
+/** Names people also write in prose about software: at the start of a value they need a flag or path after them. */
+const PROSE_NAMES = new Set([
+  'python', 'python2', 'python3', 'perl', 'ruby', 'php', 'node', 'nodejs', 'java', 'docker', 'kubectl', 'bash',
+  'curl', 'wget', 'ssh', 'make', 'openssl', 'busybox', 'expect', 'ansible', 'powershell', 'telnet', 'nmap', 'netcat',
+  'rsync', 'gcc', 'lua', 'fish', 'dash', 'tar', 'sudo', 'knife', 'irb', 'cmd', 'reg', 'sc', 'net', 'at', 'sal',
+]);
+
+const escape = (w: string): string => w.replace(/[.-]/g, (c) => `\\${c}`);
+const alternation = (names: string[]): string => names.map(escape).join('|');
+const CLEAR_NAMES = alternation(DISTINCT.filter((w) => !AMBIGUOUS.has(w)));
+const AMBIGUOUS_NAMES = alternation([...AMBIGUOUS]);
+const FREE_NAMES = alternation(DISTINCT.filter((w) => !AMBIGUOUS.has(w) && !PROSE_NAMES.has(w)));
+const FLAGGED_NAMES = alternation(DISTINCT.filter((w) => PROSE_NAMES.has(w) || AMBIGUOUS.has(w)));
+const END = '(?:\\.exe)?(?=$|[\\s;|&<>(`)/,]|-)';
+const PATH_PREFIX = '(?:[\\w./-]{0,40}/)?';
+
+/** A command after a separator: `;cmd`, `|cmd`, `&&cmd`, `` `cmd ``, `$(cmd`, `\ncmd`, `<(cmd`. */
+const AFTER_SEPARATOR = new RegExp(
+  [
+    // Unambiguous names after any separator.
+    `(?:[;|\`\\n]|&&?|\\$\\(|[<>]\\(|\\{)\\s*${PATH_PREFIX}(?:${CLEAR_NAMES})${END}`,
+    // Ambiguous names (also English words) right after `;`, `&`, `|` or with a pipe/backtick/$( before them.
+    `(?:[;\\n]|&&?|\\|\\|?)${PATH_PREFIX}(?:${AMBIGUOUS_NAMES})${END}`,
+    `(?:\\||\`|\\$\\(|[<>]\\(|&&)\\s*${PATH_PREFIX}(?:${AMBIGUOUS_NAMES})${END}`,
+    // …or followed by a flag, path or variable argument (`; regedit /e`, `; type %x%`).
+    `[;&\\n]\\s+(?:${AMBIGUOUS_NAMES})\\s+[-/%$~]`,
+  ].join('|'),
+);
+
+/** A command at the start of the value: `whoami`, `nohup ifconfig`, `cscli alerts list`, `python3 -m x`, `ls -la`. */
+const AT_START = new RegExp(
+  [
+    `^\\s*(?:${FREE_NAMES})(?:\\.exe)?(?:$|\\s|[;|&<>\`])`,
+    `^\\s*(?:${FLAGGED_NAMES})(?:\\.exe)?\\s+(?:[\\w.-]{1,30}\\s+)?(?:-{1,2}[a-z]|[/~$<>|])`,
+  ].join('|'),
+);
+
+/** Short commands that alone are a command line (`ls foo bar`). */
+const AMBIGUOUS_AT_START = /^\s*ls(?:\s+[a-z0-9_.]+){1,2}\s*$/;
+
+/** A command named by path: `/bin/sh`, `/usr/bin/python3`, `bin/visudo`. */
+const BIN_PATH = new RegExp(`(?:^|[\\s;|&\`(=])/?(?:usr/)?(?:local/)?s?bin/(?:[a-z][\\w.-]{1,30})(?:$|[\\s;|&<>\`)])`);
+
+/** Shell expansions and redirections that only a shell gives meaning to. */
+const SHELL_SYNTAX = new RegExp(
+  [
+    String.raw`\$\([^)]{0,200}\)`,
+    String.raw`\$\(\(`,
+    String.raw`\$\[[^\]]{1,50}\]`,
+    String.raw`\x60[^\x60]{1,200}\x60`,
+    String.raw`\$\{[a-z_][\w]{0,30}[#%:/^,@\[][^}]{0,60}\}`,
+    String.raw`\$\{(?:ifs|path|shell|home|user|pwd)\}`,
+    String.raw`[<>]\([^)]{1,200}\)`,
+    String.raw`<<<`,
+    String.raw`\(\s*\)\s*\{`,
+    String.raw`\{[a-z0-9-]{0,20},[a-z0-9,-]{0,40}\}[a-z]?|[a-z]\{[a-z0-9-]{0,20},[a-z0-9,-]{0,40}\}`,
+    String.raw`(?:^|[\s=])~[+-]\d*(?:$|[\s/])`,
+    String.raw`(?:^|[\s=])!-\d+`,
+    String.raw`/[\w.-]{0,20}\[!?\^?[\w/?*.-]{1,12}\][\w.?*-]{0,20}`,
+    String.raw`/\?{2,}/|/[\w]{0,4}\?[\w?]{0,4}/[\w?*]{0,8}\?`,
+    String.raw`\|\s*(?:ba|z|k|da)?sh\b`,
+    String.raw`\b(?:ba|z|k|c|tc|da)?sh\s+-c\b|\b(?:perl|ruby|python[23]?|php|node)\s+-[er]\s`,
+  ].join('|'),
+);
+
+/** cmd.exe grammar: `for [/d|/r|/l|/f] %x in (…) do …`, `if [/i] [not] exist|defined|errorlevel|a==b … cmd`. */
+const WINDOWS_FOR = /(?:^|[\s&|;(])for\s+(?:\/[dlrf]\s+)*(?:(?:"[^"]{0,60}"|[\w:\\.-]+)\s+)*%%?[~\w\][/]\s+in\s*\(/;
+const WINDOWS_IF =
+  /(?:^|[\s&|;(])if\s+(?:\/i\s+)?(?:not\s+)?(?:exist\s+\S|defined\s+\S|errorlevel\s+\d|cmdextversion\s+\d|\S{1,60}?\s*===?\s*\S|(?:"[^"]{0,60}"|%[\w~]{1,30}%?|\(?[\w%]{1,30}\)?)\s+(?:equ|neq|lss|leq|gtr|geq)\s+\S|\(\s*\w+\s+(?:equ|neq|lss|leq|gtr|geq)\s)/;
+
+/** PowerShell cmdlets that fetch or run code. */
+const POWERSHELL =
+  /\b(?:invoke-(?:webrequest|expression|command|restmethod|item|wmimethod|shellcode|mimikatz)|start-process|new-object\s+(?:system\.)?net\.webclient|downloadstring|downloadfile|set-executionpolicy|get-wmiobject|iex\s*\(|-encodedcommand|-enc\s+[a-z0-9+/=]{16})\b/;
+
+/** `%SYSTEMROOT%`-style variables of Windows system locations. */
+const WINDOWS_ENV = /%(?:systemroot|systemdrive|windir|comspec|programfiles|appdata|userprofile|temp|homedrive)%/;
+
+export const SHELL = {
+  AFTER_SEPARATOR,
+  AT_START,
+  AMBIGUOUS_AT_START,
+  BIN_PATH,
+  SHELL_SYNTAX,
+  WINDOWS_FOR,
+  WINDOWS_IF,
+  POWERSHELL,
+  WINDOWS_ENV,
+};

@@ -1,0 +1,295 @@
+/**
+ * A small SQL tokenizer and the token patterns that give injections away (the idea of
+ * libinjection — our own code and patterns). A value is read three ways: as written, as if it
+ * continued a single-quoted string and as if it continued a double-quoted one, because an injection
+ * typically first closes the string the application put it in (`x' OR 'a'='a`).
+ */
+
+/** Token classes: s string, 1 number, n name, f function call, v variable, U union, E statement, & logic, o operator, k keyword, c comment, and ( ) , ; as themselves. */
+export type TokenType = 's' | '1' | 'n' | 'f' | 'v' | 'U' | 'E' | '&' | 'o' | 'k' | 'c' | '(' | ')' | ',' | ';';
+
+export interface Token {
+  t: TokenType;
+  v: string;
+}
+
+const MAX_TOKENS = 48;
+/** Cheap pre-check: without one of these a value cannot hold an injection worth tokenizing. */
+const SQLISH = /['"`;#()=<>|&*]|--|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
+
+const STATEMENTS = new Set([
+  'select',
+  'insert',
+  'update',
+  'delete',
+  'drop',
+  'create',
+  'alter',
+  'truncate',
+  'declare',
+  'exec',
+  'execute',
+  'shutdown',
+  'grant',
+  'revoke',
+  'rename',
+  'merge',
+  'handler',
+]);
+const LOGIC = new Set(['and', 'or', 'xor', 'not']);
+const OPERATORS = new Set(['like', 'rlike', 'regexp', 'is', 'in', 'between', 'sounds', 'mod', 'div', 'collate', 'escape']);
+const KEYWORDS = new Set([
+  'from',
+  'where',
+  'having',
+  'group',
+  'order',
+  'by',
+  'limit',
+  'offset',
+  'into',
+  'outfile',
+  'dumpfile',
+  'values',
+  'set',
+  'table',
+  'database',
+  'case',
+  'when',
+  'then',
+  'else',
+  'end',
+  'as',
+  'null',
+  'true',
+  'false',
+  'all',
+  'distinct',
+  'distinctrow',
+  'top',
+  'procedure',
+  'waitfor',
+  'delay',
+  'join',
+  'on',
+  'asc',
+  'desc',
+  'immediate',
+]);
+const COMPARISON = new Set(['=', '==', '<', '>', '<=', '>=', '!=', '<>', '<=>', 'like', 'rlike', 'regexp', 'is', 'in', 'between', 'sounds']);
+const OPERAND = new Set<TokenType>(['1', 's', 'n', 'f', 'v']);
+
+function isWordStart(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c === 64 || c === 36 || c >= 0x80;
+}
+function isWord(c: number): boolean {
+  return isWordStart(c) || (c >= 48 && c <= 57) || c === 46;
+}
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+/** Tokenize `s` (lower-case). With `quote`, the input is taken to start inside a string opened by it. */
+export function tokenize(s: string, quote?: '"' | "'"): Token[] {
+  const out: Token[] = [];
+  const n = s.length;
+  let i = 0;
+  if (quote) {
+    const end = s.indexOf(quote);
+    if (end === -1) return out;
+    out.push({ t: 's', v: s.slice(0, end) });
+    i = end + 1;
+  }
+  while (i < n && out.length < MAX_TOKENS) {
+    const c = s.charCodeAt(i);
+    const ch = s[i]!;
+    if (c <= 32 || c === 0xa0) {
+      i++;
+      continue;
+    }
+    if (ch === "'" || ch === '"') {
+      let j = i + 1;
+      while (j < n) {
+        if (s[j] === '\\') j += 2;
+        else if (s[j] === ch) {
+          if (s[j + 1] === ch) j += 2;
+          else break;
+        } else j++;
+      }
+      out.push({ t: 's', v: s.slice(i + 1, Math.min(j, n)) });
+      i = j + 1;
+      continue;
+    }
+    if (ch === '`') {
+      const end = s.indexOf('`', i + 1);
+      out.push({ t: 'n', v: s.slice(i + 1, end === -1 ? n : end) });
+      i = end === -1 ? n : end + 1;
+      continue;
+    }
+    if ((ch === '-' && s[i + 1] === '-') || ch === '#') {
+      out.push({ t: 'c', v: '--' });
+      const nl = s.indexOf('\n', i);
+      i = nl === -1 ? n : nl + 1;
+      continue;
+    }
+    if (ch === '/' && s[i + 1] === '*') {
+      if (s[i + 2] === '!') {
+        i += 3;
+        while (i < n && isDigit(s.charCodeAt(i))) i++;
+        continue;
+      }
+      out.push({ t: 'c', v: '/*' });
+      const end = s.indexOf('*/', i + 2);
+      i = end === -1 ? n : end + 2;
+      continue;
+    }
+    if (isDigit(c) || (ch === '.' && isDigit(s.charCodeAt(i + 1)))) {
+      let j = i + 1;
+      if (ch === '0' && (s[j] === 'x' || s[j] === 'b')) j++;
+      while (j < n && (isWord(s.charCodeAt(j)) || ((s[j] === '-' || s[j] === '+') && s[j - 1] === 'e'))) j++;
+      out.push({ t: '1', v: s.slice(i, j) });
+      i = j;
+      continue;
+    }
+    if (isWordStart(c)) {
+      let j = i + 1;
+      while (j < n && isWord(s.charCodeAt(j))) j++;
+      const w = s.slice(i, j);
+      let k = j;
+      while (k < n && s.charCodeAt(k) <= 32) k++;
+      let t: TokenType;
+      if (w[0] === '@') t = 'v';
+      else if (w === 'union') t = 'U';
+      else if (STATEMENTS.has(w)) t = 'E';
+      else if (LOGIC.has(w)) t = '&';
+      else if (OPERATORS.has(w)) t = 'o';
+      else if (KEYWORDS.has(w)) t = 'k';
+      else t = s[k] === '(' ? 'f' : 'n';
+      out.push({ t, v: w });
+      i = j;
+      continue;
+    }
+    if (ch === '(' || ch === ')' || ch === ',' || ch === ';') {
+      out.push({ t: ch, v: ch });
+      i++;
+      continue;
+    }
+    // Operators: the longest run of operator characters.
+    let j = i;
+    while (j < n && j - i < 3 && '=<>!|&+-*/%^~:?'.includes(s[j]!)) j++;
+    if (j === i) {
+      i++;
+      continue;
+    }
+    const op = s.slice(i, j);
+    out.push({ t: op === '||' || op === '&&' ? '&' : 'o', v: op });
+    i = j;
+  }
+  return out;
+}
+
+function isComparison(tok: Token | undefined): boolean {
+  return tok !== undefined && (tok.t === 'o' || tok.t === '&') && COMPARISON.has(tok.v);
+}
+
+/** `& X op Y` (or `& X` closing the statement): the always-true/false clause of a tautology. */
+function logicClause(tokens: Token[], i: number): boolean {
+  let j = i + 1;
+  if (tokens[j]?.v === 'not') j++;
+  while (tokens[j]?.t === '(') j++;
+  const a = tokens[j];
+  if (!a || !OPERAND.has(a.t)) return false;
+  if (a.t === 'f') {
+    return true;
+  }
+  const op = tokens[j + 1];
+  if (isComparison(op)) {
+    const b = tokens[j + 2];
+    return b !== undefined && (OPERAND.has(b.t) || b.t === '(' || b.t === 'k');
+  }
+  const after = tokens[j + 1];
+  return (a.t === '1' || a.t === 's' || a.t === 'v') && (after === undefined || after.t === 'c' || after.t === ';');
+}
+
+/** Statements that only make sense as SQL: `insert into x (`, `drop table`, `declare @x`, `exec xp_…`. */
+function statement(tokens: Token[], i: number): boolean {
+  const w = tokens[i]!.v;
+  const a = tokens[i + 1];
+  const b = tokens[i + 2];
+  if (!a) return false;
+  switch (w) {
+    case 'select':
+      if (a.t === 'f' || a.t === '1' || a.t === 'v' || a.t === '(' || a.t === 's' || a.v === '*') return true;
+      if (a.t === 'k' && a.v !== 'from') return b !== undefined && b.t !== 'n';
+      if (a.t === 'n') {
+        let j = i + 2;
+        while (tokens[j]?.t === ',' && tokens[j + 1]?.t === 'n') j += 2;
+        const from = tokens[j];
+        const table = tokens[j + 1];
+        const next = tokens[j + 2];
+        return from?.v === 'from' && table?.t === 'n' && (next === undefined || next.t === 'k' || next.t === ';' || next.t === 'c' || next.t === ')');
+      }
+      return false;
+    case 'insert':
+      return a.v === 'into' && b?.t === 'n' && (tokens[i + 3]?.t === '(' || tokens[i + 3]?.v === 'values' || tokens[i + 3]?.t === 'E');
+    case 'update':
+      return a.t === 'n' && b?.v === 'set';
+    case 'delete':
+      return a.v === 'from' && b?.t === 'n';
+    case 'drop':
+    case 'create':
+    case 'alter':
+    case 'truncate':
+      return a.v === 'table' || a.v === 'database' || a.v === 'procedure' || a.t === 'f' || /^(?:function|view|index|user|trigger|schema)$/.test(a.v);
+    case 'declare':
+      return a.t === 'v';
+    case 'exec':
+    case 'execute':
+      return a.t === 'v' || a.t === '(' || a.v === 'immediate' || /^(?:xp_|sp_|master\.)/.test(a.v);
+    case 'shutdown':
+      return a.t === 'c' || a.t === ';';
+    default:
+      return false;
+  }
+}
+
+/** What gives the token stream away; `breakout` when the stream starts by closing a string. */
+function suspicious(tokens: Token[], breakout: boolean): boolean {
+  const n = tokens.length;
+  for (let i = 0; i < n; i++) {
+    const tok = tokens[i]!;
+    if (tok.t === 'U') {
+      let j = i + 1;
+      while (tokens[j]?.t === 'k' || tokens[j]?.t === '(') j++;
+      if (tokens[j]?.v === 'select') return true;
+    } else if (tok.t === ';' && tokens[i + 1]?.t === 'E') {
+      return true;
+    } else if (tok.t === '&' && (tok.v !== 'not' || i > 0) && logicClause(tokens, i)) {
+      // `x or 1=1` as written needs a comparison; after a breakout any clause counts.
+      if (breakout || i > 0) return true;
+    } else if (tok.t === 'E' && statement(tokens, i)) {
+      return true;
+    }
+  }
+  if (breakout && n > 1) {
+    let j = 1;
+    while (tokens[j]?.t === ')') j++;
+    const next = tokens[j];
+    if (!next) return false;
+    if (next.t === 'c' || next.t === ';' || next.t === 'E' || next.t === 'U') return true;
+    if (next.t === 'k' && /^(?:order|group|having|into|waitfor|procedure|limit|union|where)$/.test(next.v)) return true;
+    if (next.t === 'o' && COMPARISON.has(next.v) && tokens[j + 1] && OPERAND.has(tokens[j + 1]!.t)) return true;
+    if (next.t === 'o' && (next.v === '+' || next.v === '||') && tokens[j + 1]?.t === 'f') return true;
+    if (next.t === 'f' && tokens[j + 1]?.t === undefined) return false;
+  }
+  return false;
+}
+
+/** True when `lower` (a lower-cased, decoded value) reads as an SQL injection in any of the three contexts. */
+export function detectSqli(lower: string): boolean {
+  if (lower.length < 4 || !SQLISH.test(lower)) return false;
+  if (suspicious(tokenize(lower), false)) return true;
+  if (lower.includes("'") && suspicious(tokenize(lower, "'"), true)) return true;
+  if (lower.includes('"') && suspicious(tokenize(lower, '"'), true)) return true;
+  return false;
+}

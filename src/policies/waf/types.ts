@@ -1,0 +1,92 @@
+/** Attack families a rule belongs to; exclusions and reports name these. */
+export type Family = 'sqli' | 'xss' | 'rce' | 'lfi' | 'rfi' | 'php' | 'java' | 'protocol';
+
+/** Where a value came from; rules may limit themselves to some kinds. */
+export type TargetKind =
+  | 'path'
+  | 'query'
+  | 'query-name'
+  | 'header'
+  | 'cookie'
+  | 'cookie-name'
+  | 'body'
+  | 'body-name'
+  | 'body-raw';
+
+/** One inspected value. `key` is what exclusions name (`query:q`, `header:user-agent`, `body:a.b`, `path`). */
+export interface Target {
+  kind: TargetKind;
+  key: string;
+  value: string;
+}
+
+/** Anomaly score of a rule; 5 = critical (blocks alone at the default threshold). */
+export const SCORE = { critical: 5, error: 4, warning: 3, notice: 2 } as const;
+
+/**
+ * The normalised forms of one value, computed lazily and at most once: rules ask for the form
+ * they need and the cost of the others is never paid.
+ */
+export interface View {
+  readonly target: Target;
+  /** Fully decoded: percent (repeated, %u, overlong UTF-8), HTML entities, JS escapes, full-width forms. */
+  readonly decoded: string;
+  /** `decoded`, lower-cased. */
+  readonly lower: string;
+  /** `lower` with SQL comments removed (MySQL `/*!` bodies kept) and whitespace collapsed. */
+  readonly sql: string;
+  /** `lower` with shell evasions undone (quotes inside words, `\x`, `$IFS`, empty expansions, `^`). */
+  readonly shell: string;
+  /** `decoded` with backslashes as slashes, `./` segments and repeated slashes removed, lower-cased. */
+  readonly path: string;
+}
+
+/** A detection rule: compiled at load, run per value. */
+export interface Rule {
+  /** Stable id, shown to clients and in logs (`sqli-tautology`). */
+  readonly id: string;
+  readonly family: Family;
+  /** Lowest paranoia level that enables the rule (1..4). */
+  readonly paranoia: 1 | 2 | 3 | 4;
+  readonly score: number;
+  /** Kinds of target the rule looks at; all kinds when absent. */
+  readonly kinds?: readonly TargetKind[];
+  /** Short description (docs and logs). */
+  readonly description: string;
+  test(view: View): boolean;
+}
+
+/** Request-level rule (method, URI form, header anomalies): sees the parts, not single values. */
+export interface RequestRule {
+  readonly id: string;
+  readonly family: Family;
+  readonly paranoia: 1 | 2 | 3 | 4;
+  readonly score: number;
+  readonly description: string;
+  test(parts: RequestParts): boolean;
+}
+
+/** The request as the engine sees it. Header names lower-case. */
+export interface RequestParts {
+  method: string;
+  /** Request target as sent (still percent-encoded). */
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  body?: Buffer | string | undefined;
+  /** True when the body was cut at the size cap (only its prefix is inspected). */
+  bodyTruncated?: boolean;
+}
+
+/** One rule that fired. `target` is the exclusion key of the value, never the value itself. */
+export interface Match {
+  id: string;
+  family: Family;
+  score: number;
+  target: string;
+}
+
+/** Outcome of inspecting one request. */
+export interface InspectResult {
+  score: number;
+  matches: Match[];
+}

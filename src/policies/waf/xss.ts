@@ -1,0 +1,74 @@
+/**
+ * XSS detection in the two contexts a reflected value lands in: HTML (tags, attributes, event
+ * handlers, URL schemes, CSS) and JavaScript (sinks, obfuscation idioms). Patterns run on the
+ * decoded, lower-cased value; the scheme check also on a copy without whitespace and control
+ * characters, which browsers ignore inside `java&#9;script:`.
+ */
+
+/** Tags that run script, load resources or change how the page is parsed. */
+const DANGEROUS_TAG =
+  /<\s*\/?\s*(?:[a-z]{1,20}:)?(?:script|svg|iframe|frame|frameset|object|embed|applet|meta|link|base|style|form|isindex|math|img|image|video|audio|source|body|html|input|button|details|marquee|template|noscript|xmp|textarea|title|vmlframe|import|animate|set|xss|plaintext|noembed|layer|ilayer|bgsound|keygen|dialog|portal|select|option)(?:[\s/>]|$)/;
+
+/** Any tag carrying an event handler or a script URL. */
+const TAG_WITH_HANDLER = /<[a-z][\w:-]{0,30}[\s/][^>]{0,400}?\bon[a-z]{3,40}\s*=/;
+
+/** An event-handler attribute, as injected into an existing tag (`" onmouseover=`). */
+const EVENT_HANDLER = /(?:^|[\s"'`/;])on[a-z]{3,40}\s*=/;
+
+/** Script-capable URL schemes (checked with whitespace/control characters removed). */
+const SCRIPT_SCHEME = /(?:java|vb|live|ecma)script:|data:(?:text\/html|[^,]{0,60};base64|[^,]{0,60},\s*<)/;
+
+/** CSS that runs script or loads remote behaviour. */
+const CSS_SCRIPT = /url\s*\(\s*['"]?\s*(?:java|vb)script|expression\s*\(|-moz-binding|behavior\s*:|@import\s*['"(u]/;
+
+/** JavaScript sinks and calls that only an injected script makes. */
+const JS_SINK =
+  /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript)\s*\(/;
+
+/** Obfuscation idioms: JSFuck atoms, tagged templates, bracket property access on globals. */
+const JS_OBFUSCATION =
+  /!!?\s*\[\s*\]|\[\s*\]\s*\)\s*\[|(?:self|top|window|parent|frames|globalthis|document)\s*\)?\s*\[\s*['"/`]|[\w\])]\s*`[^`]{0,200}\$\{|\.\s*(?:call|apply|bind)\s*`|\[\s*['"](?:alert|cookie|constructor|eval|document|\$)/;
+
+/** Server-side include directives. */
+const SSI = /<!--\s*#\s*(?:exec|include|echo|set|config|fsize|flastmod|printenv)\b/;
+
+/** XML-borne script and remote loads: namespaces, XInclude, external entities. */
+const XML_INJECTION = /<!entity\s|<!doctype[^>]{0,200}\[|\bxmlns(?::\w+)?\s*=|\bxi:include\b|<\?import\b/;
+
+/** A tag name spelled with blanks between its letters (`<f o r m`), which some parsers re-join. */
+const SPACED_TAG = /<\s?[a-z](?:\s+[a-z]){2,}(?:\s|>|$)/;
+
+/** UTF-7 encoded angle brackets (`+ADw-`). */
+const UTF7 = /\+ad[w4]-/;
+
+function compact(lower: string): string {
+  return lower.replace(/[\s\u0000-\u001f\u007f]+/g, '');
+}
+
+/** Markup found after stripping the 8th bit (US-ASCII decoders that do this turn `¼script¾` into `<script>`). */
+export function markupAfterBitStrip(decoded: string): boolean {
+  if (!/[\u0080-\u00ff]/.test(decoded)) return false;
+  let s = '';
+  for (let i = 0; i < decoded.length; i++) {
+    const c = decoded.charCodeAt(i);
+    s += String.fromCharCode(c >= 0x80 && c <= 0xff ? c & 0x7f : c);
+  }
+  return /<[a-z]{1,20}>/.test(s.toLowerCase()) && !/<[a-z]{1,20}>/.test(decoded.toLowerCase());
+}
+
+export const XSS = {
+  DANGEROUS_TAG,
+  TAG_WITH_HANDLER,
+  EVENT_HANDLER,
+  CSS_SCRIPT,
+  JS_SINK,
+  JS_OBFUSCATION,
+  SSI,
+  XML_INJECTION,
+  SPACED_TAG,
+  UTF7,
+  /** Script scheme anywhere in the value, blanks removed. */
+  scriptScheme(lower: string): boolean {
+    return lower.includes(':') && SCRIPT_SCHEME.test(compact(lower));
+  },
+};
