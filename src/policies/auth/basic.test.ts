@@ -1,0 +1,76 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import bcrypt from 'bcryptjs';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ConfigError } from '../../errors.ts';
+import type { RequestContext } from '../../pipeline/types.ts';
+import { createBasicMethod, loadHtpasswd } from './basic.ts';
+
+// A minimal hand-built context: the method only reads req.headers (not a real FastifyRequest).
+const ctxWith = (headers: Record<string, string> = {}) => ({ req: { headers } }) as unknown as RequestContext;
+const basic = (user: string, password: string) => ({
+  authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`,
+});
+
+describe('auth.basic', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-basic-'));
+    // Cost 4 keeps the test fast; htpasswd -B writes $2y$, which is accepted too.
+    const alice = bcrypt.hashSync('wonderland', 4);
+    const bob = bcrypt.hashSync('builder:with:colons', 4).replace(/^\$2b\$/, '$2y$');
+    await writeFile(join(dir, 'users'), `# users\nalice:${alice}\n\nbob:${bob}\n`);
+    await writeFile(join(dir, 'md5'), 'carol:$apr1$abcdefgh$0123456789abcdefghijkl\n');
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a correct user and password authenticate as that user ($2b$ and $2y$ hashes)', async () => {
+    const method = createBasicMethod({ usersFile: 'users' }, await loadHtpasswd('users', dir));
+    expect(await method.authenticate(ctxWith(basic('alice', 'wonderland')))).toEqual({
+      kind: 'ok',
+      identity: { method: 'basic', subject: 'alice' },
+    });
+    expect(await method.authenticate(ctxWith(basic('bob', 'builder:with:colons')))).toMatchObject({
+      kind: 'ok',
+      identity: { subject: 'bob' },
+    });
+  });
+
+  const rejected = [
+    { name: 'wrong password', headers: basic('alice', 'looking-glass') },
+    { name: 'wrong password after a good one was remembered', headers: basic('alice', 'wonderlandx') },
+    { name: 'unknown user', headers: basic('mallory', 'wonderland') },
+    {
+      name: 'no colon in the credentials',
+      headers: { authorization: `Basic ${Buffer.from('alice').toString('base64')}` },
+    },
+  ];
+  for (const c of rejected) {
+    test(`rejects: ${c.name} → 401 with a Basic challenge`, async () => {
+      const method = createBasicMethod(
+        { usersFile: 'users', realm: 'ops' },
+        await loadHtpasswd('users', dir),
+      );
+      await method.authenticate(ctxWith(basic('alice', 'wonderland')));
+      expect(await method.authenticate(ctxWith(c.headers))).toMatchObject({
+        kind: 'fail',
+        status: 401,
+        challenge: 'Basic realm="ops", charset="UTF-8"',
+      });
+    });
+  }
+
+  test('a bearer token is not basic credentials', async () => {
+    const method = createBasicMethod({ usersFile: 'users' }, await loadHtpasswd('users', dir));
+    expect(await method.authenticate(ctxWith({ authorization: 'Bearer abc' }))).toEqual({ kind: 'absent' });
+  });
+
+  test('a non-bcrypt line is rejected at load, naming file and line', async () => {
+    const err = await loadHtpasswd('md5', dir).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).message).toContain(`${join(dir, 'md5')}:1`);
+  });
+});
