@@ -93,7 +93,7 @@ function pushMultipart(text: string, contentType: string, out: Target[]): boolea
     const key = `body:${name}`;
     out.push({ kind: 'body-name', key, value: name });
     if (filename !== undefined) {
-      out.push({ kind: 'body', key, value: filename });
+      out.push({ kind: 'filename', key, value: filename });
       continue; // file contents are data, not parameters
     }
     if (content) out.push({ kind: 'body', key, value: content });
@@ -139,5 +139,6 @@ export function bodyTargets(body: string, contentType: string, out: Target[]): v
     pushForm(body.replace(/[\r\n]+$/, ''), 'body', out);
     return;
   }
-  out.push({ kind: 'body-raw', key: 'body:', value: body });
+  // Without a declared type, a body is most often a form someone forgot to label: `+` is a space.
+  out.push({ kind: 'body-raw', key: 'body:', value: ct === '' || ct.includes('urlencoded') ? formDecode(body) : body });
 }

@@ -125,6 +125,7 @@ const KINDS: readonly TargetKind[] = [
   'body',
   'body-name',
   'body-raw',
+  'filename',
 ];
 
 function headerValue(v: string | string[] | undefined): string {

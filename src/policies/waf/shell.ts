@@ -31,6 +31,7 @@ const DISTINCT = [
   'timeout', 'watch', 'strace', 'ltrace', 'gdb', 'ssh-keygen', 'nproc', 'lscpu', 'lsblk', 'fdisk', 'df', 'du',
   'free', 'ip', 'route', 'arp', 'dig', 'host', 'traceroute', 'tracert', 'ver', 'systeminfo', 'net', 'start',
   'call', 'del', 'copy', 'move', 'ren', 'attrib', 'icacls', 'cacls', 'takeown', 'vssadmin', 'wevtutil', 'fsutil',
+  'c89', 'c99', 'rmt', 'aa-disable', 'aa-enforce', 'aa-complain', 'aa-exec', 'aa-status',
 ];
 
 /** Names that are also ordinary words or too short to trust at the start of a value. */
@@ -51,11 +52,19 @@ const PROSE_NAMES = new Set([
   'rsync', 'gcc', 'lua', 'fish', 'dash', 'tar', 'sudo', 'knife', 'irb', 'cmd', 'reg', 'sc', 'net', 'at', 'sal',
 ]);
 
+/** Admin tools that, named alone, are a command and not a data value (`base64` or `gzip` alone are data). */
+const ALONE = new Set([
+  'whoami', 'ifconfig', 'ipconfig', 'netstat', 'nslookup', 'visudo', 'nohup', 'cscli', 'certutil', 'bcdboot',
+  'bcdedit', 'powershell', 'pwsh', 'wmic', 'schtasks', 'bitsadmin', 'mshta', 'rundll32', 'regsvr32', 'htop',
+  'aptitude', 'systeminfo', 'tasklist', 'printenv', 'crontab', 'useradd', 'usermod', 'userdel', 'ifconfig', 'uname',
+]);
+
 const escape = (w: string): string => w.replace(/[.-]/g, (c) => `\\${c}`);
 const alternation = (names: string[]): string => names.map(escape).join('|');
 const CLEAR_NAMES = alternation(DISTINCT.filter((w) => !AMBIGUOUS.has(w)));
 const AMBIGUOUS_NAMES = alternation([...AMBIGUOUS]);
 const FREE_NAMES = alternation(DISTINCT.filter((w) => !AMBIGUOUS.has(w) && !PROSE_NAMES.has(w)));
+const ALONE_NAMES = alternation(DISTINCT.filter((w) => ALONE.has(w) || (w.includes('-') && !AMBIGUOUS.has(w))));
 const FLAGGED_NAMES = alternation(DISTINCT.filter((w) => PROSE_NAMES.has(w) || AMBIGUOUS.has(w)));
 const END = '(?:\\.exe)?(?=$|[\\s;|&<>(`)/,]|-)';
 const PATH_PREFIX = '(?:[\\w./-]{0,40}/)?';
@@ -64,9 +73,9 @@ const PATH_PREFIX = '(?:[\\w./-]{0,40}/)?';
 const AFTER_SEPARATOR = new RegExp(
   [
     // Unambiguous names after any separator.
-    `(?:[;|\`\\n]|&&?|\\$\\(|[<>]\\(|\\{)\\s*${PATH_PREFIX}(?:${CLEAR_NAMES})${END}`,
+    `(?:[;|\`\\n(]|&&?|\\$\\(|[<>]\\(|\\{)\\s*${PATH_PREFIX}(?:${CLEAR_NAMES})${END}`,
     // Ambiguous names (also English words) right after `;`, `&`, `|` or with a pipe/backtick/$( before them.
-    `(?:[;\\n]|&&?|\\|\\|?)${PATH_PREFIX}(?:${AMBIGUOUS_NAMES})${END}`,
+    `(?:[;\\n]|&&?|\\|\\|?)\\(?${PATH_PREFIX}(?:${AMBIGUOUS_NAMES})${END}`,
     `(?:\\||\`|\\$\\(|[<>]\\(|&&)\\s*${PATH_PREFIX}(?:${AMBIGUOUS_NAMES})${END}`,
     // …or followed by a flag, path or variable argument (`; regedit /e`, `; type %x%`).
     `[;&\\n]\\s+(?:${AMBIGUOUS_NAMES})\\s+[-/%$~]`,
@@ -76,10 +85,17 @@ const AFTER_SEPARATOR = new RegExp(
 /** A command at the start of the value: `whoami`, `nohup ifconfig`, `cscli alerts list`, `python3 -m x`, `ls -la`. */
 const AT_START = new RegExp(
   [
-    `^\\s*(?:${FREE_NAMES})(?:\\.exe)?(?:$|\\s|[;|&<>\`])`,
+    `^\\s*(?:${FREE_NAMES})(?:\\.exe)?(?:\\s+\\S|\\s*[;|&<>\`])`,
+    `^\\s*(?:${ALONE_NAMES})(?:\\.exe)?\\s*$`,
     `^\\s*(?:${FLAGGED_NAMES})(?:\\.exe)?\\s+(?:[\\w.-]{1,30}\\s+)?(?:-{1,2}[a-z]|[/~$<>|])`,
   ].join('|'),
 );
+
+/** A command name behind a backslash (`\\ls`), which the shell reads as the plain command. */
+const ESCAPED_COMMAND = new RegExp(`(?:^|[\\s;|&])\\\\(?:${alternation(DISTINCT)})(?:$|\\s)`);
+
+/** An alias definition: the way to smuggle a command under another name (`alias a=curl&a …`). */
+const ALIAS = /(?:^|[\s;|&])alias\s+(?:[+-][\w+]{1,4}\s+)*[\w.-]{0,40}=|(?:^|[\s;|&])alias\s+[+-][\w+]/;
 
 /** Short commands that alone are a command line (`ls foo bar`). */
 const AMBIGUOUS_AT_START = /^\s*ls(?:\s+[a-z0-9_.]+){1,2}\s*$/;
@@ -93,7 +109,6 @@ const SHELL_SYNTAX = new RegExp(
     String.raw`\$\([^)]{0,200}\)`,
     String.raw`\$\(\(`,
     String.raw`\$\[[^\]]{1,50}\]`,
-    String.raw`\x60[^\x60]{1,200}\x60`,
     String.raw`\$\{[a-z_][\w]{0,30}[#%:/^,@\[][^}]{0,60}\}`,
     String.raw`\$\{(?:ifs|path|shell|home|user|pwd)\}`,
     String.raw`[<>]\([^)]{1,200}\)`,
@@ -110,9 +125,9 @@ const SHELL_SYNTAX = new RegExp(
 );
 
 /** cmd.exe grammar: `for [/d|/r|/l|/f] %x in (…) do …`, `if [/i] [not] exist|defined|errorlevel|a==b … cmd`. */
-const WINDOWS_FOR = /(?:^|[\s&|;(])for\s+(?:\/[dlrf]\s+)*(?:(?:"[^"]{0,60}"|[\w:\\.-]+)\s+)*%%?[~\w\][/]\s+in\s*\(/;
+const WINDOWS_FOR = /(?:^|[\s&|;(])for\s+(?:\/[dlrf]\s+)*(?:(?:\\?"[^"]{0,60}"|[\w:\\.-]+)\s+)*%%?[~\w\][/]{0,30}\s+in\s*\(/;
 const WINDOWS_IF =
-  /(?:^|[\s&|;(])if\s+(?:\/i\s+)?(?:not\s+)?(?:exist\s+\S|defined\s+\S|errorlevel\s+\d|cmdextversion\s+\d|\S{1,60}?\s*===?\s*\S|(?:"[^"]{0,60}"|%[\w~]{1,30}%?|\(?[\w%]{1,30}\)?)\s+(?:equ|neq|lss|leq|gtr|geq)\s+\S|\(\s*\w+\s+(?:equ|neq|lss|leq|gtr|geq)\s)/;
+  /(?:^|[\s&|;(])if\s+(?:\/i\s+)?(?:not\s+)?(?:exist\s+\S|defined\s+\S|errorlevel\s+\d|cmdextversion\s+\d|"[^"]{0,60}"\s*===?|\S{1,60}?\s*===?\s*\S|(?:"[^"]{0,60}"|%[\w~]{1,30}%?|\(?[\w%]{1,30}\)?)\s+(?:equ|neq|lss|leq|gtr|geq)\s+\S|\(\s*\w+\s+(?:equ|neq|lss|leq|gtr|geq)\s)/;
 
 /** PowerShell cmdlets that fetch or run code. */
 const POWERSHELL =
@@ -122,6 +137,8 @@ const POWERSHELL =
 const WINDOWS_ENV = /%(?:systemroot|systemdrive|windir|comspec|programfiles|appdata|userprofile|temp|homedrive)%/;
 
 export const SHELL = {
+  ESCAPED_COMMAND,
+  ALIAS,
   AFTER_SEPARATOR,
   AT_START,
   AMBIGUOUS_AT_START,

@@ -90,7 +90,7 @@ function isDigit(c: number): boolean {
 }
 
 /** Tokenize `s` (lower-case). With `quote`, the input is taken to start inside a string opened by it. */
-export function tokenize(s: string, quote?: '"' | "'"): Token[] {
+export function tokenize(s: string, quote?: '"' | "'" | '`'): Token[] {
   const out: Token[] = [];
   const n = s.length;
   let i = 0;
@@ -199,9 +199,6 @@ function logicClause(tokens: Token[], i: number): boolean {
   while (tokens[j]?.t === '(') j++;
   const a = tokens[j];
   if (!a || !OPERAND.has(a.t)) return false;
-  if (a.t === 'f') {
-    return true;
-  }
   const op = tokens[j + 1];
   if (isComparison(op)) {
     const b = tokens[j + 2];
@@ -256,6 +253,8 @@ function statement(tokens: Token[], i: number): boolean {
 /** What gives the token stream away; `breakout` when the stream starts by closing a string. */
 function suspicious(tokens: Token[], breakout: boolean): boolean {
   const n = tokens.length;
+  // A literal compared with something: `'x'!='y`, `'{"a":1}' < '$.a' = 7`.
+  if (!breakout && tokens[0]?.t === 's' && isComparison(tokens[1]) && tokens[2] && OPERAND.has(tokens[2].t)) return true;
   for (let i = 0; i < n; i++) {
     const tok = tokens[i]!;
     if (tok.t === 'U') {
@@ -291,5 +290,6 @@ export function detectSqli(lower: string): boolean {
   if (suspicious(tokenize(lower), false)) return true;
   if (lower.includes("'") && suspicious(tokenize(lower, "'"), true)) return true;
   if (lower.includes('"') && suspicious(tokenize(lower, '"'), true)) return true;
+  if (lower.includes('`') && suspicious(tokenize(lower, '`'), true)) return true;
   return false;
 }

@@ -11,7 +11,9 @@ export type TargetKind =
   | 'cookie-name'
   | 'body'
   | 'body-name'
-  | 'body-raw';
+  | 'body-raw'
+  /** A file name in a multipart upload. */
+  | 'filename';
 
 /** One inspected value. `key` is what exclusions name (`query:q`, `header:user-agent`, `body:a.b`, `path`). */
 export interface Target {

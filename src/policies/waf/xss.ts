@@ -7,13 +7,13 @@
 
 /** Tags that run script, load resources or change how the page is parsed. */
 const DANGEROUS_TAG =
-  /<\s*\/?\s*(?:[a-z]{1,20}:)?(?:script|svg|iframe|frame|frameset|object|embed|applet|meta|link|base|style|form|isindex|math|img|image|video|audio|source|body|html|input|button|details|marquee|template|noscript|xmp|textarea|title|vmlframe|import|animate|set|xss|plaintext|noembed|layer|ilayer|bgsound|keygen|dialog|portal|select|option)(?:[\s/>]|$)/;
+  /<\s*\/?\s*(?:[a-z]{0,20}:)?(?:script|svg|iframe|frame|frameset|object|embed|applet|meta|link|base|style|form|isindex|math|img|image|video|audio|source|body|html|input|button|details|marquee|template|noscript|xmp|textarea|title|vmlframe|import|animate|set|xss|plaintext|noembed|layer|ilayer|bgsound|keygen|dialog|portal|select|option)(?:[\s/>]|$)/;
 
 /** Any tag carrying an event handler or a script URL. */
 const TAG_WITH_HANDLER = /<[a-z][\w:-]{0,30}[\s/][^>]{0,400}?\bon[a-z]{3,40}\s*=/;
 
 /** An event-handler attribute, as injected into an existing tag (`" onmouseover=`). */
-const EVENT_HANDLER = /(?:^|[\s"'`/;])on[a-z]{3,40}\s*=/;
+const EVENT_HANDLER = /(?:^|[\s"'`;])(?:on[a-z]{3,40}|formaction|srcdoc|dynsrc|lowsrc|xlink:href)\s*=/;
 
 /** Script-capable URL schemes (checked with whitespace/control characters removed). */
 const SCRIPT_SCHEME = /(?:java|vb|live|ecma)script:|data:(?:text\/html|[^,]{0,60};base64|[^,]{0,60},\s*<)/;
@@ -23,7 +23,7 @@ const CSS_SCRIPT = /url\s*\(\s*['"]?\s*(?:java|vb)script|expression\s*\(|-moz-bi
 
 /** JavaScript sinks and calls that only an injected script makes. */
 const JS_SINK =
-  /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript)\s*\(/;
+  /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript|import)\s*\(/;
 
 /** Obfuscation idioms: JSFuck atoms, tagged templates, bracket property access on globals. */
 const JS_OBFUSCATION =
@@ -33,7 +33,7 @@ const JS_OBFUSCATION =
 const SSI = /<!--\s*#\s*(?:exec|include|echo|set|config|fsize|flastmod|printenv)\b/;
 
 /** XML-borne script and remote loads: namespaces, XInclude, external entities. */
-const XML_INJECTION = /<!entity\s|<!doctype[^>]{0,200}\[|\bxmlns(?::\w+)?\s*=|\bxi:include\b|<\?import\b/;
+const XML_INJECTION = /!entity\s|<!doctype[^>]{0,200}\[|\bxmlns(?::\w+)?\s*=|\bxi:include\b|<\??import/;
 
 /** A tag name spelled with blanks between its letters (`<f o r m`), which some parsers re-join. */
 const SPACED_TAG = /<\s?[a-z](?:\s+[a-z]){2,}(?:\s|>|$)/;

@@ -1,7 +1,7 @@
 import { type Rule, SCORE } from '../types.ts';
 
 /** Log4Shell lookups, including `${${::-j}ndi:` style splitting. */
-const JNDI = /\$\{(?:[^}]{0,40}:-?j|j)[^}]{0,40}n[^}]{0,40}d[^}]{0,40}i[^}]{0,10}:|\$\{\s*(?:jndi|ldap|rmi|dns|env|sys|java|lower|upper|main|ctx|spring|base64|date|script):/;
+const JNDI = /\$\{(?:[^}]{0,40}:-?j|j)[^}]{0,40}n[^}]{0,40}d[^}]{0,40}i[^}]{0,10}:|\bjndi:(?:ldaps?|rmi|dns|iiop|corba|nds|nis|https?):|\$\{\s*(?:jndi|ldap|rmi|dns|env|sys|java|lower|upper|main|ctx|spring|base64|date|script):/;
 
 /** Java reflection, process creation, OGNL/SpEL and class-loader tricks. */
 const JAVA_CODE =
@@ -18,7 +18,7 @@ export const JAVA_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'Log4Shell-style ${jndi:…} lookup (also split with ${::-x})',
-    test: (v) => v.lower.includes('${') && JNDI.test(v.lower),
+    test: (v) => (v.lower.includes('${') || v.lower.includes('jndi:')) && JNDI.test(v.lower),
   },
   {
     id: 'java-code',

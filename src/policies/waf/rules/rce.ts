@@ -1,6 +1,10 @@
 import { SHELL } from '../shell.ts';
 import { type Rule, SCORE } from '../types.ts';
 
+/** File names of configuration, credentials and kernel interfaces that an upload must not replace. */
+const CONFIG_FILE =
+  /(?:^|\/)(?:\.?(?:wp-config|config|configuration|settings|database|secrets?|credentials|parameters)(?:[.-][\w-]{1,20})*\.(?:php\d?|ya?ml|json|ini|xml|conf|cfg|env|toml|py|rb|bak|old|orig|save|swp|dist)|\.(?:htaccess|htpasswd|env|boto|user\.ini|bashrc|bash_profile|profile|npmrc|pypirc|netrc|git-credentials|s3cfg)|mtrr|passwd|shadow|authorized_keys|id_rsa|web\.config)$/;
+
 /** Remote command execution rules. */
 export const RCE_RULES: Rule[] = [
   {
@@ -9,7 +13,7 @@ export const RCE_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'Shell separator followed by a command (;id, |sh, &&curl, `…`, $(…))',
-    test: (v) => SHELL.AFTER_SEPARATOR.test(v.shell),
+    test: (v) => SHELL.AFTER_SEPARATOR.test(v.shell) || SHELL.ALIAS.test(v.shell) || SHELL.ESCAPED_COMMAND.test(v.lower),
   },
   {
     id: 'rce-command',
@@ -44,6 +48,16 @@ export const RCE_RULES: Rule[] = [
     score: SCORE.warning,
     description: 'Windows system-location variable (%SYSTEMROOT%, %COMSPEC%, …)',
     test: (v) => v.lower.includes('%') && SHELL.WINDOWS_ENV.test(v.lower),
+  },
+  {
+    id: 'rce-config-upload',
+    family: 'rce',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['filename', 'header'],
+    description: 'Uploaded file named like a configuration or secrets file (wp-config.php, .htaccess, config.yml, …)',
+    test: (v) =>
+      (v.target.kind === 'filename' || v.target.key.includes('filename')) && CONFIG_FILE.test(v.path.replace(/\s+/g, '')),
   },
   {
     id: 'rce-variable',

@@ -73,6 +73,7 @@ const SQL_FUNCTIONS = [
   'pg_ls_dir',
   'string_to_array',
   'openrowset',
+  'div',
   'opendatasource',
 ];
 
@@ -112,6 +113,8 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\b(?:select|union)\b.{0,40}\bnull ?, ?null\b`,
     String.raw`'(?: ?[|&]{2} ?')`,
     String.raw`\bas ["\x60]\w+["\x60] ?from\b`,
+    String.raw`\bselect (?:pg_sleep|sleep|benchmark|load_file|current_user|version|database|@@\w+)\b`,
+    String.raw`\x60 ?(?:regexp|rlike|like|xor|and|or|=)(?: |$)`,
   ].join('|'),
 );
 
@@ -129,6 +132,7 @@ export const SQLI_RULES: Rule[] = [
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
+    kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'SQL token stream: tautology, UNION SELECT, stacked query or string breakout',
     test: (v) => detectSqli(v.sql),
   },
@@ -146,7 +150,7 @@ export const SQLI_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'SQL keyword sequence (UNION SELECT, WAITFOR DELAY, INTO OUTFILE, xp_cmdshell, casts, JSON operators)',
-    test: (v) => KEYWORD_SEQUENCES.test(v.sql),
+    test: (v) => KEYWORD_SEQUENCES.test(v.sql) || (v.lower.includes('/*') && /\/\*[!+]/.test(v.lower)),
   },
   {
     id: 'sqli-system-objects',

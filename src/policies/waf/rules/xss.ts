@@ -18,7 +18,7 @@ export const XSS_RULES: Rule[] = [
     score: SCORE.critical,
     kinds: ['path', 'query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'Event-handler attribute (onload=, onerror=, …) in or injected into a tag',
-    test: (v) => v.lower.includes('on') && (XSS.EVENT_HANDLER.test(v.lower) || XSS.TAG_WITH_HANDLER.test(v.lower)),
+    test: (v) => v.lower.includes('=') && (XSS.EVENT_HANDLER.test(v.lower) || XSS.TAG_WITH_HANDLER.test(v.lower)),
   },
   {
     id: 'xss-script-url',
@@ -50,7 +50,7 @@ export const XSS_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'JavaScript obfuscation (JSFuck atoms, tagged templates, bracket access on globals)',
-    test: (v) => XSS.JS_OBFUSCATION.test(v.lower),
+    test: (v) => XSS.JS_OBFUSCATION.test(v.sql),
   },
   {
     id: 'xss-xml',
@@ -59,7 +59,7 @@ export const XSS_RULES: Rule[] = [
     score: SCORE.critical,
     kinds: ['path', 'query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'XML namespace, XInclude or external entity declaration in a parameter',
-    test: (v) => v.lower.includes('<') || v.lower.includes('xmlns') ? XSS.XML_INJECTION.test(v.lower) : false,
+    test: (v) => (/<|xmlns|entity/.test(v.lower) ? XSS.XML_INJECTION.test(v.lower) : false),
   },
   {
     id: 'xss-ssi',
