@@ -81,7 +81,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       })
     : undefined;
   const admin = config.admin ? createAdmin({ runtime, isClosing: () => closing }) : undefined;
-  if (config.watch) runtime.watch();
+  if (config.watch) await runtime.watch();
 
   const addr = (a: FastifyInstance, scheme: string) => {
     const info = a.server.address() as AddressInfo;

@@ -297,6 +297,9 @@ export function sendRaw(
     return;
   }
   const body = problemBody(err, instance);
+  // An unread request body (too large) must not be drained: close the connection after the answer.
+  const unread = err.code === 'PC_BODY_TOO_LARGE';
+  if (unread) res.shouldKeepAlive = false;
   res.writeHead(err.status, {
     ...extraHeaders,
     ...err.headers,
@@ -305,6 +308,11 @@ export function sendRaw(
     'cache-control': 'no-store',
   });
   res.end(body);
+  if (unread) {
+    // HTTP/1: Node closes the socket after this response; HTTP/2: end just this stream.
+    const stream = (res as unknown as { stream?: { close?: (code?: number) => void } }).stream;
+    stream?.close?.(0);
+  }
 }
 
 function connectionTokens(value: string | string[]): Set<string> {

@@ -125,9 +125,11 @@ export class UpstreamGroup {
 
   /** A proxied request to `t` failed before a response (refused, reset, timed out). */
   reportFailure(t: Upstream, reason: string): void {
+    // Failures of requests still in flight when it was ejected do not count towards the next ejection.
+    if (t.ejectedUntil > this.now()) return;
     t.failures++;
     const { failures, ejectMs } = this.settings.passiveHealth;
-    if (t.failures < failures || t.ejectedUntil > this.now()) return;
+    if (t.failures < failures) return;
     t.ejectedUntil = this.now() + ejectMs;
     t.failures = 0;
     // With active checks, an ejected upstream comes back only after healthyAfter good probes.
