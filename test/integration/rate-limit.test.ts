@@ -4,11 +4,16 @@
  * Of 4N concurrent requests spread over both, exactly N are admitted; killing Redis gives each
  * `onStoreError` behaviour, and the limit is global again once Redis is back.
  *
- * The children run the policy hook directly rather than the whole CLI gateway, because the
- * pipeline wiring (policies → routes in gateway.ts) is not in place yet; the HTTP part (fields
- * and 429 rendering) is covered by the policy's unit tests and problem.ts.
+ * Two suites: the CLI one runs two real `portcullis start --config` processes (HTTP, 429
+ * problem+json, RateLimit fields) and is skipped until the runtime creates its Store from
+ * `state` (createStore in src/runtime.ts or src/gateway.ts); the other runs the policy hook in two
+ * plain child processes, so the exact-N property is proven either way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { REPO_ROOT } from '../helpers/spawn.ts';
@@ -198,5 +203,155 @@ describe('rate limit shared through Redis by two gateway processes', () => {
         other: [],
       });
     }
+  });
+});
+
+/** True once the runtime builds its Store from gateway.yaml `state` (and so applies rateLimit). */
+const PIPELINE_WIRED = ['src/runtime.ts', 'src/gateway.ts'].some((f) => {
+  try {
+    return readFileSync(join(REPO_ROOT, f), 'utf8').includes('createStore(');
+  } catch {
+    return false;
+  }
+});
+
+/** A `portcullis start --config <file>` child and its JSON log lines. */
+interface Gateway {
+  child: ChildProcess;
+  http: string;
+  logs: Array<Record<string, unknown>>;
+}
+
+/** Start the CLI on this Node with ports 0 on 127.0.0.1; resolves on its "portcullis listening" line. */
+function startGateway(configFile: string): Promise<Gateway> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PORTCULLIS_')));
+  const child = spawn(
+    process.execPath,
+    [join(REPO_ROOT, 'bin/portcullis.js'), 'start', '--config', configFile],
+    {
+      env: {
+        ...env,
+        PORTCULLIS_HTTP_PORT: '0',
+        PORTCULLIS_HTTP_HOST: '127.0.0.1',
+        PORTCULLIS_ADMIN_PORT: '0',
+        PORTCULLIS_ADMIN_HOST: '127.0.0.1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (t: string) => {
+    stderr += t;
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`portcullis did not listen within 10 s:\n${stderr}`)),
+      10_000,
+    );
+    child.once('exit', (code) =>
+      reject(new Error(`portcullis exited (${code}) before listening:\n${stderr}`)),
+    );
+    let partial = '';
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => {
+      const lines = (partial + text).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === 'portcullis listening' && typeof entry.http === 'string') {
+            clearTimeout(timer);
+            resolve({ child, http: entry.http, logs });
+          }
+        } catch {
+          // not a log line
+        }
+      }
+    });
+  });
+}
+
+const SPEC = `openapi: 3.1.0
+info: { title: Svc, version: 1.0.0 }
+x-portcullis: { basePath: /svc, mock: true }
+paths:
+  /ping:
+    get:
+      operationId: ping
+      responses:
+        '200':
+          description: ok
+          content: { application/json: { example: { pong: true } } }
+`;
+
+describe.skipIf(!PIPELINE_WIRED)('rate limit across two portcullis processes (CLI, real Redis)', () => {
+  let cliRedis: TestRedis;
+  let dir: string;
+  let gateways: Gateway[] = [];
+
+  beforeAll(async () => {
+    cliRedis = await startRedis();
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-rate-limit-'));
+    await writeFile(join(dir, 'gateway.yaml'), `watch: false\nstate: { redis: ${cliRedis.url} }\n`);
+    await mkdir(join(dir, 'openapi'));
+    await mkdir(join(dir, 'policies'));
+    await writeFile(join(dir, 'openapi', 'svc.yaml'), SPEC);
+    await writeFile(
+      join(dir, 'policies', 'svc.yaml'),
+      `- match: { service: svc }\n  rateLimit: { limit: ${N}, window: 1m, key: ip }\n`,
+    );
+    const configFile = join(dir, 'gateway.yaml');
+    gateways = await Promise.all([startGateway(configFile), startGateway(configFile)]);
+  });
+
+  afterAll(async () => {
+    for (const g of gateways)
+      if (g.child.exitCode === null && g.child.pid) process.kill(g.child.pid, 'SIGKILL');
+    await cliRedis?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** 4N concurrent GETs, alternating between the two gateways: the responses. */
+  async function httpBurst(): Promise<Response[]> {
+    return Promise.all(Array.from({ length: 4 * N }, (_, i) => fetch(`${gateways[i % 2]?.http}/svc/ping`)));
+  }
+
+  it('admits exactly N of 4N, answers the rest 429 with Retry-After and RateLimit fields', async () => {
+    const responses = await httpBurst();
+    const ok = responses.filter((r) => r.status === 200);
+    const limited = responses.filter((r) => r.status === 429);
+    expect(ok).toHaveLength(N);
+    expect(limited).toHaveLength(3 * N);
+    expect(ok[0]?.headers.get('ratelimit-policy')).toBe(`"default";q=${N};w=60`);
+    expect(ok[0]?.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
+    const rejected = limited[0] as Response;
+    expect(rejected.headers.get('content-type')).toBe('application/problem+json');
+    expect(Number(rejected.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(rejected.headers.get('ratelimit')).toMatch(/^"default";r=0;t=\d+$/);
+    expect(await rejected.json()).toMatchObject({ status: 429, code: 'PC_RATE_LIMITED' });
+    await Promise.all(responses.map((r) => r.body?.cancel()));
+  });
+
+  it('with Redis killed each process limits on its own (onStoreError: local), and shares again once it is back', async () => {
+    await cliRedis.stop('SIGKILL');
+    try {
+      const during = await httpBurst();
+      expect(during.filter((r) => r.status === 200)).toHaveLength(2 * N);
+      expect(during.filter((r) => r.status === 429)).toHaveLength(2 * N);
+      await Promise.all(during.map((r) => r.body?.cancel()));
+    } finally {
+      await cliRedis.restart();
+    }
+    // Each process logs when its store reconnects (ioredis backs off at most 2 s between tries).
+    await vi.waitFor(
+      () => expect(gateways.every((g) => g.logs.some((l) => l.msg === 'redis store recovered'))).toBe(true),
+      { timeout: 10_000, interval: 50 },
+    );
+    // The restarted Redis is empty: one fresh shared counter again.
+    const after = await httpBurst();
+    expect(after.filter((r) => r.status === 200)).toHaveLength(N);
+    expect(after.filter((r) => r.status === 429)).toHaveLength(3 * N);
+    await Promise.all(after.map((r) => r.body?.cancel()));
   });
 });
