@@ -3,28 +3,26 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { type CliGateway, killChildren, REPO_ROOT, startCli } from '../helpers/spawn.ts';
+import { killChildren, REPO_ROOT, type RunningCli, startCli } from '../helpers/spawn.ts';
 
 /**
  * `npm start` on a fresh clone: the repo's openapi/ examples in mock mode, nothing else installed.
  * Only the ports (0) and bind addresses (127.0.0.1) are overridden.
  */
 describe('embedded default (npm start in the repo root)', () => {
-  let gw: CliGateway;
+  let gw: RunningCli;
   let http: string;
   let admin: string;
 
   beforeAll(async () => {
-    gw = await startCli(['start'], { cwd: REPO_ROOT });
+    gw = await startCli({ cwd: REPO_ROOT });
     http = gw.addresses.http as string;
     admin = gw.addresses.admin as string;
   });
   afterAll(async () => {
     try {
-      if (gw) {
-        process.kill(gw.pid, 'SIGTERM');
-        await gw.waitForExit(5000);
-      }
+      // SIGTERM ends it cleanly, like Ctrl-C after `npm start`.
+      if (gw) expect(await gw.stop()).toEqual({ code: 0, signal: null });
     } finally {
       killChildren();
     }
