@@ -130,7 +130,8 @@ export const JwtConfigSchema = Type.Object(
         minimum: 0,
         description:
           'Verified tokens remembered until their `exp` (0 disables), so a repeated token skips signature ' +
-          'checks. Default 10000.',
+          'checks (~2 µs instead of ~80 µs for RS256). A cached token stays accepted until its exp even if its ' +
+          'key leaves the JWKS meanwhile. Default 10000.',
       }),
     ),
     realm: Type.Optional(
@@ -161,6 +162,8 @@ export type VerifyResult =
 
 /** Verifies tokens for one issuer/audience/key configuration; shared across routes. */
 export interface JwtVerifier {
+  /** A still-valid earlier verification of this exact token, without any async step (the hot path). */
+  cached(token: string): VerifyResult | undefined;
   verify(token: string): Promise<VerifyResult>;
 }
 
@@ -172,8 +175,7 @@ export interface VerifierOptions {
 }
 
 interface CacheEntry {
-  payload: JWTPayload;
-  scopes: ReadonlySet<string>;
+  result: VerifyResult;
   /** Last instant (ms) the token is still accepted. */
   untilMs: number;
 }
@@ -309,13 +311,19 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
     requiredClaims: config.requireExp === false ? [] : ['exp'],
   };
 
+  const cached = (token: string): VerifyResult | undefined => {
+    const hit = cache.get(token);
+    if (!hit) return undefined;
+    if (now() <= hit.untilMs) return hit.result;
+    cache.delete(token);
+    return undefined;
+  };
+
   return {
+    cached,
     async verify(token) {
-      const hit = cache.get(token);
-      if (hit) {
-        if (now() <= hit.untilMs) return { ok: true, payload: hit.payload, scopes: hit.scopes };
-        cache.delete(token);
-      }
+      const hit = cached(token);
+      if (hit) return hit;
       let payload: JWTPayload;
       try {
         const result = await jwtVerify(token, getKey as JWTVerifyGetKey, {
@@ -330,7 +338,9 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
       if (maxEntries > 0 && typeof payload.exp === 'number') {
         // Map order is insertion order: dropping the first entry evicts the oldest token.
         if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
-        cache.set(token, { payload, scopes, untilMs: (payload.exp + toleranceSec) * 1000 });
+        const result: VerifyResult = { ok: true, payload, scopes };
+        cache.set(token, { result, untilMs: (payload.exp + toleranceSec) * 1000 });
+        return result;
       }
       return { ok: true, payload, scopes };
     },
@@ -432,31 +442,41 @@ export function createJwtMethod(
     challenge,
     upstreamHeaderNames: forwards.map(([h]) => h),
     credentialHeaderNames: ['authorization'],
-    async authenticate(ctx: RequestContext): Promise<AuthOutcome> {
+    authenticate(ctx: RequestContext): AuthOutcome | Promise<AuthOutcome> {
       const header = ctx.req.headers.authorization;
       if (typeof header !== 'string' || !BEARER.test(header)) return { kind: 'absent' };
-      const token = header.replace(BEARER, '').trim();
+      // `Bearer <token>` with one space is the norm: slice it; anything else goes through the regex.
+      const token =
+        header.charCodeAt(6) === 32 && header.charCodeAt(7) !== 32
+          ? header.slice(7)
+          : header.replace(BEARER, '').trim();
       if (!token) return invalid('malformed', 'the bearer token is empty');
-      const result = await verifier.verify(token);
-      if (!result.ok) return invalid(result.reason, result.description);
-      const { payload, scopes } = result;
-      for (const scope of requiredScopes) {
-        if (!scopes.has(scope)) return forbidden('insufficient_scope', `the token lacks scope ${scope}`);
-      }
-      for (const [claim, expected] of conditions) {
-        if (!matchesCondition(claimAt(payload, claim), expected)) {
-          return forbidden('claim_mismatch', `the token claim ${claim} does not match`);
-        }
-      }
-      let headers: Record<string, string> | undefined;
-      for (const [name, claim] of forwards) {
-        const value = headerValue(claimAt(payload, claim));
-        if (value === undefined) continue;
-        headers ??= {};
-        headers[name] = value;
-      }
-      const subject = typeof payload.sub === 'string' ? payload.sub : '';
-      return { kind: 'ok', identity: { method: 'jwt', subject, claims: payload }, headers };
+      // A token seen before is answered without a promise: most requests reuse their token.
+      const hit = verifier.cached(token);
+      if (hit) return check(hit);
+      return verifier.verify(token).then(check);
     },
   };
+
+  function check(result: VerifyResult): AuthOutcome {
+    if (!result.ok) return invalid(result.reason, result.description);
+    const { payload, scopes } = result;
+    for (const scope of requiredScopes) {
+      if (!scopes.has(scope)) return forbidden('insufficient_scope', `the token lacks scope ${scope}`);
+    }
+    for (const [claim, expected] of conditions) {
+      if (!matchesCondition(claimAt(payload, claim), expected)) {
+        return forbidden('claim_mismatch', `the token claim ${claim} does not match`);
+      }
+    }
+    let headers: Record<string, string> | undefined;
+    for (const [name, claim] of forwards) {
+      const value = headerValue(claimAt(payload, claim));
+      if (value === undefined) continue;
+      headers ??= {};
+      headers[name] = value;
+    }
+    const subject = typeof payload.sub === 'string' ? payload.sub : '';
+    return { kind: 'ok', identity: { method: 'jwt', subject, claims: payload }, headers };
+  }
 }
