@@ -1,9 +1,10 @@
-import { Value } from '@sinclair/typebox/value';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis } from '../../../test/helpers/redis.ts';
 import type { GatewayConfig } from '../../config/schema.ts';
+import { compileCheck } from '../../config/validate.ts';
+import type { SourceDocument } from '../../config/yaml.ts';
 import { ProblemError } from '../../errors.ts';
 import type { Hook, Identity, PolicyDeps, RequestContext } from '../../pipeline/types.ts';
 import type { Route, Service } from '../../registry/types.ts';
@@ -91,6 +92,13 @@ async function run(hook: Hook, ctx: RequestContext): Promise<ProblemError | unde
   }
 }
 
+/** Issues of the load-time validator (Ajv), as `path: message`. */
+const check = compileCheck(RateLimitSchema);
+function checkConfig(config: unknown): string[] {
+  const source = { file: 'policies/svc.yaml', lineOf: () => 1 } as unknown as SourceDocument;
+  return check(config, source, '/rateLimit').map((i) => `${i.path}: ${i.message}`);
+}
+
 describe('rateLimit config', () => {
   it.each([
     ['one limit', { limit: 100, window: '1m', key: 'ip' }, true],
@@ -116,11 +124,22 @@ describe('rateLimit config', () => {
     ['window without unit', { limit: 5, window: '10' }, false],
     ['unknown key kind', { limit: 5, window: '1s', key: 'cookie:x' }, false],
     ['zero limit', { limit: 0, window: '1s' }, false],
-    ['limit and limits mixed', { limit: 5, window: '1s', limits: [{ limit: 1, window: '1s' }] }, false],
+    ['inline limit plus limits', { limit: 5, window: '1s', limits: [{ limit: 100, window: '1h' }] }, true],
+    ['no limit at all', { key: 'ip' }, false],
+    ['limit without window', { limit: 5 }, false],
     ['empty limits', { limits: [] }, false],
+    ['limit inside limits without window', { limits: [{ limit: 5 }] }, false],
     ['bad onStoreError', { limit: 5, window: '1s', onStoreError: 'ignore' }, false],
   ])('%s', (_, config, valid) => {
-    expect(Value.Check(RateLimitSchema, config)).toBe(valid);
+    expect(checkConfig(config).length === 0).toBe(valid);
+  });
+
+  it('names the offending field', () => {
+    expect(checkConfig({ limit: 5, window: '1s', burst: 3 })).toContain('/rateLimit: unknown field "burst"');
+    expect(checkConfig({ limit: 5 })).toContain('/rateLimit: missing required field "window"');
+    expect(checkConfig({ limits: [{ limit: 5, window: '1s', key: 'cookie:x' }] }).join('\n')).toMatch(
+      /\/rateLimit\/limits\/0\/key: must match pattern/,
+    );
   });
 
   it.each([
@@ -171,6 +190,17 @@ describe('rateLimit enforcement', () => {
     expect(ctx.decisions[0]).toMatchObject({ outcome: 'deny', reason: 'limit' });
     // Another client is unaffected.
     expect(await run(hook, ctxOf('192.0.2.2'))).toBeUndefined();
+  });
+
+  it('enforces an inline limit together with `limits`', async () => {
+    const hook = await create(
+      { limit: 1, window: '1s', limits: [{ limit: 5, window: '1m', name: 'minute' }] },
+      createMemoryStore({ now: fakeClock().now }),
+    );
+    const ctx = ctxOf('192.0.2.1');
+    await run(hook, ctx);
+    expect(ctx.responseHeaders['ratelimit-policy']).toBe('"1-per-1s";q=1;w=1, "minute";q=5;w=60');
+    expect((await run(hook, ctxOf('192.0.2.1')))?.code).toBe('PC_RATE_LIMITED');
   });
 
   it('enforces several limits at once and reports each in the fields', async () => {

@@ -11,7 +11,7 @@
  *   limits: [{ limit: 10, window: 1s }, { limit: 1000, window: 1h }]
  * ```
  *
- * Several limits are checked together and every one of them counts the request, even when
+ * Several limits (`limits`, plus the inline one if any) are checked together and every one of them counts the request, even when
  * another one refuses it (the Store decides one key at a time), so a client that keeps
  * hammering a per-second limit also uses up its hourly quota.
  */
@@ -44,65 +44,67 @@ const Key = T.String({
 
 const Cost = T.Integer({ minimum: 1, description: 'Units one request uses (at most `limit`). Default 1.' });
 
-const LIMIT_FIELDS = {
-  limit: T.Integer({
-    minimum: 1,
-    description: 'Requests allowed per window (also the largest burst). Required.',
-  }),
-  window: Duration,
-  name: T.Optional(
-    T.String({
-      pattern: '^[A-Za-z0-9_.-]+$',
-      description:
-        'Policy name in RateLimit-Policy / RateLimit. Default "default" for a single limit, ' +
-        '"<limit>-per-<window>" (e.g. "10-per-1s") in `limits`.',
-    }),
-  ),
-};
-
-const COMMON_FIELDS = {
-  key: T.Optional(Key),
-  cost: T.Optional(Cost),
-  mode: T.Optional(
-    T.Union([T.Literal('enforce'), T.Literal('dry-run')], {
-      description:
-        'dry-run never refuses and sends no RateLimit fields; it records "would-deny". Default enforce.',
-    }),
-  ),
-  onStoreError: T.Optional(
-    T.Union([T.Literal('allow'), T.Literal('deny'), T.Literal('local')], {
-      description:
-        'When the store (Redis) is unreachable: `allow` every request, `deny` with 503 store-unavailable, or ' +
-        'count in this instance only (`local`: each instance enforces the limit on its own, so N instances ' +
-        'admit up to N times the limit until Redis is back). Default local.',
-    }),
-  ),
-  scope: T.Optional(
-    T.Union([T.Literal('route'), T.Literal('service'), T.Literal('global')], {
-      description:
-        'Which routes share a counter: each route its own (`route`), all routes of the service that get ' +
-        'this same limit (`service`), or every route with this same limit (`global`). Default route.',
-    }),
-  ),
-};
+const LIMIT_NAME = T.String({
+  pattern: '^[A-Za-z0-9_.-]+$',
+  description:
+    'Policy name in RateLimit-Policy / RateLimit. Default "default" when the policy has one limit, ' +
+    'else "<limit>-per-<window>" (e.g. "10-per-1s").',
+});
+const LIMIT = T.Integer({ minimum: 1, description: 'Requests allowed per window (also the largest burst).' });
 
 /** One limit inside `limits`; `key` and `cost` default to the policy's. */
 const LimitSchema = T.Object(
-  { ...LIMIT_FIELDS, key: T.Optional(Key), cost: T.Optional(Cost) },
+  {
+    limit: LIMIT,
+    window: Duration,
+    name: T.Optional(LIMIT_NAME),
+    key: T.Optional(Key),
+    cost: T.Optional(Cost),
+  },
   { additionalProperties: false },
 );
 
-/** The `rateLimit` config: one limit inline, or several under `limits`. */
-export const RateLimitSchema = T.Union([
-  T.Object({ ...LIMIT_FIELDS, ...COMMON_FIELDS }, { additionalProperties: false }),
-  T.Object(
-    {
-      limits: T.Array(LimitSchema, { minItems: 1, description: 'Several limits, all enforced. Required.' }),
-      ...COMMON_FIELDS,
-    },
-    { additionalProperties: false },
-  ),
-]);
+/**
+ * The `rateLimit` config: one limit inline (`limit` + `window`), several under `limits`, or both
+ * (the inline one is then one more limit). Every limit is enforced.
+ */
+export const RateLimitSchema = T.Object(
+  {
+    limit: T.Optional(LIMIT),
+    window: T.Optional(Duration),
+    name: T.Optional(LIMIT_NAME),
+    limits: T.Optional(T.Array(LimitSchema, { minItems: 1, description: 'Several limits. Default: none.' })),
+    key: T.Optional(Key),
+    cost: T.Optional(Cost),
+    mode: T.Optional(
+      T.Union([T.Literal('enforce'), T.Literal('dry-run')], {
+        description:
+          'dry-run never refuses and sends no RateLimit fields; it records "would-deny". Default enforce.',
+      }),
+    ),
+    onStoreError: T.Optional(
+      T.Union([T.Literal('allow'), T.Literal('deny'), T.Literal('local')], {
+        description:
+          'When the store (Redis) is unreachable: `allow` every request, `deny` with 503 store-unavailable, ' +
+          'or count in this instance only (`local`: each instance enforces the limit on its own, so N ' +
+          'instances admit up to N times the limit until Redis is back). Default local.',
+      }),
+    ),
+    scope: T.Optional(
+      T.Union([T.Literal('route'), T.Literal('service'), T.Literal('global')], {
+        description:
+          'Which routes share a counter: each route its own (`route`), all routes of the service that get ' +
+          'this same limit (`service`), or every route with this same limit (`global`). Default route.',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    // Plain JSON Schema (Ajv checks it at load): a limit needs both fields, and there is at least one.
+    dependentRequired: { limit: ['window'], window: ['limit'], name: ['limit'] },
+    anyOf: [{ required: ['limit', 'window'] }, { required: ['limits'] }],
+  },
+);
 
 export type RateLimitConfig = Static<typeof RateLimitSchema>;
 
@@ -169,7 +171,11 @@ function hashKey(value: string): string {
 }
 
 function prepare(config: RateLimitConfig, deps: PolicyDeps): PreparedLimit[] {
-  const items = 'limits' in config ? config.limits : [config];
+  const inline =
+    config.limit !== undefined && config.window !== undefined
+      ? [{ limit: config.limit, window: config.window, name: config.name, key: undefined, cost: undefined }]
+      : [];
+  const items = [...inline, ...(config.limits ?? [])];
   const scope = config.scope ?? 'route';
   const scopeId =
     scope === 'global'
