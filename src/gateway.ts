@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { type TLSSocket, Server as TlsServer } from 'node:tls';
 import fastify, {
@@ -13,8 +13,14 @@ import { createTlsOptions } from './config/tls.ts';
 import { ProblemError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { compileCidrs } from './net/cidr.ts';
+import { createContext, runChain } from './pipeline/chain.ts';
+import { PREFLIGHT_PHASES, type RequestContext } from './pipeline/types.ts';
+import { POLICY_KINDS } from './policies/index.ts';
 import { sendProblem, toProblem } from './problem.ts';
-import { Runtime } from './runtime.ts';
+import type { RouteMatch } from './registry/index.ts';
+import { type RouteEntry, Runtime } from './runtime.ts';
+import { createStore } from './state/create-store.ts';
+import type { Store } from './state/store.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
@@ -39,6 +45,8 @@ export interface Gateway {
   readonly config: GatewayConfig;
   readonly runtime: Runtime;
   readonly logger: Logger;
+  /** Rate-limit and sticky-session state: Redis when `state.redis` is set, else memory. */
+  readonly store: Store;
   /** The plain-HTTP public app (absent when only HTTPS is configured). */
   readonly app?: FastifyInstance;
   readonly httpsApp?: FastifyInstance;
@@ -54,8 +62,14 @@ export interface Gateway {
  */
 export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel);
-  const runtime = new Runtime(config.openapi, logger);
-  await runtime.load();
+  const store = await createStore(config.state, logger);
+  const runtime = new Runtime({ config, logger, store, kinds: POLICY_KINDS });
+  try {
+    await runtime.load();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   let closing = false;
 
   const forward = createForwarder({
@@ -80,7 +94,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
         redirectTo: http.redirectToHttps && https ? httpsPort : undefined,
       })
     : undefined;
-  const admin = config.admin ? createAdmin({ runtime, isClosing: () => closing }) : undefined;
+  const admin = config.admin ? createAdmin({ runtime, store, isClosing: () => closing }) : undefined;
   if (config.watch) await runtime.watch();
 
   const addr = (a: FastifyInstance, scheme: string) => {
@@ -93,6 +107,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     config,
     runtime,
     logger,
+    store,
     app,
     httpsApp,
     admin,
@@ -126,6 +141,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await Promise.all(publicApps.map((a) => a.close()));
       clearTimeout(force);
       await runtime.close();
+      await store.close();
       await admin?.close();
     },
   };
@@ -286,7 +302,16 @@ function buildPublicApp(
           new ProblemError('PC_BAD_REQUEST', 'Dot segments are not allowed in paths'),
         );
       }
-      const match = snapshot.table.find(req.method, path);
+      let match = snapshot.table.find(req.method, path);
+      let preflight = false;
+      if (!match && req.method === 'OPTIONS') {
+        // A CORS preflight for an operation whose OPTIONS the spec does not declare: its cors policy answers.
+        const wanted = req.headers['access-control-request-method'];
+        if (typeof wanted === 'string' && req.headers.origin) {
+          match = snapshot.table.find(wanted.toUpperCase(), path);
+          preflight = match !== null;
+        }
+      }
       if (!match) {
         const pass = snapshot.table.passThrough(path);
         const target = pass ? snapshot.passThrough.get(pass.name) : undefined;
@@ -294,26 +319,80 @@ function buildPublicApp(
           reply.hijack();
           return forward(req, reply.raw as ServerResponse, target, path);
         }
-        const allowed = snapshot.table.allowedMethods(path);
-        if (allowed.length > 0) {
-          return sendProblem(
-            req,
-            reply,
-            new ProblemError('PC_METHOD_NOT_ALLOWED', undefined, { headers: { allow: allowed.join(', ') } }),
-          );
-        }
-        return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
+        return notRouted(req, reply, snapshot.table.allowedMethods(path));
       }
       const entry = snapshot.entries.get(match.route);
-      if (entry?.mock) {
-        const res = entry.mock({ params: match.params, query: req.query as Record<string, unknown> });
-        return reply.code(res.status).headers(res.headers).send(res.body);
+      if (!entry) return sendProblem(req, reply, new ProblemError('PC_INTERNAL'));
+      if (entry.chain.hooks.length > 0) {
+        void withPolicies(entry, match, req, reply, path, preflight);
+        return reply;
       }
-      if (!entry?.target) return sendProblem(req, reply, new ProblemError('PC_INTERNAL'));
-      reply.hijack();
-      // Http2ServerResponse has the writeHead/write/end surface the forwarder uses.
-      forward(req, reply.raw as ServerResponse, entry.target, path);
+      if (preflight) return notRouted(req, reply, snapshot.table.allowedMethods(path));
+      return respond(entry, match, req, reply, path, undefined);
     },
   });
+
+  /** Run the route's policy chain, then answer or forward; a rejection becomes a problem. */
+  async function withPolicies(
+    entry: RouteEntry,
+    match: RouteMatch,
+    req: FastifyRequest,
+    reply: FastifyReply,
+    path: string,
+    preflight: boolean,
+  ): Promise<void> {
+    const ctx = createContext(req, reply, entry.route, entry.service, match.params);
+    try {
+      await runChain(entry.chain, ctx, preflight ? PREFLIGHT_PHASES : undefined);
+      if (ctx.answered) return;
+      if (preflight) {
+        notRouted(req, reply, runtime.snapshot?.table.allowedMethods(path) ?? []);
+        return;
+      }
+      respond(entry, match, req, reply, path, ctx);
+    } catch (err) {
+      const problem = toProblem(err);
+      if (problem.status >= 500) logger.error({ err, code: problem.code }, 'policy failed');
+      if (reply.sent || reply.raw.headersSent) return;
+      reply.headers(ctx.responseHeaders);
+      sendProblem(req, reply, problem);
+    }
+  }
+
+  /** Answer from the mock responder or forward to an upstream. */
+  function respond(
+    entry: RouteEntry,
+    match: RouteMatch,
+    req: FastifyRequest,
+    reply: FastifyReply,
+    path: string,
+    ctx: RequestContext | undefined,
+  ): FastifyReply | undefined {
+    if (entry.mock) {
+      const res = entry.mock({ params: match.params, query: req.query as Record<string, unknown> });
+      if (!ctx) return reply.code(res.status).headers(res.headers).send(res.body);
+      const headers: OutgoingHttpHeaders = { ...res.headers, ...ctx.responseHeaders };
+      for (const edit of ctx.responseEdits) edit(res.status, headers);
+      return reply.code(res.status).headers(headers).send(res.body);
+    }
+    if (!entry.target) return sendProblem(req, reply, new ProblemError('PC_INTERNAL'));
+    reply.hijack();
+    // Http2ServerResponse has the writeHead/write/end surface the forwarder uses.
+    forward(req, reply.raw as ServerResponse, entry.target, path, ctx);
+    return undefined;
+  }
+
   return app;
+}
+
+/** 405 with Allow when the path is routed for other methods, else 404. */
+function notRouted(req: FastifyRequest, reply: FastifyReply, allowed: string[]): FastifyReply {
+  if (allowed.length > 0) {
+    return sendProblem(
+      req,
+      reply,
+      new ProblemError('PC_METHOD_NOT_ALLOWED', undefined, { headers: { allow: allowed.join(', ') } }),
+    );
+  }
+  return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
 }

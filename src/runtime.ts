@@ -1,12 +1,19 @@
+import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { extname, join, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
+import type { GatewayConfig } from './config/schema.ts';
 import { createUpstreamTlsOptions } from './config/tls.ts';
+import { readSource } from './config/yaml.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { buildChain, EMPTY_CHAIN, type RouteChain, readBody } from './pipeline/chain.ts';
+import { compileRules, type PolicyRule, parsePolicyFile, resolvePolicies } from './pipeline/rules.ts';
+import type { PolicyKind } from './pipeline/types.ts';
 import type { MockResponder, RouteTable } from './registry/index.ts';
 import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
 import type { Route, Service } from './registry/types.ts';
+import type { Store } from './state/store.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
 import { UpstreamGroup } from './upstream/group.ts';
 
@@ -24,6 +31,8 @@ export interface RouteEntry {
   /** Forwarding target; absent for mock services. */
   target?: ForwardTarget;
   mock?: MockResponder;
+  /** The route's policies, in phase order (EMPTY_CHAIN when none). */
+  chain: RouteChain;
 }
 
 /** An immutable, fully built configuration. Requests read `runtime.snapshot` once and use only it. */
@@ -32,6 +41,8 @@ export interface Snapshot {
   entries: ReadonlyMap<Route, RouteEntry>;
   /** Forward targets of pass-through services, by service name. */
   passThrough: ReadonlyMap<string, ForwardTarget>;
+  /** Policy rules in force (files in name order, rules in file order). */
+  rules: readonly PolicyRule[];
   version: string;
   loadedAt: Date;
 }
@@ -48,11 +59,24 @@ export interface ReloadResult {
  * previous snapshot. The swap is one assignment, so a request sees the old or the new table,
  * never a mix.
  */
+export interface RuntimeOptions {
+  config: GatewayConfig;
+  logger: Logger;
+  store: Store;
+  /** Policy kinds (src/policies/index.ts). */
+  kinds: readonly PolicyKind[];
+  /** Start active health checks when a snapshot is swapped in. Default true (false for `validate`). */
+  healthChecks?: boolean;
+}
+
 export class Runtime {
   snapshot: Snapshot | null = null;
   private readonly dir: string;
+  private readonly policiesDir: string;
   private readonly logger: Logger;
+  private readonly options: RuntimeOptions;
   private readonly lastGood = new Map<string, Service>();
+  private readonly lastGoodRules = new Map<string, PolicyRule[]>();
   private readonly groups = new Map<string, UpstreamGroup>();
   private watcher: FSWatcher | undefined;
   private watching: Promise<void> | undefined;
@@ -64,9 +88,11 @@ export class Runtime {
   private readonly retiring = new Set<UpstreamGroup>();
   private readonly listeners: Array<(r: ReloadResult) => void> = [];
 
-  constructor(openapiDir: string, logger: Logger) {
-    this.dir = resolve(openapiDir);
-    this.logger = logger;
+  constructor(options: RuntimeOptions) {
+    this.options = options;
+    this.dir = resolve(options.config.openapi);
+    this.policiesDir = resolve(options.config.policies);
+    this.logger = options.logger;
   }
 
   /** Called after every reload attempt (tests, metrics). */
@@ -79,9 +105,12 @@ export class Runtime {
    */
   async load(): Promise<Snapshot> {
     const { services, issues } = await loadSpecs(this.dir);
+    const policies = await loadPolicies(this.policiesDir, this.options.kinds);
+    issues.push(...policies.issues);
     if (issues.length > 0) throw new ConfigError(issues);
-    const snapshot = await this.build(services);
+    const snapshot = await this.build(services, policies.rules);
     for (const s of services) this.lastGood.set(s.file, s);
+    for (const [file, rules] of policies.byFile) this.lastGoodRules.set(file, rules);
     this.swap(snapshot);
     return snapshot;
   }
@@ -108,7 +137,7 @@ export class Runtime {
    */
   watch(): Promise<void> {
     if (this.watching) return this.watching;
-    const watcher = watch(this.dir, { ignoreInitial: true, depth: 4 });
+    const watcher = watch([this.dir, this.policiesDir], { ignoreInitial: true, depth: 4 });
     this.watcher = watcher;
     const schedule = () => {
       if (this.closed) return;
@@ -180,9 +209,10 @@ export class Runtime {
         if (previous) services.push(previous);
       }
     }
+    const policies = await this.reloadPolicies(issues);
     let snapshot: Snapshot;
     try {
-      snapshot = await this.build(services);
+      snapshot = await this.build(services, policies.rules);
     } catch (err) {
       const buildIssues = issuesOf(err, this.dir);
       for (const i of buildIssues) this.logger.error({ code: 'PC_CONFIG_INVALID' }, formatIssue(i));
@@ -197,6 +227,8 @@ export class Runtime {
     }
     for (const file of this.lastGood.keys()) if (!files.includes(file)) this.lastGood.delete(file);
     for (const [file, s] of loaded) this.lastGood.set(file, s);
+    this.lastGoodRules.clear();
+    for (const [file, rules] of policies.byFile) this.lastGoodRules.set(file, rules);
     const changed = snapshot.version !== this.snapshot?.version;
     this.swap(snapshot);
     if (changed)
@@ -214,8 +246,10 @@ export class Runtime {
   }
 
   /** Build a snapshot; reuses the upstream group of every service whose upstream config is unchanged. */
-  private async build(services: Service[]): Promise<Snapshot> {
+  private async build(services: Service[], rules: PolicyRule[]): Promise<Snapshot> {
     const table = buildRouteTable(services);
+    const compiled = compileRules(rules);
+    const { config, store, logger, kinds } = this.options;
     const entries = new Map<Route, RouteEntry>();
     const passThrough = new Map<string, ForwardTarget>();
     const used = new Set<string>();
@@ -240,11 +274,17 @@ export class Runtime {
         if (service.settings.passThrough) passThrough.set(service.name, target);
       }
       for (const route of service.routes) {
+        const resolved = resolvePolicies(route, compiled, kinds);
+        const chain =
+          resolved.length === 0
+            ? EMPTY_CHAIN
+            : await buildChain(resolved, { config, store, logger, route, service, readBody });
         entries.set(route, {
           route,
           service,
           target,
           mock: service.settings.mock ? createMockResponder(route) : undefined,
+          chain,
         });
       }
     }
@@ -257,11 +297,37 @@ export class Runtime {
         if (this.retiring.delete(group)) void group.close();
       }, RETIRE_AFTER_MS).unref();
     }
-    return { table, entries, passThrough, version: table.version, loadedAt: new Date() };
+    const version = rules.length === 0 ? table.version : `${table.version.slice(0, 20)}${rulesHash(rules)}`;
+    return { table, entries, passThrough, rules, version, loadedAt: new Date() };
+  }
+
+  /**
+   * Re-read the policy folder; a file that fails keeps its last good rules (its issues are added
+   * to `issues` and logged).
+   */
+  private async reloadPolicies(issues: ConfigIssue[]): Promise<LoadedPolicies> {
+    const loaded = await loadPolicies(this.policiesDir, this.options.kinds);
+    if (loaded.issues.length === 0) return loaded;
+    issues.push(...loaded.issues);
+    const failed = new Set(loaded.issues.map((i) => i.file));
+    for (const i of loaded.issues)
+      this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
+    const byFile = new Map(loaded.byFile);
+    for (const file of failed) {
+      const previous = this.lastGoodRules.get(file);
+      this.logger.error(
+        { file },
+        previous ? 'policy file rejected; its last good version stays in force' : 'policy file rejected',
+      );
+      if (previous) byFile.set(file, previous);
+    }
+    const ordered = [...byFile.keys()].sort();
+    return { byFile, rules: ordered.flatMap((f) => byFile.get(f) ?? []), issues: loaded.issues };
   }
 
   private swap(snapshot: Snapshot): void {
-    for (const e of snapshot.entries.values()) e.target?.group.start();
+    if (this.options.healthChecks !== false)
+      for (const e of snapshot.entries.values()) e.target?.group.start();
     this.snapshot = snapshot;
   }
 }
@@ -287,6 +353,46 @@ export async function loadSpecs(dir: string): Promise<{ services: Service[]; iss
     }
   }
   return { services, issues };
+}
+
+export interface LoadedPolicies {
+  /** Rules of every valid file, files in name order. */
+  rules: PolicyRule[];
+  byFile: Map<string, PolicyRule[]>;
+  issues: ConfigIssue[];
+}
+
+/** Load every policy file of a folder (a missing folder = no policies). */
+export async function loadPolicies(dir: string, kinds: readonly PolicyKind[]): Promise<LoadedPolicies> {
+  let files: string[];
+  try {
+    files = await listSpecFiles(dir);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
+      return { rules: [], byFile: new Map(), issues: [] };
+    return {
+      rules: [],
+      byFile: new Map(),
+      issues: [{ file: dir, path: '', message: `cannot read policy folder: ${(cause as Error).message}` }],
+    };
+  }
+  const byFile = new Map<string, PolicyRule[]>();
+  const issues: ConfigIssue[] = [];
+  for (const file of files) {
+    try {
+      byFile.set(file, parsePolicyFile(await readSource(file), kinds, dirname(file)));
+    } catch (err) {
+      issues.push(...issuesOf(err, file));
+    }
+  }
+  return { rules: [...byFile.values()].flat(), byFile, issues };
+}
+
+function rulesHash(rules: readonly PolicyRule[]): string {
+  return createHash('sha1')
+    .update(JSON.stringify(rules.map((r) => [r.file, r.match, r.policies])))
+    .digest('hex')
+    .slice(0, 20);
 }
 
 /** The spec files of a folder, sorted (load order is deterministic). */

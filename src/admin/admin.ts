@@ -1,9 +1,11 @@
 import fastify, { type FastifyInstance } from 'fastify';
 import { describeRoutes } from '../registry/index.ts';
 import type { Runtime } from '../runtime.ts';
+import type { Store } from '../state/store.ts';
 
 export interface AdminDeps {
   runtime: Runtime;
+  store: Store;
   /** True once shutdown began: readiness turns false so load balancers stop sending. */
   isClosing: () => boolean;
 }
@@ -24,6 +26,8 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
       version: snapshot?.version ?? null,
       loadedAt: snapshot?.loadedAt.toISOString() ?? null,
       services: snapshot ? snapshot.table.services.size : 0,
+      // A down store degrades (policies apply their onStoreError) but does not make the gateway unready.
+      store: deps.store.status(),
     };
   });
   app.get('/routes', async (_req, reply) => {

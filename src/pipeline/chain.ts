@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ProblemError } from '../errors.ts';
+import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { ResolvedPolicy } from './rules.ts';
@@ -28,7 +28,21 @@ export async function buildChain(
   const applied: RouteChain['applied'] = [];
   for (const p of ordered) {
     const mode = p.config.mode === 'dry-run' || p.config.mode === 'detect' ? 'dry-run' : 'enforce';
-    const hook = await p.kind.create(p.config, { ...deps, baseDir: p.rule.baseDir });
+    let hook: Hook;
+    try {
+      hook = await p.kind.create(p.config, { ...deps, baseDir: p.rule.baseDir });
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      // A kind reports paths inside its own config; place them in the policy file.
+      const prefix = `/${p.rule.index}/${p.kind.name}`;
+      throw new ConfigError(
+        err.issues.map((i) => {
+          const path = prefix + i.path;
+          return { ...i, file: i.file || p.rule.file, path, line: i.line ?? p.rule.lineOf?.(path) };
+        }),
+        { cause: err },
+      );
+    }
     hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, hook, deps.logger) : hook);
     applied.push({ kind: p.kind.name, phase: p.kind.phase, mode, file: p.rule.file, rule: p.rule.index });
   }
@@ -60,6 +74,7 @@ export function createContext(
   reply: FastifyReply,
   route: Route,
   service: Service,
+  params?: Record<string, string | undefined>,
 ): RequestContext {
   return {
     req,
@@ -67,6 +82,7 @@ export function createContext(
     route,
     service,
     clientIp: req.ip,
+    params,
     setUpstreamHeaders: {},
     removeUpstreamHeaders: new Set(),
     responseHeaders: {},
@@ -75,10 +91,18 @@ export function createContext(
   };
 }
 
-/** Run the hooks in order; stops early when one answered the request itself. */
-export async function runChain(chain: RouteChain, ctx: RequestContext): Promise<void> {
-  for (const hook of chain.hooks) {
-    await hook(ctx);
+/**
+ * Run the hooks in order; stops early when one answered the request itself. With `phases`, only
+ * the hooks of those phases run (CORS preflights).
+ */
+export async function runChain(
+  chain: RouteChain,
+  ctx: RequestContext,
+  phases?: ReadonlySet<string>,
+): Promise<void> {
+  for (let i = 0; i < chain.hooks.length; i++) {
+    if (phases && !phases.has(chain.applied[i]?.phase ?? '')) continue;
+    await (chain.hooks[i] as Hook)(ctx);
     if (ctx.answered) return;
   }
 }

@@ -54,6 +54,8 @@ export interface PolicyRule {
   policies: Record<string, unknown>;
   /** Base folder for relative paths in the configs. */
   baseDir: string;
+  /** Line of a JSON pointer within the policy file (for errors found when hooks are created). */
+  lineOf?: (pointer: string) => number | undefined;
 }
 
 /** The config a route gets for one policy kind, and where it came from. */
@@ -106,7 +108,14 @@ export function parsePolicyFile(
   if (issues.length > 0) throw new ConfigError(dedupe(issues));
   return rules.map((r, index) => {
     const { match, ...policies } = r;
-    return { file: source.file, index, match: (match ?? {}) as PolicyRule['match'], policies, baseDir };
+    return {
+      file: source.file,
+      index,
+      match: (match ?? {}) as PolicyRule['match'],
+      policies,
+      baseDir,
+      lineOf: source.lineOf,
+    };
   });
 }
 

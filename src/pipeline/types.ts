@@ -8,10 +8,26 @@ import type { Store } from '../state/store.ts';
 
 /**
  * The phases a request passes, in order. The order lives here and nowhere else:
- * ipFilter → waf → auth → rateLimit → validate → route (sticky sessions: upstream choice) →
- * headers (header rewriting, CORS).
+ * ipFilter → cors → waf → auth → rateLimit → validate → route (sticky sessions: upstream choice) →
+ * headers (header rewriting).
+ *
+ * CORS runs right after ipFilter (not with the header policies at the end) because browsers never
+ * send credentials on a preflight: the gateway must answer it before auth would reject it, and a
+ * 401 or 429 must carry the CORS headers too, or the browser hides it from the page.
  */
-export const PHASES = ['ipFilter', 'waf', 'auth', 'rateLimit', 'validate', 'route', 'headers'] as const;
+export const PHASES = [
+  'ipFilter',
+  'cors',
+  'waf',
+  'auth',
+  'rateLimit',
+  'validate',
+  'route',
+  'headers',
+] as const;
+
+/** Phases that run for a CORS preflight of an operation whose OPTIONS the spec does not declare. */
+export const PREFLIGHT_PHASES: ReadonlySet<Phase> = new Set(['ipFilter', 'cors']);
 export type Phase = (typeof PHASES)[number];
 
 /** Every policy config carries a mode; dry-run never blocks but records what it would have done. */
@@ -55,6 +71,8 @@ export interface RequestContext {
   readonly service: Service;
   /** Client address after trustProxy. */
   readonly clientIp: string;
+  /** Path parameters by their spec names, from the route match (absent only in hand-built contexts). */
+  readonly params?: Readonly<Record<string, string | undefined>>;
   identity?: Identity;
   /** Headers to set on the upstream request (after the client's are copied). */
   readonly setUpstreamHeaders: Record<string, string>;

@@ -10,12 +10,14 @@ import { headersPolicy } from './headers/headers.ts';
 import { ipFilterPolicy } from './ip-filter/ip-filter.ts';
 import { rateLimitPolicy } from './rate-limit/rate-limit.ts';
 import { stickySessionPolicy } from './sticky-session/sticky-session.ts';
+import { validatePolicy } from './validate/validate.ts';
 
 // Each kind's own schema type parameter is erased here: the list is consumed generically.
 export const POLICY_KINDS: readonly PolicyKind[] = [
   ipFilterPolicy,
   authPolicy,
   rateLimitPolicy,
+  validatePolicy,
   stickySessionPolicy,
   headersPolicy,
   corsPolicy,

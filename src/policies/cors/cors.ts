@@ -69,7 +69,7 @@ export type CorsConfig = Static<typeof CorsSchema>;
  */
 export const corsPolicy: PolicyKind<typeof CorsSchema> = {
   name: 'cors',
-  phase: 'headers',
+  phase: 'cors',
   schema: CorsSchema,
   create(config) {
     const origins = config.origins ?? ['*'];
