@@ -4,13 +4,11 @@
  * Of 4N concurrent requests spread over both, exactly N are admitted; killing Redis gives each
  * `onStoreError` behaviour, and the limit is global again once Redis is back.
  *
- * Two suites: the CLI one runs two real `portcullis start --config` processes (HTTP, 429
- * problem+json, RateLimit fields) and is skipped until the runtime creates its Store from
- * `state` (createStore in src/runtime.ts or src/gateway.ts); the other runs the policy hook in two
- * plain child processes, so the exact-N property is proven either way.
+ * Two suites: two real `portcullis start --config` processes (HTTP, 429 problem+json, RateLimit
+ * fields, Redis killed and restarted), and two plain child processes running the policy hook with
+ * each `onStoreError` choice (which the CLI suite, on the default `local`, does not cover).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,15 +204,6 @@ describe('rate limit shared through Redis by two gateway processes', () => {
   });
 });
 
-/** True once the runtime builds its Store from gateway.yaml `state` (and so applies rateLimit). */
-const PIPELINE_WIRED = ['src/runtime.ts', 'src/gateway.ts'].some((f) => {
-  try {
-    return readFileSync(join(REPO_ROOT, f), 'utf8').includes('createStore(');
-  } catch {
-    return false;
-  }
-});
-
 /** A `portcullis start --config <file>` child and its JSON log lines. */
 interface Gateway {
   child: ChildProcess;
@@ -285,7 +274,7 @@ paths:
           content: { application/json: { example: { pong: true } } }
 `;
 
-describe.skipIf(!PIPELINE_WIRED)('rate limit across two portcullis processes (CLI, real Redis)', () => {
+describe('rate limit across two portcullis processes (CLI, real Redis)', () => {
   let cliRedis: TestRedis;
   let dir: string;
   let gateways: Gateway[] = [];
@@ -326,11 +315,11 @@ describe.skipIf(!PIPELINE_WIRED)('rate limit across two portcullis processes (CL
     expect(ok[0]?.headers.get('ratelimit-policy')).toBe(`"default";q=${N};w=60`);
     expect(ok[0]?.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
     const rejected = limited[0] as Response;
-    expect(rejected.headers.get('content-type')).toBe('application/problem+json');
+    expect(rejected.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(Number(rejected.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(rejected.headers.get('ratelimit')).toMatch(/^"default";r=0;t=\d+$/);
     expect(await rejected.json()).toMatchObject({ status: 429, code: 'PC_RATE_LIMITED' });
-    await Promise.all(responses.map((r) => r.body?.cancel()));
+    await Promise.all(responses.filter((r) => !r.bodyUsed).map((r) => r.body?.cancel()));
   });
 
   it('with Redis killed each process limits on its own (onStoreError: local), and shares again once it is back', async () => {
