@@ -105,7 +105,14 @@ async function start(config: GatewayConfig): Promise<number> {
   } catch (err) {
     return reportConfigError(err);
   }
-  await gateway.listen();
+  try {
+    await gateway.listen();
+  } catch (err) {
+    // Typically EADDRINUSE / EACCES: say which listener, release what did bind, exit non-zero.
+    gateway.logger.fatal({ err, code: (err as NodeJS.ErrnoException).code }, 'cannot listen');
+    await gateway.close().catch(() => undefined);
+    return 1;
+  }
   return new Promise<number>((resolveExit) => {
     let stopping = false;
     const stop = (signal: string) => {

@@ -1,4 +1,6 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -252,6 +254,28 @@ describe.concurrent('portcullis CLI', () => {
       const { code, stderr } = await runCli(['validate', '--config', 'other.yaml'], { cwd: dir });
       expect(code).toBe(1);
       expect(stderr).toMatch(/^other\.yaml:1: \/logLevel: /m);
+    });
+  });
+
+  describe('start', () => {
+    it('exits 1 with a "cannot listen" log line naming EADDRINUSE when the port is taken', async () => {
+      const taken = createServer();
+      await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+      try {
+        const port = String((taken.address() as AddressInfo).port);
+        const { code, stdout } = await runCli(['start'], {
+          env: { PORTCULLIS_HTTP_PORT: port, PORTCULLIS_HTTP_HOST: '127.0.0.1', PORTCULLIS_ADMIN_PORT: '0' },
+        });
+        expect(code).toBe(1);
+        const lines = stdout
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(lines).toContainEqual(expect.objectContaining({ msg: 'cannot listen', code: 'EADDRINUSE' }));
+        expect(lines.some((l) => l.msg === 'portcullis listening')).toBe(false);
+      } finally {
+        await new Promise((resolve) => taken.close(resolve));
+      }
     });
   });
 
