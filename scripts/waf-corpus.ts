@@ -33,7 +33,9 @@ interface Case {
 
 if (!existsSync(CORPUS) || !existsSync(BENIGN)) {
   console.log(`WAF corpus not found: expected ${CORPUS} and ${BENIGN}.`);
-  console.log('It lives outside the project (shared/data/crs/ next to the repository); nothing was measured.');
+  console.log(
+    'It lives outside the project (shared/data/crs/ next to the repository); nothing was measured.',
+  );
   process.exit(0);
 }
 console.log(`Reading the corpus from ${CORPUS}`);
@@ -58,16 +60,21 @@ const engines = [1, 2, 3, 4].map((pl) => compileEngine({ paranoia: pl }));
 const blocked = (pl: number, c: Case): boolean => engines[pl - 1]!.inspect(parts(c)).score >= THRESHOLD;
 
 const families = [...new Set(cases.map((c) => c.family))].sort();
-const pct = (a: number, b: number): string => (b === 0 ? '   -  ' : `${((100 * a) / b).toFixed(1).padStart(5)}%`);
+const pct = (a: number, b: number): string =>
+  b === 0 ? '   -  ' : `${((100 * a) / b).toFixed(1).padStart(5)}%`;
 
-console.log(`\nDetection of \`match\` cases (blocked at threshold ${THRESHOLD}), by family and case paranoia; columns: engine paranoia`);
+console.log(
+  `\nDetection of \`match\` cases (blocked at threshold ${THRESHOLD}), by family and case paranoia; columns: engine paranoia`,
+);
 console.log(`${'family'.padEnd(18)}${'case PL'.padEnd(9)}${'n'.padStart(5)}   PL1     PL2     PL3     PL4`);
 for (const fam of families) {
   for (const cpl of [1, 2, 3, 4]) {
     const set = cases.filter((c) => c.family === fam && c.paranoia === cpl && c.expect === 'match');
     if (set.length === 0) continue;
     const cols = [1, 2, 3, 4].map((pl) => pct(set.filter((c) => blocked(pl, c)).length, set.length));
-    console.log(`${fam.padEnd(18)}${String(cpl).padEnd(9)}${String(set.length).padStart(5)}  ${cols.join('  ')}`);
+    console.log(
+      `${fam.padEnd(18)}${String(cpl).padEnd(9)}${String(set.length).padStart(5)}  ${cols.join('  ')}`,
+    );
   }
 }
 
@@ -87,11 +94,15 @@ for (const fam of ACCEPTANCE_FAMILIES) {
   const hit = set.filter((c) => blocked(1, c)).length;
   const rate = hit / set.length;
   ok &&= rate >= 0.97;
-  console.log(`  ${fam.padEnd(6)} detection ${pct(hit, set.length)} (${hit}/${set.length})  ${rate >= 0.97 ? 'ok' : 'BELOW 97%'}`);
+  console.log(
+    `  ${fam.padEnd(6)} detection ${pct(hit, set.length)} (${hit}/${set.length})  ${rate >= 0.97 ? 'ok' : 'BELOW 97%'}`,
+  );
 }
 const fp = benignCases.filter((c) => blocked(1, c)).length;
 ok &&= fp / benignCases.length <= 0.02;
-console.log(`  benign blocked ${pct(fp, benignCases.length)} (${fp}/${benignCases.length})  ${fp / benignCases.length <= 0.02 ? 'ok' : 'ABOVE 2%'}`);
+console.log(
+  `  benign blocked ${pct(fp, benignCases.length)} (${fp}/${benignCases.length})  ${fp / benignCases.length <= 0.02 ? 'ok' : 'ABOVE 2%'}`,
+);
 console.log(ok ? 'Acceptance met.' : 'Acceptance NOT met.');
 
 if (missesArg && missesArg !== '--misses') {
@@ -99,13 +110,17 @@ if (missesArg && missesArg !== '--misses') {
   console.log(`\nMissed ${fam} (case PL ${cpl ?? 'any'}) at engine PL ${cpl ?? 1}:`);
   for (const c of cases) {
     if (c.family !== fam || c.expect !== 'match' || (cpl && c.paranoia !== Number(cpl))) continue;
-    if (!blocked(Number(cpl ?? 1), c)) console.log(`  ${c.id}  ${c.method} ${c.uri.slice(0, 120)}  ${(c.body ?? '').slice(0, 120)}`);
+    if (!blocked(Number(cpl ?? 1), c))
+      console.log(`  ${c.id}  ${c.method} ${c.uri.slice(0, 120)}  ${(c.body ?? '').slice(0, 120)}`);
   }
 }
 if (fpArg) {
   console.log('\nBenign blocked at PL1:');
   for (const c of benignCases) {
     const r = engines[0]!.inspect(parts(c));
-    if (r.score >= THRESHOLD) console.log(`  ${c.id}  ${r.matches.map((m) => `${m.id}@${m.target}`).join(',')}  ${c.uri.slice(0, 100)} ${(c.body ?? '').slice(0, 100)}`);
+    if (r.score >= THRESHOLD)
+      console.log(
+        `  ${c.id}  ${r.matches.map((m) => `${m.id}@${m.target}`).join(',')}  ${c.uri.slice(0, 100)} ${(c.body ?? '').slice(0, 100)}`,
+      );
   }
 }

@@ -131,7 +131,11 @@ export function bodyTargets(body: string, contentType: string, out: Target[]): v
   const head = body.trimStart();
   if (ct.includes('multipart/') && pushMultipart(body, contentType, out)) return;
   if ((ct.includes('json') || head[0] === '{' || head[0] === '[') && pushJson(body, out)) return;
-  if (ct.includes('xml') || head.startsWith('<?xml') || (head[0] === '<' && /^<[A-Za-z!]/.test(head) && head.trimEnd().endsWith('>'))) {
+  if (
+    ct.includes('xml') ||
+    head.startsWith('<?xml') ||
+    (head[0] === '<' && /^<[A-Za-z!]/.test(head) && head.trimEnd().endsWith('>'))
+  ) {
     pushXml(body, out);
     return;
   }
@@ -140,5 +144,9 @@ export function bodyTargets(body: string, contentType: string, out: Target[]): v
     return;
   }
   // Without a declared type, a body is most often a form someone forgot to label: `+` is a space.
-  out.push({ kind: 'body-raw', key: 'body:', value: ct === '' || ct.includes('urlencoded') ? formDecode(body) : body });
+  out.push({
+    kind: 'body-raw',
+    key: 'body:',
+    value: ct === '' || ct.includes('urlencoded') ? formDecode(body) : body,
+  });
 }

@@ -115,6 +115,11 @@ class LazyView implements View {
   }
 }
 
+/** The lazily normalised view of one value (exported for rule tests and benchmarks). */
+export function viewOf(target: Target): View {
+  return new LazyView(target);
+}
+
 const KINDS: readonly TargetKind[] = [
   'path',
   'query',
@@ -166,7 +171,8 @@ export function requestTargets(parts: RequestParts): Target[] {
 
 /** Bodies are usually UTF-8; a body that is not valid UTF-8 keeps its bytes as Latin-1 characters. */
 function utf8OrLatin1(buf: Buffer, latin1: string): string {
-  for (let i = 0; i < buf.length; i++) if (buf[i]! >= 0x80) return new TextDecoder('utf-8', { fatal: false }).decode(buf);
+  for (let i = 0; i < buf.length; i++)
+    if (buf[i]! >= 0x80) return new TextDecoder('utf-8', { fatal: false }).decode(buf);
   return latin1;
 }
 
@@ -209,7 +215,11 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
   const rules = RULES.filter((r) => r.paranoia <= paranoia);
   const requestRules: RequestRule[] = REQUEST_RULES.filter((r) => r.paranoia <= paranoia);
   const byKind = new Map<TargetKind, Rule[]>();
-  for (const kind of KINDS) byKind.set(kind, rules.filter((r) => !r.kinds || r.kinds.includes(kind)));
+  for (const kind of KINDS)
+    byKind.set(
+      kind,
+      rules.filter((r) => !r.kinds || r.kinds.includes(kind)),
+    );
   const exclusions = compileExclusions(options.exclusions ?? []);
   const hasExclusions = exclusions.size > 0;
 

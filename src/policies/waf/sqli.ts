@@ -6,7 +6,22 @@
  */
 
 /** Token classes: s string, 1 number, n name, f function call, v variable, U union, E statement, & logic, o operator, k keyword, c comment, and ( ) , ; as themselves. */
-export type TokenType = 's' | '1' | 'n' | 'f' | 'v' | 'U' | 'E' | '&' | 'o' | 'k' | 'c' | '(' | ')' | ',' | ';';
+export type TokenType =
+  | 's'
+  | '1'
+  | 'n'
+  | 'f'
+  | 'v'
+  | 'U'
+  | 'E'
+  | '&'
+  | 'o'
+  | 'k'
+  | 'c'
+  | '('
+  | ')'
+  | ','
+  | ';';
 
 export interface Token {
   t: TokenType;
@@ -15,7 +30,8 @@ export interface Token {
 
 const MAX_TOKENS = 48;
 /** Cheap pre-check: without one of these a value cannot hold an injection worth tokenizing. */
-const SQLISH = /['"`;#()=<>|&*]|--|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
+const SQLISH =
+  /['"`;#()=<>|&*]|--|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
 
 const STATEMENTS = new Set([
   'select',
@@ -37,7 +53,19 @@ const STATEMENTS = new Set([
   'handler',
 ]);
 const LOGIC = new Set(['and', 'or', 'xor', 'not']);
-const OPERATORS = new Set(['like', 'rlike', 'regexp', 'is', 'in', 'between', 'sounds', 'mod', 'div', 'collate', 'escape']);
+const OPERATORS = new Set([
+  'like',
+  'rlike',
+  'regexp',
+  'is',
+  'in',
+  'between',
+  'sounds',
+  'mod',
+  'div',
+  'collate',
+  'escape',
+]);
 const KEYWORDS = new Set([
   'from',
   'where',
@@ -76,7 +104,24 @@ const KEYWORDS = new Set([
   'desc',
   'immediate',
 ]);
-const COMPARISON = new Set(['=', '==', '<', '>', '<=', '>=', '!=', '<>', '<=>', 'like', 'rlike', 'regexp', 'is', 'in', 'between', 'sounds']);
+const COMPARISON = new Set([
+  '=',
+  '==',
+  '<',
+  '>',
+  '<=',
+  '>=',
+  '!=',
+  '<>',
+  '<=>',
+  'like',
+  'rlike',
+  'regexp',
+  'is',
+  'in',
+  'between',
+  'sounds',
+]);
 const OPERAND = new Set<TokenType>(['1', 's', 'n', 'f', 'v']);
 
 function isWordStart(c: number): boolean {
@@ -205,7 +250,9 @@ function logicClause(tokens: Token[], i: number): boolean {
     return b !== undefined && (OPERAND.has(b.t) || b.t === '(' || b.t === 'k');
   }
   const after = tokens[j + 1];
-  return (a.t === '1' || a.t === 's' || a.t === 'v') && (after === undefined || after.t === 'c' || after.t === ';');
+  return (
+    (a.t === '1' || a.t === 's' || a.t === 'v') && (after === undefined || after.t === 'c' || after.t === ';')
+  );
 }
 
 /** Statements that only make sense as SQL: `insert into x (`, `drop table`, `declare @x`, `exec xp_…`. */
@@ -224,11 +271,19 @@ function statement(tokens: Token[], i: number): boolean {
         const from = tokens[j];
         const table = tokens[j + 1];
         const next = tokens[j + 2];
-        return from?.v === 'from' && table?.t === 'n' && (next === undefined || next.t === 'k' || next.t === ';' || next.t === 'c' || next.t === ')');
+        return (
+          from?.v === 'from' &&
+          table?.t === 'n' &&
+          (next === undefined || next.t === 'k' || next.t === ';' || next.t === 'c' || next.t === ')')
+        );
       }
       return false;
     case 'insert':
-      return a.v === 'into' && b?.t === 'n' && (tokens[i + 3]?.t === '(' || tokens[i + 3]?.v === 'values' || tokens[i + 3]?.t === 'E');
+      return (
+        a.v === 'into' &&
+        b?.t === 'n' &&
+        (tokens[i + 3]?.t === '(' || tokens[i + 3]?.v === 'values' || tokens[i + 3]?.t === 'E')
+      );
     case 'update':
       return a.t === 'n' && b?.v === 'set';
     case 'delete':
@@ -237,7 +292,13 @@ function statement(tokens: Token[], i: number): boolean {
     case 'create':
     case 'alter':
     case 'truncate':
-      return a.v === 'table' || a.v === 'database' || a.v === 'procedure' || a.t === 'f' || /^(?:function|view|index|user|trigger|schema)$/.test(a.v);
+      return (
+        a.v === 'table' ||
+        a.v === 'database' ||
+        a.v === 'procedure' ||
+        a.t === 'f' ||
+        /^(?:function|view|index|user|trigger|schema)$/.test(a.v)
+      );
     case 'declare':
       return a.t === 'v';
     case 'exec':
@@ -254,7 +315,8 @@ function statement(tokens: Token[], i: number): boolean {
 function suspicious(tokens: Token[], breakout: boolean): boolean {
   const n = tokens.length;
   // A literal compared with something: `'x'!='y`, `'{"a":1}' < '$.a' = 7`.
-  if (!breakout && tokens[0]?.t === 's' && isComparison(tokens[1]) && tokens[2] && OPERAND.has(tokens[2].t)) return true;
+  if (!breakout && tokens[0]?.t === 's' && isComparison(tokens[1]) && tokens[2] && OPERAND.has(tokens[2].t))
+    return true;
   for (let i = 0; i < n; i++) {
     const tok = tokens[i]!;
     if (tok.t === 'U') {
@@ -276,8 +338,10 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
     const next = tokens[j];
     if (!next) return false;
     if (next.t === 'c' || next.t === ';' || next.t === 'E' || next.t === 'U') return true;
-    if (next.t === 'k' && /^(?:order|group|having|into|waitfor|procedure|limit|union|where)$/.test(next.v)) return true;
-    if (next.t === 'o' && COMPARISON.has(next.v) && tokens[j + 1] && OPERAND.has(tokens[j + 1]!.t)) return true;
+    if (next.t === 'k' && /^(?:order|group|having|into|waitfor|procedure|limit|union|where)$/.test(next.v))
+      return true;
+    if (next.t === 'o' && COMPARISON.has(next.v) && tokens[j + 1] && OPERAND.has(tokens[j + 1]!.t))
+      return true;
     if (next.t === 'o' && (next.v === '+' || next.v === '||') && tokens[j + 1]?.t === 'f') return true;
     if (next.t === 'f' && tokens[j + 1]?.t === undefined) return false;
   }

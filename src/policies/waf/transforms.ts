@@ -113,13 +113,16 @@ export function percentDecode(s: string): string {
 /** Decode HTML character references, numeric (with or without `;`) and the named ones above. */
 export function htmlDecode(s: string): string {
   if (!s.includes('&')) return s;
-  return s.replace(/&(?:#[xX]([0-9a-fA-F]{1,6});?|#([0-9]{1,7});?|([a-zA-Z]{2,8});)/g, (m, hex, dec, name) => {
-    if (hex !== undefined || dec !== undefined) {
-      const cp = hex !== undefined ? Number.parseInt(hex, 16) : Number.parseInt(dec, 10);
-      return cp > 0x10ffff ? m : String.fromCodePoint(cp);
-    }
-    return ENTITIES[(name as string).toLowerCase()] ?? m;
-  });
+  return s.replace(
+    /&(?:#[xX]([0-9a-fA-F]{1,6});?|#([0-9]{1,7});?|([a-zA-Z]{2,8});)/g,
+    (m, hex, dec, name) => {
+      if (hex !== undefined || dec !== undefined) {
+        const cp = hex !== undefined ? Number.parseInt(hex, 16) : Number.parseInt(dec, 10);
+        return cp > 0x10ffff ? m : String.fromCodePoint(cp);
+      }
+      return ENTITIES[(name as string).toLowerCase()] ?? m;
+    },
+  );
 }
 
 /** Decode JavaScript/C escapes (`\xHH`, `\uHHHH`, `\u{H..}`) that browsers and shells honour. */
@@ -180,7 +183,7 @@ export function sqlNormalize(lower: string): string {
     }
     s = out.replace(/\*\//g, ' ');
   }
-  return s.replace(/[\s\u000b\u00a0]+/g, ' ');
+  return s.replace(/\s+/g, ' ');
 }
 
 /**
@@ -191,9 +194,11 @@ export function sqlNormalize(lower: string): string {
 export function shellNormalize(lower: string): string {
   let s = lower;
   if (s.includes('$')) {
-    s = s.replace(/\$\{ifs\}|\$ifs\b/g, ' ').replace(/\$(?:\{[a-z_][a-z0-9_]{0,30}\}|[a-z_][a-z0-9_]{0,30}|[@*0-9])/g, '');
+    s = s
+      .replace(/\$\{ifs\}|\$ifs\b/g, ' ')
+      .replace(/\$(?:\{[a-z_][a-z0-9_]{0,30}\}|[a-z_][a-z0-9_]{0,30}|[@*0-9])/g, '');
   }
-  return s.replace(/["'\\^]+/g, '').replace(/[\s\u000b]+/g, ' ');
+  return s.replace(/["'\\^]+/g, '').replace(/\s+/g, ' ');
 }
 
 /** Path view: NULs dropped, `\` as `/`, `//` and `/./` collapsed. Keeps `..` for traversal rules. */

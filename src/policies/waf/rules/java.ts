@@ -1,13 +1,15 @@
 import { type Rule, SCORE } from '../types.ts';
 
 /** Log4Shell lookups, including `${${::-j}ndi:` style splitting. */
-const JNDI = /\$\{(?:[^}]{0,40}:-?j|j)[^}]{0,40}n[^}]{0,40}d[^}]{0,40}i[^}]{0,10}:|\bjndi:(?:ldaps?|rmi|dns|iiop|corba|nds|nis|https?):|\$\{\s*(?:jndi|ldap|rmi|dns|env|sys|java|lower|upper|main|ctx|spring|base64|date|script):/;
+const JNDI =
+  /\$\{(?:[^}]{0,40}:-?j|j)[^}]{0,40}n[^}]{0,40}d[^}]{0,40}i[^}]{0,10}:|\bjndi:(?:ldaps?|rmi|dns|iiop|corba|nds|nis|https?):|\$\{\s*(?:jndi|ldap|rmi|dns|env|sys|java|lower|upper|main|ctx|spring|base64|date|script):/;
 
 /** Java reflection, process creation, OGNL/SpEL and class-loader tricks. */
 const JAVA_CODE =
   /\bjava\.(?:lang\.(?:runtime|processbuilder|system|class|reflect)|io\.(?:file|objectinputstream)|net\.(?:url|socket))|\bruntime\s*\.\s*getruntime\s*\(|\bprocessbuilder\b|\.getclass\s*\(\s*\)|\bclass\.(?:module\.)?classloader\b|#_memberaccess|@java\.lang|%\{\s*[#(]|\bt\s*\(\s*java\.|\bscriptengine(?:manager)?\b|\bobjectinputstream\b|\bxmldecoder\b/;
 
 /** Serialized Java objects (binary magic, base64 and hex forms). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the binary stream magic AC ED 00 05 is what this matches
 const SERIALIZED = /\xac\xed\x00\x05|\brO0AB|\baced0005/i;
 
 /** Java injection rules. */
@@ -17,7 +19,7 @@ export const JAVA_RULES: Rule[] = [
     family: 'java',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'Log4Shell-style ${jndi:…} lookup (also split with ${::-x})',
+    description: 'Log4Shell-style JNDI lookup, also when split by nested lookups',
     test: (v) => (v.lower.includes('${') || v.lower.includes('jndi:')) && JNDI.test(v.lower),
   },
   {

@@ -18,7 +18,7 @@ const SENSITIVE_PATH = new RegExp(
     String.raw`(?:^|/)(?:wp-config\.php|wp-content/(?:debug|error|errors)\.log|web\.config|boot\.ini|win\.ini|system\.ini|php\.ini|\.user\.ini|httpd\.conf|server\.xml|web\.xml|applicationhost\.config)`,
     String.raw`(?:^|[/=\s])[\w.-]{0,40}\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$`,
     String.raw`(?:^|/)(?:windows|winnt)/(?:system32|win\.ini|repair)`,
-    String.raw`(?:^|/)@(?:fs|id)/`,
+    '(?:^|/)@(?:fs|id)/',
   ].join('|'),
 );
 
@@ -37,7 +37,8 @@ export const LFI_RULES: Rule[] = [
     family: 'lfi',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'Path of a file holding secrets or system state (/etc/passwd, .ssh/id_rsa, .env, agent configs, …)',
+    description:
+      'Path of a file holding secrets or system state (/etc/passwd, .ssh/id_rsa, .env, agent configs, …)',
     test: (v) => SENSITIVE_PATH.test(v.path),
   },
   {

@@ -20,7 +20,8 @@ export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
     family: 'protocol',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'Request target is neither a path, *, host:port for CONNECT, nor an absolute URL with a path',
+    description:
+      'Request target is neither a path, *, host:port for CONNECT, nor an absolute URL with a path',
     test: (p) => {
       const u = p.url;
       if (u.startsWith('/')) return false;
@@ -34,7 +35,8 @@ export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
     family: 'protocol',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'Content-Length with Transfer-Encoding, a non-numeric Content-Length or a transfer coding other than chunked',
+    description:
+      'Content-Length with Transfer-Encoding, a non-numeric Content-Length or a transfer coding other than chunked',
     test: (p) => {
       const cl = header(p, 'content-length');
       const te = header(p, 'transfer-encoding');
@@ -76,7 +78,12 @@ export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
     description: 'Multipart body without a usable boundary',
     test: (p) => {
       const ct = header(p, 'content-type') ?? '';
-      return /multipart\//i.test(ct) && p.body !== undefined && p.body.length > 0 && !/boundary=\s*"?[\w'()+,./:=?-]{1,70}/i.test(ct);
+      return (
+        /multipart\//i.test(ct) &&
+        p.body !== undefined &&
+        p.body.length > 0 &&
+        !/boundary=\s*"?[\w'()+,./:=?-]{1,70}/i.test(ct)
+      );
     },
   },
   {

@@ -13,7 +13,8 @@ export const RCE_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'Shell separator followed by a command (;id, |sh, &&curl, `…`, $(…))',
-    test: (v) => SHELL.AFTER_SEPARATOR.test(v.shell) || SHELL.ALIAS.test(v.shell) || SHELL.ESCAPED_COMMAND.test(v.lower),
+    test: (v) =>
+      SHELL.AFTER_SEPARATOR.test(v.shell) || SHELL.ALIAS.test(v.shell) || SHELL.ESCAPED_COMMAND.test(v.lower),
   },
   {
     id: 'rce-command',
@@ -22,7 +23,8 @@ export const RCE_RULES: Rule[] = [
     score: SCORE.critical,
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'Value that is a command line (whoami, cat /etc/…, ansible …, /usr/bin/perl -e …)',
-    test: (v) => SHELL.AT_START.test(v.shell) || SHELL.AMBIGUOUS_AT_START.test(v.shell) || SHELL.BIN_PATH.test(v.path),
+    test: (v) =>
+      SHELL.AT_START.test(v.shell) || SHELL.AMBIGUOUS_AT_START.test(v.shell) || SHELL.BIN_PATH.test(v.path),
   },
   {
     id: 'rce-shell-syntax',
@@ -30,7 +32,8 @@ export const RCE_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
-    description: 'Shell expansion or redirection ($(…), backticks, ${x#…}, <(…), brace and glob expansion, () {)',
+    description:
+      'Shell expansion or redirection: command and arithmetic substitution, parameter operators, process substitution, brace and glob expansion, function definitions',
     test: (v) => SHELL.SHELL_SYNTAX.test(v.lower),
   },
   {
@@ -39,7 +42,8 @@ export const RCE_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'cmd.exe FOR/IF grammar, PowerShell download/execute cmdlets',
-    test: (v) => SHELL.WINDOWS_FOR.test(v.lower) || SHELL.WINDOWS_IF.test(v.lower) || SHELL.POWERSHELL.test(v.lower),
+    test: (v) =>
+      SHELL.WINDOWS_FOR.test(v.lower) || SHELL.WINDOWS_IF.test(v.lower) || SHELL.POWERSHELL.test(v.lower),
   },
   {
     id: 'rce-windows-env',
@@ -55,9 +59,11 @@ export const RCE_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     kinds: ['filename', 'header'],
-    description: 'Uploaded file named like a configuration or secrets file (wp-config.php, .htaccess, config.yml, …)',
+    description:
+      'Uploaded file named like a configuration or secrets file (wp-config.php, .htaccess, config.yml, …)',
     test: (v) =>
-      (v.target.kind === 'filename' || v.target.key.includes('filename')) && CONFIG_FILE.test(v.path.replace(/\s+/g, '')),
+      (v.target.kind === 'filename' || v.target.key.includes('filename')) &&
+      CONFIG_FILE.test(v.path.replace(/\s+/g, '')),
   },
   {
     id: 'rce-variable',
@@ -65,7 +71,7 @@ export const RCE_RULES: Rule[] = [
     paranoia: 2,
     score: SCORE.warning,
     kinds: ['query', 'body', 'cookie', 'header'],
-    description: 'Shell variable expansion (${x}, $x)',
+    description: 'Shell variable expansion',
     test: (v) => /\$\{?[a-z_]\w*\}?/.test(v.lower),
   },
 ];

