@@ -135,21 +135,21 @@ async function statuses(): Promise<boolean[]> {
   return replies.map((r) => r.status.ok);
 }
 
-beforeAll(async () => {
-  redis = await startRedis();
-  workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
-});
+describe('rate limit shared through Redis by two policy processes', () => {
+  beforeAll(async () => {
+    redis = await startRedis();
+    workers = await Promise.all([startWorker(redis.url), startWorker(redis.url)]);
+  });
 
-afterAll(async () => {
-  await Promise.all(workers.map((w) => w.request({ cmd: 'close' }).catch(() => undefined)));
-  for (const w of workers) {
-    if (w.child.exitCode === null && w.child.signalCode === null && w.child.pid)
-      process.kill(w.child.pid, 'SIGKILL');
-  }
-  await redis?.stop();
-});
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.request({ cmd: 'close' }).catch(() => undefined)));
+    for (const w of workers) {
+      if (w.child.exitCode === null && w.child.signalCode === null && w.child.pid)
+        process.kill(w.child.pid, 'SIGKILL');
+    }
+    await redis?.stop();
+  });
 
-describe('rate limit shared through Redis by two gateway processes', () => {
   it('admits exactly N of 4N concurrent requests, then follows onStoreError while Redis is down, then recovers', async () => {
     for (const [i, mode] of MODES.entries()) {
       expect(await burst(mode, `198.51.100.${i}`), mode).toEqual({
@@ -295,8 +295,7 @@ describe('rate limit across two portcullis processes (CLI, real Redis)', () => {
   });
 
   afterAll(async () => {
-    for (const g of gateways)
-      if (g.child.exitCode === null && g.child.pid) process.kill(g.child.pid, 'SIGKILL');
+    await Promise.all(gateways.map((g) => stopGateway(g.child)));
     await cliRedis?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -344,3 +343,17 @@ describe('rate limit across two portcullis processes (CLI, real Redis)', () => {
     await Promise.all(after.map((r) => r.body?.cancel()));
   });
 });
+
+/** SIGTERM a gateway and wait for it to exit; SIGKILL if it has not within 10 s. */
+function stopGateway(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined)
+    return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
