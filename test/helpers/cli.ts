@@ -17,12 +17,17 @@ export interface CliGatewayOptions {
   config?: Record<string, unknown>;
   /** Spec documents by service name, written as `openapi/<name>.yaml`. */
   specs?: Record<string, unknown>;
+  /**
+   * Policy files by name, written as `policies/<name>.yaml`: a string is written as-is, anything
+   * else (a list of rules) as YAML. Default: none (no policies/ folder).
+   */
+  policies?: Record<string, unknown>;
 }
 
 export interface CliGateway {
   child: ChildProcess;
   pid: number;
-  /** The temp folder holding gateway.yaml and openapi/. */
+  /** The temp folder holding gateway.yaml, openapi/ and policies/. */
   dir: string;
   /** `http://127.0.0.1:<port>` of the public listener. */
   url: string;
@@ -46,6 +51,15 @@ export async function startCliGateway(opts: CliGatewayOptions = {}): Promise<Cli
   await mkdir(join(dir, 'openapi'));
   for (const [name, doc] of Object.entries(opts.specs ?? {})) {
     await writeFile(join(dir, 'openapi', `${name}.yaml`), stringify(doc));
+  }
+  if (opts.policies) {
+    await mkdir(join(dir, 'policies'));
+    for (const [name, rules] of Object.entries(opts.policies)) {
+      await writeFile(
+        join(dir, 'policies', `${name}.yaml`),
+        typeof rules === 'string' ? rules : stringify(rules),
+      );
+    }
   }
   const config = {
     listen: { http: { port: 0, host: '127.0.0.1' } },
