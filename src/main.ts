@@ -5,6 +5,7 @@
  * after the config is loaded, so that an OpenTelemetry SDK can be started first (its HTTP and
  * undici instrumentations must patch those modules before they load).
  */
+import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadGatewayConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/schema.ts';
@@ -160,10 +161,41 @@ async function printRoutes(config: GatewayConfig, command: string, json: boolean
       else throw err;
     });
   }
+  // With the specs sound, load everything as `start` would (policies included, hooks created) to
+  // show what each route gets and to fail on what start would fail on.
+  let routes: RouteRow[] = rows.map((r) => ({ ...r, policies: [] }));
+  if (found.length === 0) {
+    const { Runtime } = await import('./runtime.ts');
+    const { POLICY_KINDS } = await import('./policies/index.ts');
+    const { createMemoryStore } = await import('./state/memory.ts');
+    const { createLogger } = await import('./logger.ts');
+    const store = createMemoryStore();
+    const runtime = new Runtime({
+      config,
+      logger: createLogger('silent'),
+      store,
+      kinds: POLICY_KINDS,
+      healthChecks: false,
+    });
+    try {
+      const snapshot = await runtime.load();
+      const applied = new Map<string, RouteRow['policies']>();
+      for (const e of snapshot.entries.values()) {
+        applied.set(`${e.route.service} ${e.route.operationId}`, e.chain.applied);
+      }
+      routes = rows.map((r) => ({ ...r, policies: applied.get(`${r.service} ${r.operationId}`) ?? [] }));
+    } catch (err) {
+      if (err instanceof ConfigError) found.push(...err.issues);
+      else throw err;
+    } finally {
+      await runtime.close();
+      await store.close();
+    }
+  }
   const issues = await withLines(found);
-  if (json) console.log(JSON.stringify({ routes: rows, errors: issues }, null, 2));
+  if (json) console.log(JSON.stringify({ routes, errors: issues }, null, 2));
   else {
-    printTable(rows);
+    printTable(routes);
     if (command === 'validate' && issues.length === 0) {
       console.log(`\nOK: ${services.length} service(s), ${rows.length} route(s).`);
     }
@@ -195,24 +227,36 @@ async function withLines(issues: ConfigIssue[]): Promise<ConfigIssue[]> {
   );
 }
 
-function printTable(
-  rows: Array<{
-    service: string;
-    method: string;
-    path: string;
-    operationId: string;
-    upstreams: string[];
-    mock: boolean;
-  }>,
-): void {
+/** A route as `validate` / `routes` print it: the table row plus the policies it gets, in phase order. */
+interface RouteRow {
+  service: string;
+  method: string;
+  path: string;
+  operationId: string;
+  upstreams: string[];
+  mock: boolean;
+  policies: Array<{ kind: string; phase: string; mode: string; file: string; rule: number }>;
+}
+
+function printTable(rows: RouteRow[]): void {
   const table = rows.map((r) => [
     r.method,
     r.path,
     r.operationId,
     r.service,
     r.mock ? '(mock)' : r.upstreams.join(' '),
+    r.policies
+      .map((p) => `${p.kind}${p.mode === 'dry-run' ? '(dry-run)' : ''}@${basename(p.file)}#${p.rule}`)
+      .join(' ') || '-',
   ]);
-  const header = ['METHOD', 'PATH', 'OPERATION', 'SERVICE', 'UPSTREAMS'];
+  const header = [
+    'METHOD',
+    'PATH',
+    'OPERATION',
+    'SERVICE',
+    'UPSTREAMS',
+    'POLICIES (kind@file#rule, phase order)',
+  ];
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => (r[i] ?? '').length)));
   for (const r of [header, ...table])
     console.log(
