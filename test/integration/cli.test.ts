@@ -167,8 +167,15 @@ describe.concurrent('portcullis CLI', () => {
       const { code, stdout, stderr } = await runCli(['validate']);
       expect(stderr).toBe('');
       expect(code).toBe(0);
-      expect(stdout).toMatch(/^METHOD\s+PATH\s+OPERATION\s+SERVICE\s+UPSTREAMS$/m);
-      expect(stdout).toMatch(/^GET\s+\/petstore\/pets\s+listPets\s+petstore\s+\(mock\)$/m);
+      expect(stdout).toMatch(/^METHOD\s+PATH\s+OPERATION\s+SERVICE\s+UPSTREAMS\s+POLICIES/m);
+      // The example policies, in phase order, each naming the rule that supplied it.
+      expect(stdout).toMatch(
+        /^GET\s+\/petstore\/pets\s+listPets\s+petstore\s+\(mock\)\s+cors@petstore\.yaml#0 rateLimit@petstore\.yaml#0 headers@petstore\.yaml#0$/m,
+      );
+      expect(stdout).toMatch(
+        /^POST\s+\/petstore\/pets\s+createPet\s+petstore\s+\(mock\)\s+cors@petstore\.yaml#0 auth@petstore\.yaml#1 rateLimit@petstore\.yaml#1 validate@petstore\.yaml#1 headers@petstore\.yaml#0$/m,
+      );
+      expect(stdout).toMatch(/^GET\s+\/store\/orders\s+listOrders\s+orders\s+\(mock\)\s+-$/m);
       expect(stdout).toMatch(/^DELETE\s+\/petstore\/pets\/\{petId\}\s+deletePet\s+petstore/m);
       expect(stdout).toMatch(/^POST\s+\/store\/orders\s+placeOrder\s+orders/m);
       expect(stdout).toMatch(/OK: 2 service\(s\), 8 route\(s\)\./);
