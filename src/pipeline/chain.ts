@@ -3,7 +3,7 @@ import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { ResolvedPolicy } from './rules.ts';
-import { type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
+import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
 
 /** A route's policy chain, in phase order, plus what built it (for `validate` / `/routes`). */
 export interface RouteChain {
@@ -49,21 +49,50 @@ export async function buildChain(
   return { hooks, applied };
 }
 
-/** Wrap a hook so it never blocks: a rejection is logged and recorded as `would-deny`. */
+/**
+ * Wrap a hook so it never blocks: a rejection is recorded as `would-deny`. Every decision the
+ * policy records (its own or the wrapper's) is logged, also those recorded later, once the
+ * upstream is chosen (sticky sessions): kinds that handle dry-run themselves (rateLimit, cors,
+ * headers, stickySession) never throw, and their decisions are the dry-run's whole output.
+ * Would-deny and "what it would do" decisions log at info; a plain allow at debug.
+ */
 function dryRun(policy: string, hook: Hook, logger: Logger): Hook {
+  const log = (ctx: RequestContext, from: number) => {
+    for (let i = from; i < ctx.decisions.length; i++) {
+      const d = ctx.decisions[i] as Decision;
+      if (d.policy !== policy) continue;
+      const entry = {
+        policy,
+        outcome: d.outcome,
+        reason: d.reason,
+        detail: d.detail,
+        route: ctx.route.operationId,
+        service: ctx.service.name,
+      };
+      if (d.outcome === 'would-deny') logger.info(entry, 'dry-run: would deny');
+      else if (d.reason === 'dry-run') logger.info(entry, 'dry-run: would apply');
+      else logger.debug(entry, 'dry-run: allow');
+    }
+  };
   return async function dryRunPolicy(ctx) {
+    const before = ctx.decisions.length;
+    const upstream = ctx.upstream;
     try {
       await hook(ctx);
     } catch (err) {
       if (!(err instanceof ProblemError)) throw err;
-      const decision = { policy, outcome: 'would-deny' as const, reason: err.code, detail: err.extensions };
       // A kind that records its own would-deny (richer detail) is not recorded twice.
-      if (!ctx.decisions.some((d) => d.policy === policy && d.outcome === 'would-deny'))
-        ctx.decisions.push(decision);
-      logger.info(
-        { policy, code: err.code, route: ctx.route.operationId, service: ctx.service.name },
-        'dry-run: would deny',
-      );
+      if (!ctx.decisions.some((d, i) => i >= before && d.policy === policy && d.outcome === 'would-deny'))
+        ctx.decisions.push({ policy, outcome: 'would-deny', reason: err.code, detail: err.extensions });
+    }
+    log(ctx, before);
+    const chosen = ctx.upstream?.onChosen;
+    if (ctx.upstream && ctx.upstream !== upstream && chosen) {
+      ctx.upstream.onChosen = function logDryRunChoice(id) {
+        const from = ctx.decisions.length;
+        chosen(id);
+        log(ctx, from);
+      };
     }
   };
 }
