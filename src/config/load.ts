@@ -188,7 +188,7 @@ function applyDefaults(
     openapi: ctx.resolveDir('/openapi', c.openapi ?? DEFAULTS.openapi),
     policies: ctx.resolveDir('/policies', c.policies ?? DEFAULTS.policies),
     watch: c.watch ?? DEFAULTS.watch,
-    state: c.state?.redis !== undefined ? { redis: c.state.redis } : {},
+    state: { ...c.state },
     telemetry,
     trustProxy: [...(c.trustProxy ?? [])],
     limits: { ...DEFAULTS.limits, ...c.limits },

@@ -80,7 +80,47 @@ export const GatewayConfigSchema = T.Object(
     watch: T.Optional(T.Boolean({ description: 'Reload specs and policies on change. Default true.' })),
     state: T.Optional(
       T.Object(
-        { redis: T.Optional(T.String({ description: 'Redis URL; absent: in-memory state (one process).' })) },
+        {
+          redis: T.Optional(
+            T.String({ description: 'Redis URL (single node); absent: in-memory state (one process).' }),
+          ),
+          sentinel: T.Optional(
+            T.Object(
+              {
+                name: T.String({ description: 'Name of the monitored master.' }),
+                sentinels: T.Array(T.String(), {
+                  minItems: 1,
+                  description: 'Sentinel addresses, host:port.',
+                }),
+                sentinelPassword: T.Optional(
+                  T.String({ description: 'Password of the sentinels. Default: none.' }),
+                ),
+              },
+              {
+                additionalProperties: false,
+                description: 'Redis Sentinel instead of `redis`. Default: none.',
+              },
+            ),
+          ),
+          cluster: T.Optional(
+            T.Object(
+              { nodes: T.Array(T.String(), { minItems: 1, description: 'Seed nodes, host:port.' }) },
+              {
+                additionalProperties: false,
+                description: 'Redis Cluster instead of `redis`. Default: none.',
+              },
+            ),
+          ),
+          commandTimeoutMs: T.Optional(
+            T.Integer({
+              minimum: 1,
+              description: 'A Redis command slower than this counts as a store error. Default 250.',
+            }),
+          ),
+          connectTimeoutMs: T.Optional(
+            T.Integer({ minimum: 1, description: 'Redis connect timeout. Default 2000.' }),
+          ),
+        },
         { additionalProperties: false },
       ),
     ),
@@ -176,7 +216,13 @@ export interface GatewayConfig {
   openapi: string;
   policies: string;
   watch: boolean;
-  state: { redis?: string };
+  state: {
+    redis?: string;
+    sentinel?: { name: string; sentinels: string[]; sentinelPassword?: string };
+    cluster?: { nodes: string[] };
+    commandTimeoutMs?: number;
+    connectTimeoutMs?: number;
+  };
   telemetry: { otlp?: string; serviceName: string; sampleRatio: number };
   trustProxy: string[];
   limits: {
