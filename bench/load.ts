@@ -4,7 +4,8 @@
  * so the generator never competes with the proxy under test.
  *
  * Usage: node bench/load.ts --url <url> [--connections 50] [--warmup 1] [--duration 5]
- *                           [--method GET] [--body <text>] [--cpu-pid <pid>]... [--core <cpu>]
+ *                           [--method GET] [--body <text>] [--header 'name: value']...
+ *                           [--cpu-pid <pid>]... [--core <cpu>]
  *
  * The CPU time of every --cpu-pid, and the busy time of CPU --core, are read right before and
  * right after the measured run, from here rather than from the orchestrator, so the window is
@@ -48,6 +49,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '5' },
     method: { type: 'string', default: 'GET' },
     body: { type: 'string' },
+    header: { type: 'string', multiple: true, default: [] },
     'cpu-pid': { type: 'string', multiple: true, default: [] },
     core: { type: 'string' },
   },
@@ -57,13 +59,22 @@ if (!values.url) {
   process.exit(2);
 }
 
+const headers: Record<string, string> = {};
+if (values.body !== undefined) headers['content-type'] = 'application/json';
+for (const line of values.header) {
+  const colon = line.indexOf(':');
+  if (colon <= 0) {
+    console.error(`load.ts: --header must be 'name: value', got ${JSON.stringify(line)}`);
+    process.exit(2);
+  }
+  headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+}
 const request: autocannon.Options = {
   url: values.url,
   connections: Number(values.connections),
   method: values.method,
-  ...(values.body === undefined
-    ? {}
-    : { body: values.body, headers: { 'content-type': 'application/json' } }),
+  headers,
+  ...(values.body === undefined ? {} : { body: values.body }),
 };
 
 const warmupSec = Number(values.warmup);

@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 
 /** How much of a child's stdout+stderr is kept for error messages, in characters. */
@@ -78,9 +79,19 @@ export function pinSelf(cpu: number): boolean {
  * bench's own children watch: they exit when it closes. Output is kept as a bounded tail.
  */
 export function startNode(name: string, args: string[], cpu: number | null): Child {
+  return startProcess(name, process.execPath, args, cpu);
+}
+
+/**
+ * Starts any `command` (e.g. redis-server) like startNode: pinned to `cpu` via taskset when it is
+ * a number, stdin a pipe, output kept as a bounded tail, stopped by PID with the others.
+ */
+export function startProcess(name: string, executable: string, args: string[], cpu: number | null): Child {
   const [command, argv] =
-    cpu === null ? [process.execPath, args] : ['taskset', ['-c', String(cpu), process.execPath, ...args]];
+    cpu === null ? [executable, args] : ['taskset', ['-c', String(cpu), executable, ...args]];
   const proc = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // A missing executable is reported by the throw below; the async 'error' must not crash the bench.
+  proc.once('error', () => undefined);
   if (proc.pid === undefined) throw new Error(`could not start ${name}: ${command} ${argv.join(' ')}`);
   let tail = '';
   const keep = (chunk: Buffer) => {
@@ -224,4 +235,17 @@ export function readCoreTicks(cpu: number): CoreTicks | null {
     .map(Number);
   const busy = (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0);
   return { busy, total: busy + (idle ?? 0) + (iowait ?? 0) };
+}
+
+/** A port that was free a moment ago: bind port 0, read it, close. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
 }

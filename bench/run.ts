@@ -35,7 +35,12 @@ const RATIOS: ReadonlyArray<readonly [string, string]> = [
   ['portcullis', 'reference'],
   ['portcullis', 'direct'],
   ['reference', 'direct'],
+  ['portcullis+policies', 'portcullis'],
 ];
+/** Issue 3: with auth.jwt + rateLimit (Redis) + ipFilter + validate, at least this share of plain portcullis req/s. */
+const POLICIES_GOAL = 0.75;
+/** Width of the target name column in round lines. */
+const NAME_WIDTH = Math.max(12, ...TARGETS.map((t) => t.name.length));
 
 interface Options {
   duration: number;
@@ -170,7 +175,12 @@ async function main(): Promise<number> {
       try {
         const workDir = join(root, target.name);
         await mkdir(workDir, { recursive: true });
-        const started = await target.start({ upstreamUrl, proxyCpu: pinning?.proxyCpu ?? null, workDir });
+        const started = await target.start({
+          upstreamUrl,
+          proxyCpu: pinning?.proxyCpu ?? null,
+          loadCpu,
+          workDir,
+        });
         running.set(target.name, started);
         await preflight(target, started);
       } catch (err) {
@@ -186,7 +196,7 @@ async function main(): Promise<number> {
     const perRun = options.warmup + options.duration;
     const estimate = Math.ceil(options.rounds * measured.length * (perRun + 0.5));
     console.log(
-      `Load: GET ${BASE_PATH}/hello (direct: /hello), ${options.connections} connections, ${options.warmup} s warm-up + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
+      `Load: GET ${BASE_PATH}/hello (direct: /hello; portcullis+policies: ?name=bench with a Bearer token), ${options.connections} connections, ${options.warmup} s warm-up + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
     );
     for (let round = 1; round <= options.rounds; round++) {
       // Rotating the order keeps any drift over time (thermal, page cache) off a single target.
@@ -199,7 +209,7 @@ async function main(): Promise<number> {
         const roundResult = toRoundResult(round, result, running.get(target.name)!, upstream, clkTck);
         report.rounds.push(roundResult);
         console.log(
-          `round ${round}/${options.rounds}  ${target.name.padEnd(12)} ${formatRound(roundResult)}`,
+          `round ${round}/${options.rounds}  ${target.name.padEnd(NAME_WIDTH)} ${formatRound(roundResult)}`,
         );
         const dead = running.get(target.name)!.proxies.find(hasExited);
         if (dead) {
@@ -214,6 +224,12 @@ async function main(): Promise<number> {
     for (const report of reports.values()) summarise(report);
     const ratios = computeRatios([...reports.values()]);
     printTable([...reports.values()], ratios);
+    const policies = ratios['portcullis+policies/portcullis']?.reqPerSec;
+    if (policies != null) {
+      console.log(
+        `\nportcullis+policies / portcullis req/s = ${fmt(policies, 2)} (issue-3 goal >= ${POLICIES_GOAL}: ${policies >= POLICIES_GOAL ? 'met' : 'NOT met'})`,
+      );
+    }
     const failed = printProblems([...reports.values()]);
     await writeReport({
       options,
@@ -233,7 +249,15 @@ async function main(): Promise<number> {
 
 /** One request before measuring, so a target that answers wrongly is visible at once. */
 async function preflight(target: Target, running: RunningTarget): Promise<void> {
-  const res = await fetch(running.url, { signal: AbortSignal.timeout(5000) });
+  const res = await fetch(running.url, {
+    method: running.request?.method ?? 'GET',
+    headers: {
+      ...(running.request?.body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...running.request?.headers,
+    },
+    body: running.request?.body,
+    signal: AbortSignal.timeout(5000),
+  });
   const body = await res.text();
   if (res.status < 200 || res.status >= 300) {
     console.error(
@@ -259,6 +283,12 @@ async function measure(
     String(options.warmup),
     '--duration',
     String(options.duration),
+    ...(target.request?.method ? ['--method', target.request.method] : []),
+    ...(target.request?.body === undefined ? [] : ['--body', target.request.body]),
+    ...Object.entries(target.request?.headers ?? {}).flatMap(([name, value]) => [
+      '--header',
+      `${name}: ${value}`,
+    ]),
     ...[...target.proxies.map((c) => c.pid), upstream.pid].flatMap((pid) => ['--cpu-pid', String(pid)]),
     ...(proxyCpu === null || target.proxies.length === 0 ? [] : ['--core', String(proxyCpu)]),
   ];

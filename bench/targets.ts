@@ -9,9 +9,9 @@
  * each being its own config dir under a temp dir.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { type Child, readJsonLine, startNode, stopChild } from './processes.ts';
+import { preparePolicies } from './policies.ts';
+import { type Child, freePort, readJsonLine, startNode, stopChild } from './processes.ts';
 
 const BENCH_DIR = import.meta.dirname;
 const REPO_DIR = join(BENCH_DIR, '..');
@@ -27,6 +27,8 @@ export interface TargetContext {
   upstreamUrl: string;
   /** CPU to pin the proxy to; null when running unpinned. */
   proxyCpu: number | null;
+  /** CPU of the load side (upstream, load generator), for a target's helpers (Redis); null when unpinned. */
+  loadCpu: number | null;
   /** A fresh directory this target may write its config into. */
   workDir: string;
 }
@@ -35,8 +37,32 @@ export interface TargetContext {
 export interface RunningTarget {
   /** The URL the load generator requests. */
   url: string;
+  /** Method, body and headers of the load's requests. Default: a plain GET. */
+  request?: LoadRequest;
   /** The proxy's processes: their CPU time is its cost, their death ends its run. Empty for `direct`. */
   proxies: Child[];
+  stop(): Promise<void>;
+}
+
+/** What the load generator sends besides the URL. */
+export interface LoadRequest {
+  /** Default GET. */
+  method?: string;
+  /** JSON body text (sent with content-type application/json). Default: none. */
+  body?: string;
+  /** Extra request headers. Default: none. */
+  headers?: Record<string, string>;
+}
+
+/** What a target's `prepare` adds to its config: helpers it started and how to load it. */
+export interface PreparedTarget {
+  /** More policy files, name → YAML text. Default: none. */
+  policies?: Record<string, string>;
+  /** More gateway.yaml text. Default: none. */
+  gatewayYaml?: string;
+  /** How the load calls it. Default: a plain GET. */
+  request?: LoadRequest;
+  /** Stops what prepare started (called after the gateway stopped, and when it failed to start). */
   stop(): Promise<void>;
 }
 
@@ -87,52 +113,73 @@ export interface PortcullisTargetOptions {
   policies?: Record<string, string>;
   /** Extra top-level gateway.yaml text appended to the generated file. Default: none. */
   gatewayYaml?: string;
+  /** Path (and query) under the service loaded. Default `/hello`. */
+  path?: string;
+  /**
+   * Runs before the gateway starts (e.g. starts a Redis, a JWKS server): what it returns is added
+   * to the config and the load. Default: nothing.
+   */
+  prepare?: (context: TargetContext) => Promise<PreparedTarget>;
 }
 
 /** The Portcullis CLI (`bin/portcullis.js start`) with a generated config dir. */
 export function portcullisTarget(options: PortcullisTargetOptions): Target {
   const policies = options.policies ?? {};
-  const hasPolicies = Object.keys(policies).length > 0;
+  const hasPolicies = Object.keys(policies).length > 0 || options.prepare !== undefined;
   return {
     name: options.name,
     description: options.description ?? `portcullis gateway, ${hasPolicies ? 'with' : 'no'} policies`,
-    async start({ upstreamUrl, proxyCpu, workDir }) {
-      const [port, adminPort] = [await freePort(), await freePort()];
-      await writePortcullisConfig(workDir, {
-        port,
-        adminPort,
-        upstreamUrl,
-        policies,
-        extra: options.gatewayYaml,
-      });
-      const child = startNode(
-        options.name,
-        [join(REPO_DIR, 'bin', 'portcullis.js'), 'start', '--config', join(workDir, 'gateway.yaml')],
-        proxyCpu,
-      );
+    async start(context) {
+      const { upstreamUrl, proxyCpu, workDir } = context;
+      const prepared = options.prepare ? await options.prepare(context) : undefined;
+      let child: Child | undefined;
+      const stop = async () => {
+        if (child) await stopChild(child);
+        await prepared?.stop();
+      };
       try {
+        const [port, adminPort] = [await freePort(), await freePort()];
+        await writePortcullisConfig(workDir, {
+          port,
+          adminPort,
+          upstreamUrl,
+          policies: { ...policies, ...prepared?.policies },
+          extra: [options.gatewayYaml, prepared?.gatewayYaml].filter(Boolean).join('\n'),
+        });
+        child = startNode(
+          options.name,
+          [join(REPO_DIR, 'bin', 'portcullis.js'), 'start', '--config', join(workDir, 'gateway.yaml')],
+          proxyCpu,
+        );
         await waitForReady(child, `http://127.0.0.1:${adminPort}/readyz`);
+        return {
+          url: `http://127.0.0.1:${port}${BASE_PATH}${options.path ?? '/hello'}`,
+          request: prepared?.request,
+          proxies: [child],
+          stop,
+        };
       } catch (err) {
-        await stopChild(child);
+        await stop();
         throw err;
       }
-      return {
-        url: `http://127.0.0.1:${port}${BASE_PATH}/hello`,
-        proxies: [child],
-        stop: () => stopChild(child),
-      };
     },
   };
 }
 
 /**
- * Every target, in table order. `--only` selects by name. Future entries (portcullis with
- * policies, telemetry on, WAF on) are each one portcullisTarget({...}) line here.
+ * Every target, in table order. `--only` selects by name. Future entries (telemetry on, WAF on)
+ * are each one portcullisTarget({...}) line here.
  */
 export const TARGETS: readonly Target[] = [
   directTarget,
   referenceTarget,
   portcullisTarget({ name: 'portcullis' }),
+  portcullisTarget({
+    name: 'portcullis+policies',
+    description: 'portcullis, one route with auth.jwt + rateLimit (Redis) + ipFilter + validate',
+    path: '/hello?name=bench',
+    prepare: preparePolicies,
+  }),
 ];
 
 async function writePortcullisConfig(
@@ -173,6 +220,8 @@ paths:
   /hello:
     get:
       operationId: hello
+      parameters:
+        - { name: name, in: query, schema: { type: string, maxLength: 32, pattern: '^[a-z]+$' } }
       responses:
         '200': { description: 'A small JSON greeting' }
   /echo:
@@ -186,7 +235,7 @@ paths:
 `;
 }
 
-/** Polls `url` until it answers 200; rejects when `child` exits first or after READY_TIMEOUT_MS. */
+/** Polls `url` until it answers 200 with the store ok; rejects when `child` exits first or after READY_TIMEOUT_MS. */
 async function waitForReady(child: Child, url: string): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let exited: number | string | undefined;
@@ -200,9 +249,10 @@ async function waitForReady(child: Child, url: string): Promise<void> {
     }
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      await res.body?.cancel();
-      if (res.status === 200) return;
-      last = `status ${res.status}`;
+      const body = (await res.json().catch(() => ({}))) as { store?: { ok?: boolean; error?: string } };
+      // A down store (Redis) does not make the gateway unready, but would measure a fallback.
+      if (res.status === 200 && body.store?.ok !== false) return;
+      last = res.status === 200 ? `store not ok (${body.store?.error})` : `status ${res.status}`;
     } catch (err) {
       last = (err as Error).message;
     }
@@ -211,17 +261,4 @@ async function waitForReady(child: Child, url: string): Promise<void> {
   throw new Error(
     `${child.name}: ${url} not 200 after ${READY_TIMEOUT_MS} ms (${last}):\n${child.outputTail()}`,
   );
-}
-
-/** A port that was free a moment ago: bind port 0, read it, close. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -2,7 +2,7 @@
  * The bench upstream: a plain node:http server, as cheap as a server can be, so that the
  * figures measure the proxy in front of it. Started by run.ts in its own process.
  *
- *   GET  /hello  a fixed ~100-byte JSON body
+ *   GET  /hello  a fixed ~100-byte JSON body (any query string)
  *   POST /echo   the request body back, with its content-type
  *
  * Listens on 127.0.0.1, port 0, and prints one line `{"port":<n>}` when ready. Exits when its
@@ -22,7 +22,8 @@ const HELLO_HEADERS = {
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 const server = createServer((req, res) => {
-  if (req.method === 'GET' && req.url === '/hello') {
+  // A query string is the gateway's business (validate); the upstream answers /hello alike.
+  if (req.method === 'GET' && (req.url === '/hello' || req.url?.startsWith('/hello?'))) {
     res.writeHead(200, HELLO_HEADERS);
     res.end(HELLO_BODY);
     return;

@@ -1,0 +1,112 @@
+/**
+ * Setup of the `portcullis+policies` target: the bench route with auth.jwt, rateLimit (Redis),
+ * ipFilter and validate, so the table shows what a realistic policy chain costs per request.
+ *
+ * - JWT without an IdP: an RS256 key pair generated here, its JWKS served by a tiny node:http
+ *   server in this (orchestrator) process on 127.0.0.1, one long-lived token sent by the load as
+ *   `Authorization: Bearer`. The gateway fetches the JWKS once (it caches keys and tokens).
+ * - Redis: a redis-server of its own, pinned to the load CPU with the upstream, no persistence,
+ *   stopped by PID when the target stops.
+ * - The limit is far above what the run can send (10^9 per minute), so every request pays for
+ *   a real Redis decision and none is refused: the figure is the cost, not 429s.
+ * - validate checks the `name` query parameter of GET /hello against the spec.
+ */
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignJWT } from 'jose';
+import { type Child, freePort, hasExited, startProcess, stopChild } from './processes.ts';
+import type { PreparedTarget, TargetContext } from './targets.ts';
+
+/** The binary: REDIS_SERVER overrides, as in the tests. */
+const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
+/** How long redis-server gets to say it is ready. */
+const REDIS_READY_TIMEOUT_MS = 10_000;
+const REDIS_READY_LINE = 'Ready to accept connections';
+const ISSUER = 'https://issuer.bench.invalid';
+const AUDIENCE = 'portcullis-bench';
+/** Per minute: never reached in a bench run, so nothing is refused. */
+const RATE_LIMIT = 1_000_000_000;
+
+/** Start Redis and the JWKS server, sign the token; the policy file and the load's headers. */
+export async function preparePolicies(context: TargetContext): Promise<PreparedTarget> {
+  const redis = await startRedisServer(context.loadCpu);
+  let jwks: Awaited<ReturnType<typeof serveJwks>> | undefined;
+  try {
+    jwks = await serveJwks();
+    const policy = `- match: { service: bench, operations: [hello] }
+  ipFilter: { allow: [127.0.0.0/8, '::1'] }
+  auth:
+    jwt: { jwksUri: '${jwks.url}', issuer: '${ISSUER}', audience: ${AUDIENCE} }
+  rateLimit: { limit: ${RATE_LIMIT}, window: 1m, key: subject }
+  validate: {}
+`;
+    const server = jwks;
+    return {
+      policies: { 'bench-policies.yaml': policy },
+      gatewayYaml: `state: { redis: 'redis://127.0.0.1:${redis.port}' }`,
+      request: { headers: { authorization: `Bearer ${jwks.token}` } },
+      async stop() {
+        await server.close();
+        await stopChild(redis.child);
+      },
+    };
+  } catch (err) {
+    await jwks?.close();
+    await stopChild(redis.child);
+    throw err;
+  }
+}
+
+/** redis-server on a free port, pinned to `cpu`; resolves once it logged it is ready. */
+async function startRedisServer(cpu: number | null): Promise<{ child: Child; port: number }> {
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  const child = startProcess('redis-server', REDIS_SERVER, args, cpu);
+  const deadline = Date.now() + REDIS_READY_TIMEOUT_MS;
+  // redis-server says nothing machine-readable; its log line is the readiness event.
+  while (!child.outputTail().includes(REDIS_READY_LINE)) {
+    if (hasExited(child) || Date.now() > deadline) {
+      await stopChild(child);
+      throw new Error(`${REDIS_SERVER} on port ${port} did not start:\n${child.outputTail()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return { child, port };
+}
+
+/** An RS256 key, its JWKS on 127.0.0.1, and a token signed with it valid for a day. */
+async function serveJwks(): Promise<{ url: string; token: string; close(): Promise<void> }> {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const kid = randomUUID();
+  const body = JSON.stringify({
+    keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }],
+  });
+  const server = createServer((req, res) => {
+    if (req.url === '/jwks.json') {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const token = await new SignJWT({ scope: 'bench' })
+    .setProtectedHeader({ alg: 'RS256', kid })
+    .setIssuer(ISSUER)
+    .setAudience(AUDIENCE)
+    .setSubject('bench-client')
+    .setIssuedAt()
+    .setExpirationTime('1d')
+    .sign(privateKey);
+  return {
+    url: `http://127.0.0.1:${port}/jwks.json`,
+    token,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
