@@ -83,9 +83,13 @@ describe('auth.apiKey', () => {
   for (const c of bad) {
     test(`rejects at load: ${c.name}`, async () => {
       const err = await loadApiKeys(c.config, dir, c.env ?? {}).catch((e: unknown) => e);
-      // A missing file surfaces as the fs error; auth.ts turns it into a ConfigError.
-      if (c.name === 'missing file') expect((err as NodeJS.ErrnoException).code).toBe('ENOENT');
-      else expect(err).toBeInstanceOf(ConfigError);
+      expect(err).toBeInstanceOf(ConfigError);
+      // A missing file points at the field naming it, with the path that was tried.
+      if (c.name === 'missing file')
+        expect((err as ConfigError).issues[0]).toMatchObject({
+          path: '/apiKey/keysFile',
+          message: expect.stringMatching(/cannot read .*nope\.yaml: no such file/),
+        });
     });
   }
 });

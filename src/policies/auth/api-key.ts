@@ -1,10 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { parse } from 'yaml';
 import type { RequestContext } from '../../pipeline/types.ts';
-import { type AuthMethod, type AuthOutcome, configError, quote } from './method.ts';
+import { type AuthMethod, type AuthOutcome, configError, quote, readReferencedFile } from './method.ts';
 
 /** Prefix of a key stored as its SHA-256 digest (hex) instead of in clear. */
 const SHA256_PREFIX = 'sha256:';
@@ -77,7 +76,13 @@ export async function loadApiKeys(
   };
   if (config.keysFile !== undefined) {
     const file = resolve(baseDir, config.keysFile);
-    const doc = parse(await readFile(file, 'utf8')) as unknown;
+    const text = await readReferencedFile(file, '/apiKey/keysFile');
+    let doc: unknown;
+    try {
+      doc = parse(text);
+    } catch (err) {
+      throw configError('/apiKey/keysFile', `${file}: ${(err as Error).message}`);
+    }
     if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
       throw configError('/apiKey/keysFile', `${file}: expected a map of key name → key`);
     }

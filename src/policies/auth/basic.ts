@@ -1,10 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import bcrypt from 'bcryptjs';
 import type { RequestContext } from '../../pipeline/types.ts';
-import { type AuthMethod, type AuthOutcome, configError, quote } from './method.ts';
+import { type AuthMethod, type AuthOutcome, configError, quote, readReferencedFile } from './method.ts';
 
 const BCRYPT_HASH = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
 const BASIC = /^basic +/i;
@@ -31,7 +30,7 @@ export type BasicConfig = Static<typeof BasicConfigSchema>;
 export async function loadHtpasswd(file: string, baseDir: string): Promise<Map<string, string>> {
   const path = resolve(baseDir, file);
   const users = new Map<string, string>();
-  const lines = (await readFile(path, 'utf8')).split(/\r?\n/);
+  const lines = (await readReferencedFile(path, '/basic/usersFile')).split(/\r?\n/);
   lines.forEach((raw, i) => {
     const line = raw.trim();
     if (!line || line.startsWith('#')) return;

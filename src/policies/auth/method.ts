@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { ConfigError } from '../../errors.ts';
 import type { Identity, RequestContext } from '../../pipeline/types.ts';
 
@@ -43,4 +44,19 @@ export function quote(value: string): string {
 /** A configuration problem at `path` (JSON pointer in the auth block); the loader names the file. */
 export function configError(path: string, message: string): ConfigError {
   return new ConfigError([{ file: '', path, message }]);
+}
+
+/**
+ * Read a file a policy names (keys, users). A missing or unreadable file is a ConfigError at
+ * `pointer` (e.g. `/apiKey/keysFile`), so the load error names the policy file, the line of that
+ * field and the path that was tried, not just an errno message.
+ */
+export async function readReferencedFile(file: string, pointer: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : (code ?? (err as Error).message);
+    throw configError(pointer, `cannot read ${file}: ${why}`);
+  }
 }
