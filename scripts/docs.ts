@@ -1,15 +1,34 @@
 /**
- * Renders the policy-kind reference of docs/policies.md from the kinds' own schemas, so the docs
- * cannot drift from the code. `npm run docs:policies` rewrites the generated part of the file;
- * src/policies/reference.test.ts fails when it is stale.
+ * Generated parts of the docs, so they cannot drift from the code: the policy-kind reference of
+ * docs/policies.md (from the kinds' schemas) and the error table of docs/errors.md (from
+ * src/errors.ts). `npm run docs` rewrites them; tests fail when either is stale.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import type { TSchema } from '@sinclair/typebox';
+import { ERRORS, PROBLEM_BASE } from '../src/errors.ts';
 import type { PolicyKind } from '../src/pipeline/types.ts';
 import { POLICY_KINDS } from '../src/policies/index.ts';
 
-export const BEGIN = '<!-- generated: policy reference (npm run docs:policies) -->';
+export const BEGIN = '<!-- generated: policy reference (npm run docs) -->';
 export const END = '<!-- end of generated policy reference -->';
+export const ERRORS_BEGIN = '<!-- generated: error table (npm run docs) -->';
+export const ERRORS_END = '<!-- end of generated error table -->';
+
+/** The error catalogue as a Markdown table. */
+export function renderErrorTable(): string {
+  const rows = Object.entries(ERRORS).map(
+    ([code, e]) => `| \`${code}\` | ${e.status} | \`${PROBLEM_BASE}${e.type}\` | ${e.title} |`,
+  );
+  return [
+    ERRORS_BEGIN,
+    '',
+    '| code | status | type | title |',
+    '|---|---|---|---|',
+    ...rows,
+    '',
+    ERRORS_END,
+  ].join('\n');
+}
 
 interface SchemaNode {
   type?: string;
@@ -56,17 +75,26 @@ export function renderReference(kinds: readonly PolicyKind[] = POLICY_KINDS): st
   return parts.join('\n');
 }
 
-/** Replace the generated section of a document. */
-export function withReference(doc: string, reference: string): string {
-  const start = doc.indexOf(BEGIN);
-  const end = doc.indexOf(END);
-  if (start === -1 || end === -1) return `${doc.trimEnd()}\n\n${reference}\n`;
-  return doc.slice(0, start) + reference + doc.slice(end + END.length);
+/** Replace the generated section (from `begin` to `end` markers) of a document, or append it. */
+export function withSection(doc: string, begin: string, end: string, content: string): string {
+  const start = doc.indexOf(begin);
+  const stop = doc.indexOf(end);
+  if (start === -1 || stop === -1) return `${doc.trimEnd()}\n\n${content}\n`;
+  return doc.slice(0, start) + content + doc.slice(stop + end.length);
+}
+
+/** Markdown formatting (Biome) pads table cells; compare documents with runs of spaces folded. */
+export function normalise(text: string): string {
+  return text.replace(/[ \t]+/g, ' ').replace(/\| ?-+ ?(?=\|)/g, '|---');
 }
 
 if (import.meta.main) {
-  const file = new URL('../docs/policies.md', import.meta.url);
-  const doc = await readFile(file, 'utf8');
-  await writeFile(file, withReference(doc, renderReference()));
-  console.log('docs/policies.md: policy reference regenerated');
+  for (const [path, begin, end, content] of [
+    ['../docs/policies.md', BEGIN, END, renderReference()],
+    ['../docs/errors.md', ERRORS_BEGIN, ERRORS_END, renderErrorTable()],
+  ] as const) {
+    const file = new URL(path, import.meta.url);
+    await writeFile(file, withSection(await readFile(file, 'utf8'), begin, end, content));
+    console.log(`${path.slice(3)}: regenerated`);
+  }
 }
