@@ -16,26 +16,21 @@ import {
   readEnvOverrides,
   urlProblem,
 } from './env.ts';
-import { type GatewayConfig, type GatewayConfigInput, GatewayConfigSchema } from './schema.ts';
+import {
+  type GatewayConfig,
+  type GatewayConfigInput,
+  GatewayConfigSchema,
+  type TelemetryPropagator,
+} from './schema.ts';
+import { DEFAULT_TLS12_CIPHERS } from './tls.ts';
 import { compileCheck } from './validate.ts';
 import { parseSource, type SourceDocument } from './yaml.ts';
 
 /** The file looked for in the working directory when none is named. */
 export const DEFAULT_CONFIG_FILE = 'gateway.yaml';
 
-/**
- * Default TLS 1.2 cipher list (`listen.https.ciphers`): forward-secret AEAD suites only (ECDHE
- * with AES-GCM or ChaCha20-Poly1305) for ECDSA and RSA certificates; no CBC, no RSA key exchange.
- * TLS 1.3 suites are always AEAD and keep Node's defaults.
- */
-export const MODERN_CIPHERS = [
-  'ECDHE-ECDSA-AES128-GCM-SHA256',
-  'ECDHE-RSA-AES128-GCM-SHA256',
-  'ECDHE-ECDSA-AES256-GCM-SHA384',
-  'ECDHE-RSA-AES256-GCM-SHA384',
-  'ECDHE-ECDSA-CHACHA20-POLY1305',
-  'ECDHE-RSA-CHACHA20-POLY1305',
-].join(':');
+/** The TLS 1.2 cipher list `listen.https.ciphers` defaults to (defined with the TLS options). */
+export const MODERN_CIPHERS = DEFAULT_TLS12_CIPHERS;
 
 /** Every default of gateway.yaml in one place (paths before resolution). */
 export const DEFAULTS = {
@@ -45,7 +40,7 @@ export const DEFAULTS = {
   openapi: './openapi',
   policies: './policies',
   watch: true,
-  telemetry: { serviceName: 'portcullis', sampleRatio: 1 },
+  telemetry: { serviceName: 'portcullis', sampleRatio: 1, propagators: ['tracecontext', 'baggage'], accessLog: true },
   limits: {
     bodyBytes: 1_048_576,
     headersTimeoutMs: 10_000,
@@ -179,6 +174,8 @@ function applyDefaults(
   const telemetry: GatewayConfig['telemetry'] = {
     serviceName: c.telemetry?.serviceName ?? DEFAULTS.telemetry.serviceName,
     sampleRatio: c.telemetry?.sampleRatio ?? DEFAULTS.telemetry.sampleRatio,
+    propagators: [...((c.telemetry?.propagators as TelemetryPropagator[] | undefined) ?? DEFAULTS.telemetry.propagators)],
+    accessLog: c.telemetry?.accessLog ?? DEFAULTS.telemetry.accessLog,
   };
   if (c.telemetry?.otlp !== undefined) telemetry.otlp = c.telemetry.otlp;
   return {
