@@ -6,7 +6,7 @@
  * under the versioned key prefix, never the cookie's meaning in the cookie itself.
  */
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { KEY_PREFIX } from '../../src/state/redis.ts';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
@@ -104,5 +104,85 @@ describe('stickySession across two gateway instances sharing Redis', () => {
       expect(r.setCookie).toBeNull();
     }
     expect(newHome.seen.length).toBe(seenBefore + 6);
+  });
+});
+
+describe('stickySession when active health checks mark the bound upstream down', () => {
+  let redis: TestRedis;
+  let client: Redis;
+  const upstreams: TestUpstream[] = [];
+  const gateways: TestGateway[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await client.connect();
+    for (const name of ['a', 'b', 'c']) upstreams.push(await startUpstream({ name }));
+    const doc = spec({
+      upstreams: upstreams.map((u) => u.url),
+      operations: { 'GET /items': 'listItems' },
+      extra: { healthCheck: { path: '/health', intervalMs: 50, unhealthyAfter: 1, healthyAfter: 1 } },
+    });
+    const policies = { sticky: [{ match: { service: 'svc' }, stickySession: {} }] };
+    for (let i = 0; i < 2; i++) {
+      gateways.push(await startGateway({ svc: doc }, { state: { redis: redis.url } }, { policies }));
+    }
+  });
+  afterAll(async () => {
+    await Promise.all(gateways.map((g) => g.close()));
+    await Promise.all(upstreams.map((u) => u.close()));
+    client?.disconnect();
+    await redis?.stop();
+  });
+
+  const eligibleOn = (g: TestGateway) => {
+    const entry = [...(g.gateway.runtime.snapshot?.entries.values() ?? [])][0];
+    return (entry?.target?.group.eligible() ?? []).map((u) => u.url);
+  };
+
+  test('the session moves without a single request reaching the unhealthy upstream, then holds on both instances', async () => {
+    const call = async (i: number, cookie?: string) => {
+      const res = await fetch(`${(gateways[i] as TestGateway).url}/svc/items`, {
+        headers: cookie ? { cookie } : {},
+      });
+      expect(res.status).toBe(200);
+      await res.arrayBuffer();
+      return { upstream: res.headers.get('x-upstream'), setCookie: res.headers.get('set-cookie') };
+    };
+    const first = await call(0);
+    const cookie = (first.setCookie as string).split(';')[0] as string;
+    const key = `${KEY_PREFIX}sticky:svc:${cookie.slice(COOKIE.length + 1)}`;
+    const home = upstreams.find((u) => u.name === first.upstream) as TestUpstream;
+    expect((await call(1, cookie)).upstream).toBe(home.name);
+
+    home.setHealth(503);
+    await vi.waitFor(
+      () => {
+        for (const g of gateways) expect(eligibleOn(g)).not.toContain(home.url);
+      },
+      { timeout: 5_000, interval: 20 },
+    );
+    const servedBefore = home.seen.length;
+    const moved = await call(1, cookie);
+    expect(moved.upstream).not.toBe(home.name);
+    expect(moved.setCookie).toMatch(new RegExp(`^${cookie}; Path=/svc;`));
+    const newHome = upstreams.find((u) => u.name === moved.upstream) as TestUpstream;
+    expect(await client.get(key)).toBe(newHome.url);
+    for (let n = 0; n < 4; n++) {
+      const r = await call(n % 2, cookie);
+      expect(r.upstream).toBe(newHome.name);
+      expect(r.setCookie).toBeNull();
+    }
+    expect(home.seen.length).toBe(servedBefore);
+
+    // Healthy again: the session stays where it moved (no flapping back).
+    home.setHealth(200);
+    await vi.waitFor(
+      () => {
+        for (const g of gateways) expect(eligibleOn(g)).toContain(home.url);
+      },
+      { timeout: 5_000, interval: 20 },
+    );
+    for (let n = 0; n < 2; n++) expect((await call(n % 2, cookie)).upstream).toBe(newHome.name);
   });
 });
