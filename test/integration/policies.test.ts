@@ -307,6 +307,55 @@ describe('policies through the gateway', () => {
   });
 });
 
+describe('policy files under watch', () => {
+  let upstream: TestUpstream;
+  let gw: TestGateway;
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({ svc: spec({ upstreams: [upstream.url] }) }, { watch: true });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  /** Resolves with the next reload result (the watcher's, after its debounce). */
+  const nextReload = () =>
+    new Promise<{ ok: boolean; issues: unknown[] }>((resolve) => gw.gateway.runtime.onReload(resolve));
+
+  test('adding, breaking, fixing and removing a policy file takes effect without a restart', async () => {
+    const status = async () => (await fetch(`${gw.url}/svc/items`)).status;
+    expect(await status()).toBe(200);
+
+    let reloaded = nextReload();
+    await gw.writePolicy('guard', [{ match: { service: 'svc' }, ipFilter: { deny: ['127.0.0.1'] } }]);
+    expect((await reloaded).ok).toBe(true);
+    expect(await status()).toBe(403);
+
+    reloaded = nextReload();
+    await gw.writePolicyRaw('guard.yaml', '- match: { service: svc\n  ipFilter: [\n');
+    const broken = await reloaded;
+    expect(broken.ok).toBe(false);
+    expect(JSON.stringify(broken.issues)).toContain('guard.yaml');
+    expect(await status()).toBe(403);
+
+    reloaded = nextReload();
+    await gw.writePolicy('guard', [{ match: { service: 'svc' }, ipFilter: { allow: ['127.0.0.1'] } }]);
+    expect((await reloaded).ok).toBe(true);
+    expect(await status()).toBe(200);
+
+    reloaded = nextReload();
+    await gw.writePolicy('guard', [{ match: { service: 'svc' }, ipFilter: { allow: ['192.0.2.0/24'] } }]);
+    await reloaded;
+    expect(await status()).toBe(403);
+
+    reloaded = nextReload();
+    await gw.removePolicy('guard');
+    expect((await reloaded).ok).toBe(true);
+    expect(await status()).toBe(200);
+  });
+});
+
 describe('policy load errors', () => {
   test('a policy naming a missing apiKey keysFile fails the load with file:line and the field', async () => {
     const err = await startGateway(
