@@ -58,6 +58,7 @@ describe('policies through the gateway', () => {
         blocked: svc('/blocked'),
         strict: contractSpec('/strict', upstream.url),
         limited: svc('/limited'),
+        tied: svc('/tied'),
         browser: svc('/browser'),
         reloading: svc('/reloading'),
       },
@@ -98,6 +99,9 @@ describe('policies through the gateway', () => {
             },
           ],
           reload: [{ match: { service: 'reloading' }, ipFilter: { deny: ['127.0.0.1'] } }],
+          // Equally specific rules: files load in name order, so this file's rule beats tie-a's.
+          'tie-a': [{ match: { service: 'tied' }, rateLimit: { limit: 100, window: '1m' } }],
+          'tie-b': [{ match: { service: 'tied' }, rateLimit: { limit: 3, window: '1m' } }],
         },
       },
     );
@@ -232,6 +236,12 @@ describe('policies through the gateway', () => {
         expect(res.status).toBe(200);
         expect(res.headers.get('ratelimit-policy')).toBe('"default";q=100;w=60');
       }
+    });
+
+    test('rule specificity: of equally specific rules, the later one wins', async () => {
+      const res = await fetch(url('/tied/items'));
+      await res.arrayBuffer();
+      expect(res.headers.get('ratelimit-policy')).toBe('"default";q=3;w=60');
     });
 
     test('CORS: a preflight on an authenticated operation is answered 204 without credentials; a 401 carries the CORS headers', async () => {
