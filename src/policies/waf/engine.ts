@@ -18,6 +18,9 @@ import type {
   View,
 } from './types.ts';
 
+/** Values of only these characters cannot carry markup, shell syntax or quotes (see Rule.plain). */
+const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
+
 /** Longest single value inspected; the rest of a longer value is not scanned (the body cap bounds the total). */
 const MAX_VALUE_CHARS = 64 * 1024;
 
@@ -215,11 +218,15 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
   const rules = RULES.filter((r) => r.paranoia <= paranoia);
   const requestRules: RequestRule[] = REQUEST_RULES.filter((r) => r.paranoia <= paranoia);
   const byKind = new Map<TargetKind, Rule[]>();
-  for (const kind of KINDS)
-    byKind.set(
+  const plainByKind = new Map<TargetKind, Rule[]>();
+  for (const kind of KINDS) {
+    const forKind = rules.filter((r) => !r.kinds || r.kinds.includes(kind));
+    byKind.set(kind, forKind);
+    plainByKind.set(
       kind,
-      rules.filter((r) => !r.kinds || r.kinds.includes(kind)),
+      forKind.filter((r) => r.plain),
     );
+  }
   const exclusions = compileExclusions(options.exclusions ?? []);
   const hasExclusions = exclusions.size > 0;
 
@@ -240,7 +247,8 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
         const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
         if (ex?.all) continue;
         const view = new LazyView(target);
-        for (const rule of byKind.get(target.kind)!) {
+        const list = PLAIN.test(target.value) ? plainByKind : byKind;
+        for (const rule of list.get(target.kind)!) {
           if (seen.has(rule.id)) continue;
           if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
           if (rule.test(view)) add(rule.id, rule.family, rule.score, target.key);

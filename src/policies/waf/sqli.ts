@@ -31,7 +31,7 @@ export interface Token {
 const MAX_TOKENS = 48;
 /** Cheap pre-check: without one of these a value cannot hold an injection worth tokenizing. */
 const SQLISH =
-  /['"`;#()=<>|&*]|--|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
+  /['"`]|\|\||&&|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
 
 const STATEMENTS = new Set([
   'select',

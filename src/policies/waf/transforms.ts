@@ -183,7 +183,7 @@ export function sqlNormalize(lower: string): string {
     }
     s = out.replace(/\*\//g, ' ');
   }
-  return s.replace(/\s+/g, ' ');
+  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, ' ') : s;
 }
 
 /**
@@ -198,7 +198,8 @@ export function shellNormalize(lower: string): string {
       .replace(/\$\{ifs\}|\$ifs\b/g, ' ')
       .replace(/\$(?:\{[a-z_][a-z0-9_]{0,30}\}|[a-z_][a-z0-9_]{0,30}|[@*0-9])/g, '');
   }
-  return s.replace(/["'\\^]+/g, '').replace(/\s+/g, ' ');
+  if (/["'\\^]/.test(s)) s = s.replace(/["'\\^]+/g, '');
+  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, ' ') : s;
 }
 
 /** Path view: NULs dropped, `\` as `/`, `//` and `/./` collapsed. Keeps `..` for traversal rules. */

@@ -55,6 +55,12 @@ export interface Rule {
   readonly kinds?: readonly TargetKind[];
   /** Short description (docs and logs). */
   readonly description: string;
+  /**
+   * True when the rule can match a value made only of letters, digits, blanks, `_`, `-`, `.`,
+   * `,` and `@` (a command line, SQL keywords). Other rules are skipped for such values, the
+   * common case in API traffic.
+   */
+  readonly plain?: boolean;
   test(view: View): boolean;
 }
 

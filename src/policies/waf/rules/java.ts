@@ -24,6 +24,7 @@ export const JAVA_RULES: Rule[] = [
   },
   {
     id: 'java-code',
+    plain: true,
     family: 'java',
     paranoia: 1,
     score: SCORE.critical,
@@ -32,6 +33,7 @@ export const JAVA_RULES: Rule[] = [
   },
   {
     id: 'java-serialized',
+    plain: true,
     family: 'java',
     paranoia: 1,
     score: SCORE.critical,

@@ -12,13 +12,21 @@ const SENSITIVE_PATH = new RegExp(
     String.raw`/etc/(?:passwd|shadow|master\.passwd|group|gshadow|sudoers|hosts|issue|crontab|subuid|subgid|security/|ssh/|mysql/|apache2?/|nginx/|httpd/|php\d?/|\w*\.conf\b)`,
     String.raw`(?:^|/)(?:proc/(?:self|\d+|cpuinfo|meminfo|version|interrupts|net|mounts|cmdline|environ)|sys/(?:class|kernel|devices|firmware|power)|dev/(?:tcp|udp)/)`,
     String.raw`(?:^|/)(?:var/log/|var/run/secrets|tmp/(?:curl|wget|\w+\.sh)\b|root/|home/[^/]{1,40}/\.)`,
-    String.raw`(?:^|/)\.(?:ssh/|aws/|docker/|kube/|gnupg/|git/|svn/|hg/|env\b|htaccess|htpasswd|bash_history|zsh_history|history\b|mysql_history|psql_history|netrc|npmrc|pgpass|boto\b|s3cfg|git-credentials|dockercfg)`,
-    String.raw`(?:^|/)(?:id_rsa|id_dsa|id_ecdsa|id_ed25519|authorized_keys|known_hosts)\b`,
+    String.raw`/\.(?:ssh|aws|docker|kube|gnupg|git|svn|hg)/`,
     String.raw`(?:^|/)\.(?:cursor|continue|roo|zed|cline|kiro|windsurf|claude|junie|aider|codeium|copilot|a0proj|fabric|n8n|gemini|codex|vscode|idea)(?:/|$)|(?:^|/)\.(?:aiignore|cursorrules|clinerules|windsurfrules)\b`,
     String.raw`(?:^|/)(?:wp-config\.php|wp-content/(?:debug|error|errors)\.log|web\.config|boot\.ini|win\.ini|system\.ini|php\.ini|\.user\.ini|httpd\.conf|server\.xml|web\.xml|applicationhost\.config)`,
-    String.raw`(?:^|[/=\s])[\w.-]{0,40}\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$`,
     String.raw`(?:^|/)(?:windows|winnt)/(?:system32|win\.ini|repair)`,
     '(?:^|/)@(?:fs|id)/',
+  ].join('|'),
+);
+
+/** Secret files recognisable by name alone: dotfiles with credentials or histories, keys, database dumps. */
+const SENSITIVE_NAME = new RegExp(
+  [
+    String.raw`(?:^|/)\.(?:ssh|aws|docker|kube|gnupg|git|svn|hg)(?:/|$)`,
+    String.raw`(?:^|/)\.(?:env\b|htaccess|htpasswd|bash_history|zsh_history|history\b|mysql_history|psql_history|netrc|npmrc|pgpass|boto\b|s3cfg|git-credentials|dockercfg)`,
+    String.raw`(?:^|/)(?:id_rsa|id_dsa|id_ecdsa|id_ed25519|authorized_keys|known_hosts)\b`,
+    String.raw`(?:^|[/=\s])[\w.-]{0,40}\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$`,
   ].join('|'),
 );
 
@@ -26,6 +34,7 @@ const SENSITIVE_PATH = new RegExp(
 export const LFI_RULES: Rule[] = [
   {
     id: 'lfi-traversal',
+    plain: true,
     family: 'lfi',
     paranoia: 1,
     score: SCORE.critical,
@@ -34,12 +43,19 @@ export const LFI_RULES: Rule[] = [
   },
   {
     id: 'lfi-sensitive-file',
+    plain: true,
     family: 'lfi',
     paranoia: 1,
     score: SCORE.critical,
     description:
       'Path of a file holding secrets or system state (/etc/passwd, .ssh/id_rsa, .env, agent configs, …)',
-    test: (v) => SENSITIVE_PATH.test(v.path),
+    test: (v) =>
+      (v.path.includes('/') && SENSITIVE_PATH.test(v.path)) ||
+      ((v.path.includes('.') ||
+        v.path.includes('id_') ||
+        v.path.includes('_keys') ||
+        v.path.includes('_hosts')) &&
+        SENSITIVE_NAME.test(v.path)),
   },
   {
     id: 'lfi-null-byte',

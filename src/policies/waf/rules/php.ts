@@ -32,6 +32,7 @@ export const PHP_RULES: Rule[] = [
   },
   {
     id: 'php-script-filename',
+    plain: true,
     family: 'php',
     paranoia: 1,
     score: SCORE.critical,

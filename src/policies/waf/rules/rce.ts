@@ -14,10 +14,13 @@ export const RCE_RULES: Rule[] = [
     score: SCORE.critical,
     description: 'Shell separator followed by a command (;id, |sh, &&curl, `…`, $(…))',
     test: (v) =>
-      SHELL.AFTER_SEPARATOR.test(v.shell) || SHELL.ALIAS.test(v.shell) || SHELL.ESCAPED_COMMAND.test(v.lower),
+      SHELL.commandAfterSeparator(v.shell) ||
+      SHELL.ALIAS.test(v.shell) ||
+      SHELL.ESCAPED_COMMAND.test(v.lower),
   },
   {
     id: 'rce-command',
+    plain: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,
@@ -28,6 +31,7 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-shell-syntax',
+    plain: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,
@@ -38,6 +42,7 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-windows',
+    plain: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,
@@ -55,6 +60,7 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-config-upload',
+    plain: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,

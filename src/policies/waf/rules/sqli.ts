@@ -129,6 +129,7 @@ const NOSQL_OPERATOR =
 export const SQLI_RULES: Rule[] = [
   {
     id: 'sqli-syntax',
+    plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
@@ -146,6 +147,7 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-keywords',
+    plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
@@ -155,6 +157,7 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-system-objects',
+    plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
@@ -164,6 +167,7 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-magic-number',
+    plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,

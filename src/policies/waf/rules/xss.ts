@@ -49,6 +49,7 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-js-sink',
+    plain: true,
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
