@@ -21,6 +21,10 @@ import type { RouteMatch } from './registry/index.ts';
 import { type RouteEntry, Runtime } from './runtime.ts';
 import { createStore } from './state/create-store.ts';
 import type { Store } from './state/store.ts';
+import { createMetrics, type Metrics } from './telemetry/metrics.ts';
+import { createObserver, type Observer } from './telemetry/observer.ts';
+import { REQUEST_ID_HEADER, type RequestRecord } from './telemetry/record.ts';
+import type { Tracing } from './telemetry/types.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
@@ -32,6 +36,11 @@ const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 export interface GatewayOptions {
   logger?: Logger;
+  /**
+   * Tracing already started (the CLI starts it before Fastify and undici load). Default: started
+   * here when `telemetry.otlp` is set, else none. Either way `close()` shuts it down.
+   */
+  tracing?: Tracing;
 }
 
 export interface ListenAddresses {
@@ -47,6 +56,10 @@ export interface Gateway {
   readonly logger: Logger;
   /** Rate-limit and sticky-session state: Redis when `state.redis` is set, else memory. */
   readonly store: Store;
+  /** Prometheus metrics (served on the admin port at /metrics). */
+  readonly metrics: Metrics;
+  /** OpenTelemetry tracing; absent when `telemetry.otlp` is unset. */
+  readonly tracing?: Tracing;
   /** The plain-HTTP public app (absent when only HTTPS is configured). */
   readonly app?: FastifyInstance;
   readonly httpsApp?: FastifyInstance;
@@ -71,9 +84,23 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     throw err;
   }
   let closing = false;
+  let tracing = options.tracing;
+  if (!tracing && config.telemetry.otlp) {
+    const { startTracing } = await import('./telemetry/tracing.ts');
+    tracing = startTracing(config.telemetry);
+  }
+  const trustProxy = compileCidrs(config.trustProxy);
+  const metrics = createMetrics(runtime);
+  const observer = createObserver({
+    logger,
+    metrics,
+    tracer: tracing?.tracer,
+    trustProxy,
+    accessLog: config.telemetry.accessLog,
+  });
 
   const forward = createForwarder({
-    trustProxy: compileCidrs(config.trustProxy),
+    trustProxy,
     hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
     bodyBytes: config.limits.bodyBytes,
     logger,
@@ -81,7 +108,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
 
   const https = config.listen.https;
   const httpsApp = https
-    ? buildPublicApp(config, runtime, forward, logger, {
+    ? buildPublicApp(config, runtime, forward, logger, observer, {
         tls: await createTlsOptions(https, config.file ?? 'gateway.yaml'),
         http2: https.http2,
       })
@@ -90,11 +117,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // The bound port, not the configured one: port 0 means "any free port".
   const httpsPort = () => (httpsApp?.server.address() as AddressInfo | null)?.port ?? https?.port ?? 443;
   const app = http
-    ? buildPublicApp(config, runtime, forward, logger, {
+    ? buildPublicApp(config, runtime, forward, logger, observer, {
         redirectTo: http.redirectToHttps && https ? httpsPort : undefined,
       })
     : undefined;
-  const admin = config.admin ? createAdmin({ runtime, store, isClosing: () => closing }) : undefined;
+  const admin = config.admin ? createAdmin({ runtime, store, metrics, isClosing: () => closing }) : undefined;
   if (config.watch) await runtime.watch();
 
   const addr = (a: FastifyInstance, scheme: string) => {
@@ -108,6 +135,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     runtime,
     logger,
     store,
+    metrics,
+    tracing,
     app,
     httpsApp,
     admin,
@@ -143,6 +172,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await runtime.close();
       await store.close();
       await admin?.close();
+      // Last: the spans of the drained requests are exported before the exporter stops.
+      await tracing?.shutdown();
     },
   };
 }
@@ -227,6 +258,7 @@ function buildPublicApp(
   runtime: Runtime,
   forward: Forward,
   logger: Logger,
+  observer: Observer,
   opts: PublicAppOptions,
 ): FastifyInstance {
   const serverOptions = {
@@ -294,9 +326,12 @@ function buildPublicApp(
       const url = req.raw.url ?? '/';
       const q = url.indexOf('?');
       const path = q === -1 ? url : url.slice(0, q);
-      if (!snapshot) return sendProblem(req, reply, new ProblemError('PC_SHUTTING_DOWN', 'Not ready'));
+      const rec = observer.begin(req, reply.raw as ServerResponse, path);
+      reply.header(REQUEST_ID_HEADER, rec.id);
+      if (!snapshot) return reject(rec, req, reply, new ProblemError('PC_SHUTTING_DOWN', 'Not ready'));
       if (DOT_SEGMENT.test(path)) {
-        return sendProblem(
+        return reject(
+          rec,
           req,
           reply,
           new ProblemError('PC_BAD_REQUEST', 'Dot segments are not allowed in paths'),
@@ -316,19 +351,21 @@ function buildPublicApp(
         const pass = snapshot.table.passThrough(path);
         const target = pass ? snapshot.passThrough.get(pass.name) : undefined;
         if (target) {
+          rec.passThrough = target.service;
           reply.hijack();
-          return forward(req, reply.raw as ServerResponse, target, path);
+          return forward(req, reply.raw as ServerResponse, target, path, undefined, rec);
         }
-        return notRouted(req, reply, snapshot.table.allowedMethods(path));
+        return notRouted(rec, req, reply, snapshot.table.allowedMethods(path));
       }
       const entry = snapshot.entries.get(match.route);
-      if (!entry) return sendProblem(req, reply, new ProblemError('PC_INTERNAL'));
+      if (!entry) return reject(rec, req, reply, new ProblemError('PC_INTERNAL'));
+      rec.matched(entry.route, entry.service.settings.basePath);
       if (entry.chain.hooks.length > 0) {
-        void withPolicies(entry, match, req, reply, path, preflight);
+        void withPolicies(entry, match, req, reply, path, preflight, rec);
         return reply;
       }
-      if (preflight) return notRouted(req, reply, snapshot.table.allowedMethods(path));
-      return respond(entry, match, req, reply, path, undefined);
+      if (preflight) return notRouted(rec, req, reply, snapshot.table.allowedMethods(path));
+      return respond(entry, match, req, reply, path, undefined, rec);
     },
   });
 
@@ -340,19 +377,22 @@ function buildPublicApp(
     reply: FastifyReply,
     path: string,
     preflight: boolean,
+    rec: RequestRecord,
   ): Promise<void> {
     const ctx = createContext(req, reply, entry.route, entry.service, match.params);
+    rec.ctx = ctx;
     try {
       await runChain(entry.chain, ctx, preflight ? PREFLIGHT_PHASES : undefined);
       if (ctx.answered) return;
       if (preflight) {
-        notRouted(req, reply, runtime.snapshot?.table.allowedMethods(path) ?? []);
+        notRouted(rec, req, reply, runtime.snapshot?.table.allowedMethods(path) ?? []);
         return;
       }
-      respond(entry, match, req, reply, path, ctx);
+      respond(entry, match, req, reply, path, ctx, rec);
     } catch (err) {
       const problem = toProblem(err);
-      if (problem.status >= 500) logger.error({ err, code: problem.code }, 'policy failed');
+      rec.problem = problem;
+      if (problem.status >= 500) logger.error({ err, code: problem.code, reqId: rec.id }, 'policy failed');
       if (reply.sent || reply.raw.headersSent) return;
       reply.headers(ctx.responseHeaders);
       sendProblem(req, reply, problem);
@@ -367,6 +407,7 @@ function buildPublicApp(
     reply: FastifyReply,
     path: string,
     ctx: RequestContext | undefined,
+    rec: RequestRecord,
   ): FastifyReply | undefined {
     if (entry.mock) {
       const res = entry.mock({ params: match.params, query: req.query as Record<string, unknown> });
@@ -375,10 +416,10 @@ function buildPublicApp(
       for (const edit of ctx.responseEdits) edit(res.status, headers);
       return reply.code(res.status).headers(headers).send(res.body);
     }
-    if (!entry.target) return sendProblem(req, reply, new ProblemError('PC_INTERNAL'));
+    if (!entry.target) return reject(rec, req, reply, new ProblemError('PC_INTERNAL'));
     reply.hijack();
     // Http2ServerResponse has the writeHead/write/end surface the forwarder uses.
-    forward(req, reply.raw as ServerResponse, entry.target, path, ctx);
+    forward(req, reply.raw as ServerResponse, entry.target, path, ctx, rec);
     return undefined;
   }
 
@@ -386,13 +427,30 @@ function buildPublicApp(
 }
 
 /** 405 with Allow when the path is routed for other methods, else 404. */
-function notRouted(req: FastifyRequest, reply: FastifyReply, allowed: string[]): FastifyReply {
+function notRouted(
+  rec: RequestRecord,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  allowed: string[],
+): FastifyReply {
   if (allowed.length > 0) {
-    return sendProblem(
+    return reject(
+      rec,
       req,
       reply,
       new ProblemError('PC_METHOD_NOT_ALLOWED', undefined, { headers: { allow: allowed.join(', ') } }),
     );
   }
-  return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
+  return reject(rec, req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
+}
+
+/** Send a rejection and remember it for the access log, metrics and span. */
+function reject(
+  rec: RequestRecord,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  err: ProblemError,
+): FastifyReply {
+  rec.problem = err;
+  return sendProblem(req, reply, err);
 }

@@ -98,12 +98,20 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function start(config: GatewayConfig): Promise<number> {
-  // Telemetry starts here, before the dynamic import below loads Fastify and undici.
+  // Telemetry starts here, before the dynamic import below loads Fastify and undici. The SDK is
+  // itself imported dynamically: with telemetry.otlp unset, none of OpenTelemetry loads.
+  let tracing: import('./telemetry/types.ts').Tracing | undefined;
+  if (config.telemetry.otlp) {
+    const { startTracing } = await import('./telemetry/tracing.ts');
+    const pkg = await import('../package.json', { with: { type: 'json' } });
+    tracing = startTracing(config.telemetry, pkg.default.version);
+  }
   const { createGateway } = await import('./gateway.ts');
   let gateway: Awaited<ReturnType<typeof createGateway>>;
   try {
-    gateway = await createGateway(config);
+    gateway = await createGateway(config, { tracing });
   } catch (err) {
+    await tracing?.shutdown().catch(() => undefined);
     return reportConfigError(err);
   }
   try {

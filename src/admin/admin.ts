@@ -2,17 +2,20 @@ import fastify, { type FastifyInstance } from 'fastify';
 import { describeRoutes } from '../registry/index.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Store } from '../state/store.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
 
 export interface AdminDeps {
   runtime: Runtime;
   store: Store;
+  /** Served at /metrics (Prometheus text format). Default: no /metrics route. */
+  metrics?: Metrics;
   /** True once shutdown began: readiness turns false so load balancers stop sending. */
   isClosing: () => boolean;
 }
 
 /**
- * The admin app, on its own port (never the public one): liveness, readiness and the current
- * route table.
+ * The admin app, on its own port (never the public one): liveness, readiness, Prometheus
+ * metrics and the current route table.
  */
 export function createAdmin(deps: AdminDeps): FastifyInstance {
   const app = fastify({ logger: false });
@@ -30,6 +33,13 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
       store: deps.store.status(),
     };
   });
+  const metrics = deps.metrics;
+  if (metrics) {
+    app.get('/metrics', async (_req, reply) => {
+      reply.header('content-type', metrics.contentType);
+      return metrics.render();
+    });
+  }
   app.get('/routes', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
     if (!snapshot) return reply.code(503).send({ routes: [] });

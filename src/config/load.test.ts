@@ -41,7 +41,12 @@ describe('loadGatewayConfig without a file', () => {
       policies: path.join(empty, 'policies'),
       watch: true,
       state: {},
-      telemetry: { serviceName: 'portcullis', sampleRatio: 1 },
+      telemetry: {
+        serviceName: 'portcullis',
+        sampleRatio: 1,
+        propagators: ['tracecontext', 'baggage'],
+        accessLog: true,
+      },
       trustProxy: [],
       limits: {
         bodyBytes: 1_048_576,
@@ -108,7 +113,13 @@ describe('loadGatewayConfig with a full file', () => {
       policies: path.join(dir, 'rules'),
       watch: false,
       state: { redis: 'redis://127.0.0.1:6379' },
-      telemetry: { otlp: 'http://127.0.0.1:4318', serviceName: 'edge', sampleRatio: 0.25 },
+      telemetry: {
+        otlp: 'http://127.0.0.1:4318',
+        serviceName: 'edge',
+        sampleRatio: 0.25,
+        propagators: ['tracecontext', 'baggage'],
+        accessLog: true,
+      },
       trustProxy: ['10.0.0.0/8', '::1', '192.168.1.7'],
       limits: {
         bodyBytes: 2048,

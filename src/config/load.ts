@@ -40,7 +40,12 @@ export const DEFAULTS = {
   openapi: './openapi',
   policies: './policies',
   watch: true,
-  telemetry: { serviceName: 'portcullis', sampleRatio: 1, propagators: ['tracecontext', 'baggage'], accessLog: true },
+  telemetry: {
+    serviceName: 'portcullis',
+    sampleRatio: 1,
+    propagators: ['tracecontext', 'baggage'],
+    accessLog: true,
+  },
   limits: {
     bodyBytes: 1_048_576,
     headersTimeoutMs: 10_000,
@@ -174,7 +179,9 @@ function applyDefaults(
   const telemetry: GatewayConfig['telemetry'] = {
     serviceName: c.telemetry?.serviceName ?? DEFAULTS.telemetry.serviceName,
     sampleRatio: c.telemetry?.sampleRatio ?? DEFAULTS.telemetry.sampleRatio,
-    propagators: [...((c.telemetry?.propagators as TelemetryPropagator[] | undefined) ?? DEFAULTS.telemetry.propagators)],
+    propagators: [
+      ...((c.telemetry?.propagators as TelemetryPropagator[] | undefined) ?? DEFAULTS.telemetry.propagators),
+    ],
     accessLog: c.telemetry?.accessLog ?? DEFAULTS.telemetry.accessLog,
   };
   if (c.telemetry?.otlp !== undefined) telemetry.otlp = c.telemetry.otlp;

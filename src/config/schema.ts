@@ -132,7 +132,28 @@ export const GatewayConfigSchema = T.Object(
             T.String({ description: 'service.name resource attribute. Default portcullis.' }),
           ),
           sampleRatio: T.Optional(
-            T.Number({ minimum: 0, maximum: 1, description: 'Head sampling ratio. Default 1.' }),
+            T.Number({
+              minimum: 0,
+              maximum: 1,
+              description:
+                "Head sampling ratio for requests without a sampled parent (parent-based: a caller's decision is kept). Default 1.",
+            }),
+          ),
+          propagators: T.Optional(
+            T.Array(
+              T.Union(['tracecontext', 'baggage', 'b3', 'b3multi', 'jaeger'].map((p) => T.Literal(p))),
+              {
+                minItems: 1,
+                uniqueItems: true,
+                description:
+                  'Trace context formats read from clients and sent upstream (first that finds a context wins). Default [tracecontext, baggage].',
+              },
+            ),
+          ),
+          accessLog: T.Optional(
+            T.Boolean({
+              description: 'One JSON access-log line per request, at level info. Default true.',
+            }),
           ),
         },
         { additionalProperties: false },
@@ -190,6 +211,9 @@ export const GatewayConfigSchema = T.Object(
   { additionalProperties: false },
 );
 
+/** A trace context format (`telemetry.propagators`). */
+export type TelemetryPropagator = 'tracecontext' | 'baggage' | 'b3' | 'b3multi' | 'jaeger';
+
 /** gateway.yaml as written (every field optional). */
 export type GatewayConfigInput = Static<typeof GatewayConfigSchema>;
 
@@ -223,7 +247,13 @@ export interface GatewayConfig {
     commandTimeoutMs?: number;
     connectTimeoutMs?: number;
   };
-  telemetry: { otlp?: string; serviceName: string; sampleRatio: number };
+  telemetry: {
+    otlp?: string;
+    serviceName: string;
+    sampleRatio: number;
+    propagators: TelemetryPropagator[];
+    accessLog: boolean;
+  };
   trustProxy: string[];
   limits: {
     bodyBytes: number;

@@ -8,6 +8,7 @@ import type { CidrMatcher } from '../net/cidr.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
 import type { ServiceSettings } from '../registry/types.ts';
+import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import type { Upstream, UpstreamGroup } from './group.ts';
 
 /**
@@ -87,13 +88,18 @@ export type ForwardExtras = Pick<
   'setUpstreamHeaders' | 'removeUpstreamHeaders' | 'responseHeaders' | 'responseEdits' | 'body' | 'upstream'
 >;
 
-/** Forward one request; the response is written straight to `res` (the reply is hijacked). */
+/**
+ * Forward one request; the response is written straight to `res` (the reply is hijacked). With
+ * `rec`, each attempt is recorded there (upstream, timing, bytes, CLIENT span) and the request id
+ * is sent upstream and returned to the client.
+ */
 export type Forward = (
   req: IncomingForForward,
   res: RawResponse,
   target: ForwardTarget,
   instance: string,
   extras?: ForwardExtras,
+  rec?: RequestRecord,
 ) => void;
 
 /**
@@ -147,7 +153,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     return out;
   }
 
-  return function forward(req, res, target, instance, extras) {
+  return function forward(req, res, target, instance, extras, rec) {
     const method = req.method;
     const rawUrl = req.raw.url ?? '/';
     const rest = rawUrl.slice(target.basePath.length);
@@ -164,7 +170,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       (req.raw.stream && !req.raw.stream.endAfterHeaders)
     ) {
       if (cl !== undefined && Number(cl) > bodyBytes)
-        return sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance);
+        return sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance, undefined, rec);
       body = cl === undefined ? req.raw.pipe(new BodyLimit(bodyBytes)) : req.raw;
     }
     // A buffered body can be sent again; a stream cannot.
@@ -197,12 +203,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           }),
           instance,
           extraResponseHeaders,
+          rec,
         );
         return;
       }
       upstream.inFlight++;
       let started = false;
       let finished = false;
+      let status = 0;
       const settle = () => {
         if (finished) return false;
         finished = true;
@@ -216,6 +224,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         onResponseStart(c, statusCode, headers) {
           if (statusCode < 200) return; // 1xx: the client's own 100-continue was answered by Node
           started = true;
+          status = statusCode;
           target.group.reportSuccess(upstream);
           const out: OutgoingHttpHeaders = {};
           const listed = headers.connection ? connectionTokens(headers.connection) : undefined;
@@ -228,26 +237,38 @@ export function createForwarder(opts: ForwarderOptions): Forward {
             for (const name in extras.responseHeaders) out[name] = extras.responseHeaders[name];
             for (const edit of extras.responseEdits) edit(statusCode, out);
           }
+          if (rec) out[REQUEST_ID_HEADER] = rec.id;
           res.writeHead(statusCode, out);
           if (method === 'HEAD') return;
           res.on('drain', () => c.resume());
         },
         onResponseData(c, chunk) {
+          if (rec) rec.bytes += chunk.length;
           if (!res.write(chunk)) c.pause();
         },
         onResponseEnd() {
           done = true;
-          if (settle()) res.end();
+          if (!settle()) return;
+          rec?.upstreamEnd(target.service, upstream, status);
+          res.end();
         },
         onResponseError(_c, err) {
           if (!settle()) return;
           const code = (err as { code?: string }).code ?? '';
+          // A client that went away aborted the attempt: not the upstream's failure.
+          rec?.upstreamEnd(target.service, upstream, status, res.destroyed ? undefined : code || err.name);
           if (done || res.destroyed) return; // the client went away: nothing to report
           if (started) {
             // Headers are out: all we can do is cut the connection so the client sees a truncated body.
             done = true;
             logger.warn(
-              { service: target.service, upstream: upstream.url, code },
+              {
+                code: 'PC_UPSTREAM_ERROR',
+                cause: code,
+                reqId: rec?.id,
+                service: target.service,
+                upstream: upstream.url,
+              },
               'upstream failed mid-response',
             );
             res.destroy(err);
@@ -260,20 +281,32 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           }
           done = true;
           if (err instanceof ProblemError) {
-            sendRaw(res, err, instance, extraResponseHeaders); // e.g. body over the limit
+            sendRaw(res, err, instance, extraResponseHeaders, rec); // e.g. body over the limit
             return;
           }
           const errCode: ErrorCode = TIMEOUTS.has(code) ? 'PC_UPSTREAM_TIMEOUT' : 'PC_UPSTREAM_ERROR';
-          logger.warn({ service: target.service, upstream: upstream.url, code }, 'upstream request failed');
-          sendRaw(res, new ProblemError(errCode, undefined, { cause: err }), instance, extraResponseHeaders);
+          logger.warn(
+            { code: errCode, cause: code, reqId: rec?.id, service: target.service, upstream: upstream.url },
+            'upstream request failed',
+          );
+          sendRaw(
+            res,
+            new ProblemError(errCode, undefined, { cause: err }),
+            instance,
+            extraResponseHeaders,
+            rec,
+          );
         },
       };
+      const path = upstream.pathPrefix + suffix;
+      const headers = upstreamHeaders(req, upstream, extras);
+      rec?.upstreamStart(upstream, path, headers);
       upstream.pool.dispatch(
         {
           origin: upstream.origin,
-          path: upstream.pathPrefix + suffix,
+          path,
           method,
-          headers: upstreamHeaders(req, upstream, extras),
+          headers,
           body: body as Dispatcher.DispatchOptions['body'],
           headersTimeout: target.settings.timeoutMs,
           bodyTimeout: target.settings.timeoutMs,
@@ -285,13 +318,18 @@ export function createForwarder(opts: ForwarderOptions): Forward {
   };
 }
 
-/** Write a problem straight to a hijacked response (headers not yet sent). */
+/**
+ * Write a problem straight to a hijacked response (headers not yet sent); with `rec`, the
+ * rejection is recorded there and the response carries the request id.
+ */
 export function sendRaw(
   res: RawResponse,
   err: ProblemError,
   instance: string,
   extraHeaders?: Record<string, string>,
+  rec?: RequestRecord,
 ): void {
+  if (rec) rec.problem = err;
   if (res.headersSent) {
     res.destroy();
     return;
@@ -303,6 +341,7 @@ export function sendRaw(
   res.writeHead(err.status, {
     ...extraHeaders,
     ...err.headers,
+    ...(rec ? { [REQUEST_ID_HEADER]: rec.id } : {}),
     'content-type': PROBLEM_CONTENT_TYPE,
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',

@@ -1,0 +1,239 @@
+/**
+ * Prometheus metrics (prom-client), served by the admin app at /metrics. One registry per
+ * gateway (tests run several in one process).
+ *
+ * Label cardinality is bounded by configuration, never by traffic: `route` is a route template
+ * (or `(unmatched)` / `(pass-through)`), `method` one of the routed methods, `status_class`
+ * `1xx`..`5xx`, `upstream` a configured upstream URL, `reason` / `outcome` small fixed sets.
+ * The per-request path looks up precomputed label children (per route and status class) and
+ * does one counter increment and one histogram observation.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Decision } from '../pipeline/types.ts';
+import type { Route } from '../registry/types.ts';
+import type { Runtime } from '../runtime.ts';
+import type { Upstream, UpstreamGroup } from '../upstream/group.ts';
+import type { RequestRecord, UpstreamObserver } from './record.ts';
+
+/** Request latency buckets, seconds: a gateway hop is sub-millisecond, upstreams up to timeouts. */
+const REQUEST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+/** Route label of requests no route matched (404/405, answered by the gateway). */
+export const UNMATCHED_ROUTE = '(unmatched)';
+/** Route label of requests forwarded by a pass-through service (no operation matched). */
+export const PASS_THROUGH_ROUTE = '(pass-through)';
+/** Service label when no service is known. */
+const NO_SERVICE = '(none)';
+/** Rejection codes that are auth failures (reason from the problem's `reason` member). */
+const AUTH_CODES = new Set(['PC_UNAUTHORIZED', 'PC_FORBIDDEN']);
+
+/** The gateway's metrics: what the request path feeds, and the registry /metrics renders. */
+export interface Metrics extends UpstreamObserver {
+  readonly registry: Registry;
+  /** Count one finished request (status 499 = the client went away before the response). */
+  requestDone(rec: RequestRecord, statusCode: number, seconds: number): void;
+  /** The Prometheus text exposition of every metric. */
+  render(): Promise<string>;
+  /** Content-Type of `render()`'s output. */
+  readonly contentType: string;
+}
+
+interface RequestChildren {
+  count: Array<{ inc(): void } | undefined>;
+  latency: Array<{ observe(v: number): void } | undefined>;
+  labels: { service: string; route: string; method: string };
+}
+
+interface UpstreamChildren {
+  latency: { observe(v: number): void };
+  errors: Map<string, { inc(): void }>;
+}
+
+/** Create the metrics of one gateway; config reloads, version and upstream health come from `runtime`. */
+export function createMetrics(runtime: Runtime): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const requestLabels = ['service', 'route', 'method', 'status_class'];
+  const requests = new Counter({
+    name: 'portcullis_http_requests_total',
+    help: 'Requests answered by the public listeners.',
+    labelNames: requestLabels,
+    registers,
+  });
+  const latency = new Histogram({
+    name: 'portcullis_http_request_duration_seconds',
+    help: 'Time from request arrival to the end of the response, seconds.',
+    labelNames: requestLabels,
+    buckets: REQUEST_BUCKETS,
+    registers,
+  });
+  const upstreamLatency = new Histogram({
+    name: 'portcullis_upstream_request_duration_seconds',
+    help: 'Upstream attempts (each retry counts), from dispatch to the end of the response body, seconds.',
+    labelNames: ['service', 'upstream'],
+    buckets: REQUEST_BUCKETS,
+    registers,
+  });
+  const upstreamErrors = new Counter({
+    name: 'portcullis_upstream_errors_total',
+    help: 'Upstream attempts that got no response (refused, reset, timed out), by error code.',
+    labelNames: ['service', 'upstream', 'reason'],
+    registers,
+  });
+  const rateLimit = new Counter({
+    name: 'portcullis_rate_limit_decisions_total',
+    help: 'Rate-limit decisions: allow, deny, would-deny (dry-run), error (store down).',
+    labelNames: ['service', 'route', 'outcome'],
+    registers,
+  });
+  const authFailures = new Counter({
+    name: 'portcullis_auth_failures_total',
+    help: 'Requests auth rejected (outcome deny) or would have rejected (would-deny, dry-run), by reason.',
+    labelNames: ['service', 'route', 'reason', 'outcome'],
+    registers,
+  });
+  const reloads = new Counter({
+    name: 'portcullis_config_reloads_total',
+    help: 'Configuration reloads (spec or policy change), by result: success or failure (last good kept).',
+    labelNames: ['result'],
+    registers,
+  });
+  for (const result of ['success', 'failure']) reloads.inc({ result }, 0);
+  runtime.onReload((r) => reloads.inc({ result: r.ok ? 'success' : 'failure' }));
+  new Gauge({
+    name: 'portcullis_config_info',
+    help: 'The configuration being served: its version (a hash of specs and policies). Always 1.',
+    labelNames: ['version'],
+    registers,
+    collect() {
+      this.reset();
+      const version = runtime.snapshot?.version;
+      if (version) this.set({ version }, 1);
+    },
+  });
+  new Gauge({
+    name: 'portcullis_config_loaded_timestamp_seconds',
+    help: 'When the configuration being served was loaded, Unix seconds.',
+    registers,
+    collect() {
+      const at = runtime.snapshot?.loadedAt;
+      if (at) this.set(at.getTime() / 1000);
+    },
+  });
+  new Gauge({
+    name: 'portcullis_upstream_healthy',
+    help: 'Whether an upstream receives traffic: 1 healthy, 0 down (active check) or ejected (passive health).',
+    labelNames: ['service', 'upstream'],
+    registers,
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const group of currentGroups(runtime)) {
+        for (const t of group.targets) {
+          this.set({ service: group.service, upstream: t.url }, t.healthy && t.ejectedUntil <= now ? 1 : 0);
+        }
+      }
+    },
+  });
+
+  const byRoute = new WeakMap<Route, RequestChildren>();
+  const byOther = new Map<string, RequestChildren>();
+  const byUpstream = new WeakMap<Upstream, UpstreamChildren>();
+
+  const childrenOf = (rec: RequestRecord): RequestChildren => {
+    const route = rec.route;
+    if (route) {
+      let c = byRoute.get(route);
+      if (!c) {
+        c = newChildren(route.service, rec.template ?? route.publicPath, route.method);
+        byRoute.set(route, c);
+      }
+      return c;
+    }
+    const service = rec.passThrough ?? NO_SERVICE;
+    const key = `${service} ${rec.method}`;
+    let c = byOther.get(key);
+    if (!c) {
+      c = newChildren(service, rec.passThrough ? PASS_THROUGH_ROUTE : UNMATCHED_ROUTE, rec.method);
+      byOther.set(key, c);
+    }
+    return c;
+  };
+  const newChildren = (service: string, route: string, method: string): RequestChildren => ({
+    count: [],
+    latency: [],
+    labels: { service, route, method },
+  });
+
+  const recordDecisions = (rec: RequestRecord, service: string, route: string) => {
+    const decisions = rec.ctx?.decisions ?? [];
+    let authCounted = false;
+    for (const d of decisions as Decision[]) {
+      if (d.policy === 'rateLimit') rateLimit.inc({ service, route, outcome: d.outcome });
+      else if (d.policy === 'auth' && (d.outcome === 'deny' || d.outcome === 'would-deny')) {
+        authFailures.inc({ service, route, reason: authReason(d), outcome: d.outcome });
+        authCounted ||= d.outcome === 'deny';
+      }
+    }
+    // Auth rejects by throwing (no decision recorded): count the rejection itself.
+    const p = rec.problem;
+    if (p && !authCounted && AUTH_CODES.has(p.code)) {
+      const reason = typeof p.extensions.reason === 'string' ? p.extensions.reason : p.code;
+      authFailures.inc({ service, route, reason, outcome: 'deny' });
+    }
+  };
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    requestDone(rec, statusCode, seconds) {
+      const c = childrenOf(rec);
+      const cls = statusCode >= 100 && statusCode < 600 ? Math.floor(statusCode / 100) : 0;
+      let count = c.count[cls];
+      let hist = c.latency[cls];
+      if (!count || !hist) {
+        const labels = { ...c.labels, status_class: STATUS_CLASSES[cls] as string };
+        count = requests.labels(labels);
+        hist = latency.labels(labels);
+        c.count[cls] = count;
+        c.latency[cls] = hist;
+      }
+      count.inc();
+      hist.observe(seconds);
+      if (rec.ctx || rec.problem) recordDecisions(rec, c.labels.service, c.labels.route);
+    },
+    upstreamDone(service, upstream, seconds, errorCode) {
+      let c = byUpstream.get(upstream);
+      if (!c) {
+        c = { latency: upstreamLatency.labels({ service, upstream: upstream.url }), errors: new Map() };
+        byUpstream.set(upstream, c);
+      }
+      c.latency.observe(seconds);
+      if (errorCode !== undefined) {
+        let e = c.errors.get(errorCode);
+        if (!e) {
+          e = upstreamErrors.labels({ service, upstream: upstream.url, reason: errorCode });
+          c.errors.set(errorCode, e);
+        }
+        e.inc();
+      }
+    },
+    render: () => registry.metrics(),
+  };
+}
+
+function authReason(d: Decision): string {
+  const fromDetail = d.detail?.reason;
+  return typeof fromDetail === 'string' ? fromDetail : (d.reason ?? 'unknown');
+}
+
+/** The distinct upstream groups of the snapshot being served. */
+function currentGroups(runtime: Runtime): Set<UpstreamGroup> {
+  const groups = new Set<UpstreamGroup>();
+  const snapshot = runtime.snapshot;
+  if (!snapshot) return groups;
+  for (const e of snapshot.entries.values()) if (e.target) groups.add(e.target.group);
+  for (const t of snapshot.passThrough.values()) groups.add(t.group);
+  return groups;
+}

@@ -1,0 +1,123 @@
+/**
+ * Per-request observation: the request id, then — once the response closes — the metrics, the
+ * access log line and the end of the SERVER span. The end is taken from the raw response's
+ * 'close' event because forwarded replies are hijacked (Fastify's onResponse hooks never run).
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from '../logger.ts';
+import type { CidrMatcher } from '../net/cidr.ts';
+import type { Metrics } from './metrics.ts';
+import { REQUEST_ID_HEADER, RequestRecord } from './record.ts';
+import type { RequestTracer } from './types.ts';
+
+/** An X-Request-Id a trusted peer may hand us: short, printable, nothing a log line could be broken by. */
+const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
+/** Status logged and counted when the client went away before a response was complete (nginx's). */
+export const CLIENT_CLOSED = 499;
+
+/** What the observer needs from a request (a FastifyRequest fits). */
+export interface ObservedRequest {
+  method: string;
+  headers: IncomingHttpHeaders;
+  /** Client address after trustProxy. */
+  ip: string;
+  raw: {
+    url?: string;
+    httpVersion: string;
+    socket: { remoteAddress?: string; encrypted?: boolean } | TLSSocket;
+  };
+}
+
+export interface ObserverOptions {
+  logger: Logger;
+  metrics: Metrics;
+  /** Present only when tracing is on. */
+  tracer?: RequestTracer;
+  /** Peers whose X-Request-Id is believed (gateway.yaml trustProxy). */
+  trustProxy: CidrMatcher;
+  /** Write one access-log line per request (telemetry.accessLog). Default true. */
+  accessLog?: boolean;
+}
+
+/** Observes requests; `begin` once per request, before anything can answer it. */
+export interface Observer {
+  /**
+   * Start observing: picks the request id (the caller puts it on the response), starts the
+   * SERVER span when tracing is on, and arranges the end-of-request accounting.
+   */
+  begin(req: ObservedRequest, res: ServerResponse, path: string): RequestRecord;
+}
+
+export function createObserver(opts: ObserverOptions): Observer {
+  const { logger, metrics, tracer, trustProxy } = opts;
+  const accessLog = opts.accessLog !== false && logger.isLevelEnabled('info');
+
+  const finish = (rec: RequestRecord, res: ServerResponse) => {
+    const ms = performance.now() - rec.start;
+    // writableEnded, not writableFinished: HTTP/2 compat responses have only the former.
+    const complete = res.writableEnded;
+    const status = complete || res.headersSent ? res.statusCode : CLIENT_CLOSED;
+    metrics.requestDone(rec, status, ms / 1000);
+    if (accessLog) {
+      let bytes = rec.bytes;
+      if (rec.attempts === 0) bytes = Number(res.getHeader('content-length') ?? 0) || 0;
+      const route = rec.route;
+      logger.info(
+        {
+          reqId: rec.id,
+          traceId: rec.span && tracer ? tracer.traceId(rec.span) : undefined,
+          clientIp: rec.clientIp,
+          method: rec.method,
+          path: rec.path,
+          route: rec.template,
+          service: route?.service ?? rec.passThrough,
+          operationId: route?.operationId,
+          status,
+          bytes,
+          durationMs: round(ms),
+          upstreamMs: rec.attempts > 0 ? round(rec.upstreamMs) : undefined,
+          upstream: rec.upstream,
+          retries: rec.attempts > 1 ? rec.attempts - 1 : undefined,
+          code: rec.problem?.code,
+          aborted: complete ? undefined : true,
+        },
+        'request',
+      );
+    }
+    if (rec.span && tracer) tracer.endServer(rec.span, rec, status);
+  };
+
+  return {
+    begin(req, res, path) {
+      const sent = req.headers[REQUEST_ID_HEADER];
+      const id =
+        typeof sent === 'string' && REQUEST_ID.test(sent) && trustProxy(req.raw.socket.remoteAddress)
+          ? sent
+          : randomUUID();
+      const rec = new RequestRecord(id, req.method, path, req.ip, metrics, tracer);
+      if (tracer) {
+        rec.span = tracer.startServer(
+          {
+            method: req.method,
+            path,
+            scheme: (req.raw.socket as TLSSocket).encrypted ? 'https' : 'http',
+            clientIp: req.ip,
+            host: req.headers.host ?? (req.headers[':authority'] as string | undefined),
+            userAgent: req.headers['user-agent'],
+            httpVersion: req.raw.httpVersion,
+            requestId: id,
+          },
+          req.headers,
+        );
+      }
+      res.once('close', () => finish(rec, res));
+      return rec;
+    },
+  };
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
