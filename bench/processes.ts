@@ -10,7 +10,8 @@ import { availableParallelism } from 'node:os';
 /** How much of a child's stdout+stderr is kept for error messages, in characters. */
 const OUTPUT_TAIL_CHARS = 4000;
 /** How long a child gets to exit after SIGTERM before it is sent SIGKILL. */
-const STOP_GRACE_MS = 5000;
+// Writing a CPU profile (BENCH_CPU_PROF) at exit takes a few seconds.
+const STOP_GRACE_MS = process.env.BENCH_CPU_PROF ? 30_000 : 5000;
 
 /** A process the bench started. */
 export interface Child {

@@ -146,9 +146,19 @@ export function portcullisTarget(options: PortcullisTargetOptions): Target {
           policies: { ...policies, ...prepared?.policies },
           extra: [options.gatewayYaml, prepared?.gatewayYaml].filter(Boolean).join('\n'),
         });
+        // BENCH_CPU_PROF=<dir>: the gateway writes a V8 CPU profile there when it stops.
+        const profile = process.env.BENCH_CPU_PROF
+          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+          : [];
         child = startNode(
           options.name,
-          [join(REPO_DIR, 'bin', 'portcullis.js'), 'start', '--config', join(workDir, 'gateway.yaml')],
+          [
+            ...profile,
+            join(REPO_DIR, 'bin', 'portcullis.js'),
+            'start',
+            '--config',
+            join(workDir, 'gateway.yaml'),
+          ],
           proxyCpu,
         );
         await waitForReady(child, `http://127.0.0.1:${adminPort}/readyz`);

@@ -103,6 +103,9 @@ export function createRedisStore(options: RedisStoreOptions, logger: Logger): Re
     // Never re-send a decision after a reconnect: the request it was for has been answered.
     autoResendUnfulfilledCommands: false,
     lazyConnect: false,
+    // Decisions issued in the same tick share one write (each script still runs atomically on its
+    // own): under load this halves the CPU the Redis client costs per request.
+    enableAutoPipelining: true,
   };
   const auth = options.url ? credentialsOf(options.url) : {};
 
@@ -112,6 +115,7 @@ export function createRedisStore(options: RedisStoreOptions, logger: Logger): Re
     where = `cluster ${options.cluster.nodes.join(',')}`;
     client = new Cluster(options.cluster.nodes.map(hostPort), {
       enableOfflineQueue: false,
+      enableAutoPipelining: true,
       clusterRetryStrategy: retryStrategy,
       scaleReads: 'master',
       redisOptions: { ...common, ...auth },
