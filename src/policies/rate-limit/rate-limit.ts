@@ -17,6 +17,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
+import { DURATION_PATTERN, DURATION_UNITS_MS, parseDuration } from '../../config/duration.ts';
 import { ProblemError } from '../../errors.ts';
 import type { Decision, Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { createMemoryStore } from '../../state/memory.ts';
@@ -28,9 +29,8 @@ const POLICY = 'rateLimit';
 const STORE_ERROR_LOG_INTERVAL_MS = 10_000;
 /** Length of the hashed key value kept in store keys (base64url chars, 132 bits). */
 const KEY_HASH_CHARS = 22;
-const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-const Duration = T.Union([T.String({ pattern: '^[0-9]+(ms|s|m|h|d)$' }), T.Integer({ minimum: 1 })], {
+const Duration = T.Union([T.String({ pattern: DURATION_PATTERN.source }), T.Integer({ minimum: 1 })], {
   description: 'Window length: "250ms", "1s", "1m", "1h", "1d" or a number of ms. Required.',
 });
 
@@ -108,13 +108,7 @@ export const RateLimitSchema = T.Object(
 
 export type RateLimitConfig = Static<typeof RateLimitSchema>;
 
-/** "1m" → 60000; a number is already ms. */
-export function parseDuration(value: string | number): number {
-  if (typeof value === 'number') return value;
-  const m = /^([0-9]+)(ms|s|m|h|d)$/.exec(value);
-  if (!m) throw new Error(`invalid duration ${JSON.stringify(value)}`);
-  return Number(m[1]) * (DURATION_UNITS_MS[m[2] as string] as number);
-}
+export { parseDuration };
 
 /** How a request's counter key is found; precomputed per limit. */
 type KeyResolver = (ctx: RequestContext) => string;
@@ -159,7 +153,7 @@ function fallbackFor(store: Store): Store {
 /** The window as written back for names: 60000 → "1m". */
 function formatWindow(ms: number): string {
   for (const unit of ['d', 'h', 'm', 's'] as const) {
-    const size = DURATION_UNITS_MS[unit] as number;
+    const size = DURATION_UNITS_MS[unit as keyof typeof DURATION_UNITS_MS];
     if (ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
+import { DURATION_PATTERN, parseDuration } from '../../config/duration.ts';
 import { ProblemError } from '../../errors.ts';
 import type { PolicyKind, RequestContext } from '../../pipeline/types.ts';
 
@@ -9,8 +10,6 @@ export const DEFAULT_COOKIE = 'pc_affinity';
 export const DEFAULT_TTL = '1h';
 /** Session ids: 128 random bits, base64url (22 characters). Anything else in the cookie is ignored. */
 const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
-const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 /** `stickySession` config: cookie-based upstream affinity, shared through the state Store. */
 export const StickySessionSchema = T.Object(
@@ -29,7 +28,7 @@ export const StickySessionSchema = T.Object(
     ),
     ttl: T.Optional(
       T.String({
-        pattern: DURATION.source,
+        pattern: DURATION_PATTERN.source,
         description: `How long a session stays bound after it was bound or moved: 500ms, 30s, 15m, 1h, 7d. Cookie Max-Age and store TTL. Default ${DEFAULT_TTL}.`,
       }),
     ),
@@ -56,12 +55,7 @@ export const StickySessionSchema = T.Object(
 
 export type StickySessionConfig = Static<typeof StickySessionSchema>;
 
-/** `1h` → 3600000. The schema's pattern guarantees the form. */
-export function parseDuration(text: string): number {
-  const m = DURATION.exec(text);
-  if (!m) throw new Error(`invalid duration "${text}"`);
-  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
-}
+export { parseDuration };
 
 /**
  * The `stickySession` kind (phase `route`). The cookie holds a random session id; the Store maps
