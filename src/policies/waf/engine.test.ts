@@ -277,3 +277,33 @@ describe('no catastrophic backtracking: the worst case of each rule stays bounde
     expect(worst).toBeLessThan(100);
   });
 });
+
+describe('plain values (letters, digits, blanks) are screened by their words, not skipped', () => {
+  const attacks = [
+    'whoami',
+    'nohup ifconfig',
+    '1 union select 1',
+    'tempdb',
+    '4294967296',
+    'window.location',
+    'Invoke-Expression -Command x',
+    '.env',
+    'backup.sql.zip',
+    'if not defined x cmd',
+  ];
+  test.each(attacks)('%s is blocked', (value) => {
+    expect(blocked(get(q(value)))).toBe(true);
+  });
+  const benign = [
+    'hello world',
+    'A-100',
+    'a.b@example.com',
+    'dark',
+    '3f2a9c',
+    'report.v2.final.pdf',
+    'ping 127.0.0.1',
+  ];
+  test.each(benign)('%s passes', (value) => {
+    expect(p1.inspect(get(q(value))).matches).toEqual([]);
+  });
+});

@@ -4,6 +4,7 @@
  * weak signal does not block while a critical one does.
  */
 import { bodyTargets, formDecode, pushForm } from './body.ts';
+import { plainHasTrigger } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
 import { fullDecode, pathNormalize, shellNormalize, sqlNormalize } from './transforms.ts';
 import type {
@@ -247,7 +248,11 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
         const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
         if (ex?.all) continue;
         const view = new LazyView(target);
-        const list = PLAIN.test(target.value) ? plainByKind : byKind;
+        let list = byKind;
+        if (PLAIN.test(target.value)) {
+          if (!plainHasTrigger(view.lower)) continue;
+          list = plainByKind;
+        }
         for (const rule of list.get(target.kind)!) {
           if (seen.has(rule.id)) continue;
           if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;

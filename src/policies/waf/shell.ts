@@ -7,7 +7,7 @@
  */
 
 /** Unix and Windows commands that no sentence starts with. */
-const DISTINCT = [
+export const DISTINCT = [
   'whoami',
   'uname',
   'ifconfig',

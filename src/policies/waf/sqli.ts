@@ -33,7 +33,7 @@ const MAX_TOKENS = 48;
 const SQLISH =
   /['"`]|\|\||&&|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
 
-const STATEMENTS = new Set([
+export const STATEMENTS = new Set([
   'select',
   'insert',
   'update',
@@ -52,8 +52,8 @@ const STATEMENTS = new Set([
   'merge',
   'handler',
 ]);
-const LOGIC = new Set(['and', 'or', 'xor', 'not']);
-const OPERATORS = new Set([
+export const LOGIC = new Set(['and', 'or', 'xor', 'not']);
+export const OPERATORS = new Set([
   'like',
   'rlike',
   'regexp',
@@ -66,7 +66,7 @@ const OPERATORS = new Set([
   'collate',
   'escape',
 ]);
-const KEYWORDS = new Set([
+export const KEYWORDS = new Set([
   'from',
   'where',
   'having',
