@@ -22,7 +22,7 @@ import { type RouteEntry, Runtime } from './runtime.ts';
 import { createStore } from './state/create-store.ts';
 import type { Store } from './state/store.ts';
 import { createMetrics, type Metrics } from './telemetry/metrics.ts';
-import { createObserver, type Observer } from './telemetry/observer.ts';
+import { createObserver, type ObservedReply, type Observer } from './telemetry/observer.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from './telemetry/record.ts';
 import type { Tracing } from './telemetry/types.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
@@ -326,7 +326,7 @@ function buildPublicApp(
       const url = req.raw.url ?? '/';
       const q = url.indexOf('?');
       const path = q === -1 ? url : url.slice(0, q);
-      const rec = observer.begin(req, reply.raw as ServerResponse, path);
+      const rec = observer.begin(req, reply as unknown as ObservedReply, path);
       reply.header(REQUEST_ID_HEADER, rec.id);
       if (!snapshot) return reject(rec, req, reply, new ProblemError('PC_SHUTTING_DOWN', 'Not ready'));
       if (DOT_SEGMENT.test(path)) {

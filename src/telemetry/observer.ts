@@ -30,6 +30,13 @@ export interface ObservedRequest {
   };
 }
 
+/** What the observer needs from a reply (a FastifyReply fits). */
+export interface ObservedReply {
+  raw: ServerResponse;
+  /** Headers Fastify sends itself (its own answers: problems, mocks) are only readable here. */
+  getHeader(name: string): unknown;
+}
+
 export interface ObserverOptions {
   logger: Logger;
   metrics: Metrics;
@@ -47,14 +54,15 @@ export interface Observer {
    * Start observing: picks the request id (the caller puts it on the response), starts the
    * SERVER span when tracing is on, and arranges the end-of-request accounting.
    */
-  begin(req: ObservedRequest, res: ServerResponse, path: string): RequestRecord;
+  begin(req: ObservedRequest, reply: ObservedReply, path: string): RequestRecord;
 }
 
 export function createObserver(opts: ObserverOptions): Observer {
   const { logger, metrics, tracer, trustProxy } = opts;
   const accessLog = opts.accessLog !== false && logger.isLevelEnabled('info');
 
-  const finish = (rec: RequestRecord, res: ServerResponse) => {
+  const finish = (rec: RequestRecord, reply: ObservedReply) => {
+    const res = reply.raw;
     const ms = performance.now() - rec.start;
     // writableEnded, not writableFinished: HTTP/2 compat responses have only the former.
     const complete = res.writableEnded;
@@ -62,7 +70,7 @@ export function createObserver(opts: ObserverOptions): Observer {
     metrics.requestDone(rec, status, ms / 1000);
     if (accessLog) {
       let bytes = rec.bytes;
-      if (rec.attempts === 0) bytes = Number(res.getHeader('content-length') ?? 0) || 0;
+      if (rec.attempts === 0) bytes = Number(reply.getHeader('content-length') ?? 0) || 0;
       const route = rec.route;
       logger.info(
         {
@@ -90,7 +98,7 @@ export function createObserver(opts: ObserverOptions): Observer {
   };
 
   return {
-    begin(req, res, path) {
+    begin(req, reply, path) {
       const sent = req.headers[REQUEST_ID_HEADER];
       const id =
         typeof sent === 'string' && REQUEST_ID.test(sent) && trustProxy(req.raw.socket.remoteAddress)
@@ -112,7 +120,7 @@ export function createObserver(opts: ObserverOptions): Observer {
           req.headers,
         );
       }
-      res.once('close', () => finish(rec, res));
+      reply.raw.once('close', () => finish(rec, reply));
       return rec;
     },
   };

@@ -1,0 +1,220 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ((?:[0-9.eE+-]+|[Nn][Aa][Nn]|[+-]?Inf))(?: -?\d+)?$/;
+const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)/gy;
+const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
+
+/**
+ * Parse the Prometheus text exposition format (0.0.4) strictly: every line is a HELP, a TYPE or
+ * a sample of a declared family; anything else throws.
+ */
+function parsePrometheus(text: string): Sample[] {
+  const types = new Map<string, string>();
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    if (line.startsWith('# HELP ')) {
+      const name = line.slice(7).split(' ')[0] ?? '';
+      if (!METRIC_NAME.test(name)) throw new Error(`bad HELP line: ${line}`);
+      continue;
+    }
+    if (line.startsWith('# TYPE ')) {
+      const [name = '', type = ''] = line.slice(7).split(' ');
+      if (!METRIC_NAME.test(name) || !TYPES.has(type)) throw new Error(`bad TYPE line: ${line}`);
+      types.set(name, type);
+      continue;
+    }
+    const m = SAMPLE.exec(line);
+    if (!m) throw new Error(`not a sample line: ${line}`);
+    const name = m[1] as string;
+    const family = types.has(name) ? name : name.replace(/_(bucket|sum|count|total)$/, '');
+    if (!types.has(family) && !types.has(name)) throw new Error(`sample of an undeclared family: ${line}`);
+    const labels: Record<string, string> = {};
+    const body = m[2] ?? '';
+    LABEL.lastIndex = 0;
+    let consumed = 0;
+    for (let l = LABEL.exec(body); l; l = LABEL.exec(body)) {
+      labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+      consumed = LABEL.lastIndex;
+    }
+    if (consumed !== body.length) throw new Error(`bad labels: ${line}`);
+    const raw = m[3] as string;
+    // Prometheus parses values with Go's ParseFloat: NaN and Inf in any case.
+    const value = /nan/i.test(raw)
+      ? Number.NaN
+      : raw.endsWith('Inf')
+        ? (raw.startsWith('-') ? -1 : 1) * Infinity
+        : Number(raw);
+    samples.push({ name, labels, value });
+  }
+  return samples;
+}
+
+/** Sum of the samples named `name` whose labels include `match`. */
+function total(samples: Sample[], name: string, match: Record<string, string> = {}): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(match).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
+}
+
+describe('Prometheus metrics on the admin port', () => {
+  let upstream: TestUpstream;
+  let gw: TestGateway;
+  const scrape = async () => {
+    const res = await fetch(`${gw.addresses.admin}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    return parsePrometheus(await res.text());
+  };
+  /** Scrape until `check` holds: the last response's accounting runs when its socket write completes. */
+  const scrapeUntil = async (check: (s: Sample[]) => boolean) => {
+    let last: Sample[] = [];
+    await expect
+      .poll(
+        async () => {
+          last = await scrape();
+          return check(last);
+        },
+        { timeout: 5_000, interval: 20 },
+      )
+      .toBe(true);
+    return last;
+  };
+
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway(
+      {
+        svc: spec({ title: 'svc', basePath: '/svc', upstreams: [upstream.url] }),
+        down: spec({
+          title: 'down',
+          basePath: '/down',
+          upstreams: ['http://127.0.0.1:9'],
+          extra: { retries: 0 },
+        }),
+      },
+      {},
+      {
+        policies: {
+          rules: [
+            { match: { service: 'svc', operations: ['getItem'] }, rateLimit: { limit: 2, window: '1m' } },
+            {
+              match: { service: 'svc', operations: ['createItem'] },
+              auth: { apiKey: { keysFile: 'secrets/keys.yaml' } },
+            },
+          ],
+        },
+        files: { 'policies/secrets/keys.yaml': 'robot: metrics-test-key-0123456789\n' },
+      },
+    );
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  test('/metrics parses as Prometheus text and includes process metrics and the config version', async () => {
+    const samples = await scrape();
+    expect(total(samples, 'process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(samples.some((s) => s.name === 'nodejs_eventloop_lag_seconds')).toBe(true);
+    const info = samples.find((s) => s.name === 'portcullis_config_info');
+    expect(info?.labels.version).toBe(gw.gateway.runtime.snapshot?.version);
+    expect(info?.value).toBe(1);
+    expect(total(samples, 'portcullis_upstream_healthy', { service: 'svc', upstream: upstream.url })).toBe(1);
+  });
+
+  test('request counters move by exactly the requests sent, labelled by route template, never the raw path', async () => {
+    const before = await scrape();
+    const labels = { service: 'svc', route: '/svc/items/{id}', method: 'GET' };
+    const count = (s: Sample[], cls: string) =>
+      total(s, 'portcullis_http_requests_total', { ...labels, status_class: cls });
+    const ok2xx = count(before, '2xx');
+    const lat = total(before, 'portcullis_http_request_duration_seconds_count', {
+      ...labels,
+      status_class: '2xx',
+    });
+    const up = total(before, 'portcullis_upstream_request_duration_seconds_count', {
+      upstream: upstream.url,
+    });
+    const notFound = total(before, 'portcullis_http_requests_total', {
+      route: '(unmatched)',
+      status_class: '4xx',
+    });
+
+    // Two pass the rate limit (2 per minute), the third gets 429; plus three 404s.
+    const statuses = [];
+    for (const id of ['1', '2', '3']) statuses.push((await fetch(`${gw.url}/svc/items/${id}`)).status);
+    for (const p of ['/nope', '/svc/missing', '/other/x'])
+      statuses.push((await fetch(`${gw.url}${p}`)).status);
+    expect(statuses).toEqual([200, 200, 429, 404, 404, 404]);
+
+    const after = await scrapeUntil(
+      (s) => total(s, 'portcullis_http_requests_total', { route: '(unmatched)' }) - notFound === 3,
+    );
+    expect(count(after, '2xx') - ok2xx).toBe(2);
+    expect(count(after, '4xx') - count(before, '4xx')).toBe(1);
+    expect(
+      total(after, 'portcullis_http_request_duration_seconds_count', { ...labels, status_class: '2xx' }) -
+        lat,
+    ).toBe(2);
+    expect(
+      total(after, 'portcullis_upstream_request_duration_seconds_count', { upstream: upstream.url }) - up,
+    ).toBe(2);
+    expect(
+      total(after, 'portcullis_rate_limit_decisions_total', { service: 'svc', outcome: 'deny' }) -
+        total(before, 'portcullis_rate_limit_decisions_total', { service: 'svc', outcome: 'deny' }),
+    ).toBe(1);
+    // Bounded cardinality: no label anywhere holds a raw path.
+    for (const s of after)
+      for (const v of Object.values(s.labels)) expect(v).not.toMatch(/\/items\/\d|\/nope|\/missing/);
+  });
+
+  test('auth failures are counted by reason', async () => {
+    const before = await scrape();
+    const failures = (s: Sample[]) =>
+      total(s, 'portcullis_auth_failures_total', { service: 'svc', outcome: 'deny' });
+    const res = await fetch(`${gw.url}/svc/items`, { method: 'POST' });
+    expect(res.status).toBe(401);
+    const after = await scrapeUntil((s) => failures(s) - failures(before) === 1);
+    expect(total(after, 'portcullis_auth_failures_total', { reason: 'missing_credentials' })).toBeGreaterThan(
+      0,
+    );
+  });
+
+  test('an unreachable upstream counts as an upstream error (and a 502)', async () => {
+    const before = await scrape();
+    const errors = (s: Sample[]) =>
+      total(s, 'portcullis_upstream_errors_total', { service: 'down', upstream: 'http://127.0.0.1:9' });
+    const res = await fetch(`${gw.url}/down/items`);
+    expect(res.status).toBe(502);
+    const after = await scrapeUntil((s) => errors(s) - errors(before) === 1);
+    expect(
+      total(after, 'portcullis_http_requests_total', { service: 'down', status_class: '5xx' }) -
+        total(before, 'portcullis_http_requests_total', { service: 'down', status_class: '5xx' }),
+    ).toBe(1);
+  });
+
+  test('config reloads are counted by result, and the version follows the served config', async () => {
+    const before = await scrape();
+    await gw.writeSpec('extra', spec({ title: 'extra', basePath: '/extra', upstreams: [upstream.url] }));
+    expect((await gw.gateway.runtime.reload()).ok).toBe(true);
+    await gw.writeRaw('broken.yaml', 'openapi: 3.1.0\ninfo: [not, an, object]\n');
+    expect((await gw.gateway.runtime.reload()).ok).toBe(false);
+    const after = await scrape();
+    const reloads = (s: Sample[], result: string) => total(s, 'portcullis_config_reloads_total', { result });
+    expect(reloads(after, 'success') - reloads(before, 'success')).toBe(1);
+    expect(reloads(after, 'failure') - reloads(before, 'failure')).toBe(1);
+    const version = after.find((s) => s.name === 'portcullis_config_info')?.labels.version;
+    expect(version).toBe(gw.gateway.runtime.snapshot?.version);
+    expect(version).not.toBe(before.find((s) => s.name === 'portcullis_config_info')?.labels.version);
+  });
+});
