@@ -160,7 +160,8 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
       const detail = {
         rules,
         score: result.score,
-        targets: [...new Set(result.matches.map((m) => m.target))],
+        // Target keys carry parameter names, which the client chooses: kept short and inert in logs.
+        targets: [...new Set(result.matches.map((m) => m.target.replace(/[^\w.:@[\]-]/g, '?').slice(0, 80)))],
       };
       deps.logger.warn(
         { policy: 'waf', route: ctx.route.operationId, mode: enforce ? 'enforce' : 'dry-run', ...detail },
