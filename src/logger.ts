@@ -3,31 +3,31 @@ import { pino } from 'pino';
 /** The logger type every module takes (pino's). */
 export type Logger = pino.Logger;
 
+/** Header and field names that carry credentials. */
+const SECRET_KEYS = ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'];
+/** Where a logged object can hold headers: at the top, or under these keys. */
+const HEADER_HOLDERS = [
+  '',
+  'headers.',
+  'req.headers.',
+  'res.headers.',
+  'request.headers.',
+  'response.headers.',
+];
+
 /**
- * Credential-bearing fields blanked wherever they appear in a log entry: request and response
- * headers (Authorization, Cookie, Set-Cookie, API-key headers) of any logged request, error or
- * upstream call. The access log never logs headers; this guards every other line.
+ * Credential-bearing fields blanked in every log entry: Authorization, Proxy-Authorization,
+ * Cookie, Set-Cookie and X-API-Key at the top of an entry or in its (req/res) `headers`, plus
+ * `password`, `token`, `apiKey` fields. The access log never logs headers; this guards every
+ * other line. Fixed paths only: one leading wildcard (`*.authorization`) made every line cost
+ * 3.7 µs instead of 1.6 µs (pino, 15-field access-log line), sixteen of them 19.5 µs.
  */
 export const REDACT_PATHS = [
-  'authorization',
-  'cookie',
+  ...HEADER_HOLDERS.flatMap((h) => SECRET_KEYS.map((k) => `${h}["${k}"]`)),
   'password',
   'token',
   'apiKey',
   'api_key',
-  '["x-api-key"]',
-  '["set-cookie"]',
-  '["proxy-authorization"]',
-  '*.authorization',
-  '*.cookie',
-  '*["set-cookie"]',
-  '*["proxy-authorization"]',
-  '*["x-api-key"]',
-  '*.headers.authorization',
-  '*.headers.cookie',
-  '*.headers["set-cookie"]',
-  '*.headers["proxy-authorization"]',
-  '*.headers["x-api-key"]',
 ];
 
 /**
