@@ -11,10 +11,12 @@ import { ipFilterPolicy } from './ip-filter/ip-filter.ts';
 import { rateLimitPolicy } from './rate-limit/rate-limit.ts';
 import { stickySessionPolicy } from './sticky-session/sticky-session.ts';
 import { validatePolicy } from './validate/validate.ts';
+import { wafPolicy } from './waf/waf.ts';
 
 // Each kind's own schema type parameter is erased here: the list is consumed generically.
 export const POLICY_KINDS: readonly PolicyKind[] = [
   ipFilterPolicy,
+  wafPolicy,
   authPolicy,
   rateLimitPolicy,
   validatePolicy,
