@@ -1,0 +1,28 @@
+# Portcullis gateway image. Multi-stage: dependencies are installed with `npm ci` in a build
+# stage; the runtime stage holds only production dependencies and the sources (Node 24 runs the
+# TypeScript sources directly), runs as the unprivileged `node` user and checks /healthz.
+#   docker build -t portcullis .
+#   docker run -p 8080:8080 portcullis          # the example services in openapi/, mock mode
+FROM node:24-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --omit=dev: the pinned `node` devDependency is the image's own Node here.
+RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+
+FROM node:24-slim AS runtime
+ENV NODE_ENV=production \
+    PORTCULLIS_ADMIN_HOST=0.0.0.0
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json package-lock.json ./
+COPY bin ./bin
+COPY src ./src
+COPY openapi ./openapi
+COPY policies ./policies
+COPY examples ./examples
+USER node
+EXPOSE 8080 9090
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Same as `npm start`, without npm in the signal path (SIGTERM reaches the gateway and drains).
+CMD ["node", "bin/portcullis.js", "start"]
