@@ -12,6 +12,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { preparePolicies } from './policies.ts';
 import { type Child, freePort, readJsonLine, startNode, stopChild } from './processes.ts';
+import { prepareTelemetry } from './telemetry.ts';
 
 const BENCH_DIR = import.meta.dirname;
 const REPO_DIR = join(BENCH_DIR, '..');
@@ -189,6 +190,11 @@ export const TARGETS: readonly Target[] = [
     description: 'portcullis, one route with auth.jwt + rateLimit (Redis) + ipFilter + validate',
     path: '/hello?name=bench',
     prepare: preparePolicies,
+  }),
+  portcullisTarget({
+    name: 'portcullis+telemetry',
+    description: 'portcullis, no policies, tracing on: 100% sampled, OTLP/HTTP to a local receiver',
+    prepare: prepareTelemetry,
   }),
 ];
 
