@@ -36,9 +36,12 @@ const RATIOS: ReadonlyArray<readonly [string, string]> = [
   ['portcullis', 'direct'],
   ['reference', 'direct'],
   ['portcullis+policies', 'portcullis'],
+  ['portcullis+waf', 'portcullis-post'],
 ];
 /** Issue 3: with auth.jwt + rateLimit (Redis) + ipFilter + validate, at least this share of plain portcullis req/s. */
 const POLICIES_GOAL = 0.75;
+/** Issue 5: the WAF (paranoia 1) on a small JSON POST costs at most 15% of the same POST's req/s. */
+const WAF_GOAL = 0.85;
 /** Width of the target name column in round lines. */
 const NAME_WIDTH = Math.max(12, ...TARGETS.map((t) => t.name.length));
 
@@ -228,6 +231,12 @@ async function main(): Promise<number> {
     if (policies != null) {
       console.log(
         `\nportcullis+policies / portcullis req/s = ${fmt(policies, 2)} (issue-3 goal >= ${POLICIES_GOAL}: ${policies >= POLICIES_GOAL ? 'met' : 'NOT met'})`,
+      );
+    }
+    const waf = ratios['portcullis+waf/portcullis-post']?.reqPerSec;
+    if (waf != null) {
+      console.log(
+        `portcullis+waf / portcullis-post req/s = ${fmt(waf, 2)} (issue-5 goal >= ${WAF_GOAL}: ${waf >= WAF_GOAL ? 'met' : 'NOT met'})`,
       );
     }
     const failed = printProblems([...reports.values()]);

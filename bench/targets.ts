@@ -116,6 +116,8 @@ export interface PortcullisTargetOptions {
   gatewayYaml?: string;
   /** Path (and query) under the service loaded. Default `/hello`. */
   path?: string;
+  /** Method, body and headers the load sends (a `prepare` result's request wins). Default: a plain GET. */
+  request?: LoadRequest;
   /**
    * Runs before the gateway starts (e.g. starts a Redis, a JWKS server): what it returns is added
    * to the config and the load. Default: nothing.
@@ -165,7 +167,7 @@ export function portcullisTarget(options: PortcullisTargetOptions): Target {
         await waitForReady(child, `http://127.0.0.1:${adminPort}/readyz`);
         return {
           url: `http://127.0.0.1:${port}${BASE_PATH}${options.path ?? '/hello'}`,
-          request: prepared?.request,
+          request: prepared?.request ?? options.request,
           proxies: [child],
           stop,
         };
@@ -176,6 +178,28 @@ export function portcullisTarget(options: PortcullisTargetOptions): Target {
     },
   };
 }
+
+/** What a browser's fetch() of a JSON API sends: the WAF inspects these headers and the 5 fields. */
+const BROWSER_POST: LoadRequest = {
+  method: 'POST',
+  body: JSON.stringify({
+    sku: 'KB-2041',
+    quantity: 2,
+    note: "Please leave it at the door, it's fine",
+    email: 'jane.doe@example.com',
+    giftWrap: false,
+  }),
+  headers: {
+    'user-agent':
+      'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36',
+    accept: 'application/json, text/plain, */*',
+    'accept-language': 'en-GB,en;q=0.9',
+    origin: 'https://shop.example.com',
+    referer: 'https://shop.example.com/cart',
+    'sec-fetch-mode': 'cors',
+    'sec-fetch-site': 'same-site',
+  },
+};
 
 /**
  * Every target, in table order. `--only` selects by name. Future entries (telemetry on, WAF on)
@@ -190,6 +214,19 @@ export const TARGETS: readonly Target[] = [
     description: 'portcullis, one route with auth.jwt + rateLimit (Redis) + ipFilter + validate',
     path: '/hello?name=bench',
     prepare: preparePolicies,
+  }),
+  portcullisTarget({
+    name: 'portcullis-post',
+    description: 'portcullis, no policies, POST /echo with a small JSON body from a browser',
+    path: '/echo',
+    request: BROWSER_POST,
+  }),
+  portcullisTarget({
+    name: 'portcullis+waf',
+    description: 'portcullis-post with the WAF on (paranoia 1, block)',
+    path: '/echo',
+    request: BROWSER_POST,
+    policies: { 'waf.yaml': '- match: { service: bench }\n  waf: { mode: block, paranoia: 1 }\n' },
   }),
   portcullisTarget({
     name: 'portcullis+telemetry',
