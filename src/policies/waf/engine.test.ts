@@ -307,3 +307,40 @@ describe('plain values (letters, digits, blanks) are screened by their words, no
     expect(p1.inspect(get(q(value))).matches).toEqual([]);
   });
 });
+
+describe('repeated values are judged once, with the same outcome', () => {
+  const UA =
+    'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36';
+  test('an attack in a header blocks on every request, not only the first', () => {
+    const attack = get('/', { 'user-agent': '() { :; }; /bin/bash -c id' });
+    const first = p1.inspect(attack);
+    expect(first.score).toBeGreaterThanOrEqual(THRESHOLD);
+    for (let i = 0; i < 3; i++) expect(p1.inspect(attack)).toEqual(first);
+  });
+  test('a header excluded on one route still blocks on another with the same value', () => {
+    const value = '<script>x()</script>';
+    const excluded = compileEngine({ exclusions: [{ target: 'header:x-template', families: ['xss'] }] });
+    expect(excluded.inspect(get('/', { 'x-template': value })).score).toBe(0);
+    expect(p1.inspect(get('/', { 'x-template': value })).score).toBeGreaterThanOrEqual(THRESHOLD);
+    expect(excluded.inspect(get('/', { 'x-template': value })).score).toBe(0);
+  });
+  test('a cookie name and a cookie value with the same text are judged as what they are', () => {
+    // rfi-remote-url looks at cookie values, not names: `N=N` shares the key `cookie:N`.
+    const url = 'http://10.0.0.1/x.txt?';
+    for (let i = 0; i < 2; i++) {
+      expect(p1.inspect(get('/', { cookie: url })).matches).toEqual([]);
+      expect(p1.inspect(get('/', { cookie: `${url}=${url}` })).matches.map((m) => m.id)).toEqual([
+        'rfi-remote-url',
+      ]);
+    }
+  });
+  test('after thousands of distinct values have gone through, verdicts are unchanged', () => {
+    const attack = get('/', { 'user-agent': UA, 'x-note': 'ok; cat /etc/passwd' });
+    const benign = get('/', { 'user-agent': UA, 'x-note': 'see you at 5' });
+    const before = [p1.inspect(attack), p1.inspect(benign)];
+    for (let i = 0; i < 20_000; i++) p1.inspect(get('/', { 'user-agent': `${UA} build/${i}` }));
+    expect([p1.inspect(attack), p1.inspect(benign)]).toEqual(before);
+    expect(before[0]?.score).toBeGreaterThanOrEqual(THRESHOLD);
+    expect(before[1]?.matches).toEqual([]);
+  });
+});

@@ -26,6 +26,18 @@ const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
 const MAX_VALUE_CHARS = 64 * 1024;
 
 /**
+ * Verdicts kept for values that repeat from request to request (a browser's User-Agent, Origin,
+ * Referer, a session cookie, the path). Shared by every engine, so its size bounds the memory
+ * whatever the number of routes: at most VERDICT_CACHE_ENTRIES × MAX_CACHED_VALUE_CHARS chars.
+ */
+const VERDICT_CACHE_ENTRIES = 4096;
+/** Longer values are judged every time: they are rarely repeated and would crowd the cache. */
+const MAX_CACHED_VALUE_CHARS = 512;
+/** Kinds whose verdicts are cached; query and body values are the request's payload and vary. */
+const CACHED_KINDS: ReadonlySet<TargetKind> = new Set(['path', 'header', 'cookie', 'cookie-name']);
+const NO_RULES: readonly Rule[] = [];
+
+/**
  * Headers whose values are structured by the protocol and checked by the protocol rules instead:
  * running injection rules over `Accept: *\/*;q=0.8` or a bearer token would only produce noise.
  */
@@ -144,33 +156,42 @@ function headerValue(v: string | string[] | undefined): string {
 /** Split a request into the values rules look at, each with its exclusion key. */
 export function requestTargets(parts: RequestParts): Target[] {
   const out: Target[] = [];
-  const q = parts.url.indexOf('?');
-  const rawPath = q === -1 ? parts.url : parts.url.slice(0, q);
-  if (rawPath && rawPath !== '/') out.push({ kind: 'path', key: 'path', value: rawPath });
-  if (q !== -1) pushForm(parts.url.slice(q + 1), 'query', out);
+  pushUrlTargets(parts.url, out);
   for (const name of Object.keys(parts.headers)) {
     const lname = name.toLowerCase();
-    if (lname === 'cookie') {
-      for (const pair of headerValue(parts.headers[name]).split(';')) {
-        const eq = pair.indexOf('=');
-        const cname = formDecode((eq === -1 ? pair : pair.slice(0, eq)).trim());
-        const value = eq === -1 ? '' : formDecode(pair.slice(eq + 1).trim());
-        const key = `cookie:${cname}`;
-        if (cname) out.push({ kind: 'cookie-name', key, value: cname });
-        if (value) out.push({ kind: 'cookie', key, value });
-      }
-      continue;
+    if (lname === 'cookie') pushCookies(headerValue(parts.headers[name]), out);
+    else if (!SKIPPED_HEADERS.has(lname)) {
+      const value = headerValue(parts.headers[name]);
+      if (value) out.push({ kind: 'header', key: `header:${lname}`, value });
     }
-    if (SKIPPED_HEADERS.has(lname)) continue;
-    const value = headerValue(parts.headers[name]);
-    if (value) out.push({ kind: 'header', key: `header:${lname}`, value });
   }
-  if (parts.body !== undefined && parts.body.length > 0) {
-    const text = typeof parts.body === 'string' ? parts.body : parts.body.toString('latin1');
-    const decoded = typeof parts.body === 'string' ? text : utf8OrLatin1(parts.body, text);
-    bodyTargets(decoded, headerValue(parts.headers['content-type']), out);
-  }
+  pushBodyTargets(parts, out);
   return out;
+}
+
+function pushUrlTargets(url: string, out: Target[]): void {
+  const q = url.indexOf('?');
+  const rawPath = q === -1 ? url : url.slice(0, q);
+  if (rawPath && rawPath !== '/') out.push({ kind: 'path', key: 'path', value: rawPath });
+  if (q !== -1) pushForm(url.slice(q + 1), 'query', out);
+}
+
+function pushCookies(header: string, out: Target[]): void {
+  for (const pair of header.split(';')) {
+    const eq = pair.indexOf('=');
+    const cname = formDecode((eq === -1 ? pair : pair.slice(0, eq)).trim());
+    const value = eq === -1 ? '' : formDecode(pair.slice(eq + 1).trim());
+    const key = `cookie:${cname}`;
+    if (cname) out.push({ kind: 'cookie-name', key, value: cname });
+    if (value) out.push({ kind: 'cookie', key, value });
+  }
+}
+
+function pushBodyTargets(parts: RequestParts, out: Target[]): void {
+  if (parts.body === undefined || parts.body.length === 0) return;
+  const text = typeof parts.body === 'string' ? parts.body : parts.body.toString('latin1');
+  const decoded = typeof parts.body === 'string' ? text : utf8OrLatin1(parts.body, text);
+  bodyTargets(decoded, headerValue(parts.headers['content-type']), out);
 }
 
 /** Bodies are usually UTF-8; a body that is not valid UTF-8 keeps its bytes as Latin-1 characters. */
@@ -213,6 +234,59 @@ function exclusionFor(map: Map<string, CompiledExclusion>, key: string): Compile
   return undefined;
 }
 
+type Verdicts = Map<string, readonly Rule[]>;
+/** engine id → scope (a header name, or `<kind>:<key>`) → value → verdict. */
+type Generation = Map<number, Map<string, Verdicts>>;
+
+/**
+ * A bounded map from (engine, scope, value) to the rules that match the value. A verdict is a
+ * pure function of the value and the compiled rules, so a hit gives exactly what running the rules
+ * would. Nested maps keep the lookup to hashing the value itself (no key string is built).
+ * Eviction is generational (an approximate LRU without per-hit bookkeeping): entries go into
+ * `young`; when it holds half the capacity it becomes `old` and the previous `old` is dropped; a
+ * hit in `old` is copied back into `young`, so values in use survive.
+ */
+class VerdictCache {
+  #young: Generation = new Map();
+  #old: Generation = new Map();
+  #youngSize = 0;
+  readonly #generation: number;
+  /** At most `capacity` entries in all. */
+  constructor(capacity: number) {
+    this.#generation = Math.max(1, Math.floor(capacity / 2));
+  }
+  get(engine: number, scope: string, value: string): readonly Rule[] | undefined {
+    const hit = this.#young.get(engine)?.get(scope)?.get(value);
+    if (hit !== undefined) return hit;
+    const old = this.#old.get(engine)?.get(scope)?.get(value);
+    if (old !== undefined) this.set(engine, scope, value, old);
+    return old;
+  }
+  set(engine: number, scope: string, value: string, rules: readonly Rule[]): void {
+    if (this.#youngSize >= this.#generation) {
+      this.#old = this.#young;
+      this.#young = new Map();
+      this.#youngSize = 0;
+    }
+    let scopes = this.#young.get(engine);
+    if (!scopes) {
+      scopes = new Map();
+      this.#young.set(engine, scopes);
+    }
+    let values = scopes.get(scope);
+    if (!values) {
+      values = new Map();
+      scopes.set(scope, values);
+    }
+    values.set(value, rules);
+    this.#youngSize++;
+  }
+}
+
+const VERDICTS = new VerdictCache(VERDICT_CACHE_ENTRIES);
+/** Engines compiled from equal options share verdicts (one per route with the same `waf` config). */
+const ENGINE_IDS = new Map<string, number>();
+
 /** Compile the rule set for one route: paranoia filter and exclusions are resolved here, once. */
 export function compileEngine(options: EngineOptions = {}): WafEngine {
   const paranoia = options.paranoia ?? 1;
@@ -230,6 +304,30 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
   }
   const exclusions = compileExclusions(options.exclusions ?? []);
   const hasExclusions = exclusions.size > 0;
+  const signature = JSON.stringify([paranoia, options.exclusions ?? []]);
+  let engineId = ENGINE_IDS.get(signature);
+  if (engineId === undefined) {
+    engineId = ENGINE_IDS.size;
+    ENGINE_IDS.set(signature, engineId);
+  }
+  const id = engineId;
+
+  /** Every rule of `list` that matches the value (exclusions applied): the cacheable verdict. */
+  const judge = (view: View, list: readonly Rule[], ex: CompiledExclusion | undefined): readonly Rule[] => {
+    let hits: Rule[] | undefined;
+    for (const rule of list) {
+      if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
+      if (!rule.test(view)) continue;
+      hits ??= [];
+      hits.push(rule);
+    }
+    return hits ?? NO_RULES;
+  };
+  /** The rules to run on a value: none when it is plain and has no trigger word. */
+  const rulesFor = (target: Target, view: LazyView): readonly Rule[] | undefined => {
+    if (!PLAIN.test(target.value)) return byKind.get(target.kind);
+    return plainHasTrigger(view.lower) ? plainByKind.get(target.kind) : undefined;
+  };
 
   return {
     rules,
@@ -244,21 +342,50 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
         matches.push({ id, family, score: ruleScore, target });
       };
       for (const rule of requestRules) if (rule.test(parts)) add(rule.id, rule.family, rule.score, 'request');
-      for (const target of requestTargets(parts)) {
+      const judgeTarget = (target: Target): void => {
         const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
-        if (ex?.all) continue;
-        const view = new LazyView(target);
-        let list = byKind;
-        if (PLAIN.test(target.value)) {
-          if (!plainHasTrigger(view.lower)) continue;
-          list = plainByKind;
+        if (ex?.all) return;
+        if (CACHED_KINDS.has(target.kind) && target.value.length <= MAX_CACHED_VALUE_CHARS) {
+          // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
+          const scope = target.kind === 'header' ? target.key.slice(7) : `${target.kind}:${target.key}`;
+          let verdict = VERDICTS.get(id, scope, target.value);
+          if (verdict === undefined) {
+            const view = new LazyView(target);
+            const list = rulesFor(target, view);
+            verdict = list ? judge(view, list, ex) : NO_RULES;
+            VERDICTS.set(id, scope, target.value, verdict);
+          }
+          for (const rule of verdict) add(rule.id, rule.family, rule.score, target.key);
+          return;
         }
-        for (const rule of list.get(target.kind)!) {
+        const view = new LazyView(target);
+        const list = rulesFor(target, view);
+        if (!list) return;
+        for (const rule of list) {
           if (seen.has(rule.id)) continue;
           if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
           if (rule.test(view)) add(rule.id, rule.family, rule.score, target.key);
         }
+      };
+
+      const targets: Target[] = [];
+      pushUrlTargets(parts.url, targets);
+      for (const name of Object.keys(parts.headers)) {
+        const lname = name.toLowerCase();
+        if (lname === 'cookie') {
+          pushCookies(headerValue(parts.headers[name]), targets);
+          continue;
+        }
+        if (SKIPPED_HEADERS.has(lname)) continue;
+        const value = headerValue(parts.headers[name]);
+        if (!value) continue;
+        // Repeated header values (User-Agent, Origin, Referer) are judged once: no Target is built.
+        const known = value.length <= MAX_CACHED_VALUE_CHARS ? VERDICTS.get(id, lname, value) : undefined;
+        if (known === NO_RULES) continue;
+        targets.push({ kind: 'header', key: `header:${lname}`, value });
       }
+      pushBodyTargets(parts, targets);
+      for (const target of targets) judgeTarget(target);
       return { score, matches };
     },
   };

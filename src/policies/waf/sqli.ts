@@ -348,9 +348,24 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
   return false;
 }
 
+/**
+ * What `suspicious` needs in at least one of the three readings: a token of type U, E, &, o
+ * (comparison, `+`, `||`), k, c or `;`. Those come only from these characters, comment openers
+ * and SQL words, so a value without any (prose with an apostrophe: `it's fine`) is never tokenized.
+ * `\b` splits words at least as finely as the tokenizer does, so the test never misses one.
+ */
+function sqlTriggerPattern(): RegExp {
+  const words = ['union', ...STATEMENTS, ...LOGIC, ...OPERATORS, ...KEYWORDS, ...COMPARISON].filter((w) =>
+    /^[a-z]+$/.test(w),
+  );
+  return new RegExp(`[=<>!+|&;#]|--|/\\*|\\b(?:${[...new Set(words)].join('|')})\\b`);
+}
+const SQL_TRIGGER = sqlTriggerPattern();
+
 /** True when `lower` (a lower-cased, decoded value) reads as an SQL injection in any of the three contexts. */
 export function detectSqli(lower: string): boolean {
   if (lower.length < 4 || !SQLISH.test(lower)) return false;
+  if (!SQL_TRIGGER.test(lower)) return false;
   if (suspicious(tokenize(lower), false)) return true;
   if (lower.includes("'") && suspicious(tokenize(lower, "'"), true)) return true;
   if (lower.includes('"') && suspicious(tokenize(lower, '"'), true)) return true;
