@@ -42,6 +42,8 @@ const DROP_RESPONSE = new Set([
 ]);
 /** Upstream identity headers, removed when `headers.hideUpstreamIdentity` (default). */
 const IDENTITY = new Set(['server', 'x-powered-by']);
+/** A Connection header that lists no other header (by far the most common values). */
+const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
 /** Methods safe to send twice (RFC 9110 §9.2.2); retried only when they carry no body. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 /** undici error codes that mean "the upstream did not answer in time". */
@@ -239,12 +241,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           }
           if (rec) out[REQUEST_ID_HEADER] = rec.id;
           res.writeHead(statusCode, out);
-          if (method === 'HEAD') return;
-          res.on('drain', () => c.resume());
         },
         onResponseData(c, chunk) {
           if (rec) rec.bytes += chunk.length;
-          if (!res.write(chunk)) c.pause();
+          // Backpressure: pause the upstream until the client drained (a listener only when needed).
+          if (!res.write(chunk)) {
+            c.pause();
+            res.once('drain', () => c.resume());
+          }
         },
         onResponseEnd() {
           done = true;
@@ -354,7 +358,9 @@ export function sendRaw(
   }
 }
 
-function connectionTokens(value: string | string[]): Set<string> {
+/** The header names a Connection header lists; undefined for the usual bare keep-alive / close. */
+function connectionTokens(value: string | string[]): Set<string> | undefined {
+  if (typeof value === 'string' && PLAIN_CONNECTION.test(value)) return undefined;
   const s = new Set<string>();
   for (const v of Array.isArray(value) ? value : [value])
     for (const t of v.split(',')) s.add(t.trim().toLowerCase());
@@ -370,8 +376,14 @@ function forwardedNode(ip: string): string {
   return ip.includes(':') ? `"[${ip}]"` : ip;
 }
 
+/** RFC 7239 value: a token as is, anything else quoted. The last answer is kept: hosts repeat. */
+let lastHost = '';
+let lastQuoted = '';
 function quoteIfNeeded(v: string): string {
-  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+  if (v === lastHost) return lastQuoted;
+  lastQuoted = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+  lastHost = v;
+  return lastQuoted;
 }
 
 /** Counts a chunked (length-less) body and fails it past the limit. */
