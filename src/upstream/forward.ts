@@ -223,7 +223,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         onRequestStart(c) {
           controller = c;
         },
-        onResponseStart(c, statusCode, headers) {
+        onResponseStart(_c, statusCode, headers) {
           if (statusCode < 200) return; // 1xx: the client's own 100-continue was answered by Node
           started = true;
           status = statusCode;
