@@ -8,11 +8,12 @@
  * The per-request path looks up precomputed label children (per route and status class) and
  * does one counter increment and one histogram observation.
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Decision } from '../pipeline/types.ts';
 import type { Route } from '../registry/types.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Upstream, UpstreamGroup } from '../upstream/group.ts';
+import { HotCounter, HotHistogram } from './hot-metrics.ts';
 import type { RequestRecord, UpstreamObserver } from './record.ts';
 
 /** Request latency buckets, seconds: a gateway hop is sub-millisecond, upstreams up to timeouts. */
@@ -54,27 +55,24 @@ export function createMetrics(runtime: Runtime): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  const requestLabels = ['service', 'route', 'method', 'status_class'];
-  const requests = new Counter({
-    name: 'portcullis_http_requests_total',
-    help: 'Requests answered by the public listeners.',
-    labelNames: requestLabels,
-    registers,
-  });
-  const latency = new Histogram({
-    name: 'portcullis_http_request_duration_seconds',
-    help: 'Time from request arrival to the end of the response, seconds.',
-    labelNames: requestLabels,
-    buckets: REQUEST_BUCKETS,
-    registers,
-  });
-  const upstreamLatency = new Histogram({
-    name: 'portcullis_upstream_request_duration_seconds',
-    help: 'Upstream attempts (each retry counts), from dispatch to the end of the response body, seconds.',
-    labelNames: ['service', 'upstream'],
-    buckets: REQUEST_BUCKETS,
-    registers,
-  });
+  // The three updated on every request are "hot": see hot-metrics.ts (same names, types, labels).
+  const requests = new HotCounter(
+    registry,
+    'portcullis_http_requests_total',
+    'Requests answered by the public listeners.',
+  );
+  const latency = new HotHistogram(
+    registry,
+    'portcullis_http_request_duration_seconds',
+    'Time from request arrival to the end of the response, seconds.',
+    REQUEST_BUCKETS,
+  );
+  const upstreamLatency = new HotHistogram(
+    registry,
+    'portcullis_upstream_request_duration_seconds',
+    'Upstream attempts (each retry counts), from dispatch to the end of the response body, seconds.',
+    REQUEST_BUCKETS,
+  );
   const upstreamErrors = new Counter({
     name: 'portcullis_upstream_errors_total',
     help: 'Upstream attempts that got no response (refused, reset, timed out), by error code.',
@@ -194,8 +192,8 @@ export function createMetrics(runtime: Runtime): Metrics {
       let hist = c.latency[cls];
       if (!count || !hist) {
         const labels = { ...c.labels, status_class: STATUS_CLASSES[cls] as string };
-        count = requests.labels(labels);
-        hist = latency.labels(labels);
+        count = requests.child(labels);
+        hist = latency.child(labels);
         c.count[cls] = count;
         c.latency[cls] = hist;
       }
@@ -206,7 +204,7 @@ export function createMetrics(runtime: Runtime): Metrics {
     upstreamDone(service, upstream, seconds, errorCode) {
       let c = byUpstream.get(upstream);
       if (!c) {
-        c = { latency: upstreamLatency.labels({ service, upstream: upstream.url }), errors: new Map() };
+        c = { latency: upstreamLatency.child({ service, upstream: upstream.url }), errors: new Map() };
         byUpstream.set(upstream, c);
       }
       c.latency.observe(seconds);
