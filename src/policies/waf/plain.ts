@@ -85,30 +85,43 @@ const TRIGGER_WORDS = new Set<string>([
 
 const RISKY_EXTENSION =
   /\.(?:sql|bak|dump|db|sqlite3?|php\d?|phtml|ya?ml|ini|conf|cfg|env|exe|json|xml|toml|py|rb|old|orig|save|swp|dist)(?:\.\w+)?$/;
-const SEPARATORS = /[ ,@]+/;
 
 /** True when a plain value (see PLAIN in engine.ts) has a word some rule could match. */
 export function plainHasTrigger(lower: string): boolean {
-  for (const word of lower.split(SEPARATORS)) {
-    if (!word) continue;
-    if (TRIGGER_WORDS.has(word)) return true;
-    if (word.includes('union') || word.includes('0x') || word.startsWith('xp_') || word.startsWith('sp_'))
+  // Words are split by hand at ` `, `,` and `@`: a one-word value (the usual) is not copied.
+  const n = lower.length;
+  let start = 0;
+  while (start < n) {
+    let end = start;
+    while (end < n && !isSeparator(lower.charCodeAt(end))) end++;
+    if (end > start && wordHasTrigger(start === 0 && end === n ? lower : lower.slice(start, end)))
       return true;
-    if (
-      word.startsWith('invoke-') ||
-      word.startsWith('id_') ||
-      word.startsWith('ro0ab') ||
-      word.startsWith('aced0005')
-    )
-      return true;
-    const dot = word.indexOf('.');
-    if (dot !== -1) {
-      if (dot === 0 || word.includes('..')) return true;
-      if (TRIGGER_WORDS.has(word.slice(0, dot))) return true;
-      if (RISKY_EXTENSION.test(word)) return true;
-      if (/^\d+\.e/.test(word)) return true;
-    }
-    if (word.length >= 10 && /^[\d.e-]+$/.test(word)) return true;
+    start = end + 1;
   }
   return false;
+}
+
+function isSeparator(c: number): boolean {
+  return c === 32 || c === 44 || c === 64;
+}
+
+function wordHasTrigger(word: string): boolean {
+  if (TRIGGER_WORDS.has(word)) return true;
+  if (word.includes('union') || word.includes('0x') || word.startsWith('xp_') || word.startsWith('sp_'))
+    return true;
+  if (
+    word.startsWith('invoke-') ||
+    word.startsWith('id_') ||
+    word.startsWith('ro0ab') ||
+    word.startsWith('aced0005')
+  )
+    return true;
+  const dot = word.indexOf('.');
+  if (dot !== -1) {
+    if (dot === 0 || word.includes('..')) return true;
+    if (TRIGGER_WORDS.has(word.slice(0, dot))) return true;
+    if (RISKY_EXTENSION.test(word)) return true;
+    if (/^\d+\.e/.test(word)) return true;
+  }
+  return word.length >= 10 && /^[\d.e-]+$/.test(word);
 }
