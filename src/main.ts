@@ -10,6 +10,8 @@ import { parseArgs } from 'node:util';
 import { loadGatewayConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/schema.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
+import type { RouteChain } from './pipeline/chain.ts';
+import type { RouteDescription } from './registry/index.ts';
 
 const USAGE: Record<string, string> = {
   main: `Usage: portcullis <command> [options]
@@ -236,15 +238,7 @@ async function withLines(issues: ConfigIssue[]): Promise<ConfigIssue[]> {
 }
 
 /** A route as `validate` / `routes` print it: the table row plus the policies it gets, in phase order. */
-interface RouteRow {
-  service: string;
-  method: string;
-  path: string;
-  operationId: string;
-  upstreams: string[];
-  mock: boolean;
-  policies: Array<{ kind: string; phase: string; mode: string; file: string; rule: number }>;
-}
+type RouteRow = RouteDescription & { policies: RouteChain['applied'] };
 
 function printTable(rows: RouteRow[]): void {
   const table = rows.map((r) => [
