@@ -1,8 +1,11 @@
+import type { webcrypto } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  base64url,
   calculateJwkThumbprint,
   exportJWK,
+  exportSPKI,
   generateKeyPair,
   importJWK,
   type JWK,
@@ -179,3 +182,42 @@ async function requestToken(issuer: string, opts: TokenOptions): Promise<string>
   }
   return json.access_token;
 }
+
+/**
+ * Tokens an attacker forges against a JWKS-backed verifier, shared by the policy-level and the
+ * whole-gateway JWT tests. Each keeps otherwise valid claims so only the forgery is rejected.
+ */
+export const forge = {
+  /** An unsigned token (`alg: none`). */
+  algNone(claims: JWTPayload): string {
+    const enc = (o: unknown) => base64url.encode(JSON.stringify(o));
+    return `${enc({ alg: 'none', typ: 'JWT' })}.${enc(claims)}.`;
+  },
+
+  /** HS256 with the provider's public key as the HMAC secret (the classic key-confusion attack). */
+  async hmacWithPublicKey(oidc: TestOidc, claims: JWTPayload, form: 'jwk' | 'pem'): Promise<string> {
+    const { publicJwk, kid } = oidc.currentKey();
+    const secret =
+      form === 'jwk'
+        ? JSON.stringify(publicJwk)
+        : await exportSPKI(
+            (await importJWK(publicJwk, 'RS256', { extractable: true })) as webcrypto.CryptoKey,
+          );
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: 'HS256', kid })
+      .sign(new TextEncoder().encode(secret));
+  },
+
+  /** A real token with one signature character changed. */
+  tamperedSignature(token: string): string {
+    const [h, p, s] = token.split('.') as [string, string, string];
+    return `${h}.${p}.${s.slice(0, 10)}${s[10] === 'A' ? 'B' : 'A'}${s.slice(11)}`;
+  },
+
+  /** A real token whose payload was edited after signing. */
+  tamperedPayload(token: string, patch: JWTPayload): string {
+    const [h, p, s] = token.split('.') as [string, string, string];
+    const claims = JSON.parse(new TextDecoder().decode(base64url.decode(p))) as JWTPayload;
+    return `${h}.${base64url.encode(JSON.stringify({ ...claims, ...patch }))}.${s}`;
+  },
+};

@@ -5,10 +5,10 @@
  * receives nothing. API keys, basic and `fromSpec` (the spec's own security) briefly.
  */
 import type { webcrypto } from 'node:crypto';
-import { base64url, exportSPKI, generateKeyPair, importJWK, SignJWT } from 'jose';
+import { base64url, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { OIDC_DEFAULT_AUDIENCE, startOidc, type TestOidc } from '../helpers/oidc.ts';
+import { forge, OIDC_DEFAULT_AUDIENCE, startOidc, type TestOidc } from '../helpers/oidc.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 const AUDIENCE = OIDC_DEFAULT_AUDIENCE;
@@ -175,50 +175,38 @@ describe('auth policies through the gateway', () => {
     },
     {
       name: 'alg none',
-      token: async () => {
-        const enc = (o: unknown) => base64url.encode(JSON.stringify(o));
-        return `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: oidc.issuer, aud: AUDIENCE, sub: 'c', scope: 'pets:write', exp: nowSec() + 600 })}.`;
-      },
-      status: 401,
-      reason: 'alg_not_allowed',
-    },
-    {
-      name: 'HS256 signed with the public key (PEM) as HMAC secret',
-      token: async () => {
-        const { publicJwk, kid } = oidc.currentKey();
-        const pem = await exportSPKI(
-          (await importJWK(publicJwk, 'RS256', { extractable: true })) as webcrypto.CryptoKey,
-        );
-        return new SignJWT({
+      token: async () =>
+        forge.algNone({
           iss: oidc.issuer,
           aud: AUDIENCE,
           sub: 'c',
           scope: 'pets:write',
           exp: nowSec() + 600,
-        })
-          .setProtectedHeader({ alg: 'HS256', kid })
-          .sign(new TextEncoder().encode(pem));
-      },
+        }),
+      status: 401,
+      reason: 'alg_not_allowed',
+    },
+    {
+      name: 'HS256 signed with the public key (PEM) as HMAC secret',
+      token: () =>
+        forge.hmacWithPublicKey(
+          oidc,
+          { iss: oidc.issuer, aud: AUDIENCE, sub: 'c', scope: 'pets:write', exp: nowSec() + 600 },
+          'pem',
+        ),
       status: 401,
       reason: 'alg_not_allowed',
     },
     {
       name: 'tampered signature',
-      token: async () => {
-        const [h, p, s] = (await oidc.token({ scope: 'pets:write' })).split('.') as [string, string, string];
-        const flipped = `${s.slice(0, 10)}${s[10] === 'A' ? 'B' : 'A'}${s.slice(11)}`;
-        return `${h}.${p}.${flipped}`;
-      },
+      token: async () => forge.tamperedSignature(await oidc.token({ scope: 'pets:write' })),
       status: 401,
       reason: 'bad_signature',
     },
     {
       name: 'tampered payload (scope widened after signing)',
-      token: async () => {
-        const [h, p, s] = (await oidc.token({ scope: 'pets:read' })).split('.') as [string, string, string];
-        const claims = JSON.parse(new TextDecoder().decode(base64url.decode(p)));
-        return `${h}.${base64url.encode(JSON.stringify({ ...claims, scope: 'pets:read pets:write' }))}.${s}`;
-      },
+      token: async () =>
+        forge.tamperedPayload(await oidc.token({ scope: 'pets:read' }), { scope: 'pets:read pets:write' }),
       status: 401,
       reason: 'bad_signature',
     },

@@ -2,9 +2,9 @@ import type { webcrypto } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { base64url, exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT } from 'jose';
+import { base64url, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startOidc, type TestOidc } from '../../../test/helpers/oidc.ts';
+import { forge, startOidc, type TestOidc } from '../../../test/helpers/oidc.ts';
 import { ProblemError } from '../../errors.ts';
 import { buildChain, createContext, runChain } from '../../pipeline/chain.ts';
 import type { PolicyDeps, RequestContext } from '../../pipeline/types.ts';
@@ -184,57 +184,43 @@ describe('auth.jwt against a real OpenID provider', () => {
     },
     {
       name: 'alg none',
-      token: async () => {
-        const enc = (o: unknown) => base64url.encode(JSON.stringify(o));
-        return `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ iss: oidc.issuer, aud: AUDIENCE, sub: 'c', scope: 'pets:write', exp: nowSec() + 600 })}.`;
-      },
+      token: async () =>
+        forge.algNone({
+          iss: oidc.issuer,
+          aud: AUDIENCE,
+          sub: 'c',
+          scope: 'pets:write',
+          exp: nowSec() + 600,
+        }),
       status: 401,
       reason: 'alg_not_allowed',
     },
     {
       name: 'HS256 signed with the public JWK as the HMAC secret',
-      token: async () => {
-        const { publicJwk, kid } = oidc.currentKey();
-        return new SignJWT({
-          iss: oidc.issuer,
-          aud: AUDIENCE,
-          sub: 'c',
-          scope: 'pets:write',
-          exp: nowSec() + 600,
-        })
-          .setProtectedHeader({ alg: 'HS256', kid })
-          .sign(new TextEncoder().encode(JSON.stringify(publicJwk)));
-      },
+      token: () =>
+        forge.hmacWithPublicKey(
+          oidc,
+          { iss: oidc.issuer, aud: AUDIENCE, sub: 'c', scope: 'pets:write', exp: nowSec() + 600 },
+          'jwk',
+        ),
       status: 401,
       reason: 'alg_not_allowed',
     },
     {
       name: 'HS256 signed with the public key PEM as the HMAC secret',
-      token: async () => {
-        const { publicJwk, kid } = oidc.currentKey();
-        const pem = await exportSPKI(
-          (await importJWK(publicJwk, 'RS256', { extractable: true })) as webcrypto.CryptoKey,
-        );
-        return new SignJWT({
-          iss: oidc.issuer,
-          aud: AUDIENCE,
-          sub: 'c',
-          scope: 'pets:write',
-          exp: nowSec() + 600,
-        })
-          .setProtectedHeader({ alg: 'HS256', kid })
-          .sign(new TextEncoder().encode(pem));
-      },
+      token: () =>
+        forge.hmacWithPublicKey(
+          oidc,
+          { iss: oidc.issuer, aud: AUDIENCE, sub: 'c', scope: 'pets:write', exp: nowSec() + 600 },
+          'pem',
+        ),
       status: 401,
       reason: 'alg_not_allowed',
     },
     {
       name: 'tampered payload (scope widened after signing)',
-      token: async () => {
-        const [h, p, s] = (await oidc.token({ scope: 'pets:read' })).split('.');
-        const claims = JSON.parse(new TextDecoder().decode(base64url.decode(p as string)));
-        return `${h}.${base64url.encode(JSON.stringify({ ...claims, scope: 'pets:read pets:write' }))}.${s}`;
-      },
+      token: async () =>
+        forge.tamperedPayload(await oidc.token({ scope: 'pets:read' }), { scope: 'pets:read pets:write' }),
       status: 401,
       reason: 'bad_signature',
     },
