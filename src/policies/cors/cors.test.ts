@@ -1,15 +1,12 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ConfigError, ProblemError } from '../../errors.ts';
-import { buildChain, createContext, runChain } from '../../pipeline/chain.ts';
+import { policySlice } from '../../../test/helpers/policy.ts';
+import { ConfigError } from '../../errors.ts';
 import type { PolicyDeps } from '../../pipeline/types.ts';
-import { sendProblem } from '../../problem.ts';
-import type { Route, Service, ServiceSettings } from '../../registry/types.ts';
-import { createForwarder } from '../../upstream/forward.ts';
-import { UpstreamGroup } from '../../upstream/group.ts';
+import type { Route, Service } from '../../registry/types.ts';
 import { type CorsConfig, corsPolicy } from './cors.ts';
 
 const logger = pino({ level: 'silent' });
@@ -43,46 +40,14 @@ afterAll(async () => {
 
 /** Fastify → cors chain → (unless answered) the real forwarder → the upstream. */
 async function gateway(config: CorsConfig): Promise<FastifyInstance> {
-  const chain = await buildChain(
-    [{ kind: corsPolicy, config, rule: { file: 'p.yaml', index: 0, match: {}, policies: {}, baseDir: '.' } }],
-    deps,
-  );
-  const settings = {
-    basePath: '',
-    upstreams: [{ url: upstreamUrl, weight: 1 }],
-    loadBalancing: 'round-robin',
-    passiveHealth: { failures: 3, ejectMs: 10_000 },
-    timeoutMs: 5_000,
-    connectTimeoutMs: 1_000,
-    retries: 0,
-    mock: false,
-    passThrough: false,
-    tls: { rejectUnauthorized: true },
-  } satisfies ServiceSettings;
-  const group = new UpstreamGroup('svc', settings, { logger });
-  const forward = createForwarder({
-    trustProxy: () => false,
-    hideUpstreamIdentity: true,
-    bodyBytes: 1 << 20,
-    logger,
+  const slice = await policySlice({
+    kind: corsPolicy,
+    config,
+    upstreams: [upstreamUrl],
+    exposeDecisions: true,
   });
-  const app = Fastify();
-  app.all('/*', async (req, reply) => {
-    const ctx = createContext(req, reply, route, service);
-    try {
-      await runChain(chain, ctx);
-    } catch (err) {
-      if (err instanceof ProblemError) return sendProblem(req, reply, err);
-      throw err;
-    }
-    if (ctx.answered) return reply;
-    if (ctx.decisions.length > 0) ctx.responseHeaders['x-test-decisions'] = JSON.stringify(ctx.decisions);
-    reply.hijack();
-    forward(req, reply.raw, { service: 'svc', group, settings, basePath: '' }, req.url, ctx);
-  });
-  await app.ready();
-  open.push(app, { close: () => group.close() });
-  return app;
+  open.push(slice);
+  return slice.app;
 }
 
 const preflight = (origin: string, method = 'POST', headers?: string) => ({

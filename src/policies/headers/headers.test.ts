@@ -3,12 +3,10 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { compileCidrs } from '../../net/cidr.ts';
+import { policySlice } from '../../../test/helpers/policy.ts';
 import { buildChain, createContext, runChain } from '../../pipeline/chain.ts';
 import type { PolicyDeps } from '../../pipeline/types.ts';
-import type { Route, Service, ServiceSettings } from '../../registry/types.ts';
-import { createForwarder } from '../../upstream/forward.ts';
-import { UpstreamGroup } from '../../upstream/group.ts';
+import type { Route, Service } from '../../registry/types.ts';
 import { type HeadersConfig, HSTS_VALUE, headersPolicy, SECURITY_HEADERS } from './headers.ts';
 
 const logger = pino({ level: 'silent' });
@@ -43,45 +41,14 @@ afterAll(async () => {
 
 /** A real gateway slice: Fastify → headers chain → undici forwarder → the echo upstream. */
 async function gateway(config: HeadersConfig): Promise<FastifyInstance> {
-  const chain = await buildChain(
-    [
-      {
-        kind: headersPolicy,
-        config,
-        rule: { file: 'p.yaml', index: 0, match: {}, policies: {}, baseDir: '.' },
-      },
-    ],
-    deps,
-  );
-  const settings = {
-    basePath: '',
-    upstreams: [{ url: upstreamUrl, weight: 1 }],
-    loadBalancing: 'round-robin',
-    passiveHealth: { failures: 3, ejectMs: 10_000 },
-    timeoutMs: 5_000,
-    connectTimeoutMs: 1_000,
-    retries: 0,
-    mock: false,
-    passThrough: false,
-    tls: { rejectUnauthorized: true },
-  } satisfies ServiceSettings;
-  const group = new UpstreamGroup('svc', settings, { logger });
-  const forward = createForwarder({
-    trustProxy: compileCidrs(['127.0.0.1']),
-    hideUpstreamIdentity: true,
-    bodyBytes: 1 << 20,
-    logger,
+  const slice = await policySlice({
+    kind: headersPolicy,
+    config,
+    upstreams: [upstreamUrl],
+    trustProxy: ['127.0.0.1'],
   });
-  const app = Fastify({ trustProxy: ['127.0.0.1'] });
-  app.all('/*', async (req, reply) => {
-    const ctx = createContext(req, reply, route, service);
-    await runChain(chain, ctx);
-    reply.hijack();
-    forward(req, reply.raw, { service: 'svc', group, settings, basePath: '' }, req.url, ctx);
-  });
-  await app.ready();
-  open.push(app, { close: () => group.close() });
-  return app;
+  open.push(slice);
+  return slice.app;
 }
 
 const seen = (body: string): IncomingHttpHeaders =>

@@ -1,19 +1,14 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeEach, describe, expect, test } from 'vitest';
+import { policySlice } from '../../../test/helpers/policy.ts';
 import { startUpstream, type TestUpstream } from '../../../test/helpers/upstream.ts';
-import { ProblemError } from '../../errors.ts';
-import { buildChain, createContext, runChain } from '../../pipeline/chain.ts';
-import type { PolicyDeps } from '../../pipeline/types.ts';
-import { sendProblem } from '../../problem.ts';
-import type { Route, Service, ServiceSettings } from '../../registry/types.ts';
+import type { Route, ServiceSettings } from '../../registry/types.ts';
 import { createMemoryStore } from '../../state/memory.ts';
 import type { Store } from '../../state/store.ts';
-import { createForwarder } from '../../upstream/forward.ts';
-import { UpstreamGroup } from '../../upstream/group.ts';
 import { parseDuration, type StickySessionConfig, stickySessionPolicy } from './sticky-session.ts';
 
-const logger = pino({ level: 'silent' });
+const _logger = pino({ level: 'silent' });
 const route = { service: 'shop', operationId: 'op', method: 'GET', specPath: '/x' } as Route;
 
 const open: Array<{ close(): Promise<unknown> }> = [];
@@ -28,62 +23,18 @@ async function gateway(
   config: StickySessionConfig = {},
   extra: Partial<ServiceSettings> = {},
 ): Promise<FastifyInstance> {
-  const settings = {
-    basePath: '/shop',
-    upstreams: upstreams.map((u) => ({ url: u.url, weight: 1 })),
-    loadBalancing: 'round-robin',
-    passiveHealth: { failures: 1, ejectMs: 60_000 },
-    timeoutMs: 5_000,
-    connectTimeoutMs: 1_000,
-    retries: 1,
-    mock: false,
-    passThrough: false,
-    tls: { rejectUnauthorized: true },
-    ...extra,
-  } satisfies ServiceSettings;
-  const service = { name: 'shop', settings } as Service;
-  const deps = { route, service, logger, store } as unknown as PolicyDeps;
-  const chain = await buildChain(
-    [
-      {
-        kind: stickySessionPolicy,
-        config,
-        rule: { file: 'p.yaml', index: 0, match: {}, policies: {}, baseDir: '.' },
-      },
-    ],
-    deps,
-  );
-  const group = new UpstreamGroup('shop', settings, { logger });
-  const forward = createForwarder({
-    trustProxy: () => false,
-    hideUpstreamIdentity: true,
-    bodyBytes: 1 << 20,
-    logger,
+  const slice = await policySlice({
+    kind: stickySessionPolicy,
+    config,
+    upstreams: upstreams.map((u) => u.url),
+    settings: { basePath: '/shop', passiveHealth: { failures: 1, ejectMs: 60_000 }, retries: 1, ...extra },
+    route,
+    store,
+    trustProxy: ['127.0.0.1'], // X-Forwarded-Proto: https marks a TLS request
+    exposeDecisions: true,
   });
-  const app = Fastify({ trustProxy: ['127.0.0.1'] });
-  app.all('/*', async (req, reply) => {
-    const ctx = createContext(req, reply, route, service);
-    try {
-      await runChain(chain, ctx);
-    } catch (err) {
-      if (err instanceof ProblemError) return sendProblem(req, reply, err);
-      throw err;
-    }
-    reply.hijack();
-    forward(req, reply.raw, { service: 'shop', group, settings, basePath: '/shop' }, req.url, {
-      ...ctx,
-      // Let the test read the decisions of dry-run sessions.
-      responseEdits: [
-        ...ctx.responseEdits,
-        (_s, h) => {
-          h['x-test-decisions'] = JSON.stringify(ctx.decisions);
-        },
-      ],
-    });
-  });
-  await app.ready();
-  open.push(app, { close: () => group.close() });
-  return app;
+  open.push(slice);
+  return slice.app;
 }
 
 const upstreamOf = (body: string) => (JSON.parse(body) as { upstream: string }).upstream;
