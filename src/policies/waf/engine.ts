@@ -33,8 +33,19 @@ const MAX_VALUE_CHARS = 64 * 1024;
 const VERDICT_CACHE_ENTRIES = 4096;
 /** Longer values are judged every time: they are rarely repeated and would crowd the cache. */
 const MAX_CACHED_VALUE_CHARS = 512;
-/** Kinds whose verdicts are cached; query and body values are the request's payload and vary. */
-const CACHED_KINDS: ReadonlySet<TargetKind> = new Set(['path', 'header', 'cookie', 'cookie-name']);
+/**
+ * Kinds whose verdicts are cached: headers, path, cookies and parameter names (the API's own
+ * vocabulary: `limit`, `order`, `table` are SQL words and would run the rules every time). Query
+ * and body values are the request's payload and vary.
+ */
+const CACHED_KINDS: ReadonlySet<TargetKind> = new Set([
+  'path',
+  'header',
+  'cookie',
+  'cookie-name',
+  'query-name',
+  'body-name',
+]);
 const NO_RULES: readonly Rule[] = [];
 
 /**
