@@ -199,7 +199,7 @@ async function main(): Promise<number> {
     const perRun = options.warmup + options.duration;
     const estimate = Math.ceil(options.rounds * measured.length * (perRun + 0.5));
     console.log(
-      `Load: GET ${BASE_PATH}/hello (direct: /hello; portcullis+policies: ?name=bench with a Bearer token), ${options.connections} connections, ${options.warmup} s warm-up + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
+      `Load: GET ${BASE_PATH}/hello (direct: /hello; portcullis+policies: ?name=bench with a Bearer token; portcullis-post, portcullis+waf: POST /bench/echo with a small JSON body), ${options.connections} connections, ${options.warmup} s warm-up + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
     );
     for (let round = 1; round <= options.rounds; round++) {
       // Rotating the order keeps any drift over time (thermal, page cache) off a single target.
