@@ -56,11 +56,18 @@ export class ProblemError extends Error {
   readonly headers: Record<string, string>;
   /** Extra problem members (RFC 9457 extensions); never upstream addresses or stacks. */
   readonly extensions: Record<string, unknown>;
+  /** Leave `instance` (the request path) out of the body, e.g. when the path is the attack. Default false. */
+  readonly omitInstance: boolean;
 
   constructor(
     code: ErrorCode,
     detail?: string,
-    options: { headers?: Record<string, string>; extensions?: Record<string, unknown>; cause?: unknown } = {},
+    options: {
+      headers?: Record<string, string>;
+      extensions?: Record<string, unknown>;
+      omitInstance?: boolean;
+      cause?: unknown;
+    } = {},
   ) {
     super(detail ?? ERRORS[code].title, { cause: options.cause });
     this.name = 'ProblemError';
@@ -68,6 +75,7 @@ export class ProblemError extends Error {
     this.status = ERRORS[code].status;
     this.headers = options.headers ?? {};
     this.extensions = options.extensions ?? {};
+    this.omitInstance = options.omitInstance ?? false;
   }
 }
 

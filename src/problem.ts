@@ -12,7 +12,7 @@ export function problemBody(err: ProblemError, instance: string): string {
     title: spec.title,
     status: err.status,
     detail: err.message,
-    instance,
+    instance: err.omitInstance ? undefined : instance,
     code: err.code,
     ...err.extensions,
   });

@@ -173,10 +173,11 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
       }
       ctx.decisions.push({ policy: 'waf', outcome: 'deny', reason: 'anomaly_score', detail });
       // When the path itself was judged, it is the payload: the problem's `instance` (the path) is
-      // left out so the answer never echoes it (problemBody spreads extensions after `instance`).
+      // left out so the answer never echoes it.
       const pathJudged = result.matches.some((m) => m.target === 'path' || m.target === 'request');
       throw new ProblemError('PC_WAF_BLOCKED', 'The request matched WAF rules', {
-        extensions: { rules, score: result.score, ...(pathJudged ? { instance: undefined } : {}) },
+        extensions: { rules, score: result.score },
+        omitInstance: pathJudged,
       });
     };
   },
