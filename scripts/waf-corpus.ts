@@ -104,6 +104,7 @@ console.log(
   `  benign blocked ${pct(fp, benignCases.length)} (${fp}/${benignCases.length})  ${fp / benignCases.length <= 0.02 ? 'ok' : 'ABOVE 2%'}`,
 );
 console.log(ok ? 'Acceptance met.' : 'Acceptance NOT met.');
+process.exitCode = ok ? 0 : 1;
 
 if (missesArg && missesArg !== '--misses') {
   const [fam, cpl] = missesArg.split(':');
