@@ -80,6 +80,29 @@ describe('redis store', () => {
     expect((await store.hit('flush', { limit: 5, windowMs: 60_000 })).remaining).toBe(3);
   });
 
+  it('fails a decision after commandTimeoutMs when Redis stops answering, then works again', async () => {
+    const store = await openStore(redis.url, 100);
+    const spec = { limit: 10, windowMs: 60_000 };
+    expect((await store.hit('stall', spec)).remaining).toBe(9);
+    // The connection stays up but no command is answered for 400 ms.
+    await raw.call('CLIENT', 'PAUSE', '400', 'ALL');
+    const started = performance.now();
+    const results = await Promise.allSettled([store.hit('stall', spec), store.hit('stall-2', spec)]);
+    const elapsed = performance.now() - started;
+    for (const r of results) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(StoreUnavailableError);
+      expect(((r as PromiseRejectedResult).reason as Error).message).toMatch(/timed out/);
+    }
+    expect(elapsed).toBeGreaterThanOrEqual(95);
+    expect(elapsed).toBeLessThan(350);
+    // Answered once the pause ends (this client is paused too).
+    expect(await raw.ping()).toBe('PONG');
+    // Once the pause ends, the timed-out decision still ran (queued before this one), as it does
+    // with ioredis's own command timeout: 3 of 10 used.
+    expect((await store.hit('stall', spec)).remaining).toBe(7);
+  });
+
   it('binds sticky sessions with a ttl', async () => {
     const store = await openStore();
     expect(await store.getSticky('sess')).toBeNull();

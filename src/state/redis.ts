@@ -9,7 +9,8 @@
  * a request milliseconds, and the rate-limit policy applies its `onStoreError` choice. ioredis
  * reconnects forever in the background; status() follows the connection events.
  */
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { Cluster, Command, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../logger.ts';
 import type { RateDecision, RateLimitSpec, Store, StoreStatus } from './store.ts';
 
@@ -47,6 +48,32 @@ redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.max(1, math.ce
 return {1, math.floor((burst - (nxt - now)) / interval), math.ceil((nxt - now) / 1000), 0}
 `;
 
+/** SHA1 of GCRA_LUA: what EVALSHA names it by. */
+const GCRA_SHA = createHash('sha1').update(GCRA_LUA).digest('hex');
+
+/** The script's reply: allowed 0|1, remaining, resetMs, retryAfterMs. */
+type GcraReply = [number, number, number, number];
+
+/**
+ * A decision's EVALSHA. Its deadline is kept by the store's one sweep (see DecisionBatches), not
+ * by a timer per command: ioredis arms (and clears) a setTimeout for every command when
+ * `commandTimeout` is set, which cost more CPU per decision than the script's round trip.
+ */
+class DecisionCommand extends Command {
+  override setTimeout(): void {}
+}
+
+/**
+ * Decisions written to Redis together: one socket write per event-loop turn, one shared deadline.
+ * `cmds` is dropped as soon as the last command settles, so a finished batch holds nothing while
+ * it waits in the deadline queue.
+ */
+interface DecisionBatch {
+  deadline: number;
+  cmds: DecisionCommand[] | null;
+  open: number;
+}
+
 /** A store operation failed because Redis is unreachable or too slow; `cause` has the client's error. */
 export class StoreUnavailableError extends Error {
   readonly code = 'PC_STORE_UNAVAILABLE' as const;
@@ -79,13 +106,11 @@ export interface RedisStore extends Store {
 }
 
 interface GcraCommands {
-  pcGcra(
-    key: string,
-    limit: number,
-    windowMs: number,
-    cost: number,
-  ): Promise<[number, number, number, number]>;
+  pcGcra(key: string, limit: number, windowMs: number, cost: number): Promise<GcraReply>;
 }
+
+/** Store keys of rate-limit counters: `pc:v1:rl:<key>`. */
+const RL_INFIX = 'rl:';
 
 /**
  * Create a Redis Store and start connecting. Never throws for an unreachable Redis: status() says
@@ -169,17 +194,26 @@ export function createRedisStore(options: RedisStoreOptions, logger: Logger): Re
     throw new StoreUnavailableError(`redis ${op} failed: ${(err as Error).message}`, { cause: err });
   };
 
+  const hitCluster = async (key: string, spec: RateLimitSpec): Promise<GcraReply> =>
+    commands.pcGcra(key, spec.limit, spec.windowMs, spec.cost ?? 1);
+  const send = client instanceof Redis ? decisionSender(client, commandTimeout) : hitCluster;
+
   return {
     kind: 'redis',
     async hit(key: string, spec: RateLimitSpec): Promise<RateDecision> {
-      let reply: [number, number, number, number];
+      let reply: GcraReply;
       try {
-        reply = await commands.pcGcra(`${KEY_PREFIX}rl:${key}`, spec.limit, spec.windowMs, spec.cost ?? 1);
+        reply = await send(KEY_PREFIX + RL_INFIX + key, spec);
       } catch (err) {
         return fail('rate-limit', err);
       }
-      const [allowed, remaining, resetMs, retryAfterMs] = reply;
-      return { allowed: allowed === 1, limit: spec.limit, remaining, resetMs, retryAfterMs };
+      return {
+        allowed: reply[0] === 1,
+        limit: spec.limit,
+        remaining: reply[1],
+        resetMs: reply[2],
+        retryAfterMs: reply[3],
+      };
     },
     async getSticky(key: string): Promise<string | null> {
       try {
@@ -207,6 +241,98 @@ export function createRedisStore(options: RedisStoreOptions, logger: Logger): Re
         client.disconnect();
       }
     },
+  };
+}
+
+/**
+ * Decisions on a single node (or the master found through Sentinel), sent without ioredis's
+ * auto-pipelining and command timers, which cost more CPU than the rest of the round trip: the
+ * EVALSHAs of one event-loop turn are queued and written in one socket write from a setImmediate
+ * (so decisions started by every I/O event of the turn share it), and one timer sweeps the
+ * deadlines of the batches in flight, failing each command `commandTimeout` ms after its write
+ * exactly as ioredis's own timer would. Each EVALSHA is still its own atomic script run.
+ *
+ * The script body goes with the first decision on each new connection (EVAL), EVALSHA after
+ * that; a NOSCRIPT (SCRIPT FLUSH, failover to a replica that never saw it) re-sends that
+ * decision as EVAL. Cluster keeps ioredis's defined command: it routes each key to its node.
+ */
+function decisionSender(
+  client: Redis,
+  commandTimeout: number,
+): (key: string, spec: RateLimitSpec) => Promise<GcraReply> {
+  let filling: DecisionBatch = { deadline: 0, cmds: [], open: 0 };
+  let flushScheduled = false;
+  /** Batches written and not yet past their deadline, oldest first. */
+  const inflight: DecisionBatch[] = [];
+  let sweepTimer: NodeJS.Timeout | undefined;
+  /** The socket the script body was last sent on. */
+  let scriptSocket: unknown;
+
+  const arm = (delayMs: number) => {
+    sweepTimer = setTimeout(sweep, delayMs);
+    sweepTimer.unref();
+  };
+  function sweep(): void {
+    sweepTimer = undefined;
+    const now = Date.now();
+    let expired = 0;
+    for (; expired < inflight.length; expired++) {
+      const batch = inflight[expired] as DecisionBatch;
+      if (batch.cmds === null) continue;
+      if (batch.deadline > now) break;
+      for (const cmd of batch.cmds) if (!cmd.isSettled) cmd.reject(new Error('Command timed out'));
+    }
+    inflight.splice(0, expired);
+    while (inflight.length > 0 && (inflight[0] as DecisionBatch).cmds === null) inflight.shift();
+    if (inflight.length > 0) arm(Math.max(1, (inflight[0] as DecisionBatch).deadline - now));
+  }
+
+  const flush = () => {
+    flushScheduled = false;
+    const batch = filling;
+    filling = { deadline: 0, cmds: [], open: 0 };
+    const cmds = batch.cmds as DecisionCommand[];
+    const stream = client.stream as unknown;
+    if (stream !== scriptSocket && client.status === 'ready') {
+      scriptSocket = stream;
+      const first = cmds[0] as DecisionCommand;
+      first.name = 'eval';
+      first.args[0] = GCRA_LUA;
+    }
+    // One write for the batch: a socket write per command costs a syscall each.
+    const socket = client.stream;
+    const cork = client.status === 'ready' && socket?.writable === true;
+    if (cork) socket.cork();
+    for (const cmd of cmds) void client.sendCommand(cmd);
+    if (cork) socket.uncork();
+    batch.deadline = Date.now() + commandTimeout;
+    inflight.push(batch);
+    if (sweepTimer === undefined) arm(commandTimeout);
+  };
+
+  const settled = (batch: DecisionBatch) => {
+    if (--batch.open === 0) batch.cmds = null;
+  };
+
+  return async (key, spec) => {
+    const cmd = new DecisionCommand('evalsha', [GCRA_SHA, 1, key, spec.limit, spec.windowMs, spec.cost ?? 1]);
+    const batch = filling;
+    (batch.cmds as DecisionCommand[]).push(cmd);
+    batch.open++;
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+    try {
+      const reply = (await cmd.promise) as GcraReply;
+      settled(batch);
+      return reply;
+    } catch (err) {
+      settled(batch);
+      if (!(err instanceof Error) || !err.message.includes('NOSCRIPT')) throw err;
+      const retry = new Command('eval', [GCRA_LUA, 1, key, spec.limit, spec.windowMs, spec.cost ?? 1]);
+      return (await client.sendCommand(retry)) as GcraReply;
+    }
   };
 }
 

@@ -29,6 +29,11 @@ const POLICY = 'rateLimit';
 const STORE_ERROR_LOG_INTERVAL_MS = 10_000;
 /** Length of the hashed key value kept in store keys (base64url chars, 132 bits). */
 const KEY_HASH_CHARS = 22;
+/**
+ * Store keys remembered per limit (client value → prefixed hashed key), so a returning client
+ * costs a map look-up instead of a SHA-256. Past this many the older half is dropped.
+ */
+const KEY_CACHE_SIZE = 4096;
 
 const Duration = T.Union([T.String({ pattern: DURATION_PATTERN.source }), T.Integer({ minimum: 1 })], {
   description: 'Window length: "250ms", "1s", "1m", "1h", "1d" or a number of ms. Required.',
@@ -136,6 +141,30 @@ interface PreparedLimit {
   /** Store key prefix: scope and the limit itself (a changed limit starts fresh counters). */
   prefix: string;
   resolve: KeyResolver;
+  /** The request's store key: prefix + hashed client value, cached. */
+  storeKey: (ctx: RequestContext) => string;
+}
+
+/**
+ * `value → prefix + hashKey(value)` with a bounded memory: two generations, the current one
+ * filled until KEY_CACHE_SIZE, then it becomes the old one (hits there move back). Recent clients
+ * stay cached; a flood of distinct values costs at most 2 × KEY_CACHE_SIZE entries.
+ */
+function cachedStoreKey(prefix: string, resolve: KeyResolver): (ctx: RequestContext) => string {
+  let current = new Map<string, string>();
+  let old = new Map<string, string>();
+  return (ctx) => {
+    const value = resolve(ctx);
+    let key = current.get(value);
+    if (key !== undefined) return key;
+    key = old.get(value) ?? prefix + hashKey(value);
+    if (current.size >= KEY_CACHE_SIZE) {
+      old = current;
+      current = new Map();
+    }
+    current.set(value, key);
+    return key;
+  };
 }
 
 /** Shared per gateway store, so `onStoreError: local` counts one key once across routes. */
@@ -182,11 +211,14 @@ function prepare(config: RateLimitConfig, deps: PolicyDeps): PreparedLimit[] {
     const windowMs = parseDuration(item.window);
     const key = item.key ?? config.key ?? 'ip';
     const cost = item.cost ?? config.cost ?? 1;
+    const prefix = `${scopeId}:${item.limit}/${windowMs}:${key}:`;
+    const resolve = keyResolver(key);
     return {
       name: item.name ?? (single ? 'default' : `${item.limit}-per-${formatWindow(windowMs)}`),
       spec: { limit: item.limit, windowMs, cost },
-      prefix: `${scopeId}:${item.limit}/${windowMs}:${key}:`,
-      resolve: keyResolver(key),
+      prefix,
+      resolve,
+      storeKey: cachedStoreKey(prefix, resolve),
     };
   });
 }
@@ -217,7 +249,7 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
 
   /** One limit's decision; null = not counted (store down and `onStoreError: allow`). */
   const decide = async (limit: PreparedLimit, ctx: RequestContext): Promise<RateDecision | null | 'deny'> => {
-    const key = limit.prefix + hashKey(limit.resolve(ctx));
+    const key = limit.storeKey(ctx);
     try {
       return await store.hit(key, limit.spec);
     } catch (err) {
