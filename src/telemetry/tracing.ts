@@ -10,6 +10,7 @@
  * headers), so no async context is needed on the hot path.
  */
 import {
+  type Attributes,
   type Context,
   context,
   defaultTextMapGetter,
@@ -103,44 +104,39 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], version = '0
   const requestTracer: RequestTracer = {
     startServer(info, headers) {
       const parent = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
-      const span = tracer.startSpan(
-        info.method,
-        {
-          kind: SpanKind.SERVER,
-          attributes: {
-            'http.request.method': info.method,
-            'url.path': info.path,
-            'url.scheme': info.scheme,
-            'client.address': info.clientIp,
-            'network.protocol.version': info.httpVersion,
-            ...(info.host ? hostAttributes(info.host) : {}),
-            ...(info.userAgent ? { 'user_agent.original': info.userAgent } : {}),
-            'portcullis.request_id': info.requestId,
-          },
-        },
-        parent,
-      );
+      // One object built in place: spreads of optional parts cost a copy per request.
+      const attributes: Attributes = {
+        'http.request.method': info.method,
+        'url.path': info.path,
+        'url.scheme': info.scheme,
+        'client.address': info.clientIp,
+        'network.protocol.version': info.httpVersion,
+        'portcullis.request_id': info.requestId,
+      };
+      if (info.host) {
+        const host = hostOf(info.host);
+        if (host) {
+          attributes['server.address'] = host.address;
+          if (host.port !== undefined) attributes['server.port'] = host.port;
+        }
+      }
+      if (info.userAgent) attributes['user_agent.original'] = info.userAgent;
+      const span = tracer.startSpan(info.method, { kind: SpanKind.SERVER, attributes }, parent);
       const server: ServerSpan = { span, ctx: trace.setSpan(parent, span) };
       return server;
     },
     startClient(parent, info, headers) {
       const { ctx } = parent as ServerSpan;
-      const url = new URL(info.origin);
-      const span = tracer.startSpan(
-        info.name,
-        {
-          kind: SpanKind.CLIENT,
-          attributes: {
-            'http.request.method': info.method,
-            'server.address': url.hostname,
-            'server.port': Number(url.port) || (url.protocol === 'https:' ? 443 : 80),
-            'url.full': info.origin + info.path,
-            'portcullis.upstream': info.upstream,
-            ...(info.resendCount > 0 ? { 'http.request.resend_count': info.resendCount } : {}),
-          },
-        },
-        ctx,
-      );
+      const origin = originOf(info.origin);
+      const attributes: Attributes = {
+        'http.request.method': info.method,
+        'server.address': origin.address,
+        'server.port': origin.port,
+        'url.full': info.origin + info.path,
+        'portcullis.upstream': info.upstream,
+      };
+      if (info.resendCount > 0) attributes['http.request.resend_count'] = info.resendCount;
+      const span = tracer.startSpan(info.name, { kind: SpanKind.CLIENT, attributes }, ctx);
       propagator.inject(trace.setSpan(ctx, span), headers, defaultTextMapSetter);
       return span;
     },
@@ -217,9 +213,39 @@ function decisionAttributes(d: Decision): Record<string, string | number | boole
   return attrs;
 }
 
-/** `server.address` / `server.port` from a Host header (`[::1]:8080`, `example.com`). */
-function hostAttributes(host: string): Record<string, string | number> {
+/** At most this many Host values and upstream origins are remembered (Host is client-controlled). */
+const PARSED_CACHE_SIZE = 256;
+
+/** `server.address` / `server.port` of a Host header or origin. */
+interface HostPort {
+  address: string;
+  port: number | undefined;
+}
+
+const hosts = new Map<string, HostPort | null>();
+const origins = new Map<string, { address: string; port: number }>();
+
+/** Set in a bounded map: full, it starts afresh (the hot values come straight back). */
+function remember<V>(map: Map<string, V>, key: string, value: V): V {
+  if (map.size >= PARSED_CACHE_SIZE) map.clear();
+  map.set(key, value);
+  return value;
+}
+
+/** `server.address` / `server.port` from a Host header (`[::1]:8080`, `example.com`); null: unusable. */
+function hostOf(host: string): HostPort | null {
+  const known = hosts.get(host);
+  if (known !== undefined) return known;
   const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
-  if (!m?.[1]) return {};
-  return m[2] ? { 'server.address': m[1], 'server.port': Number(m[2]) } : { 'server.address': m[1] };
+  const parsed = m?.[1] ? { address: m[1], port: m[2] ? Number(m[2]) : undefined } : null;
+  return remember(hosts, host, parsed);
+}
+
+/** `server.address` / `server.port` of an upstream origin (`http://10.0.0.7:4001`). */
+function originOf(origin: string): { address: string; port: number } {
+  const known = origins.get(origin);
+  if (known) return known;
+  const url = new URL(origin);
+  const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+  return remember(origins, origin, { address: url.hostname, port });
 }
