@@ -11,7 +11,7 @@
  *   a real Redis decision and none is refused: the figure is the cost, not 429s.
  * - validate checks the `name` query parameter of GET /hello against the spec.
  */
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
@@ -92,14 +92,7 @@ async function serveJwks(): Promise<{ url: string; token: string; close(): Promi
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  const token = await new SignJWT({ scope: 'bench' })
-    .setProtectedHeader({ alg: 'RS256', kid })
-    .setIssuer(ISSUER)
-    .setAudience(AUDIENCE)
-    .setSubject('bench-client')
-    .setIssuedAt()
-    .setExpirationTime('1d')
-    .sign(privateKey);
+  const token = await signBenchToken(privateKey, kid);
   return {
     url: `http://127.0.0.1:${port}/jwks.json`,
     token,
@@ -109,4 +102,27 @@ async function serveJwks(): Promise<{ url: string; token: string; close(): Promi
         server.close(() => resolve());
       }),
   };
+}
+
+/** The bench's token: RS256, the claims the policy checks, valid for a day. */
+function signBenchToken(privateKey: KeyObject, kid: string): Promise<string> {
+  return new SignJWT({ scope: 'bench' })
+    .setProtectedHeader({ alg: 'RS256', kid })
+    .setIssuer(ISSUER)
+    .setAudience(AUDIENCE)
+    .setSubject('bench-client')
+    .setIssuedAt()
+    .setExpirationTime('1d')
+    .sign(privateKey);
+}
+
+/**
+ * The control of `portcullis+policies`: the very same request (query string and a Bearer token of
+ * the same size and shape) through a gateway without policies, so the ratio of the two is the cost
+ * of the policies alone.
+ */
+export async function prepareSameRequest(): Promise<PreparedTarget> {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const token = await signBenchToken(privateKey, randomUUID());
+  return { request: { headers: { authorization: `Bearer ${token}` } }, async stop() {} };
 }

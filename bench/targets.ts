@@ -10,7 +10,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { preparePolicies } from './policies.ts';
+import { preparePolicies, prepareSameRequest } from './policies.ts';
 import { type Child, freePort, readJsonLine, startNode, stopChild } from './processes.ts';
 import { prepareTelemetry } from './telemetry.ts';
 
@@ -214,6 +214,12 @@ export const TARGETS: readonly Target[] = [
     description: 'portcullis, one route with auth.jwt + rateLimit (Redis) + ipFilter + validate',
     path: '/hello?name=bench',
     prepare: preparePolicies,
+  }),
+  portcullisTarget({
+    name: 'portcullis-bearer',
+    description: "portcullis+policies' exact request (query + Bearer token) without policies: its control",
+    path: '/hello?name=bench',
+    prepare: prepareSameRequest,
   }),
   portcullisTarget({
     name: 'portcullis-post',

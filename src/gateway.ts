@@ -364,8 +364,10 @@ function buildPublicApp(
       if (!entry) return reject(rec, req, reply, new ProblemError('PC_INTERNAL'));
       rec.matched(entry.route, entry.service.settings.basePath);
       if (entry.chain.hooks.length > 0) {
+        // Return nothing: a returned reply is a thenable, and Fastify would attach an end-of-stream
+        // watcher to every such response (about 8 µs a request in the bench profile).
         void withPolicies(entry, match, req, reply, path, preflight, rec);
-        return reply;
+        return;
       }
       if (preflight) return notRouted(rec, req, reply, snapshot.table.allowedMethods(path));
       return respond(entry, match, req, reply, path, undefined, rec);
