@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
+import type { Decision } from '../pipeline/types.ts';
 import type { Metrics } from './metrics.ts';
 import { REQUEST_ID_HEADER, RequestRecord } from './record.ts';
 import type { RequestTracer } from './types.ts';
@@ -89,6 +90,7 @@ export function createObserver(opts: ObserverOptions): Observer {
           upstream: rec.upstream,
           retries: rec.attempts > 1 ? rec.attempts - 1 : undefined,
           code: rec.problem?.code,
+          policies: rec.ctx ? notableDecisions(rec.ctx.decisions) : undefined,
           aborted: complete ? undefined : true,
         },
         'request',
@@ -124,6 +126,22 @@ export function createObserver(opts: ObserverOptions): Observer {
       return rec;
     },
   };
+}
+
+/**
+ * The decisions worth a line in the access log: denials and dry-run would-denials (allows are the
+ * normal case), each with its reason and, for the WAF, the rule ids and score. Never payloads.
+ */
+function notableDecisions(decisions: readonly Decision[]): Array<Record<string, unknown>> | undefined {
+  let out: Array<Record<string, unknown>> | undefined;
+  for (const d of decisions) {
+    if (d.outcome === 'allow') continue;
+    const entry: Record<string, unknown> = { policy: d.policy, outcome: d.outcome, reason: d.reason };
+    if (d.detail?.rules !== undefined) entry.rules = d.detail.rules;
+    if (d.detail?.score !== undefined) entry.score = d.detail.score;
+    (out ??= []).push(entry);
+  }
+  return out;
 }
 
 function round(ms: number): number {

@@ -214,6 +214,26 @@ describe('waf through the gateway', () => {
     expect(JSON.stringify(entry)).not.toContain('password');
   });
 
+  test('the access log line of a blocked request names the WAF rules and score, not the payload', async () => {
+    const q = encodeURIComponent("1' UNION SELECT username, password FROM users --");
+    const { res } = await send(`/guarded/items?q=${q}&probe=access-log`);
+    expect(res.status).toBe(403);
+    // The line is written when the response closes, just after the client got it.
+    await expect
+      .poll(() =>
+        logs.lines.find(
+          (l) => l.msg === 'request' && l.code === 'PC_WAF_BLOCKED' && l.path === '/guarded/items',
+        ),
+      )
+      .toBeDefined();
+    const line = logs.lines.findLast((l) => l.msg === 'request' && l.code === 'PC_WAF_BLOCKED');
+    const waf = (line?.policies as Array<Record<string, unknown>>).find((d) => d.policy === 'waf');
+    expect(waf).toMatchObject({ outcome: 'deny', reason: 'anomaly_score' });
+    expect((waf?.rules as string[]).some((id) => id.startsWith('sqli-'))).toBe(true);
+    expect(waf?.score as number).toBeGreaterThanOrEqual(5);
+    expect(JSON.stringify(line)).not.toContain('UNION');
+  });
+
   test('an exclusion covers its field only: the same payload passes there and blocks elsewhere', async () => {
     const payload = '<b onmouseover="alert(1)">hover me</b>';
     const allowed = JSON.stringify({ post: { title: 'Hello', content: payload } });
