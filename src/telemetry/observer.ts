@@ -133,15 +133,15 @@ export function createObserver(opts: ObserverOptions): Observer {
  * normal case), each with its reason and, for the WAF, the rule ids and score. Never payloads.
  */
 function notableDecisions(decisions: readonly Decision[]): Array<Record<string, unknown>> | undefined {
-  let out: Array<Record<string, unknown>> | undefined;
+  const out: Array<Record<string, unknown>> = [];
   for (const d of decisions) {
     if (d.outcome === 'allow') continue;
     const entry: Record<string, unknown> = { policy: d.policy, outcome: d.outcome, reason: d.reason };
     if (d.detail?.rules !== undefined) entry.rules = d.detail.rules;
     if (d.detail?.score !== undefined) entry.score = d.detail.score;
-    (out ??= []).push(entry);
+    out.push(entry);
   }
-  return out;
+  return out.length > 0 ? out : undefined;
 }
 
 function round(ms: number): number {

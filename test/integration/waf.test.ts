@@ -227,10 +227,11 @@ describe('waf through the gateway', () => {
       )
       .toBeDefined();
     const line = logs.lines.findLast((l) => l.msg === 'request' && l.code === 'PC_WAF_BLOCKED');
-    const waf = (line?.policies as Array<Record<string, unknown>>).find((d) => d.policy === 'waf');
+    const policies = (line?.policies ?? []) as Array<Record<string, unknown>>;
+    const waf = policies.find((d) => d.policy === 'waf') ?? {};
     expect(waf).toMatchObject({ outcome: 'deny', reason: 'anomaly_score' });
-    expect((waf?.rules as string[]).some((id) => id.startsWith('sqli-'))).toBe(true);
-    expect(waf?.score as number).toBeGreaterThanOrEqual(5);
+    expect(((waf.rules ?? []) as string[]).some((id) => id.startsWith('sqli-'))).toBe(true);
+    expect(waf.score as number).toBeGreaterThanOrEqual(5);
     expect(JSON.stringify(line)).not.toContain('UNION');
   });
 
