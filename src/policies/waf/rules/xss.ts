@@ -1,5 +1,18 @@
-import { type Rule, SCORE } from '../types.ts';
+import { type Rule, SCORE, type TargetKind } from '../types.ts';
 import { markupAfterBitStrip, XSS } from '../xss.ts';
+
+/** Every target kind but multipart file names: what the event-handler and XML rules inspect. */
+const NOT_FILENAMES: readonly TargetKind[] = [
+  'path',
+  'query',
+  'query-name',
+  'body',
+  'body-name',
+  'body-raw',
+  'cookie',
+  'cookie-name',
+  'header',
+];
 
 /** Cross-site scripting rules. */
 export const XSS_RULES: Rule[] = [
@@ -16,17 +29,7 @@ export const XSS_RULES: Rule[] = [
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
-    kinds: [
-      'path',
-      'query',
-      'query-name',
-      'body',
-      'body-name',
-      'body-raw',
-      'cookie',
-      'cookie-name',
-      'header',
-    ],
+    kinds: NOT_FILENAMES,
     description: 'Event-handler attribute (onload=, onerror=, …) in or injected into a tag',
     test: (v) =>
       v.lower.includes('=') && (XSS.EVENT_HANDLER.test(v.lower) || XSS.TAG_WITH_HANDLER.test(v.lower)),
@@ -69,17 +72,7 @@ export const XSS_RULES: Rule[] = [
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
-    kinds: [
-      'path',
-      'query',
-      'query-name',
-      'body',
-      'body-name',
-      'body-raw',
-      'cookie',
-      'cookie-name',
-      'header',
-    ],
+    kinds: NOT_FILENAMES,
     description: 'XML namespace, XInclude or external entity declaration in a parameter',
     test: (v) => (/<|xmlns|entity/.test(v.lower) ? XSS.XML_INJECTION.test(v.lower) : false),
   },
