@@ -17,8 +17,8 @@ import type { Store } from './state/store.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
 import { UpstreamGroup } from './upstream/group.ts';
 
-/** Spec files the registry loads from the openapi folder. */
-const SPEC_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+/** Files loaded from the openapi and policies folders. */
+const CONFIG_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 /** Edits closer together than this are applied as one reload. */
 const RELOAD_DEBOUNCE_MS = 100;
 /** A replaced upstream group is closed this long after the swap, so requests still holding it finish. */
@@ -175,7 +175,7 @@ export class Runtime {
     if (this.closed) return { ok: false, version: this.snapshot?.version ?? '', issues: [] };
     let files: string[];
     try {
-      files = await listSpecFiles(this.dir);
+      files = await listConfigFiles(this.dir);
     } catch (cause) {
       // A folder that is briefly missing (replaced by a deploy) must not unroute every service.
       const issue = {
@@ -336,7 +336,7 @@ export class Runtime {
 export async function loadSpecs(dir: string): Promise<{ services: Service[]; issues: ConfigIssue[] }> {
   let files: string[];
   try {
-    files = await listSpecFiles(dir);
+    files = await listConfigFiles(dir);
   } catch (cause) {
     return {
       services: [],
@@ -366,7 +366,7 @@ export interface LoadedPolicies {
 export async function loadPolicies(dir: string, kinds: readonly PolicyKind[]): Promise<LoadedPolicies> {
   let files: string[];
   try {
-    files = await listSpecFiles(dir);
+    files = await listConfigFiles(dir);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
       return { rules: [], byFile: new Map(), issues: [] };
@@ -395,11 +395,11 @@ function rulesHash(rules: readonly PolicyRule[]): string {
     .slice(0, 20);
 }
 
-/** The spec files of a folder, sorted (load order is deterministic). */
-export async function listSpecFiles(dir: string): Promise<string[]> {
+/** The YAML/JSON files of a folder (specs or policies), sorted: load order is deterministic. */
+export async function listConfigFiles(dir: string): Promise<string[]> {
   const names = await readdir(dir);
   return names
-    .filter((n) => SPEC_EXTENSIONS.has(extname(n).toLowerCase()) && !n.startsWith('.'))
+    .filter((n) => CONFIG_EXTENSIONS.has(extname(n).toLowerCase()) && !n.startsWith('.'))
     .sort()
     .map((n) => join(dir, n));
 }
