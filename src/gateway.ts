@@ -33,6 +33,8 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TR
 const HOST_HEADER = /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::\d{1,5})?$/i;
 /** A path segment of "." or ".." (raw or percent-encoded): never forwarded, upstreams would normalise it. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+/** Failed trace exports and dropped spans are logged at most this often. */
+const TRACE_WARN_INTERVAL_MS = 60_000;
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -88,6 +90,17 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   if (!tracing && config.telemetry.otlp) {
     const { startTracing } = await import('./telemetry/tracing.ts');
     tracing = startTracing(config.telemetry);
+  }
+  if (tracing) {
+    // A collector that is down fails every export: say so at most once a minute.
+    let lastWarned = 0;
+    const stats = tracing.stats;
+    tracing.onError = (message) => {
+      const now = Date.now();
+      if (now - lastWarned < TRACE_WARN_INTERVAL_MS) return;
+      lastWarned = now;
+      logger.warn({ spansExported: stats.exported, spansDropped: stats.dropped }, message);
+    };
   }
   const trustProxy = compileCidrs(config.trustProxy);
   const metrics = createMetrics(runtime);

@@ -106,7 +106,7 @@ async function start(config: GatewayConfig): Promise<number> {
   if (config.telemetry.otlp) {
     const { startTracing } = await import('./telemetry/tracing.ts');
     const pkg = await import('../package.json', { with: { type: 'json' } });
-    tracing = startTracing(config.telemetry, pkg.default.version);
+    tracing = startTracing(config.telemetry, { version: pkg.default.version });
   }
   const { createGateway } = await import('./gateway.ts');
   let gateway: Awaited<ReturnType<typeof createGateway>>;

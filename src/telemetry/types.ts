@@ -59,6 +59,10 @@ export interface Tracing {
   readonly tracer: RequestTracer;
   /** Export every ended span now (tests; shutdown does it too). */
   forceFlush(): Promise<void>;
+  /** Spans exported and dropped (queue full or export failed) so far. */
+  readonly stats: { readonly exported: number; readonly dropped: number };
+  /** Told about failed exports and dropped spans; the gateway sets it to a rate-limited warning. */
+  onError: ((message: string) => void) | undefined;
   /** Flush, stop exporting and unregister the global providers (a later start works again). */
   shutdown(): Promise<void>;
 }
