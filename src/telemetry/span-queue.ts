@@ -1,14 +1,13 @@
 /**
- * Batching and export of encoded spans (otlp-json.ts), with the BatchSpanProcessor's defaults:
- * a batch of at most 512 spans goes out when full or after at most a second. Sending is
- * OpenTelemetry's own OTLP/HTTP delegate (timeouts, retries with backoff on 429/502/503/504, a
- * bound on concurrent exports beyond which a batch is dropped, OTEL_EXPORTER_OTLP_* headers);
- * only the serializer is ours.
+ * Batching and export of the gateway's spans: a batch of at most 1024 spans goes out when full
+ * or after at most a second. Sending is OpenTelemetry's own
+ * OTLP/HTTP delegate (timeouts, retries with backoff on 429/502/503/504, a bound on concurrent
+ * exports beyond which a batch is dropped, OTEL_EXPORTER_OTLP_* headers); only the serializer is
+ * ours.
  *
- * Each span is written, as UTF-8, into the batch's request body as soon as it ends, so the body
- * is ready when the batch is: no span text stays on the JS heap for the garbage collector to
- * copy, and nothing is joined or re-encoded at export time. Memory is bounded by one body being
- * filled plus the exporter's concurrent exports.
+ * Each span is encoded (otlp-proto.ts) into the request body of its batch as soon as it ends, so
+ * the body is ready when the batch is: nothing is kept on the JS heap, joined or re-encoded at
+ * export time. Memory is bounded by one body being filled plus the exporter's concurrent exports.
  */
 import { ExportResultCode } from '@opentelemetry/core';
 import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
@@ -17,12 +16,19 @@ import {
   createOtlpHttpExportDelegate,
 } from '@opentelemetry/otlp-exporter-base/node-http';
 import type { Resource } from '@opentelemetry/resources';
-import { ENVELOPE_TAIL, envelopeHead } from './otlp-json.ts';
+import { encodeResource, encodeScope, ProtoWriter, requestHead } from './otlp-proto.ts';
 
-/** Spans per export request (BatchSpanProcessor's maxExportBatchSize). */
-export const BATCH_SIZE = 512;
-/** Initial size of a request body; a body grows (doubling) when large spans need it. */
-const BODY_BYTES = 1 << 20;
+/**
+ * Spans per export request: twice BatchSpanProcessor's default (512), as each export request
+ * costs about as much CPU as encoding a few hundred spans; about 0.5 MB of protobuf.
+ */
+export const BATCH_SIZE = 1024;
+/** Initial size of a request body; it grows (doubling) when large spans need it. */
+const BODY_BYTES = 1024 * 1024;
+/** Body buffers kept for reuse once their export is done (a fresh megabyte per batch costs page faults). */
+const SPARE_BODIES = 4;
+/** Room kept in front of the spans for the request head (tags and lengths around resource and scope). */
+const HEAD_SLACK = 24;
 
 export interface SpanQueueOptions {
   /** The OTLP/HTTP traces URL (…/v1/traces). */
@@ -43,33 +49,38 @@ export interface SpanQueueStats {
   dropped: number;
 }
 
-/** A request body being filled: the envelope's head, then comma-separated spans. */
+/** A request body being filled: room for the head, then the spans. */
 interface Body {
-  buf: Buffer;
-  length: number;
+  writer: ProtoWriter;
+  /** Where the spans start. */
+  spansStart: number;
+  resource: Uint8Array;
   spans: number;
 }
 
-/** Spans waiting for export, already encoded into the next request body. */
+/** Spans waiting for export, encoded into the next request body. */
 export class SpanQueue {
   private body: Body | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private head: string | undefined;
+  private resource: Uint8Array | undefined;
+  private readonly scope: Uint8Array;
   private readonly delegate: IOtlpExportDelegate<Body>;
   private readonly opts: SpanQueueOptions;
   private readonly pending = new Set<Promise<void>>();
+  private readonly spare: Buffer[] = [];
   readonly stats: SpanQueueStats = { exported: 0, dropped: 0 };
 
   constructor(opts: SpanQueueOptions) {
     this.opts = opts;
+    this.scope = encodeScope(opts.scope.name, opts.scope.version);
     const serializer = {
-      serializeRequest: (body: Body) => body.buf.subarray(0, body.length),
+      serializeRequest: (body: Body) => this.serialize(body),
       // The collector's ExportTraceServiceResponse (partial success) is not acted upon.
       deserializeResponse: (data: Uint8Array) => data,
     };
     this.delegate = createOtlpHttpExportDelegate(
       convertLegacyHttpOptions({ url: opts.url }, 'TRACES', 'v1/traces', {
-        'Content-Type': 'application/json',
+        'Content-Type': 'application/x-protobuf',
       }),
       serializer,
       'portcullis_otlp_http_span_exporter',
@@ -78,25 +89,20 @@ export class SpanQueue {
     );
   }
 
-  /** Queue one encoded span (an OTLP/JSON Span object). */
-  add(span: string): void {
-    let body = this.body;
-    if (body === undefined) {
-      body = this.body = this.newBody();
+  /** The writer to encode the next span into (a `ScopeSpans.spans` entry); call `added` after. */
+  writer(): ProtoWriter {
+    if (this.body === undefined) {
+      this.body = this.newBody();
       this.timer = setTimeout(() => this.exportBody(), this.opts.delayMs);
       this.timer.unref();
     }
-    // Room for a comma, the span (UTF-8: at most 3 bytes per UTF-16 unit) and the tail.
-    const need = body.length + 1 + span.length * 3 + ENVELOPE_TAIL.length;
-    if (need > body.buf.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(need, body.buf.length * 2));
-      body.buf.copy(bigger, 0, 0, body.length);
-      body.buf = bigger;
-    }
-    if (body.spans > 0) body.buf[body.length++] = 0x2c; // ','
-    body.length += body.buf.write(span, body.length, 'utf8');
-    body.spans++;
-    if (body.spans >= BATCH_SIZE) this.exportBody();
+    return this.body.writer;
+  }
+
+  /** One span was written into `writer()`. */
+  added(): void {
+    const body = this.body;
+    if (body !== undefined && ++body.spans >= BATCH_SIZE) this.exportBody();
   }
 
   /** Export what is queued and wait for every export in flight. */
@@ -112,13 +118,23 @@ export class SpanQueue {
     await this.delegate.shutdown();
   }
 
-  /** A body with the envelope's head written; the head is kept once resource detection is done. */
+  /** A body with room in front for the head; the resource is encoded once detection is done. */
   private newBody(): Body {
     const { resource } = this.opts;
-    const head = this.head ?? envelopeHead(resource.attributes, this.opts.scope);
-    if (!resource.asyncAttributesPending) this.head = head;
-    const buf = Buffer.allocUnsafe(BODY_BYTES);
-    return { buf, length: buf.write(head, 0, 'utf8'), spans: 0 };
+    const encoded = this.resource ?? encodeResource(resource.attributes);
+    if (!resource.asyncAttributesPending) this.resource = encoded;
+    const spansStart = encoded.length + this.scope.length + HEAD_SLACK;
+    const writer = new ProtoWriter(this.spare.pop() ?? BODY_BYTES, spansStart);
+    return { writer, spansStart, resource: encoded, spans: 0 };
+  }
+
+  /** The request: its head written just in front of the spans. */
+  private serialize(body: Body): Uint8Array {
+    const { writer, spansStart } = body;
+    const head = requestHead(body.resource, this.scope, writer.pos - spansStart);
+    const start = spansStart - head.length;
+    writer.buf.set(head, start);
+    return writer.buf.subarray(start, writer.pos);
   }
 
   /** Close the body being filled and hand it to the exporter. */
@@ -130,7 +146,7 @@ export class SpanQueue {
     const body = this.body;
     if (body === undefined) return;
     this.body = undefined;
-    body.length += body.buf.write(ENVELOPE_TAIL, body.length, 'latin1');
+    if (body.spans === 0) return;
     const done = new Promise<void>((resolve) => {
       this.delegate.export(body, (result) => {
         if (result.code === ExportResultCode.SUCCESS) this.stats.exported += body.spans;
@@ -140,6 +156,9 @@ export class SpanQueue {
             `OTLP export of ${body.spans} spans failed: ${result.error?.message ?? 'unknown error'}`,
           );
         }
+        // Done with, retries included: the buffer can take another batch.
+        const { buf } = body.writer;
+        if (buf.length === BODY_BYTES && this.spare.length < SPARE_BODIES) this.spare.push(buf);
         resolve();
       });
     });

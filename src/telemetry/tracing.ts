@@ -5,17 +5,22 @@
  * tracing off none of OpenTelemetry loads.
  *
  * The per-request spans (a SERVER span and one CLIENT span per upstream attempt) are not SDK Span
- * objects: the gateway knows their whole shape, so they are recorded as a few fields and encoded
- * to OTLP/JSON once, when they end (otlp-json.ts), then batched and sent by OpenTelemetry's OTLP
- * HTTP delegate (span-queue.ts). Measured with `npm run bench` (portcullis+telemetry), the SDK
- * path — Span objects, the OTLP transformer and JSON.stringify of every batch — cost about as
- * much CPU again as proxying the request. Everything else is the SDK's: the sampler decides
- * (parent-based), the id generator makes the ids, the configured propagators extract the
- * caller's context and inject ours, and the resource is detected as NodeSDK would.
+ * objects: the gateway knows their whole shape, so a span is a few fields while it runs and is
+ * encoded to OTLP/protobuf when it ends, straight into the body of the next export request
+ * (otlp-proto.ts, span-queue.ts). Measured with `npm run bench` (portcullis+telemetry), the SDK
+ * path — Span objects, the OTLP transformer, serialising each batch — cost about as much CPU again
+ * as proxying the request. The rest is OpenTelemetry's: the sampler decides (parent-based), the
+ * configured propagators extract the caller's context and inject ours, the resource is detected
+ * as NodeSDK would, and OTel's OTLP HTTP delegate sends. Ids come from the CSPRNG (ids.ts).
+ *
+ * Two shortcuts keep the common case cheap, both exact: a request carrying none of the headers
+ * the configured propagators read has no caller context, so extraction is skipped; and with only
+ * W3C propagators and no caller context, the upstream's `traceparent` is written directly.
  *
  * Trace context travels explicitly (SERVER span → CLIENT span → upstream headers), so no async
  * context is needed on the hot path.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import {
   type Context,
   context,
@@ -31,7 +36,7 @@ import {
   trace,
 } from '@opentelemetry/api';
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { B3InjectEncoding, B3Propagator } from '@opentelemetry/propagator-b3';
 import { JaegerPropagator } from '@opentelemetry/propagator-jaeger';
 import {
@@ -47,16 +52,30 @@ import { NodeSDK } from '@opentelemetry/sdk-node';
 import {
   BatchSpanProcessor,
   ParentBasedSampler,
-  RandomIdGenerator,
   SamplingDecision,
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import type { GatewayConfig, TelemetryPropagator } from '../config/schema.ts';
 import type { Decision } from '../pipeline/types.ts';
-import { anyAttribute, encodeSpan, event, int, KIND_CLIENT, KIND_SERVER, str } from './otlp-json.ts';
+import { PooledIdGenerator } from './ids.ts';
+import {
+  anyAttr,
+  beginEvent,
+  beginSpan,
+  EVENT_ATTRIBUTES,
+  endEvent,
+  endSpan,
+  KIND_CLIENT,
+  KIND_SERVER,
+  key,
+  type ProtoWriter,
+  RepeatedAttr,
+  SPAN_ATTRIBUTES,
+  strAttr,
+} from './otlp-proto.ts';
 import { SpanQueue } from './span-queue.ts';
-import type { RequestTracer, Tracing } from './types.ts';
+import type { ClientSpanStart, RequestTracer, ServerSpanStart, Tracing } from './types.ts';
 
 /** Instrumentation scope of every span. */
 const SCOPE = 'portcullis';
@@ -76,8 +95,48 @@ const REJECTING_POLICY: Record<string, string> = {
 };
 /** Passed to the sampler: the ratio and parent-based samplers do not read attributes. */
 const NO_ATTRIBUTES = Object.freeze({});
+/**
+ * The headers each propagator extracts a caller's context from (tracestate alone is ignored; B3
+ * reads its single header or the multi-header trace id). Null: it reads more than a fixed list
+ * (Jaeger's `uberctx-*` baggage), so extraction always runs.
+ */
+const EXTRACTED_FROM: Record<TelemetryPropagator, readonly string[] | null> = {
+  tracecontext: ['traceparent'],
+  baggage: ['baggage'],
+  b3: ['b3', 'x-b3-traceid'],
+  b3multi: ['b3', 'x-b3-traceid'],
+  jaeger: null,
+};
 
-/** A SERVER span in progress. Unsampled ones carry only what propagation needs. */
+/** Attributes whose values repeat from request to request: each value is encoded once. */
+const A = {
+  method: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'http.request.method'),
+  scheme: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'url.scheme'),
+  clientAddress: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'client.address'),
+  protocolVersion: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'network.protocol.version'),
+  serverAddress: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'server.address'),
+  serverPort: new RepeatedAttr<number>(SPAN_ATTRIBUTES, 'server.port'),
+  userAgent: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'user_agent.original'),
+  route: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'http.route'),
+  status: new RepeatedAttr<number>(SPAN_ATTRIBUTES, 'http.response.status_code'),
+  service: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'portcullis.service'),
+  operationId: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'portcullis.operation_id'),
+  upstream: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'portcullis.upstream'),
+  retries: new RepeatedAttr<number>(SPAN_ATTRIBUTES, 'portcullis.retries'),
+  problemCode: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'portcullis.problem.code'),
+  errorType: new RepeatedAttr<string>(SPAN_ATTRIBUTES, 'error.type'),
+  resendCount: new RepeatedAttr<number>(SPAN_ATTRIBUTES, 'http.request.resend_count'),
+  outcome: new RepeatedAttr<string>(EVENT_ATTRIBUTES, 'policy.outcome'),
+  reason: new RepeatedAttr<string>(EVENT_ATTRIBUTES, 'policy.reason'),
+};
+/** Attributes whose values rarely repeat (paths, request ids): encoded each time. */
+const K = {
+  path: key('url.path'),
+  requestId: key('portcullis.request_id'),
+  urlFull: key('url.full'),
+};
+
+/** A SERVER span in progress. Unsampled ones only serve propagation. */
 interface ServerSpan {
   traceId: string;
   spanId: string;
@@ -86,21 +145,18 @@ interface ServerSpan {
   traceState: TraceState | undefined;
   /** 1 sampled (recorded and exported), 0 not. */
   traceFlags: number;
-  /** The extracted context (the caller's span and baggage): CLIENT spans inject from it. */
+  /** The extracted context (the caller's span and baggage); ROOT_CONTEXT when there was none. */
   parent: Context;
-  method: string;
   start: number;
-  /** Encoded attributes known at the start (otlp-json.ts `str`/`int`). */
-  attributes: string;
+  info: ServerSpanStart;
 }
 
 /** A recorded CLIENT span in progress. */
 interface ClientSpan {
   server: ServerSpan;
   spanId: string;
-  name: string;
   start: number;
-  attributes: string;
+  info: ClientSpanStart;
 }
 
 /** Returned for CLIENT spans of unsampled traces: ending it does nothing. */
@@ -136,9 +192,11 @@ export interface TracingOptions {
 export function startTracing(telemetry: GatewayConfig['telemetry'], options: TracingOptions = {}): Tracing {
   if (!telemetry.otlp) throw new Error('telemetry.otlp is not set');
   const url = tracesUrl(telemetry.otlp);
-  const propagator = createPropagator(telemetry.propagators);
-  const sampler = new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(telemetry.sampleRatio) });
-  const ids = new RandomIdGenerator();
+  const names = telemetry.propagators;
+  const propagator = createPropagator(names);
+  const rootSampler = new TraceIdRatioBasedSampler(telemetry.sampleRatio);
+  const sampler = new ParentBasedSampler({ root: rootSampler });
+  const ids = new PooledIdGenerator();
   const resource = defaultResource()
     .merge(detectResources({ detectors: [envDetector, hostDetector, osDetector, processDetector] }))
     .merge(
@@ -163,6 +221,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
     resource,
     autoDetectResources: false,
     sampler,
+    idGenerator: ids,
     spanProcessors: [processor],
     textMapPropagator: propagator,
     // Traces only: no OTel metrics (Prometheus serves those) and no OTel logs (pino does).
@@ -172,142 +231,151 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
   });
   sdk.start();
 
+  // The shortcuts (see the top of this file): which headers betray a caller's context, and
+  // whether `traceparent` alone carries ours.
+  const extractedFrom = names.every((n) => EXTRACTED_FROM[n] !== null)
+    ? [...new Set(names.flatMap((n) => EXTRACTED_FROM[n] ?? []))]
+    : null;
+  const w3cOnly =
+    names.includes('tracecontext') && names.every((n) => n === 'tracecontext' || n === 'baggage');
+  const hasCallerContext = (headers: IncomingHttpHeaders): boolean => {
+    if (extractedFrom === null) return true;
+    for (const h of extractedFrom) if (headers[h] !== undefined) return true;
+    return false;
+  };
+
   const requestTracer: RequestTracer = {
     startServer(info, headers) {
-      const parent = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
-      const caller = trace.getSpanContext(parent);
-      const continued = caller !== undefined && isSpanContextValid(caller);
-      const traceId = continued ? caller.traceId : ids.generateTraceId();
-      const sampling = sampler.shouldSample(parent, traceId, info.method, SpanKind.SERVER, NO_ATTRIBUTES, []);
-      const sampled = sampling.decision === SamplingDecision.RECORD_AND_SAMPLED;
+      let parent = ROOT_CONTEXT;
+      let caller: SpanContext | undefined;
+      if (hasCallerContext(headers)) {
+        parent = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+        caller = trace.getSpanContext(parent);
+        if (caller !== undefined && !isSpanContextValid(caller)) caller = undefined;
+      }
+      const traceId = caller ? caller.traceId : ids.generateTraceId();
+      const sampling = (caller ? sampler : rootSampler).shouldSample(
+        parent,
+        traceId,
+        info.method,
+        SpanKind.SERVER,
+        NO_ATTRIBUTES,
+        [],
+      );
       const span: ServerSpan = {
         traceId,
         spanId: ids.generateSpanId(),
-        parentSpanId: continued ? caller.spanId : '',
+        parentSpanId: caller ? caller.spanId : '',
         traceState: sampling.traceState ?? caller?.traceState,
-        traceFlags: sampled ? 1 : 0,
+        traceFlags: sampling.decision === SamplingDecision.RECORD_AND_SAMPLED ? 1 : 0,
         parent,
-        method: info.method,
         start: performance.now(),
-        attributes: '',
+        info,
       };
-      if (!sampled) return span;
-      let attributes =
-        str('http.request.method', info.method) +
-        str('url.path', info.path) +
-        str('url.scheme', info.scheme) +
-        str('client.address', info.clientIp) +
-        str('network.protocol.version', info.httpVersion) +
-        str('portcullis.request_id', info.requestId);
-      if (info.host) {
-        const host = hostOf(info.host);
-        if (host) {
-          attributes += str('server.address', host.address);
-          if (host.port !== undefined) attributes += int('server.port', host.port);
-        }
-      }
-      if (info.userAgent) attributes += str('user_agent.original', info.userAgent);
-      span.attributes = attributes;
       return span;
     },
     startClient(parent, info, headers) {
       const server = parent as ServerSpan;
       const spanId = ids.generateSpanId();
-      const sc: SpanContext = {
-        traceId: server.traceId,
-        spanId,
-        traceFlags: server.traceFlags,
-        traceState: server.traceState,
-        isRemote: false,
-      };
-      propagator.inject(trace.setSpanContext(server.parent, sc), headers, defaultTextMapSetter);
+      if (w3cOnly && server.parent === ROOT_CONTEXT && server.traceState === undefined) {
+        headers.traceparent = `00-${server.traceId}-${spanId}-0${server.traceFlags}`;
+      } else {
+        const sc: SpanContext = {
+          traceId: server.traceId,
+          spanId,
+          traceFlags: server.traceFlags,
+          traceState: server.traceState,
+          isRemote: false,
+        };
+        propagator.inject(trace.setSpanContext(server.parent, sc), headers, defaultTextMapSetter);
+      }
       if (server.traceFlags === 0) return UNRECORDED;
-      const origin = originOf(info.origin);
-      let attributes =
-        str('http.request.method', info.method) +
-        str('server.address', origin.address) +
-        int('server.port', origin.port) +
-        str('url.full', info.origin + info.path) +
-        str('portcullis.upstream', info.upstream);
-      if (info.resendCount > 0) attributes += int('http.request.resend_count', info.resendCount);
-      const span: ClientSpan = { server, spanId, name: info.name, start: performance.now(), attributes };
+      const span: ClientSpan = { server, spanId, start: performance.now(), info };
       return span;
     },
     endClient(s, statusCode, errorType) {
       if (s === UNRECORDED) return;
-      const span = s as ClientSpan;
-      let attributes = span.attributes;
-      if (statusCode > 0) attributes += int('http.response.status_code', statusCode);
+      const { server, spanId, start, info } = s as ClientSpan;
+      const w = queue.writer();
+      const mark = beginSpan(w, {
+        traceId: server.traceId,
+        spanId,
+        parentSpanId: server.spanId,
+        traceState: server.traceState?.serialize() ?? '',
+        name: info.name,
+        kind: KIND_CLIENT,
+        start,
+        end: performance.now(),
+      });
+      const origin = originOf(info.origin);
+      A.method.write(w, info.method);
+      A.serverAddress.write(w, origin.address);
+      A.serverPort.write(w, origin.port);
+      strAttr(w, SPAN_ATTRIBUTES, K.urlFull, info.origin + info.path);
+      A.upstream.write(w, info.upstream);
+      if (info.resendCount > 0) A.resendCount.write(w, info.resendCount);
+      if (statusCode > 0) A.status.write(w, statusCode);
       const error = errorType !== undefined || statusCode >= 400;
-      if (error) attributes += str('error.type', errorType ?? String(statusCode));
-      const { server } = span;
-      queue.add(
-        encodeSpan({
-          traceId: server.traceId,
-          spanId: span.spanId,
-          parentSpanId: server.spanId,
-          traceState: server.traceState?.serialize() ?? '',
-          name: span.name,
-          kind: KIND_CLIENT,
-          start: span.start,
-          end: performance.now(),
-          attributes,
-          events: '',
-          error,
-          traceFlags: server.traceFlags,
-          remoteParent: false,
-        }),
-      );
+      if (error) A.errorType.write(w, errorType ?? String(statusCode));
+      endSpan(w, mark, error, server.traceFlags, false);
+      queue.added();
     },
     endServer(s, rec, statusCode) {
       const span = s as ServerSpan;
       if (span.traceFlags === 0) return;
       const end = performance.now();
-      let attributes = span.attributes;
-      if (rec.template) attributes += str('http.route', rec.template);
-      attributes += int('http.response.status_code', statusCode);
+      const { info } = span;
+      const w = queue.writer();
+      const mark = beginSpan(w, {
+        traceId: span.traceId,
+        spanId: span.spanId,
+        parentSpanId: span.parentSpanId,
+        traceState: span.traceState?.serialize() ?? '',
+        name: rec.template ? `${info.method} ${rec.template}` : info.method,
+        kind: KIND_SERVER,
+        start: span.start,
+        end,
+      });
+      A.method.write(w, info.method);
+      strAttr(w, SPAN_ATTRIBUTES, K.path, info.path);
+      A.scheme.write(w, info.scheme);
+      A.clientAddress.write(w, info.clientIp);
+      A.protocolVersion.write(w, info.httpVersion);
+      strAttr(w, SPAN_ATTRIBUTES, K.requestId, info.requestId);
+      if (info.host) {
+        const host = hostOf(info.host);
+        if (host) {
+          A.serverAddress.write(w, host.address);
+          if (host.port !== undefined) A.serverPort.write(w, host.port);
+        }
+      }
+      if (info.userAgent) A.userAgent.write(w, info.userAgent);
+      if (rec.template) A.route.write(w, rec.template);
+      A.status.write(w, statusCode);
       const route = rec.route;
       const service = route?.service ?? rec.passThrough;
-      if (service) attributes += str('portcullis.service', service);
-      if (route) attributes += str('portcullis.operation_id', route.operationId);
-      if (rec.upstream) attributes += str('portcullis.upstream', rec.upstream);
-      if (rec.attempts > 1) attributes += int('portcullis.retries', rec.attempts - 1);
-      let events = '';
-      const decisions = rec.ctx?.decisions ?? [];
-      for (const d of decisions) events += event(`policy.${d.policy}`, end, decisionAttributes(d));
+      if (service) A.service.write(w, service);
+      if (route) A.operationId.write(w, route.operationId);
+      if (rec.upstream) A.upstream.write(w, rec.upstream);
+      if (rec.attempts > 1) A.retries.write(w, rec.attempts - 1);
       const problem = rec.problem;
+      if (problem) A.problemCode.write(w, problem.code);
+      const error = statusCode >= 500;
+      if (error) A.errorType.write(w, problem?.code ?? String(statusCode));
+      const decisions = rec.ctx?.decisions ?? [];
+      for (const d of decisions) decisionEvent(w, d, end);
       if (problem) {
-        attributes += str('portcullis.problem.code', problem.code);
         const policy = REJECTING_POLICY[problem.code];
         if (policy && !decisions.some((d) => d.policy === policy && d.outcome === 'deny')) {
           const reason = problem.extensions.reason;
-          events += event(
-            `policy.${policy}`,
-            end,
-            str('policy.outcome', 'deny') +
-              str('policy.reason', typeof reason === 'string' ? reason : problem.code),
-          );
+          const e = beginEvent(w, `policy.${policy}`, end);
+          A.outcome.write(w, 'deny');
+          A.reason.write(w, typeof reason === 'string' ? reason : problem.code);
+          endEvent(w, e);
         }
       }
-      const error = statusCode >= 500;
-      if (error) attributes += str('error.type', problem?.code ?? String(statusCode));
-      queue.add(
-        encodeSpan({
-          traceId: span.traceId,
-          spanId: span.spanId,
-          parentSpanId: span.parentSpanId,
-          traceState: span.traceState?.serialize() ?? '',
-          name: rec.template ? `${span.method} ${rec.template}` : span.method,
-          kind: KIND_SERVER,
-          start: span.start,
-          end,
-          attributes,
-          events,
-          error,
-          traceFlags: span.traceFlags,
-          remoteParent: span.parentSpanId !== '',
-        }),
-      );
+      endSpan(w, mark, error, span.traceFlags, span.parentSpanId !== '');
+      queue.added();
     },
     traceId(s) {
       return (s as ServerSpan).traceId;
@@ -333,18 +401,19 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
   return tracing;
 }
 
-/** A decision as encoded span-event attributes: outcome, reason and each scalar detail (`policy.<key>`). */
-function decisionAttributes(d: Decision): string {
-  let attrs = str('policy.outcome', d.outcome);
-  if (d.reason) attrs += str('policy.reason', d.reason);
+/** A decision as a span event `policy.<kind>`: outcome, reason and each scalar detail (`policy.<key>`). */
+function decisionEvent(w: ProtoWriter, d: Decision, now: number): void {
+  const e = beginEvent(w, `policy.${d.policy}`, now);
+  A.outcome.write(w, d.outcome);
+  if (d.reason) A.reason.write(w, d.reason);
   if (d.detail) {
-    for (const key in d.detail) {
-      const v = d.detail[key];
+    for (const name in d.detail) {
+      const v = d.detail[name];
       if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')
-        attrs += anyAttribute(`policy.${key}`, v);
+        anyAttr(w, EVENT_ATTRIBUTES, `policy.${name}`, v);
     }
   }
-  return attrs;
+  endEvent(w, e);
 }
 
 /** At most this many Host values and upstream origins are remembered (Host is client-controlled). */

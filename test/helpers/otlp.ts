@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { decodeTraceRequest, type OtlpKeyValue, type OtlpTraceRequest } from './otlp-decode.ts';
 
-/** A span as the OTLP/HTTP JSON exporter sends it, flattened for assertions. */
+/** A span as an OTLP/HTTP exporter sends it (protobuf or JSON), flattened for assertions. */
 export interface ReceivedSpan {
   traceId: string;
   spanId: string;
@@ -21,42 +22,47 @@ export interface OtlpReceiver {
   /** `http://127.0.0.1:<port>`: what `telemetry.otlp` is set to. */
   url: string;
   spans: ReceivedSpan[];
-  /** Export requests that were not JSON OTLP traces (should stay 0). */
+  /** Export requests that were not OTLP traces, or did not decode (should stay 0). */
   rejected: number;
+  /** Why requests were rejected as undecodable. */
+  errors: string[];
+  /** Content-Types of the accepted exports. */
+  contentTypes: Set<string>;
   close(): Promise<void>;
 }
 
-interface OtlpValue {
-  stringValue?: string;
-  intValue?: string | number;
-  doubleValue?: number;
-  boolValue?: boolean;
-}
-type OtlpAttributes = Array<{ key: string; value: OtlpValue }> | undefined;
+type OtlpAttributes = OtlpKeyValue[] | undefined;
 
 /**
- * A local OTLP/HTTP traces receiver (JSON encoding) on 127.0.0.1, port 0: what Jaeger's OTLP
- * port would receive from the gateway.
+ * A local OTLP/HTTP traces receiver (protobuf, which the gateway sends, or JSON) on 127.0.0.1,
+ * port 0: what Jaeger's OTLP port would receive from the gateway.
  */
 export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
-  const receiver = { spans, rejected: 0 };
+  const receiver = { spans, rejected: 0, errors: [] as string[], contentTypes: new Set<string>() };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const isJson = (req.headers['content-type'] ?? '').startsWith('application/json');
-      if (req.method !== 'POST' || req.url !== '/v1/traces' || !isJson) {
+      const type = req.headers['content-type'] ?? '';
+      const isJson = type.startsWith('application/json');
+      const isProtobuf = type.startsWith('application/x-protobuf');
+      if (req.method !== 'POST' || req.url !== '/v1/traces' || !(isJson || isProtobuf)) {
         receiver.rejected++;
         res.writeHead(415).end();
         return;
       }
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-        resourceSpans?: Array<{
-          resource?: { attributes?: OtlpAttributes };
-          scopeSpans?: Array<{ spans?: Array<Record<string, unknown>> }>;
-        }>;
-      };
+      const raw = Buffer.concat(chunks);
+      let body: OtlpTraceRequest;
+      try {
+        body = isJson ? (JSON.parse(raw.toString('utf8')) as OtlpTraceRequest) : decodeTraceRequest(raw);
+      } catch (err) {
+        receiver.rejected++;
+        receiver.errors.push(String(err));
+        res.writeHead(400).end();
+        return;
+      }
+      receiver.contentTypes.add(type);
       for (const rs of body.resourceSpans ?? []) {
         const resource = attributes(rs.resource?.attributes);
         for (const ss of rs.scopeSpans ?? []) {
@@ -78,7 +84,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
           }
         }
       }
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      // An empty ExportTraceServiceResponse: full success.
+      if (isJson) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      else res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
