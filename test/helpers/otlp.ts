@@ -14,6 +14,8 @@ export interface ReceivedSpan {
   events: Array<{ name: string; attributes: Record<string, string | number | boolean> }>;
   /** 0 unset, 1 ok, 2 error. */
   status: number;
+  /** W3C tracestate, '' when none. */
+  traceState: string;
   /** Resource attributes of the batch the span came in (service.name...). */
   resource: Record<string, string | number | boolean>;
 }
@@ -79,6 +81,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
                 attributes: attributes(e.attributes),
               })),
               status: Number((s.status as { code?: number } | undefined)?.code ?? 0),
+              traceState: s.traceState ?? '',
               resource,
             });
           }

@@ -194,8 +194,31 @@ describe('tracing across the proxy hop (OTLP/HTTP to a local receiver)', () => {
     expect(server?.attributes['http.route']).toBeUndefined();
   });
 
-  test('the receiver only ever got JSON OTLP trace exports', () => {
+  test('a caller’s tracestate goes upstream and onto the spans; baggage alone starts a new trace and passes on', async () => {
+    const traceId = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbb0001';
+    const res = await fetch(`${gw.url}/svc/items`, {
+      headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, tracestate: 'acme=t61rcWkgMzE' },
+    });
+    expect(res.status).toBe(200);
+    expect(upstream.seen.at(-1)?.headers.tracestate).toBe('acme=t61rcWkgMzE');
+    const spans = await spansOf(gw, receiver, traceId, 2);
+    expect(spans.map((s) => s.traceState).sort()).toEqual(['acme=t61rcWkgMzE', 'acme=t61rcWkgMzE']);
+
+    const alone = await fetch(`${gw.url}/svc/items`, { headers: { baggage: 'tenant=globex' } });
+    expect(alone.status).toBe(200);
+    expect(upstream.seen.at(-1)?.headers.baggage).toBe('tenant=globex');
+    const sent = upstreamTraceparent(upstream);
+    expect(sent.traceId).not.toBe(traceId);
+    expect((await spansOf(gw, receiver, sent.traceId, 2)).map((s) => s.kind).sort()).toEqual([
+      SERVER,
+      CLIENT,
+    ]);
+  });
+
+  test('the receiver only ever got OTLP/protobuf trace exports, all of which decoded', () => {
     expect(receiver.rejected).toBe(0);
+    expect(receiver.errors).toEqual([]);
+    expect([...receiver.contentTypes]).toEqual(['application/x-protobuf']);
   });
 });
 
