@@ -314,7 +314,8 @@ export interface SpanHead {
   parentSpanId: string;
   /** W3C tracestate, '' when none. */
   traceState: string;
-  name: string;
+  /** Undefined: the caller writes it (`spanName`, or a cached block). */
+  name: string | undefined;
   kind: number;
   /** `performance.now()` at start and end. */
   start: number;
@@ -323,7 +324,7 @@ export interface SpanHead {
 
 /** Start a `ScopeSpans.spans` entry and write its fixed fields; returns the mark for `endSpan`. */
 export function beginSpan(w: ProtoWriter, s: SpanHead): number {
-  w.ensure(s.name.length * 3 + s.traceState.length * 3 + 96);
+  w.ensure((s.name?.length ?? 0) * 3 + s.traceState.length * 3 + 96);
   w.byte(T.scopeSpans_spans);
   const mark = w.open();
   w.byte(T.span_traceId);
@@ -338,8 +339,10 @@ export function beginSpan(w: ProtoWriter, s: SpanHead): number {
     w.byte(T.span_parentSpanId);
     w.hexBytes(s.parentSpanId);
   }
-  w.byte(T.span_name);
-  w.string(s.name);
+  if (s.name !== undefined) {
+    w.byte(T.span_name);
+    w.string(s.name);
+  }
   w.byte(T.span_kind);
   w.byte(s.kind);
   w.byte(T.span_start);
@@ -483,4 +486,42 @@ export class RepeatedAttr<V extends string | number> {
     if (this.values.size >= CACHED_VALUES) this.values.clear();
     this.values.set(value, Uint8Array.prototype.slice.call(w.buf, start, w.pos));
   }
+}
+
+/**
+ * Runs of span fields fixed by two keys — e.g. an upstream's and a route's span name, method,
+ * address and port — encoded once and then copied. The first key is a string, or an object
+ * (weakly held: a route replaced by a reload takes its blocks with it). Keys should be the same
+ * objects from request to request (route templates, configured URLs) so lookups are cheap.
+ * Bounded.
+ */
+export class FieldBlocks<A extends string | object> {
+  private readonly byString = new Map<A, Map<string, Uint8Array>>();
+  private readonly byObject = new WeakMap<object, Map<string, Uint8Array>>();
+
+  /** The block for (a, b), or undefined: then write the fields and call `keep`. */
+  get(a: A, b: string): Uint8Array | undefined {
+    return (typeof a === 'string' ? this.byString.get(a) : this.byObject.get(a))?.get(b);
+  }
+
+  /** Keep what was written into `w` since `start` as the block for (a, b). */
+  keep(a: A, b: string, w: ProtoWriter, start: number): void {
+    let inner = typeof a === 'string' ? this.byString.get(a) : this.byObject.get(a);
+    if (inner === undefined) {
+      inner = new Map();
+      if (typeof a === 'string') {
+        if (this.byString.size >= CACHED_VALUES) this.byString.clear();
+        this.byString.set(a, inner);
+      } else this.byObject.set(a, inner);
+    }
+    if (inner.size >= CACHED_VALUES) inner.clear();
+    inner.set(b, Uint8Array.prototype.slice.call(w.buf, start, w.pos));
+  }
+}
+
+/** `Span.name` (for spans begun without one: protobuf fields may come in any order). */
+export function spanName(w: ProtoWriter, name: string): void {
+  w.ensure(name.length * 3 + 6);
+  w.byte(T.span_name);
+  w.string(name);
 }

@@ -87,12 +87,11 @@ export class RequestRecord {
     headers[REQUEST_ID_HEADER] = this.id;
     if (this.span && this.tracer) {
       const q = path.indexOf('?');
-      const template = this.route ? upstream.pathPrefix + this.route.specPath : '';
       this.clientSpan = this.tracer.startClient(
         this.span,
         {
           method: this.method,
-          name: template ? `${this.method} ${template}` : this.method,
+          name: this.route ? clientSpanName(this.method, upstream, this.route) : this.method,
           origin: upstream.origin,
           path: q === -1 ? path : path.slice(0, q),
           upstream: upstream.url,
@@ -113,6 +112,25 @@ export class RequestRecord {
       this.clientSpan = undefined;
     }
   }
+}
+
+/** Client span names per route and upstream (the same string every time: cheap to look up by). */
+const clientNames = new WeakMap<Route, Map<Upstream, string>>();
+
+/** `GET /v1/pets/{petId}`: the method and the upstream's path template. */
+function clientSpanName(method: string, upstream: Upstream, route: Route): string {
+  if (method !== route.method) return `${method} ${upstream.pathPrefix}${route.specPath}`;
+  let byUpstream = clientNames.get(route);
+  if (byUpstream === undefined) {
+    byUpstream = new Map();
+    clientNames.set(route, byUpstream);
+  }
+  let name = byUpstream.get(upstream);
+  if (name === undefined) {
+    name = `${method} ${upstream.pathPrefix}${route.specPath}`;
+    byUpstream.set(upstream, name);
+  }
+  return name;
 }
 
 const templates = new WeakMap<Route, string>();

@@ -58,6 +58,7 @@ import {
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import type { GatewayConfig, TelemetryPropagator } from '../config/schema.ts';
 import type { Decision } from '../pipeline/types.ts';
+import type { Route } from '../registry/types.ts';
 import { PooledIdGenerator } from './ids.ts';
 import {
   anyAttr,
@@ -66,12 +67,14 @@ import {
   EVENT_ATTRIBUTES,
   endEvent,
   endSpan,
+  FieldBlocks,
   KIND_CLIENT,
   KIND_SERVER,
   key,
   type ProtoWriter,
   RepeatedAttr,
   SPAN_ATTRIBUTES,
+  spanName,
   strAttr,
 } from './otlp-proto.ts';
 import { SpanQueue } from './span-queue.ts';
@@ -206,6 +209,8 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       }),
     );
   void resource.waitForAsyncAttributes?.();
+  const serverBlocks = new FieldBlocks<Route>();
+  const clientBlocks = new FieldBlocks<string>();
   const queue = new SpanQueue({
     url,
     resource,
@@ -302,17 +307,25 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         spanId,
         parentSpanId: server.spanId,
         traceState: server.traceState?.serialize() ?? '',
-        name: info.name,
+        name: undefined,
         kind: KIND_CLIENT,
         start,
         end: performance.now(),
       });
-      const origin = originOf(info.origin);
-      A.method.write(w, info.method);
-      A.serverAddress.write(w, origin.address);
-      A.serverPort.write(w, origin.port);
+      // Name, method, server address and port and upstream: fixed per upstream and route.
+      const block = clientBlocks.get(info.upstream, info.name);
+      if (block !== undefined) w.raw(block);
+      else {
+        const from = w.pos;
+        const origin = originOf(info.origin);
+        spanName(w, info.name);
+        A.method.write(w, info.method);
+        A.serverAddress.write(w, origin.address);
+        A.serverPort.write(w, origin.port);
+        A.upstream.write(w, info.upstream);
+        clientBlocks.keep(info.upstream, info.name, w, from);
+      }
       strAttr(w, SPAN_ATTRIBUTES, K.urlFull, info.origin + info.path);
-      A.upstream.write(w, info.upstream);
       if (info.resendCount > 0) A.resendCount.write(w, info.resendCount);
       if (statusCode > 0) A.status.write(w, statusCode);
       const error = errorType !== undefined || statusCode >= 400;
@@ -331,11 +344,29 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         spanId: span.spanId,
         parentSpanId: span.parentSpanId,
         traceState: span.traceState?.serialize() ?? '',
-        name: rec.template ? `${info.method} ${rec.template}` : info.method,
+        name: rec.template ? undefined : info.method,
         kind: KIND_SERVER,
         start: span.start,
         end,
       });
+      const route = rec.route;
+      if (rec.template && route) {
+        // Name, http.route, service and operation: fixed per route (of this config) and method.
+        const block = serverBlocks.get(route, info.method);
+        if (block !== undefined) w.raw(block);
+        else {
+          const from = w.pos;
+          spanName(w, `${info.method} ${rec.template}`);
+          A.route.write(w, rec.template);
+          A.service.write(w, route.service);
+          A.operationId.write(w, route.operationId);
+          serverBlocks.keep(route, info.method, w, from);
+        }
+      } else {
+        if (rec.template) spanName(w, `${info.method} ${rec.template}`);
+        if (rec.template) A.route.write(w, rec.template);
+        if (rec.passThrough) A.service.write(w, rec.passThrough);
+      }
       A.method.write(w, info.method);
       strAttr(w, SPAN_ATTRIBUTES, K.path, info.path);
       A.scheme.write(w, info.scheme);
@@ -350,12 +381,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         }
       }
       if (info.userAgent) A.userAgent.write(w, info.userAgent);
-      if (rec.template) A.route.write(w, rec.template);
       A.status.write(w, statusCode);
-      const route = rec.route;
-      const service = route?.service ?? rec.passThrough;
-      if (service) A.service.write(w, service);
-      if (route) A.operationId.write(w, route.operationId);
       if (rec.upstream) A.upstream.write(w, rec.upstream);
       if (rec.attempts > 1) A.retries.write(w, rec.attempts - 1);
       const problem = rec.problem;
