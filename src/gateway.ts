@@ -379,7 +379,7 @@ function buildPublicApp(
       if (entry.chain.hooks.length > 0) {
         // Return nothing: a returned reply is a thenable, and Fastify would attach an end-of-stream
         // watcher to every such response (about 8 µs a request in the bench profile).
-        void withPolicies(entry, match, req, reply, path, preflight, rec);
+        withPolicies(entry, match, req, reply, path, preflight, rec);
         return;
       }
       if (preflight) return notRouted(rec, req, reply, snapshot.table.allowedMethods(path));
@@ -387,8 +387,11 @@ function buildPublicApp(
     },
   });
 
-  /** Run the route's policy chain, then answer or forward; a rejection becomes a problem. */
-  async function withPolicies(
+  /**
+   * Run the route's policy chain, then answer or forward; a rejection becomes a problem. A chain
+   * whose hooks all returned synchronously is finished without any promise (see runChain).
+   */
+  function withPolicies(
     entry: RouteEntry,
     match: RouteMatch,
     req: FastifyRequest,
@@ -396,11 +399,37 @@ function buildPublicApp(
     path: string,
     preflight: boolean,
     rec: RequestRecord,
-  ): Promise<void> {
+  ): void {
     const ctx = createContext(req, reply, entry.route, entry.service, match.params);
     rec.ctx = ctx;
+    let pending: void | Promise<void>;
     try {
-      await runChain(entry.chain, ctx, preflight ? PREFLIGHT_PHASES : undefined);
+      pending = runChain(entry.chain, ctx, preflight ? PREFLIGHT_PHASES : undefined);
+    } catch (err) {
+      policyFailed(err, req, reply, ctx, rec);
+      return;
+    }
+    if (pending === undefined) {
+      afterChain(entry, match, req, reply, path, preflight, ctx, rec);
+      return;
+    }
+    pending.then(
+      () => afterChain(entry, match, req, reply, path, preflight, ctx, rec),
+      (err: unknown) => policyFailed(err, req, reply, ctx, rec),
+    );
+  }
+
+  function afterChain(
+    entry: RouteEntry,
+    match: RouteMatch,
+    req: FastifyRequest,
+    reply: FastifyReply,
+    path: string,
+    preflight: boolean,
+    ctx: RequestContext,
+    rec: RequestRecord,
+  ): void {
+    try {
       if (ctx.answered) return;
       if (preflight) {
         notRouted(rec, req, reply, runtime.snapshot?.table.allowedMethods(path) ?? []);
@@ -408,13 +437,23 @@ function buildPublicApp(
       }
       respond(entry, match, req, reply, path, ctx, rec);
     } catch (err) {
-      const problem = toProblem(err);
-      rec.problem = problem;
-      if (problem.status >= 500) logger.error({ err, code: problem.code, reqId: rec.id }, 'policy failed');
-      if (reply.sent || reply.raw.headersSent) return;
-      reply.headers(ctx.responseHeaders);
-      sendProblem(req, reply, problem);
+      policyFailed(err, req, reply, ctx, rec);
     }
+  }
+
+  function policyFailed(
+    err: unknown,
+    req: FastifyRequest,
+    reply: FastifyReply,
+    ctx: RequestContext,
+    rec: RequestRecord,
+  ): void {
+    const problem = toProblem(err);
+    rec.problem = problem;
+    if (problem.status >= 500) logger.error({ err, code: problem.code, reqId: rec.id }, 'policy failed');
+    if (reply.sent || reply.raw.headersSent) return;
+    reply.headers(ctx.responseHeaders);
+    sendProblem(req, reply, problem);
   }
 
   /** Answer from the mock responder or forward to an upstream. */

@@ -123,15 +123,34 @@ export function createContext(
 /**
  * Run the hooks in order; stops early when one answered the request itself. With `phases`, only
  * the hooks of those phases run (CORS preflights).
+ *
+ * Synchronous hooks run synchronously: the chain returns a promise only from the first hook that
+ * returned one (e.g. the Redis rate limit), and a synchronous rejection is thrown, not returned.
+ * Callers handle both (`await` does). An all-sync chain thus costs no promise, microtask or
+ * reaction job at all (about 3 µs a request for ipFilter + cached JWT + validate in the bench).
  */
-export async function runChain(
+export function runChain(
   chain: RouteChain,
   ctx: RequestContext,
   phases?: ReadonlySet<string>,
-): Promise<void> {
-  for (let i = 0; i < chain.hooks.length; i++) {
+): void | Promise<void> {
+  return runFrom(chain, ctx, phases, 0);
+}
+
+function runFrom(
+  chain: RouteChain,
+  ctx: RequestContext,
+  phases: ReadonlySet<string> | undefined,
+  start: number,
+): void | Promise<void> {
+  const hooks = chain.hooks;
+  for (let i = start; i < hooks.length; i++) {
     if (phases && !phases.has(chain.applied[i]?.phase ?? '')) continue;
-    await (chain.hooks[i] as Hook)(ctx);
+    const pending = (hooks[i] as Hook)(ctx);
+    if (pending !== undefined) {
+      const next = i + 1;
+      return pending.then(() => (ctx.answered ? undefined : runFrom(chain, ctx, phases, next)));
+    }
     if (ctx.answered) return;
   }
 }

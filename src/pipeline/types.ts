@@ -93,7 +93,11 @@ export interface RequestContext {
   answered?: boolean;
 }
 
-/** A policy hook: resolves to continue, throws a ProblemError to reject. */
+/**
+ * A policy hook: returns (or resolves) to continue, throws (or rejects with) a ProblemError to
+ * reject. A hook with nothing to wait for should return synchronously: the chain then stays
+ * synchronous (see runChain).
+ */
 export type Hook = (ctx: RequestContext) => void | Promise<void>;
 
 /** What a policy factory may use; built once per gateway, shared by every route. */

@@ -131,13 +131,18 @@ export const authPolicy: PolicyKind<typeof AuthConfigSchema> = {
     };
 
     if (single) {
-      // The common case, one method: no per-request arrays.
-      return async function auth(ctx) {
+      // The common case, one method: no per-request arrays, and no promise when the method answers
+      // synchronously (a cached JWT, an API key), so the chain stays synchronous.
+      const conclude = (ctx: RequestContext, outcome: AuthOutcome) => {
+        if (outcome.kind === 'ok') accept(ctx, outcome.identity, outcome.headers);
+        else if (outcome.kind === 'absent' && anonymous) allowAnonymous(ctx);
+        else reject(outcome.kind === 'fail' ? outcome : undefined);
+      };
+      return function auth(ctx) {
         for (const h of strippedList) ctx.removeUpstreamHeaders.add(h);
-        const outcome = await single.authenticate(ctx);
-        if (outcome.kind === 'ok') return accept(ctx, outcome.identity, outcome.headers);
-        if (outcome.kind === 'absent' && anonymous) return allowAnonymous(ctx);
-        reject(outcome.kind === 'fail' ? outcome : undefined);
+        const outcome = single.authenticate(ctx);
+        if ('then' in outcome) return outcome.then((settled) => conclude(ctx, settled));
+        conclude(ctx, outcome);
       };
     }
 

@@ -97,26 +97,33 @@ export const validatePolicy: PolicyKind<typeof ValidateSchema> = {
     const checkResponse = config.response ? responseChecker(op, deps) : undefined;
     const checkRequest = config.request !== false && (params.length > 0 || body !== undefined);
 
-    return async function validate(ctx) {
+    // Synchronous unless a JSON body has to be read: a GET is checked without a promise.
+    return function validate(ctx) {
       if (checkResponse) ctx.responseEdits.push((status, headers) => checkResponse(ctx, status, headers));
       if (!checkRequest) return;
       const errors: Violation[] = [];
       if (params.length > 0) checkParams(ctx, params, pathParams, errors);
-      if (body) await checkBody(ctx, body, maxBytes, errors, deps);
-      if (errors.length === 0) return;
-      throw new ProblemError(
-        'PC_VALIDATION_FAILED',
-        `${errors.length} violation${errors.length === 1 ? '' : 's'} of the API contract`,
-        {
-          extensions: {
-            errors: errors.slice(0, MAX_REPORTED_ERRORS),
-            ...(errors.length > MAX_REPORTED_ERRORS ? { omitted: errors.length - MAX_REPORTED_ERRORS } : {}),
-          },
-        },
-      );
+      const reading = body ? checkBody(ctx, body, maxBytes, errors, deps) : undefined;
+      if (reading) return reading.then(() => report(errors));
+      report(errors);
     };
   },
 };
+
+/** Throw the violations found, if any, as one 400. */
+function report(errors: Violation[]): void {
+  if (errors.length === 0) return;
+  throw new ProblemError(
+    'PC_VALIDATION_FAILED',
+    `${errors.length} violation${errors.length === 1 ? '' : 's'} of the API contract`,
+    {
+      extensions: {
+        errors: errors.slice(0, MAX_REPORTED_ERRORS),
+        ...(errors.length > MAX_REPORTED_ERRORS ? { omitted: errors.length - MAX_REPORTED_ERRORS } : {}),
+      },
+    },
+  );
+}
 
 function compileParam(p: Json, compile: (s: unknown) => ValidateFunction | undefined): CompiledParam {
   const where = p.in as Location;
@@ -222,13 +229,14 @@ function compileBody(
   };
 }
 
-async function checkBody(
+/** Check the body's presence and media type; returns a promise only when a JSON body is read. */
+function checkBody(
   ctx: RequestContext,
   body: CompiledBody,
   maxBytes: number,
   errors: Violation[],
   deps: PolicyDeps,
-): Promise<void> {
+): Promise<void> | undefined {
   const h = ctx.req.headers;
   const hasBody =
     h['transfer-encoding'] !== undefined ||
@@ -250,15 +258,16 @@ async function checkBody(
   // Only JSON is parsed; other declared media types (forms, files) pass unchecked.
   if (!isJsonType(contentType) || !body.json.has(declared)) return;
   const check = body.json.get(declared);
-  const buf = await deps.readBody(ctx, maxBytes);
-  let value: unknown;
-  try {
-    value = JSON.parse(buf.toString('utf8'));
-  } catch {
-    errors.push({ in: 'body', name: '', message: 'is not valid JSON' });
-    return;
-  }
-  if (check && !check(value)) for (const e of check.errors ?? []) errors.push(bodyViolation(e));
+  return deps.readBody(ctx, maxBytes).then((buf) => {
+    let value: unknown;
+    try {
+      value = JSON.parse(buf.toString('utf8'));
+    } catch {
+      errors.push({ in: 'body', name: '', message: 'is not valid JSON' });
+      return;
+    }
+    if (check && !check(value)) for (const e of check.errors ?? []) errors.push(bodyViolation(e));
+  });
 }
 
 function bodyViolation(e: ErrorObject): Violation {
