@@ -51,6 +51,25 @@ describe('redis store', () => {
     expect(denied?.retryAfterMs).toBeLessThanOrEqual(2_400);
   });
 
+  it('decides the hits of one event-loop turn in one script per 128 keys, exactly as one script per hit would', async () => {
+    const store = await openStore();
+    await store.hit('warm', { limit: 1, windowMs: 1_000 });
+    await raw.call('CONFIG', 'RESETSTAT');
+    const spec = { limit: 50, windowMs: 60_000 };
+    // 300 hits over 3 counters in one turn: 3 scripts, each key named many times in each.
+    const all = await Promise.all(Array.from({ length: 300 }, (_, i) => store.hit(`turn-${i % 3}`, spec)));
+    const stats = (await raw.info('commandstats')) as string;
+    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect(calls('evalsha') + calls('eval')).toBe(3);
+    for (let k = 0; k < 3; k++) {
+      const mine = all.filter((_, i) => i % 3 === k);
+      // In request order: the first 50 admitted with 49..0 left, the other 50 refused.
+      expect(mine.map((d) => d.allowed)).toEqual(Array.from({ length: 100 }, (_, i) => i < 50));
+      expect(mine.slice(0, 50).map((d) => d.remaining)).toEqual(Array.from({ length: 50 }, (_, i) => 49 - i));
+      expect(mine.every((d) => d.limit === 50)).toBe(true);
+    }
+  });
+
   it('stores one versioned key per counter that expires when the counter has replenished', async () => {
     const store = await openStore();
     const first = await store.hit('route-1:abc', { limit: 10, windowMs: 10_000 });

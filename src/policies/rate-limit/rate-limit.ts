@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { DURATION_PATTERN, DURATION_UNITS_MS, parseDuration } from '../../config/duration.ts';
 import { ProblemError } from '../../errors.ts';
+import { createMemo } from '../../pipeline/memo.ts';
 import type { Decision, Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { createMemoryStore } from '../../state/memory.ts';
 import type { RateDecision, RateLimitSpec, Store } from '../../state/store.ts';
@@ -31,7 +32,7 @@ const STORE_ERROR_LOG_INTERVAL_MS = 10_000;
 const KEY_HASH_CHARS = 22;
 /**
  * Store keys remembered per limit (client value → prefixed hashed key), so a returning client
- * costs a map look-up instead of a SHA-256. Past this many the older half is dropped.
+ * costs a map look-up instead of a SHA-256 (see createMemo).
  */
 const KEY_CACHE_SIZE = 4096;
 
@@ -135,6 +136,9 @@ function keyResolver(key: string): KeyResolver {
   };
 }
 
+/** One limit's outcome: the store's decision, null (not counted) or 'deny' (store down, deny). */
+type Decided = RateDecision | null | 'deny';
+
 interface PreparedLimit {
   name: string;
   spec: RateLimitSpec;
@@ -145,26 +149,10 @@ interface PreparedLimit {
   storeKey: (ctx: RequestContext) => string;
 }
 
-/**
- * `value → prefix + hashKey(value)` with a bounded memory: two generations, the current one
- * filled until KEY_CACHE_SIZE, then it becomes the old one (hits there move back). Recent clients
- * stay cached; a flood of distinct values costs at most 2 × KEY_CACHE_SIZE entries.
- */
+/** `value → prefix + hashKey(value)`, memoised (bounded, see createMemo). */
 function cachedStoreKey(prefix: string, resolve: KeyResolver): (ctx: RequestContext) => string {
-  let current = new Map<string, string>();
-  let old = new Map<string, string>();
-  return (ctx) => {
-    const value = resolve(ctx);
-    let key = current.get(value);
-    if (key !== undefined) return key;
-    key = old.get(value) ?? prefix + hashKey(value);
-    if (current.size >= KEY_CACHE_SIZE) {
-      old = current;
-      current = new Map();
-    }
-    current.set(value, key);
-    return key;
-  };
+  const storeKey = createMemo(KEY_CACHE_SIZE, (value) => prefix + hashKey(value));
+  return (ctx) => storeKey(resolve(ctx));
 }
 
 /** Shared per gateway store, so `onStoreError: local` counts one key once across routes. */
@@ -247,21 +235,21 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
     );
   };
 
-  /** One limit's decision; null = not counted (store down and `onStoreError: allow`). */
-  const decide = async (limit: PreparedLimit, ctx: RequestContext): Promise<RateDecision | null | 'deny'> => {
-    const key = limit.storeKey(ctx);
-    try {
-      return await store.hit(key, limit.spec);
-    } catch (err) {
-      logStoreError(err);
-      if (onStoreError === 'allow') return null;
-      if (onStoreError === 'deny') return 'deny';
-      return local.hit(key, limit.spec);
-    }
+  /** A limit's decision when the store failed: null = not counted (`onStoreError: allow`). */
+  const afterStoreError = (err: unknown, limit: PreparedLimit, key: string): Decided | Promise<Decided> => {
+    logStoreError(err);
+    if (onStoreError === 'allow') return null;
+    if (onStoreError === 'deny') return 'deny';
+    return local.hit(key, limit.spec);
   };
 
-  return async function rateLimit(ctx: RequestContext): Promise<void> {
-    const results = await Promise.all(limits.map((l) => decide(l, ctx)));
+  const decide = (limit: PreparedLimit, ctx: RequestContext): Promise<Decided> => {
+    const key = limit.storeKey(ctx);
+    return store.hit(key, limit.spec).then(undefined, (err: unknown) => afterStoreError(err, limit, key));
+  };
+
+  /** Headers, decisions and the 429 from every limit's decision (in `limits` order). */
+  const conclude = (ctx: RequestContext, results: readonly Decided[]): void => {
     if (results.includes('deny')) {
       record(ctx, dryRun ? 'would-deny' : 'error', 'store-unavailable', {});
       if (!dryRun) {
@@ -304,6 +292,19 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
     throw new ProblemError('PC_RATE_LIMITED', `Rate limit "${detail.exceeded as string}" exceeded`, {
       headers,
     });
+  };
+
+  // One limit (the common case): a single promise reaction from the store's answer to the verdict.
+  const only = limits.length === 1 ? (limits[0] as PreparedLimit) : undefined;
+  return function rateLimit(ctx: RequestContext): Promise<void> {
+    if (only) {
+      const key = only.storeKey(ctx);
+      return store.hit(key, only.spec).then(
+        (decision) => conclude(ctx, [decision]),
+        async (err: unknown) => conclude(ctx, [await afterStoreError(err, only, key)]),
+      );
+    }
+    return Promise.all(limits.map((l) => decide(l, ctx))).then((results) => conclude(ctx, results));
   };
 }
 
