@@ -383,6 +383,23 @@ describe('auth.jwt when the IdP is down (onJwksError)', () => {
     }
   });
 
+  test('a token ending like a cached one (same signature, tampered payload) is verified, not answered from the cache', async () => {
+    const oidc = await startOidc();
+    const verifier = createJwtVerifier({ issuer: oidc.issuer, audience: AUDIENCE });
+    try {
+      const token = await oidc.token({ scope: 'pets:read' });
+      expect((await verifier.verify(token)).ok).toBe(true);
+      expect(verifier.cached(token)).toMatchObject({ ok: true });
+      const tampered = forge.tamperedPayload(token, { scope: 'pets:read pets:write' });
+      expect(tampered.slice(-64)).toBe(token.slice(-64));
+      expect(verifier.cached(tampered)).toBeUndefined();
+      expect(await verifier.verify(tampered)).toMatchObject({ ok: false });
+      expect(verifier.cached(token)).toMatchObject({ ok: true });
+    } finally {
+      await oidc.close();
+    }
+  });
+
   test('a cached verified token is not accepted past its exp', async () => {
     const oidc = await startOidc();
     let now = Date.now();
