@@ -4,7 +4,9 @@
  * run. See bench/README.md for how to read the output.
  *
  * Flags: --duration <s> per measured run (default 5), --rounds (default 3), --connections
- * (default 50), --warmup <s> before each measured run (default 1), --only <target,...>.
+ * (default 50), --warmup <s> before each measured run (default 1), --first-warmup <s> before a
+ * target's first measured run (default 5: a fresh process is still compiling its hot paths and
+ * filling its pools), --only <target,...>.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -54,6 +56,7 @@ interface Options {
   rounds: number;
   connections: number;
   warmup: number;
+  firstWarmup: number;
   only: string[] | null;
 }
 
@@ -99,7 +102,7 @@ interface TargetReport {
   rounds: RoundResult[];
 }
 
-const USAGE = `Usage: npm run bench -- [--duration 5] [--rounds 3] [--connections 50] [--warmup 1] [--only ${TARGETS.map((t) => t.name).join(',')}]`;
+const USAGE = `Usage: npm run bench -- [--duration 5] [--rounds 3] [--connections 50] [--warmup 1] [--first-warmup 5] [--only ${TARGETS.map((t) => t.name).join(',')}]`;
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -109,6 +112,7 @@ function parseOptions(argv: string[]): Options {
       rounds: { type: 'string', default: '3' },
       connections: { type: 'string', default: '50' },
       warmup: { type: 'string', default: '1' },
+      'first-warmup': { type: 'string', default: '5' },
       only: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -137,6 +141,7 @@ function parseOptions(argv: string[]): Options {
     rounds: Math.floor(positive('rounds', values.rounds)),
     connections: Math.floor(positive('connections', values.connections)),
     warmup: positive('warmup', values.warmup, true),
+    firstWarmup: positive('first-warmup', values['first-warmup'], true),
     only: only ?? null,
   };
 }
@@ -201,9 +206,12 @@ async function main(): Promise<number> {
     if (measured.length === 0) throw new Error('no target could be started');
 
     const perRun = options.warmup + options.duration;
-    const estimate = Math.ceil(options.rounds * measured.length * (perRun + 0.5));
+    const estimate = Math.ceil(
+      options.rounds * measured.length * (perRun + 0.5) +
+        measured.length * (options.firstWarmup - options.warmup),
+    );
     console.log(
-      `Load: GET ${BASE_PATH}/hello (direct: /hello; portcullis+policies: ?name=bench with a Bearer token; portcullis-post, portcullis+waf: POST /bench/echo with a small JSON body), ${options.connections} connections, ${options.warmup} s warm-up + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
+      `Load: GET ${BASE_PATH}/hello (direct: /hello; portcullis+policies: ?name=bench with a Bearer token; portcullis-post, portcullis+waf: POST /bench/echo with a small JSON body), ${options.connections} connections, ${options.warmup} s warm-up (${options.firstWarmup} s in a target's first round) + ${options.duration} s measured, ${options.rounds} round(s), ~${estimate} s.\n`,
     );
     for (let round = 1; round <= options.rounds; round++) {
       // Rotating the order keeps any drift over time (thermal, page cache) off a single target.
@@ -212,7 +220,8 @@ async function main(): Promise<number> {
         const report = reports.get(target.name)!;
         if (report.died) continue;
         const proxyCpu = pinning?.proxyCpu ?? null;
-        const result = await measure(running.get(target.name)!, upstream, options, loadCpu, proxyCpu);
+        const warmup = round === 1 ? options.firstWarmup : options.warmup;
+        const result = await measure(running.get(target.name)!, upstream, options, warmup, loadCpu, proxyCpu);
         const roundResult = toRoundResult(round, result, running.get(target.name)!, upstream, clkTck);
         report.rounds.push(roundResult);
         console.log(
@@ -292,6 +301,7 @@ async function measure(
   target: RunningTarget,
   upstream: Child,
   options: Options,
+  warmup: number,
   loadCpu: number | null,
   proxyCpu: number | null,
 ) {
@@ -302,7 +312,7 @@ async function measure(
     '--connections',
     String(options.connections),
     '--warmup',
-    String(options.warmup),
+    String(warmup),
     '--duration',
     String(options.duration),
     ...(target.request?.method ? ['--method', target.request.method] : []),
@@ -316,7 +326,7 @@ async function measure(
   ];
   const load = startNode('load', args, loadCpu);
   try {
-    return await readJsonLine<LoadResult>(load, (options.warmup + options.duration) * 1000 + LOAD_SLACK_MS);
+    return await readJsonLine<LoadResult>(load, (warmup + options.duration) * 1000 + LOAD_SLACK_MS);
   } finally {
     await stopChild(load);
   }
