@@ -14,6 +14,7 @@ import { ProblemError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { compileCidrs } from './net/cidr.ts';
 import { createContext, runChain } from './pipeline/chain.ts';
+import { pinTickObjectShape } from './pipeline/tick-shape.ts';
 import { PREFLIGHT_PHASES, type RequestContext } from './pipeline/types.ts';
 import { POLICY_KINDS } from './policies/index.ts';
 import { sendProblem, toProblem } from './problem.ts';
@@ -76,6 +77,7 @@ export interface Gateway {
  * build the public app(s) and the admin app. Nothing listens yet.
  */
 export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  pinTickObjectShape(); // early, before the store connects (see tick-shape.ts); once per process
   const logger = options.logger ?? createLogger(config.logLevel);
   const store = await createStore(config.state, logger);
   const runtime = new Runtime({ config, logger, store, kinds: POLICY_KINDS });

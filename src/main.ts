@@ -11,6 +11,7 @@ import { loadGatewayConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/schema.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
 import type { RouteChain } from './pipeline/chain.ts';
+import { pinTickObjectShape } from './pipeline/tick-shape.ts';
 import type { RouteDescription } from './registry/index.ts';
 
 const USAGE: Record<string, string> = {
@@ -100,6 +101,8 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function start(config: GatewayConfig): Promise<number> {
+  // First of all, before telemetry, Redis or Fastify load: the nextTick workaround (tick-shape.ts).
+  pinTickObjectShape();
   // Telemetry starts here, before the dynamic import below loads Fastify and undici. The SDK is
   // itself imported dynamically: with telemetry.otlp unset, none of OpenTelemetry loads.
   let tracing: import('./telemetry/types.ts').Tracing | undefined;

@@ -3,12 +3,7 @@ import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { ResolvedPolicy } from './rules.ts';
-import { pinTickObjectShape } from './tick-shape.ts';
 import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
-
-// Every gateway imports the chain at startup, before it connects to Redis or listens: early
-// enough for the nextTick workaround (see tick-shape.ts).
-pinTickObjectShape();
 
 /** A route's policy chain, in phase order, plus what built it (for `validate` / `/routes`). */
 export interface RouteChain {

@@ -64,7 +64,8 @@ export function createObserver(opts: ObserverOptions): Observer {
 
   const finish = (rec: RequestRecord, reply: ObservedReply) => {
     const res = reply.raw;
-    const ms = performance.now() - rec.start;
+    const end = performance.now();
+    const ms = end - rec.start;
     // writableEnded, not writableFinished: HTTP/2 compat responses have only the former.
     const complete = res.writableEnded;
     const status = complete || res.headersSent ? res.statusCode : CLIENT_CLOSED;
@@ -96,7 +97,7 @@ export function createObserver(opts: ObserverOptions): Observer {
         'request',
       );
     }
-    if (rec.span && tracer) tracer.endServer(rec.span, rec, status);
+    if (rec.span && tracer) tracer.endServer(rec.span, rec, status, end);
   };
 
   return {
@@ -110,6 +111,7 @@ export function createObserver(opts: ObserverOptions): Observer {
       if (tracer) {
         rec.span = tracer.startServer(
           {
+            start: rec.start,
             method: req.method,
             path,
             scheme: (req.raw.socket as TLSSocket).encrypted ? 'https' : 'http',

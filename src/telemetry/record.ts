@@ -90,6 +90,7 @@ export class RequestRecord {
       this.clientSpan = this.tracer.startClient(
         this.span,
         {
+          start: this.attemptStart,
           method: this.method,
           name: this.route ? clientSpanName(this.method, upstream, this.route) : this.method,
           origin: upstream.origin,
@@ -104,11 +105,12 @@ export class RequestRecord {
 
   /** The attempt ended: `statusCode` 0 and `errorCode` set when the upstream gave no response. */
   upstreamEnd(service: string, upstream: Upstream, statusCode: number, errorCode?: string): void {
-    const ms = performance.now() - this.attemptStart;
+    const end = performance.now();
+    const ms = end - this.attemptStart;
     this.upstreamMs += ms;
     this.metrics.upstreamDone(service, upstream, ms / 1000, errorCode);
     if (this.clientSpan && this.tracer) {
-      this.tracer.endClient(this.clientSpan, statusCode, errorCode);
+      this.tracer.endClient(this.clientSpan, statusCode, errorCode, end);
       this.clientSpan = undefined;
     }
   }

@@ -53,6 +53,7 @@ import {
   BatchSpanProcessor,
   ParentBasedSampler,
   SamplingDecision,
+  type SamplingResult,
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
@@ -198,6 +199,12 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
   const names = telemetry.propagators;
   const propagator = createPropagator(names);
   const rootSampler = new TraceIdRatioBasedSampler(telemetry.sampleRatio);
+  const fixedRootDecision: SamplingResult | undefined =
+    telemetry.sampleRatio >= 1
+      ? { decision: SamplingDecision.RECORD_AND_SAMPLED }
+      : telemetry.sampleRatio <= 0
+        ? { decision: SamplingDecision.NOT_RECORD }
+        : undefined;
   const sampler = new ParentBasedSampler({ root: rootSampler });
   const ids = new PooledIdGenerator();
   const resource = defaultResource()
@@ -259,14 +266,18 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         if (caller !== undefined && !isSpanContextValid(caller)) caller = undefined;
       }
       const traceId = caller ? caller.traceId : ids.generateTraceId();
-      const sampling = (caller ? sampler : rootSampler).shouldSample(
-        parent,
-        traceId,
-        info.method,
-        SpanKind.SERVER,
-        NO_ATTRIBUTES,
-        [],
-      );
+      // A new trace at ratio 1 (or 0) is always (never) sampled: what the ratio sampler answers.
+      const sampling =
+        caller === undefined && fixedRootDecision !== undefined
+          ? fixedRootDecision
+          : (caller ? sampler : rootSampler).shouldSample(
+              parent,
+              traceId,
+              info.method,
+              SpanKind.SERVER,
+              NO_ATTRIBUTES,
+              [],
+            );
       const span: ServerSpan = {
         traceId,
         spanId: ids.generateSpanId(),
@@ -274,7 +285,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         traceState: sampling.traceState ?? caller?.traceState,
         traceFlags: sampling.decision === SamplingDecision.RECORD_AND_SAMPLED ? 1 : 0,
         parent,
-        start: performance.now(),
+        start: info.start,
         info,
       };
       return span;
@@ -295,10 +306,10 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         propagator.inject(trace.setSpanContext(server.parent, sc), headers, defaultTextMapSetter);
       }
       if (server.traceFlags === 0) return UNRECORDED;
-      const span: ClientSpan = { server, spanId, start: performance.now(), info };
+      const span: ClientSpan = { server, spanId, start: info.start, info };
       return span;
     },
-    endClient(s, statusCode, errorType) {
+    endClient(s, statusCode, errorType, end) {
       if (s === UNRECORDED) return;
       const { server, spanId, start, info } = s as ClientSpan;
       const w = queue.writer();
@@ -310,7 +321,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         name: undefined,
         kind: KIND_CLIENT,
         start,
-        end: performance.now(),
+        end,
       });
       // Name, method, server address and port and upstream: fixed per upstream and route.
       const block = clientBlocks.get(info.upstream, info.name);
@@ -333,10 +344,9 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       endSpan(w, mark, error, server.traceFlags, false);
       queue.added();
     },
-    endServer(s, rec, statusCode) {
+    endServer(s, rec, statusCode, end) {
       const span = s as ServerSpan;
       if (span.traceFlags === 0) return;
-      const end = performance.now();
       const { info } = span;
       const w = queue.writer();
       const mark = beginSpan(w, {

@@ -11,6 +11,8 @@ export type TraceSpan = object;
 
 /** What the SERVER span starts with (known before the route is matched). */
 export interface ServerSpanStart {
+  /** performance.now() when the request arrived. */
+  start: number;
   method: string;
   path: string;
   scheme: 'http' | 'https';
@@ -23,6 +25,8 @@ export interface ServerSpanStart {
 
 /** One upstream attempt (CLIENT span). */
 export interface ClientSpanStart {
+  /** performance.now() when the attempt started. */
+  start: number;
   method: string;
   /** Span name, e.g. `GET /pets/{petId}` (the upstream path template) or `GET`. */
   name: string;
@@ -46,10 +50,13 @@ export interface RequestTracer {
     info: ClientSpanStart,
     headers: Record<string, string | string[]>,
   ): TraceSpan;
-  /** End a CLIENT span: `statusCode` 0 when no response came, `errorType` then says why. */
-  endClient(span: TraceSpan, statusCode: number, errorType: string | undefined): void;
-  /** End the SERVER span: name and attributes from the route, policy decisions as events. */
-  endServer(span: TraceSpan, rec: RequestRecord, statusCode: number): void;
+  /**
+   * End a CLIENT span at `end` (performance.now()): `statusCode` 0 when no response came,
+   * `errorType` then says why.
+   */
+  endClient(span: TraceSpan, statusCode: number, errorType: string | undefined, end: number): void;
+  /** End the SERVER span at `end`: name and attributes from the route, policy decisions as events. */
+  endServer(span: TraceSpan, rec: RequestRecord, statusCode: number, end: number): void;
   /** The span's trace id (32 hex digits), for the access log. */
   traceId(span: TraceSpan): string;
 }
