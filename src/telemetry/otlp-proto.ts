@@ -245,6 +245,23 @@ export function strAttr(w: ProtoWriter, tag: number, k: Key, value: string): voi
   w.close(kv);
 }
 
+/** A string attribute whose value is `a + b` (an origin and a path), written without joining them first. */
+export function str2Attr(w: ProtoWriter, tag: number, k: Key, a: string, b: string): void {
+  w.ensure(k.length + (a.length + b.length) * 3 + ATTRIBUTE_OVERHEAD);
+  w.byte(tag);
+  const kv = w.open();
+  w.raw(k);
+  w.byte(T.kv_value);
+  const v = w.open();
+  w.byte(T.any_string);
+  const s = w.open();
+  w.pos += w.buf.write(a, w.pos, 'utf8');
+  w.pos += w.buf.write(b, w.pos, 'utf8');
+  w.close(s);
+  w.close(v);
+  w.close(kv);
+}
+
 export function intAttr(w: ProtoWriter, tag: number, k: Key, value: number): void {
   w.ensure(k.length + ATTRIBUTE_OVERHEAD + 10);
   w.byte(tag);

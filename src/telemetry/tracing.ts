@@ -76,6 +76,7 @@ import {
   RepeatedAttr,
   SPAN_ATTRIBUTES,
   spanName,
+  str2Attr,
   strAttr,
 } from './otlp-proto.ts';
 import { SpanQueue } from './span-queue.ts';
@@ -336,7 +337,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         A.upstream.write(w, info.upstream);
         clientBlocks.keep(info.upstream, info.name, w, from);
       }
-      strAttr(w, SPAN_ATTRIBUTES, K.urlFull, info.origin + info.path);
+      str2Attr(w, SPAN_ATTRIBUTES, K.urlFull, info.origin, info.path);
       if (info.resendCount > 0) A.resendCount.write(w, info.resendCount);
       if (statusCode > 0) A.status.write(w, statusCode);
       const error = errorType !== undefined || statusCode >= 400;

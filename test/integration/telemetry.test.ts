@@ -95,6 +95,7 @@ describe('tracing across the proxy hop (OTLP/HTTP to a local receiver)', () => {
         'server.address': '127.0.0.1',
         'server.port': upstream.port,
         'http.response.status_code': 200,
+        'url.full': `${upstream.url}/items`,
       },
     });
     // The upstream's parent is the CLIENT span: the hop is one unbroken trace.
