@@ -76,6 +76,9 @@ export interface ForwardTarget {
   basePath: string;
 }
 
+/** Bodies of a declared length up to this are read whole before forwarding (see `forward`). */
+const BUFFERED_BODY_BYTES = 64 * 1024;
+
 export interface ForwarderOptions {
   trustProxy: CidrMatcher;
   hideUpstreamIdentity: boolean;
@@ -155,7 +158,37 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     return out;
   }
 
-  return function forward(req, res, target, instance, extras, rec) {
+  const forward: Forward = (req, res, target, instance, extras, rec) => {
+    const cl = req.headers['content-length'];
+    // A small body with a declared length is read first and sent as one buffer: streaming it
+    // through undici cost about 60% more CPU per request and put a p99 of ~28 ms on small POSTs
+    // (bench: portcullis-post). A buffered body can also be resent when the method is idempotent.
+    if (cl !== undefined && cl !== '0' && !extras?.body) {
+      const length = Number(cl);
+      if (length <= BUFFERED_BODY_BYTES && length <= bodyBytes) {
+        readDeclared(req.raw, length).then(
+          (body) => send(req, res, target, instance, extras, rec, body),
+          () => {
+            // The client went away or sent less than it declared: nobody is left to answer.
+            if (!res.headersSent) res.destroy();
+          },
+        );
+        return;
+      }
+    }
+    send(req, res, target, instance, extras, rec, undefined);
+  };
+  return forward;
+
+  function send(
+    req: IncomingForForward,
+    res: RawResponse,
+    target: ForwardTarget,
+    instance: string,
+    extras: ForwardExtras | undefined,
+    rec: RequestRecord | undefined,
+    buffered: Buffer | undefined,
+  ): void {
     const method = req.method;
     const rawUrl = req.raw.url ?? '/';
     const rest = rawUrl.slice(target.basePath.length);
@@ -166,13 +199,16 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     const cl = h['content-length'];
     let body: NodeJS.ReadableStream | Buffer | null = null;
     if (extras?.body) body = extras.body;
+    else if (buffered) body = buffered;
     else if (
       te !== undefined ||
       (cl !== undefined && cl !== '0') ||
       (req.raw.stream && !req.raw.stream.endAfterHeaders)
     ) {
-      if (cl !== undefined && Number(cl) > bodyBytes)
-        return sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance, undefined, rec);
+      if (cl !== undefined && Number(cl) > bodyBytes) {
+        sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance, undefined, rec);
+        return;
+      }
       body = cl === undefined ? req.raw.pipe(new BodyLimit(bodyBytes)) : req.raw;
     }
     // A buffered body can be sent again; a stream cannot.
@@ -319,7 +355,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       );
     };
     attempt();
-  };
+  }
 }
 
 /**
@@ -384,6 +420,45 @@ function quoteIfNeeded(v: string): string {
   lastQuoted = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
   lastHost = v;
   return lastQuoted;
+}
+
+/**
+ * Read a body of `length` declared bytes into one buffer. Rejects if the stream errors or closes
+ * before it ends (the client went away); Node's parser itself rejects a body longer or shorter
+ * than its Content-Length.
+ */
+function readDeclared(raw: IncomingForForward['raw'], length: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const stream = raw as unknown as NodeJS.ReadableStream & { readableEnded?: boolean };
+    if (stream.readableEnded) {
+      reject(new Error('request body already read'));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      chunks.push(c);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    };
+    const onFail = () => {
+      cleanup();
+      reject(new Error(`request body ended after ${size} of ${length} bytes`));
+    };
+    const cleanup = () => {
+      stream.removeListener('data', onData);
+      stream.removeListener('end', onEnd);
+      stream.removeListener('error', onFail);
+      stream.removeListener('close', onFail);
+    };
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('error', onFail);
+    stream.on('close', onFail);
+  });
 }
 
 /** Counts a chunked (length-less) body and fails it past the limit. */
