@@ -42,6 +42,8 @@ export interface Metrics extends UpstreamObserver {
 interface RequestChildren {
   count: Array<{ inc(): void } | undefined>;
   latency: Array<{ observe(v: number): void } | undefined>;
+  /** Rate-limit decision counters of this route, by outcome. */
+  rateLimit: Map<string, { inc(): void }>;
   labels: { service: string; route: string; method: string };
 }
 
@@ -79,12 +81,12 @@ export function createMetrics(runtime: Runtime): Metrics {
     labelNames: ['service', 'upstream', 'reason'],
     registers,
   });
-  const rateLimit = new Counter({
-    name: 'portcullis_rate_limit_decisions_total',
-    help: 'Rate-limit decisions: allow, deny, would-deny (dry-run), error (store down).',
-    labelNames: ['service', 'route', 'outcome'],
-    registers,
-  });
+  // Hot too: a rate-limited route records a decision on every request.
+  const rateLimit = new HotCounter(
+    registry,
+    'portcullis_rate_limit_decisions_total',
+    'Rate-limit decisions: allow, deny, would-deny (dry-run), error (store down).',
+  );
   const authFailures = new Counter({
     name: 'portcullis_auth_failures_total',
     help: 'Requests auth rejected (outcome deny) or would have rejected (would-deny, dry-run), by reason.',
@@ -161,15 +163,23 @@ export function createMetrics(runtime: Runtime): Metrics {
   const newChildren = (service: string, route: string, method: string): RequestChildren => ({
     count: [],
     latency: [],
+    rateLimit: new Map(),
     labels: { service, route, method },
   });
 
-  const recordDecisions = (rec: RequestRecord, service: string, route: string) => {
+  const recordDecisions = (rec: RequestRecord, c: RequestChildren) => {
+    const { service, route } = c.labels;
     const decisions = rec.ctx?.decisions ?? [];
     let authCounted = false;
     for (const d of decisions as Decision[]) {
-      if (d.policy === 'rateLimit') rateLimit.inc({ service, route, outcome: d.outcome });
-      else if (d.policy === 'auth' && (d.outcome === 'deny' || d.outcome === 'would-deny')) {
+      if (d.policy === 'rateLimit') {
+        let counter = c.rateLimit.get(d.outcome);
+        if (!counter) {
+          counter = rateLimit.child({ service, route, outcome: d.outcome });
+          c.rateLimit.set(d.outcome, counter);
+        }
+        counter.inc();
+      } else if (d.policy === 'auth' && (d.outcome === 'deny' || d.outcome === 'would-deny')) {
         authFailures.inc({ service, route, reason: authReason(d), outcome: d.outcome });
         authCounted ||= d.outcome === 'deny';
       }
@@ -199,7 +209,7 @@ export function createMetrics(runtime: Runtime): Metrics {
       }
       count.inc();
       hist.observe(seconds);
-      if (rec.ctx || rec.problem) recordDecisions(rec, c.labels.service, c.labels.route);
+      if (rec.ctx || rec.problem) recordDecisions(rec, c);
     },
     upstreamDone(service, upstream, seconds, errorCode) {
       let c = byUpstream.get(upstream);
