@@ -393,7 +393,6 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       }
       if (info.userAgent) A.userAgent.write(w, info.userAgent);
       A.status.write(w, statusCode);
-      if (rec.upstream) A.upstream.write(w, rec.upstream);
       if (rec.attempts > 1) A.retries.write(w, rec.attempts - 1);
       const problem = rec.problem;
       if (problem) A.problemCode.write(w, problem.code);

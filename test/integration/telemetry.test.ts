@@ -83,7 +83,6 @@ describe('tracing across the proxy hop (OTLP/HTTP to a local receiver)', () => {
         'portcullis.service': 'svc',
         'portcullis.operation_id': 'listItems',
         'portcullis.request_id': requestId,
-        'portcullis.upstream': upstream.url,
       },
       resource: { 'service.name': 'gw-under-test' },
     });
@@ -96,8 +95,11 @@ describe('tracing across the proxy hop (OTLP/HTTP to a local receiver)', () => {
         'server.port': upstream.port,
         'http.response.status_code': 200,
         'url.full': `${upstream.url}/items`,
+        'portcullis.upstream': upstream.url,
       },
     });
+    // The upstream is the CLIENT span's to say (one per attempt), not repeated on the SERVER span.
+    expect(server?.attributes['portcullis.upstream']).toBeUndefined();
     // The upstream's parent is the CLIENT span: the hop is one unbroken trace.
     expect(sent.parentId).toBe(client?.spanId);
     expect(upstream.seen.at(-1)?.headers['x-request-id']).toBe(requestId);
