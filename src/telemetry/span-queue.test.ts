@@ -3,27 +3,29 @@ import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../../test/helpers/otlp.ts';
-import { beginSpan, endSpan, KIND_SERVER } from './otlp-proto.ts';
+import { beginSpan, endSpan, KIND_SERVER, type ProtoWriter } from './otlp-proto.ts';
 import { BATCH_SIZE, SpanQueue } from './span-queue.ts';
 
-/** Queue `n` minimal spans, named `span <i>`. */
-function addSpans(queue: SpanQueue, n: number, from = 0): void {
-  for (let i = from; i < from + n; i++) {
-    const w = queue.writer();
-    const now = performance.now();
-    const mark = beginSpan(w, {
-      traceId: (i + 1).toString(16).padStart(32, '0'),
-      spanId: (i + 1).toString(16).padStart(16, '0'),
-      parentSpanId: '',
-      traceState: '',
-      name: `span ${i}`,
-      kind: KIND_SERVER,
-      start: now,
-      end: now,
-    });
-    endSpan(w, mark, false, 1, false);
-    queue.added();
-  }
+/** A minimal span, named `span <i>` (the queue's encoder for these tests). */
+function encodeMinimal(w: ProtoWriter, i: number): void {
+  if (i < 0) throw new Error('cannot encode this one');
+  const now = performance.now();
+  const mark = beginSpan(w, {
+    traceId: (i + 1).toString(16).padStart(32, '0'),
+    spanId: (i + 1).toString(16).padStart(16, '0'),
+    parentSpanId: '',
+    traceState: '',
+    name: `span ${i}`,
+    kind: KIND_SERVER,
+    start: now,
+    end: now,
+  });
+  endSpan(w, mark, false, 1, false);
+}
+
+/** Queue `n` spans, numbered from `from`. */
+function addSpans(queue: SpanQueue<number>, n: number, from = 0): void {
+  for (let i = from; i < from + n; i++) queue.add(i);
 }
 
 describe('span queue: batching and export over OTLP/HTTP', () => {
@@ -36,12 +38,15 @@ describe('span queue: batching and export over OTLP/HTTP', () => {
   });
 
   test('full batches go out at once, the rest on flush; every span arrives once, as protobuf', async () => {
-    const queue = new SpanQueue({
-      url: `${receiver.url}/v1/traces`,
-      resource: resourceFromAttributes({ 'service.name': 'queue-test' }),
-      scope: { name: 'portcullis', version: '9.9.9' },
-      delayMs: 60_000, // only size and flush send here
-    });
+    const queue = new SpanQueue(
+      {
+        url: `${receiver.url}/v1/traces`,
+        resource: resourceFromAttributes({ 'service.name': 'queue-test' }),
+        scope: { name: 'portcullis', version: '9.9.9' },
+        delayMs: 60_000, // only size and flush send here
+      },
+      encodeMinimal,
+    );
     const total = BATCH_SIZE * 2 + 10;
     addSpans(queue, total);
     await expect.poll(() => receiver.spans.length, { timeout: 5000 }).toBe(BATCH_SIZE * 2);
@@ -55,14 +60,41 @@ describe('span queue: batching and export over OTLP/HTTP', () => {
     await queue.shutdown();
   });
 
+  test('a span that cannot be encoded is dropped and reported; the rest of its batch goes out', async () => {
+    const before = receiver.spans.length;
+    const errors: string[] = [];
+    const queue = new SpanQueue(
+      {
+        url: `${receiver.url}/v1/traces`,
+        resource: resourceFromAttributes({}),
+        scope: { name: 'portcullis', version: '' },
+        delayMs: 60_000,
+        onError: (m) => errors.push(m),
+      },
+      encodeMinimal,
+    );
+    queue.add(7);
+    queue.add(-1);
+    queue.add(8);
+    await queue.flush();
+    expect(receiver.spans.slice(before).map((s) => s.name)).toEqual(['span 7', 'span 8']);
+    expect(queue.stats).toEqual({ exported: 2, dropped: 1 });
+    expect(errors).toEqual(['a span could not be encoded: cannot encode this one']);
+    expect(receiver.rejected).toBe(0);
+    await queue.shutdown();
+  });
+
   test('a batch goes out by itself after the delay', async () => {
     const before = receiver.spans.length;
-    const queue = new SpanQueue({
-      url: `${receiver.url}/v1/traces`,
-      resource: resourceFromAttributes({}),
-      scope: { name: 'portcullis', version: '' },
-      delayMs: 50,
-    });
+    const queue = new SpanQueue(
+      {
+        url: `${receiver.url}/v1/traces`,
+        resource: resourceFromAttributes({}),
+        scope: { name: 'portcullis', version: '' },
+        delayMs: 50,
+      },
+      encodeMinimal,
+    );
     addSpans(queue, 3);
     await expect.poll(() => receiver.spans.length - before, { timeout: 5000 }).toBe(3);
     await queue.shutdown();
@@ -88,13 +120,16 @@ describe('span queue: a collector that refuses', () => {
 
   test('failed exports are counted as dropped and reported', async () => {
     const errors: string[] = [];
-    const queue = new SpanQueue({
-      url,
-      resource: resourceFromAttributes({}),
-      scope: { name: 'portcullis', version: '' },
-      delayMs: 60_000,
-      onError: (m) => errors.push(m),
-    });
+    const queue = new SpanQueue(
+      {
+        url,
+        resource: resourceFromAttributes({}),
+        scope: { name: 'portcullis', version: '' },
+        delayMs: 60_000,
+        onError: (m) => errors.push(m),
+      },
+      encodeMinimal,
+    );
     addSpans(queue, 5);
     await queue.flush();
     expect(queue.stats).toEqual({ exported: 0, dropped: 5 });

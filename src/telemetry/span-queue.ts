@@ -5,9 +5,9 @@
  * exports beyond which a batch is dropped, OTEL_EXPORTER_OTLP_* headers); only the serializer is
  * ours.
  *
- * Each span is encoded (otlp-proto.ts) into the request body of its batch as soon as it ends, so
- * the body is ready when the batch is: nothing is kept on the JS heap, joined or re-encoded at
- * export time. Memory is bounded by one body being filled plus the exporter's concurrent exports.
+ * Spans are encoded (otlp-proto.ts) straight into the request body of their batch when it goes
+ * out, in one pass. Memory is bounded by one batch of ended spans plus the exporter's concurrent
+ * exports (request bodies are reused).
  */
 import { ExportResultCode } from '@opentelemetry/core';
 import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
@@ -60,20 +60,28 @@ interface Body {
   spans: number;
 }
 
-/** Spans waiting for export, encoded into the next request body. */
-export class SpanQueue {
-  private body: Body | undefined;
+/**
+ * Ended spans waiting for export. They are kept as the tracer recorded them and encoded together
+ * when their batch goes out: one tight loop over a thousand spans runs at several times the speed
+ * of the same encoding interleaved with request handling (bench: about 3 µs a request less).
+ * What a span keeps is small and holds no request or socket.
+ */
+export class SpanQueue<T> {
+  private items: T[] = [];
   private timer: NodeJS.Timeout | undefined;
   private resource: Uint8Array | undefined;
   private readonly scope: Uint8Array;
   private readonly delegate: IOtlpExportDelegate<Body>;
   private readonly opts: SpanQueueOptions;
+  private readonly encode: (w: ProtoWriter, item: T) => void;
   private readonly pending = new Set<Promise<void>>();
   private readonly spare: Buffer[] = [];
   readonly stats: SpanQueueStats = { exported: 0, dropped: 0 };
 
-  constructor(opts: SpanQueueOptions) {
+  /** `encode` writes one item as a `ScopeSpans.spans` entry (otlp-proto.ts `beginSpan`…`endSpan`). */
+  constructor(opts: SpanQueueOptions, encode: (w: ProtoWriter, item: T) => void) {
     this.opts = opts;
+    this.encode = encode;
     this.scope = encodeScope(opts.scope.name, opts.scope.version);
     const serializer = {
       serializeRequest: (body: Body) => this.serialize(body),
@@ -91,20 +99,14 @@ export class SpanQueue {
     );
   }
 
-  /** The writer to encode the next span into (a `ScopeSpans.spans` entry); call `added` after. */
-  writer(): ProtoWriter {
-    if (this.body === undefined) {
-      this.body = this.newBody();
+  /** Queue one ended span; a full batch goes out at once. */
+  add(item: T): void {
+    const n = this.items.push(item);
+    if (n >= BATCH_SIZE) this.exportBody();
+    else if (this.timer === undefined) {
       this.timer = setTimeout(() => this.exportBody(), this.opts.delayMs);
       this.timer.unref();
     }
-    return this.body.writer;
-  }
-
-  /** One span was written into `writer()`. */
-  added(): void {
-    const body = this.body;
-    if (body !== undefined && ++body.spans >= BATCH_SIZE) this.exportBody();
   }
 
   /** Export what is queued and wait for every export in flight. */
@@ -139,15 +141,28 @@ export class SpanQueue {
     return writer.buf.subarray(start, writer.pos);
   }
 
-  /** Close the body being filled and hand it to the exporter. */
+  /** Encode the queued spans into a request body and hand it to the exporter. */
   private exportBody(): void {
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    const body = this.body;
-    if (body === undefined) return;
-    this.body = undefined;
+    const items = this.items;
+    if (items.length === 0) return;
+    this.items = [];
+    const body = this.newBody();
+    for (const item of items) {
+      const mark = body.writer.pos;
+      try {
+        this.encode(body.writer, item);
+        body.spans++;
+      } catch (err) {
+        // A span that cannot be encoded is dropped, not the batch.
+        body.writer.pos = mark;
+        this.stats.dropped++;
+        this.opts.onError?.(`a span could not be encoded: ${(err as Error).message}`);
+      }
+    }
     if (body.spans === 0) return;
     const done = new Promise<void>((resolve) => {
       this.delegate.export(body, (result) => {

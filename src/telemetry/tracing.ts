@@ -141,8 +141,12 @@ const K = {
   urlFull: key('url.full'),
 };
 
-/** A SERVER span in progress. Unsampled ones only serve propagation. */
+/**
+ * A SERVER span. Unsampled ones only serve propagation. When it ends, what its encoding needs
+ * from the request record is copied in (the record, its request and socket are not kept).
+ */
 interface ServerSpan {
+  kind: typeof KIND_SERVER;
   traceId: string;
   spanId: string;
   /** The caller's span id, '' when the trace starts here. */
@@ -154,15 +158,30 @@ interface ServerSpan {
   parent: Context;
   start: number;
   info: ServerSpanStart;
+  end: number;
+  status: number;
+  template: string | undefined;
+  route: Route | undefined;
+  passThrough: string | undefined;
+  attempts: number;
+  problemCode: string | undefined;
+  problemReason: unknown;
+  decisions: readonly Decision[];
 }
 
-/** A recorded CLIENT span in progress. */
+/** A recorded CLIENT span; `end`, `status` and `errorType` are set when it ends. */
 interface ClientSpan {
+  kind: typeof KIND_CLIENT;
   server: ServerSpan;
   spanId: string;
   start: number;
   info: ClientSpanStart;
+  end: number;
+  status: number;
+  errorType: string | undefined;
 }
+
+const NO_DECISIONS: readonly Decision[] = [];
 
 /** Returned for CLIENT spans of unsampled traces: ending it does nothing. */
 const UNRECORDED: object = Object.freeze({});
@@ -217,15 +236,118 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       }),
     );
   void resource.waitForAsyncAttributes?.();
+  /** A CLIENT span, as the queue encodes it when its batch goes out. */
+  const encodeClient = (w: ProtoWriter, span: ClientSpan): void => {
+    const { server, spanId, start, info, end, status: statusCode, errorType } = span;
+    const mark = beginSpan(w, {
+      traceId: server.traceId,
+      spanId,
+      parentSpanId: server.spanId,
+      traceState: server.traceState?.serialize() ?? '',
+      name: undefined,
+      kind: KIND_CLIENT,
+      start,
+      end,
+    });
+    // Name, method, server address and port and upstream: fixed per upstream and route.
+    const block = clientBlocks.get(info.upstream, info.name);
+    if (block !== undefined) w.raw(block);
+    else {
+      const from = w.pos;
+      const origin = originOf(info.origin);
+      spanName(w, info.name);
+      A.method.write(w, info.method);
+      A.serverAddress.write(w, origin.address);
+      A.serverPort.write(w, origin.port);
+      A.upstream.write(w, info.upstream);
+      clientBlocks.keep(info.upstream, info.name, w, from);
+    }
+    str2Attr(w, SPAN_ATTRIBUTES, K.urlFull, info.origin, info.path);
+    if (info.resendCount > 0) A.resendCount.write(w, info.resendCount);
+    if (statusCode > 0) A.status.write(w, statusCode);
+    const error = errorType !== undefined || statusCode >= 400;
+    if (error) A.errorType.write(w, errorType ?? String(statusCode));
+    endSpan(w, mark, error, server.traceFlags, false);
+  };
+  /** A SERVER span, as the queue encodes it when its batch goes out. */
+  const encodeServer = (w: ProtoWriter, span: ServerSpan): void => {
+    const { info, end, status: statusCode } = span;
+    const rec = span;
+    const mark = beginSpan(w, {
+      traceId: span.traceId,
+      spanId: span.spanId,
+      parentSpanId: span.parentSpanId,
+      traceState: span.traceState?.serialize() ?? '',
+      name: rec.template ? undefined : info.method,
+      kind: KIND_SERVER,
+      start: span.start,
+      end,
+    });
+    const route = rec.route;
+    if (rec.template && route) {
+      // Name, http.route, service and operation: fixed per route (of this config) and method.
+      const block = serverBlocks.get(route, info.method);
+      if (block !== undefined) w.raw(block);
+      else {
+        const from = w.pos;
+        spanName(w, `${info.method} ${rec.template}`);
+        A.route.write(w, rec.template);
+        A.service.write(w, route.service);
+        A.operationId.write(w, route.operationId);
+        serverBlocks.keep(route, info.method, w, from);
+      }
+    } else {
+      if (rec.template) spanName(w, `${info.method} ${rec.template}`);
+      if (rec.template) A.route.write(w, rec.template);
+      if (rec.passThrough) A.service.write(w, rec.passThrough);
+    }
+    A.method.write(w, info.method);
+    strAttr(w, SPAN_ATTRIBUTES, K.path, info.path);
+    A.scheme.write(w, info.scheme);
+    A.clientAddress.write(w, info.clientIp);
+    A.protocolVersion.write(w, info.httpVersion);
+    strAttr(w, SPAN_ATTRIBUTES, K.requestId, info.requestId);
+    if (info.host) {
+      const host = hostOf(info.host);
+      if (host) {
+        A.serverAddress.write(w, host.address);
+        if (host.port !== undefined) A.serverPort.write(w, host.port);
+      }
+    }
+    if (info.userAgent) A.userAgent.write(w, info.userAgent);
+    A.status.write(w, statusCode);
+    if (rec.attempts > 1) A.retries.write(w, rec.attempts - 1);
+    const problemCode = span.problemCode;
+    if (problemCode) A.problemCode.write(w, problemCode);
+    const error = statusCode >= 500;
+    if (error) A.errorType.write(w, problemCode ?? String(statusCode));
+    const decisions = span.decisions;
+    for (const d of decisions) decisionEvent(w, d, end);
+    if (problemCode) {
+      const policy = REJECTING_POLICY[problemCode];
+      if (policy && !decisions.some((d) => d.policy === policy && d.outcome === 'deny')) {
+        const reason = span.problemReason;
+        const e = beginEvent(w, `policy.${policy}`, end);
+        A.outcome.write(w, 'deny');
+        A.reason.write(w, typeof reason === 'string' ? reason : problemCode);
+        endEvent(w, e);
+      }
+    }
+    endSpan(w, mark, error, span.traceFlags, span.parentSpanId !== '');
+  };
+
   const serverBlocks = new FieldBlocks<Route>();
   const clientBlocks = new FieldBlocks<string>();
-  const queue = new SpanQueue({
-    url,
-    resource,
-    scope: { name: SCOPE, version: options.version ?? '' },
-    delayMs: EXPORT_DELAY_MS,
-    onError: (message) => tracing.onError?.(message),
-  });
+  const queue = new SpanQueue<ServerSpan | ClientSpan>(
+    {
+      url,
+      resource,
+      scope: { name: SCOPE, version: options.version ?? '' },
+      delayMs: EXPORT_DELAY_MS,
+      onError: (message) => tracing.onError?.(message),
+    },
+    (w, span) => (span.kind === KIND_CLIENT ? encodeClient(w, span) : encodeServer(w, span)),
+  );
   // Spans made through the OTel API by anything else in the process go the standard way.
   const processor = new BatchSpanProcessor(new OTLPTraceExporter({ url }), {
     scheduledDelayMillis: EXPORT_DELAY_MS,
@@ -280,6 +402,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
               [],
             );
       const span: ServerSpan = {
+        kind: KIND_SERVER,
         traceId,
         spanId: ids.generateSpanId(),
         parentSpanId: caller ? caller.spanId : '',
@@ -288,6 +411,15 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         parent,
         start: info.start,
         info,
+        end: 0,
+        status: 0,
+        template: undefined,
+        route: undefined,
+        passThrough: undefined,
+        attempts: 0,
+        problemCode: undefined,
+        problemReason: undefined,
+        decisions: NO_DECISIONS,
       };
       return span;
     },
@@ -307,111 +439,39 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         propagator.inject(trace.setSpanContext(server.parent, sc), headers, defaultTextMapSetter);
       }
       if (server.traceFlags === 0) return UNRECORDED;
-      const span: ClientSpan = { server, spanId, start: info.start, info };
+      const span: ClientSpan = {
+        kind: KIND_CLIENT,
+        server,
+        spanId,
+        start: info.start,
+        info,
+        end: 0,
+        status: 0,
+        errorType: undefined,
+      };
       return span;
     },
     endClient(s, statusCode, errorType, end) {
       if (s === UNRECORDED) return;
-      const { server, spanId, start, info } = s as ClientSpan;
-      const w = queue.writer();
-      const mark = beginSpan(w, {
-        traceId: server.traceId,
-        spanId,
-        parentSpanId: server.spanId,
-        traceState: server.traceState?.serialize() ?? '',
-        name: undefined,
-        kind: KIND_CLIENT,
-        start,
-        end,
-      });
-      // Name, method, server address and port and upstream: fixed per upstream and route.
-      const block = clientBlocks.get(info.upstream, info.name);
-      if (block !== undefined) w.raw(block);
-      else {
-        const from = w.pos;
-        const origin = originOf(info.origin);
-        spanName(w, info.name);
-        A.method.write(w, info.method);
-        A.serverAddress.write(w, origin.address);
-        A.serverPort.write(w, origin.port);
-        A.upstream.write(w, info.upstream);
-        clientBlocks.keep(info.upstream, info.name, w, from);
-      }
-      str2Attr(w, SPAN_ATTRIBUTES, K.urlFull, info.origin, info.path);
-      if (info.resendCount > 0) A.resendCount.write(w, info.resendCount);
-      if (statusCode > 0) A.status.write(w, statusCode);
-      const error = errorType !== undefined || statusCode >= 400;
-      if (error) A.errorType.write(w, errorType ?? String(statusCode));
-      endSpan(w, mark, error, server.traceFlags, false);
-      queue.added();
+      const span = s as ClientSpan;
+      span.end = end;
+      span.status = statusCode;
+      span.errorType = errorType;
+      queue.add(span);
     },
     endServer(s, rec, statusCode, end) {
       const span = s as ServerSpan;
       if (span.traceFlags === 0) return;
-      const { info } = span;
-      const w = queue.writer();
-      const mark = beginSpan(w, {
-        traceId: span.traceId,
-        spanId: span.spanId,
-        parentSpanId: span.parentSpanId,
-        traceState: span.traceState?.serialize() ?? '',
-        name: rec.template ? undefined : info.method,
-        kind: KIND_SERVER,
-        start: span.start,
-        end,
-      });
-      const route = rec.route;
-      if (rec.template && route) {
-        // Name, http.route, service and operation: fixed per route (of this config) and method.
-        const block = serverBlocks.get(route, info.method);
-        if (block !== undefined) w.raw(block);
-        else {
-          const from = w.pos;
-          spanName(w, `${info.method} ${rec.template}`);
-          A.route.write(w, rec.template);
-          A.service.write(w, route.service);
-          A.operationId.write(w, route.operationId);
-          serverBlocks.keep(route, info.method, w, from);
-        }
-      } else {
-        if (rec.template) spanName(w, `${info.method} ${rec.template}`);
-        if (rec.template) A.route.write(w, rec.template);
-        if (rec.passThrough) A.service.write(w, rec.passThrough);
-      }
-      A.method.write(w, info.method);
-      strAttr(w, SPAN_ATTRIBUTES, K.path, info.path);
-      A.scheme.write(w, info.scheme);
-      A.clientAddress.write(w, info.clientIp);
-      A.protocolVersion.write(w, info.httpVersion);
-      strAttr(w, SPAN_ATTRIBUTES, K.requestId, info.requestId);
-      if (info.host) {
-        const host = hostOf(info.host);
-        if (host) {
-          A.serverAddress.write(w, host.address);
-          if (host.port !== undefined) A.serverPort.write(w, host.port);
-        }
-      }
-      if (info.userAgent) A.userAgent.write(w, info.userAgent);
-      A.status.write(w, statusCode);
-      if (rec.attempts > 1) A.retries.write(w, rec.attempts - 1);
-      const problem = rec.problem;
-      if (problem) A.problemCode.write(w, problem.code);
-      const error = statusCode >= 500;
-      if (error) A.errorType.write(w, problem?.code ?? String(statusCode));
-      const decisions = rec.ctx?.decisions ?? [];
-      for (const d of decisions) decisionEvent(w, d, end);
-      if (problem) {
-        const policy = REJECTING_POLICY[problem.code];
-        if (policy && !decisions.some((d) => d.policy === policy && d.outcome === 'deny')) {
-          const reason = problem.extensions.reason;
-          const e = beginEvent(w, `policy.${policy}`, end);
-          A.outcome.write(w, 'deny');
-          A.reason.write(w, typeof reason === 'string' ? reason : problem.code);
-          endEvent(w, e);
-        }
-      }
-      endSpan(w, mark, error, span.traceFlags, span.parentSpanId !== '');
-      queue.added();
+      span.end = end;
+      span.status = statusCode;
+      span.template = rec.template;
+      span.route = rec.route;
+      span.passThrough = rec.passThrough;
+      span.attempts = rec.attempts;
+      span.problemCode = rec.problem?.code;
+      span.problemReason = rec.problem?.extensions.reason;
+      span.decisions = rec.ctx?.decisions ?? NO_DECISIONS;
+      queue.add(span);
     },
     traceId(s) {
       return (s as ServerSpan).traceId;
