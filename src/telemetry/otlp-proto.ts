@@ -3,9 +3,9 @@
  *
  * The SDK's path — a Span object per span, the OTLP transformer's object tree, then serialising
  * the whole batch — cost about as much CPU as proxying the request itself (bench:
- * portcullis+telemetry). The gateway's spans have a fixed shape, so each is encoded once, when it
- * ends, field by field into the request body of its batch: no intermediate objects or strings,
- * nothing for the garbage collector, and about half the bytes of OTLP/JSON.
+ * portcullis+telemetry). The gateway's spans have a fixed shape, so each is encoded once, field
+ * by field, straight into the request body of its batch (span-queue.ts): no intermediate objects
+ * or strings, nothing for the garbage collector, and about half the bytes of OTLP/JSON.
  *
  * Wire format: opentelemetry-proto `ExportTraceServiceRequest` (trace/v1/trace.proto, common/v1,
  * resource/v1), protobuf encoding as in https://protobuf.dev/programming-guides/encoding/.

@@ -5,8 +5,8 @@
  * tracing off none of OpenTelemetry loads.
  *
  * The per-request spans (a SERVER span and one CLIENT span per upstream attempt) are not SDK Span
- * objects: the gateway knows their whole shape, so a span is a few fields while it runs and is
- * encoded to OTLP/protobuf when it ends, straight into the body of the next export request
+ * objects: the gateway knows their whole shape, so a span is a few fields until its batch goes
+ * out, and is then encoded to OTLP/protobuf straight into the body of the export request
  * (otlp-proto.ts, span-queue.ts). Measured with `npm run bench` (portcullis+telemetry), the SDK
  * path — Span objects, the OTLP transformer, serialising each batch — cost about as much CPU again
  * as proxying the request. The rest is OpenTelemetry's: the sampler decides (parent-based), the
