@@ -272,34 +272,35 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
   /** A SERVER span, as the queue encodes it when its batch goes out. */
   const encodeServer = (w: ProtoWriter, span: ServerSpan): void => {
     const { info, end, status: statusCode } = span;
-    const rec = span;
     const mark = beginSpan(w, {
       traceId: span.traceId,
       spanId: span.spanId,
       parentSpanId: span.parentSpanId,
       traceState: span.traceState?.serialize() ?? '',
-      name: rec.template ? undefined : info.method,
+      name: span.template ? undefined : info.method,
       kind: KIND_SERVER,
       start: span.start,
       end,
     });
-    const route = rec.route;
-    if (rec.template && route) {
+    const route = span.route;
+    if (span.template && route) {
       // Name, http.route, service and operation: fixed per route (of this config) and method.
       const block = serverBlocks.get(route, info.method);
       if (block !== undefined) w.raw(block);
       else {
         const from = w.pos;
-        spanName(w, `${info.method} ${rec.template}`);
-        A.route.write(w, rec.template);
+        spanName(w, `${info.method} ${span.template}`);
+        A.route.write(w, span.template);
         A.service.write(w, route.service);
         A.operationId.write(w, route.operationId);
         serverBlocks.keep(route, info.method, w, from);
       }
     } else {
-      if (rec.template) spanName(w, `${info.method} ${rec.template}`);
-      if (rec.template) A.route.write(w, rec.template);
-      if (rec.passThrough) A.service.write(w, rec.passThrough);
+      if (span.template) {
+        spanName(w, `${info.method} ${span.template}`);
+        A.route.write(w, span.template);
+      }
+      if (span.passThrough) A.service.write(w, span.passThrough);
     }
     A.method.write(w, info.method);
     strAttr(w, SPAN_ATTRIBUTES, K.path, info.path);
@@ -316,7 +317,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
     }
     if (info.userAgent) A.userAgent.write(w, info.userAgent);
     A.status.write(w, statusCode);
-    if (rec.attempts > 1) A.retries.write(w, rec.attempts - 1);
+    if (span.attempts > 1) A.retries.write(w, span.attempts - 1);
     const problemCode = span.problemCode;
     if (problemCode) A.problemCode.write(w, problemCode);
     const error = statusCode >= 500;
