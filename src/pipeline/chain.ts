@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { type BodyReadError, type BodyStream, readWhole } from '../net/read-body.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { ResolvedPolicy } from './rules.ts';
 import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
@@ -161,39 +162,18 @@ function runFrom(
  */
 export function readBody(ctx: RequestContext, maxBytes: number): Promise<Buffer> {
   if (ctx.body) return Promise.resolve(ctx.body);
-  const raw = ctx.req.raw;
   const declared = ctx.req.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes)
     return Promise.reject(new ProblemError('PC_BODY_TOO_LARGE'));
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size > maxBytes) {
-        cleanup();
-        raw.resume(); // drain the rest so the 413 can be written
-        reject(new ProblemError('PC_BODY_TOO_LARGE'));
-        return;
-      }
-      chunks.push(c);
-    };
-    const onEnd = () => {
-      cleanup();
-      ctx.body = Buffer.concat(chunks, size);
-      resolve(ctx.body);
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err }));
-    };
-    const cleanup = () => {
-      raw.off('data', onData);
-      raw.off('end', onEnd);
-      raw.off('error', onError);
-    };
-    raw.on('data', onData);
-    raw.on('end', onEnd);
-    raw.on('error', onError);
-  });
+  return readWhole(ctx.req.raw as unknown as BodyStream, maxBytes).then(
+    (body) => {
+      ctx.body = body;
+      return body;
+    },
+    (err: BodyReadError) => {
+      throw err.reason === 'too-large'
+        ? new ProblemError('PC_BODY_TOO_LARGE')
+        : new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err });
+    },
+  );
 }

@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici';
 import { type ErrorCode, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
+import { type BodyStream, readWhole } from '../net/read-body.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
 import type { ServiceSettings } from '../registry/types.ts';
@@ -166,7 +167,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     if (cl !== undefined && cl !== '0' && !extras?.body) {
       const length = Number(cl);
       if (length <= BUFFERED_BODY_BYTES && length <= bodyBytes) {
-        readDeclared(req.raw, length).then(
+        readWhole(req.raw as unknown as BodyStream, length).then(
           (body) => send(req, res, target, instance, extras, rec, body),
           () => {
             // The client went away or sent less than it declared: nobody is left to answer.
@@ -420,45 +421,6 @@ function quoteIfNeeded(v: string): string {
   lastQuoted = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
   lastHost = v;
   return lastQuoted;
-}
-
-/**
- * Read a body of `length` declared bytes into one buffer. Rejects if the stream errors or closes
- * before it ends (the client went away); Node's parser itself rejects a body longer or shorter
- * than its Content-Length.
- */
-function readDeclared(raw: IncomingForForward['raw'], length: number): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    const stream = raw as unknown as NodeJS.ReadableStream & { readableEnded?: boolean };
-    if (stream.readableEnded) {
-      reject(new Error('request body already read'));
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      chunks.push(c);
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
-    };
-    const onFail = () => {
-      cleanup();
-      reject(new Error(`request body ended after ${size} of ${length} bytes`));
-    };
-    const cleanup = () => {
-      stream.removeListener('data', onData);
-      stream.removeListener('end', onEnd);
-      stream.removeListener('error', onFail);
-      stream.removeListener('close', onFail);
-    };
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    stream.on('error', onFail);
-    stream.on('close', onFail);
-  });
 }
 
 /** Counts a chunked (length-less) body and fails it past the limit. */

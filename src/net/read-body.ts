@@ -1,0 +1,62 @@
+/**
+ * Read a request body whole, for the policies that inspect it (pipeline/chain.ts `readBody`) and
+ * for the forwarder's small bodies (upstream/forward.ts). Settles exactly once: with the bytes, or
+ * with why not — past the limit (the rest is drained so an answer can still be written), a
+ * stream error, or the client closing before the body ended.
+ */
+
+/** Why a body could not be read. */
+export class BodyReadError extends Error {
+  readonly reason: 'too-large' | 'error' | 'aborted';
+  constructor(reason: BodyReadError['reason'], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** The readable side of a request (IncomingMessage or an HTTP/2 compat request). */
+export type BodyStream = NodeJS.ReadableStream & { readableEnded?: boolean };
+
+/** All of `stream`'s bytes, at most `maxBytes`. */
+export function readWhole(stream: BodyStream, maxBytes: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    if (stream.readableEnded) {
+      reject(new BodyReadError('aborted', 'the request body was already read'));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > maxBytes) {
+        cleanup();
+        stream.resume(); // drain the rest so the 413 can be written
+        reject(new BodyReadError('too-large', `the request body is over ${maxBytes} bytes`));
+        return;
+      }
+      chunks.push(c);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(new BodyReadError('error', 'the request body could not be read', { cause: err }));
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new BodyReadError('aborted', `the client went away after ${size} bytes of the body`));
+    };
+    const cleanup = () => {
+      stream.removeListener('data', onData);
+      stream.removeListener('end', onEnd);
+      stream.removeListener('error', onError);
+      stream.removeListener('close', onClose);
+    };
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
+}
