@@ -4,7 +4,7 @@
  * weak signal does not block while a critical one does.
  */
 import { bodyTargets, formDecode, pushForm } from './body.ts';
-import { plainHasTrigger } from './plain.ts';
+import { plainHasTrigger, proseHasTrigger } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
 import { fullDecode, pathNormalize, shellNormalize, sqlNormalize } from './transforms.ts';
 import type {
@@ -21,6 +21,14 @@ import type {
 
 /** Values of only these characters cannot carry markup, shell syntax or quotes (see Rule.plain). */
 const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
+
+/**
+ * Plain characters and the apostrophe: prose (`it's fine`, `O'Brien`), the commonest value of a
+ * browser form that is not plain. Only rules marked `plain` or `prose` can match such a value.
+ */
+const PROSE = /^[A-Za-z0-9 _.,@'-]*$/;
+/** Kinds judged with the prose shortcut: payload values, which are judged on every request. */
+const PROSE_KINDS: ReadonlySet<TargetKind> = new Set(['query', 'body']);
 
 /** Longest single value inspected; the rest of a longer value is not scanned (the body cap bounds the total). */
 const MAX_VALUE_CHARS = 64 * 1024;
@@ -305,12 +313,22 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
   const requestRules: RequestRule[] = REQUEST_RULES.filter((r) => r.paranoia <= paranoia);
   const byKind = new Map<TargetKind, Rule[]>();
   const plainByKind = new Map<TargetKind, Rule[]>();
+  const proseByKind = new Map<TargetKind, Rule[]>();
+  const proseTriggeredByKind = new Map<TargetKind, Rule[]>();
   for (const kind of KINDS) {
     const forKind = rules.filter((r) => !r.kinds || r.kinds.includes(kind));
     byKind.set(kind, forKind);
     plainByKind.set(
       kind,
       forKind.filter((r) => r.plain),
+    );
+    proseByKind.set(
+      kind,
+      forKind.filter((r) => r.prose),
+    );
+    proseTriggeredByKind.set(
+      kind,
+      forKind.filter((r) => r.plain || r.prose),
     );
   }
   const exclusions = compileExclusions(options.exclusions ?? []);
@@ -334,10 +352,15 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     }
     return hits ?? NO_RULES;
   };
-  /** The rules to run on a value: none when it is plain and has no trigger word. */
+  /**
+   * The rules to run on a value: none when it is plain and has no trigger word; for prose, the
+   * few rules an apostrophe can feed, and the plain ones too when it has a trigger.
+   */
   const rulesFor = (target: Target, view: LazyView): readonly Rule[] | undefined => {
-    if (!PLAIN.test(target.value)) return byKind.get(target.kind);
-    return plainHasTrigger(view.lower) ? plainByKind.get(target.kind) : undefined;
+    if (PLAIN.test(target.value))
+      return plainHasTrigger(view.lower) ? plainByKind.get(target.kind) : undefined;
+    if (!PROSE_KINDS.has(target.kind) || !PROSE.test(target.value)) return byKind.get(target.kind);
+    return (proseHasTrigger(view.lower) ? proseTriggeredByKind : proseByKind).get(target.kind);
   };
 
   return {

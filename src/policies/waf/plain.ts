@@ -7,8 +7,30 @@
 import { DISTINCT } from './shell.ts';
 import { KEYWORDS, LOGIC, OPERATORS, STATEMENTS } from './sqli.ts';
 
+/**
+ * Command names are matched only at the start of a value (a command line, see rce-command); the
+ * shell rules look for these interpreters anywhere (`bash -c`, `perl -e`).
+ */
+const COMMANDS = new Set<string>(DISTINCT);
+const INTERPRETERS = [
+  'sh',
+  'bash',
+  'zsh',
+  'ksh',
+  'csh',
+  'tcsh',
+  'dash',
+  'perl',
+  'ruby',
+  'python',
+  'python2',
+  'python3',
+  'php',
+  'node',
+];
+
 const TRIGGER_WORDS = new Set<string>([
-  ...DISTINCT,
+  ...INTERPRETERS,
   ...STATEMENTS,
   ...LOGIC,
   ...OPERATORS,
@@ -65,6 +87,7 @@ const TRIGGER_WORDS = new Set<string>([
   'scriptenginemanager',
   'objectinputstream',
   'xmldecoder',
+  'classloader',
   // Secret and configuration files.
   'passwd',
   'shadow',
@@ -91,22 +114,69 @@ export function plainHasTrigger(lower: string): boolean {
   // Words are split by hand at ` `, `,` and `@`: a one-word value (the usual) is not copied.
   const n = lower.length;
   let start = 0;
+  let first = true;
   while (start < n) {
     let end = start;
     while (end < n && !isSeparator(lower.charCodeAt(end))) end++;
-    if (end > start && wordHasTrigger(start === 0 && end === n ? lower : lower.slice(start, end)))
-      return true;
+    if (end > start) {
+      if (wordHasTrigger(start === 0 && end === n ? lower : lower.slice(start, end), first)) return true;
+      first = false;
+    }
     start = end + 1;
   }
   return false;
+}
+
+/** Ten digits in a row: the start of an overflow probe (`4294967296`), wherever it is glued. */
+const LONG_NUMBER = /\d{10}/;
+
+/**
+ * True when a prose value (a plain value with apostrophes: `it's fine`, `O'Brien`) has something
+ * a rule could match. On top of the plain words, an apostrophe can close an SQL string before a
+ * `--` comment or a JSON operator (`@@`), glue words (`x'union`) and split a command name
+ * (`wh'oami`, read by the shell view without quotes). Words are also cut at `.` and `-`, as `\b`
+ * in a rule's pattern cuts them (`x.invoke-expression`, `x-or 1`).
+ */
+export function proseHasTrigger(lower: string): boolean {
+  if (lower.includes('--') || lower.includes('@@') || LONG_NUMBER.test(lower)) return true;
+  const unquoted = lower.replaceAll("'", '').trimStart();
+  let first = 0;
+  while (first < unquoted.length && !isSeparator(unquoted.charCodeAt(first))) first++;
+  if (first > 0 && wordHasTrigger(unquoted.slice(0, first), true)) return true;
+  const n = lower.length;
+  let start = 0;
+  while (start < n) {
+    let end = start;
+    while (end < n && !isProseSeparator(lower.charCodeAt(end))) end++;
+    if (end > start && proseWordHasTrigger(lower.slice(start, end))) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+/** A word, then its pieces between dots, then those pieces' pieces between hyphens. */
+function proseWordHasTrigger(word: string): boolean {
+  if (wordHasTrigger(word, false)) return true;
+  if (!word.includes('.') && !word.includes('-')) return false;
+  for (const piece of word.split('.')) {
+    if (piece && piece !== word && wordHasTrigger(piece, false)) return true;
+    if (piece.includes('-'))
+      for (const part of piece.split('-')) if (part && wordHasTrigger(part, false)) return true;
+  }
+  return false;
+}
+
+function isProseSeparator(c: number): boolean {
+  return c === 32 || c === 44 || c === 64 || c === 39;
 }
 
 function isSeparator(c: number): boolean {
   return c === 32 || c === 44 || c === 64;
 }
 
-function wordHasTrigger(word: string): boolean {
-  if (TRIGGER_WORDS.has(word)) return true;
+/** `first`: the value's first word, where a command name counts. */
+function wordHasTrigger(word: string, first: boolean): boolean {
+  if (TRIGGER_WORDS.has(word) || (first && COMMANDS.has(word))) return true;
   if (word.includes('union') || word.includes('0x') || word.startsWith('xp_') || word.startsWith('sp_'))
     return true;
   if (
@@ -119,7 +189,8 @@ function wordHasTrigger(word: string): boolean {
   const dot = word.indexOf('.');
   if (dot !== -1) {
     if (dot === 0 || word.includes('..')) return true;
-    if (TRIGGER_WORDS.has(word.slice(0, dot))) return true;
+    const head = word.slice(0, dot);
+    if (TRIGGER_WORDS.has(head) || (first && COMMANDS.has(head))) return true;
     if (RISKY_EXTENSION.test(word)) return true;
     if (/^\d+\.e/.test(word)) return true;
   }

@@ -61,6 +61,11 @@ export interface Rule {
    * common case in API traffic.
    */
   readonly plain?: boolean;
+  /**
+   * True for a rule that is not `plain` but can still match a plain value with apostrophes
+   * (`'--`, `@import 'x'`, `alias -p`). Other rules are skipped for such prose values (`it's fine`).
+   */
+  readonly prose?: boolean;
   test(view: View): boolean;
 }
 

@@ -9,14 +9,15 @@ const CONFIG_FILE =
 export const RCE_RULES: Rule[] = [
   {
     id: 'rce-command-chain',
+    prose: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,
     description: 'Shell separator followed by a command (;id, |sh, &&curl, `…`, $(…))',
     test: (v) =>
       SHELL.commandAfterSeparator(v.shell) ||
-      SHELL.ALIAS.test(v.shell) ||
-      SHELL.ESCAPED_COMMAND.test(v.lower),
+      (v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
+      (v.lower.includes('\\') && SHELL.ESCAPED_COMMAND.test(v.lower)),
   },
   {
     id: 'rce-command',

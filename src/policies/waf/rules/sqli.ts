@@ -186,6 +186,7 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-quote-comment',
+    prose: true,
     family: 'sqli',
     paranoia: 2,
     score: SCORE.warning,
@@ -194,6 +195,7 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-meta-characters',
+    prose: true,
     family: 'sqli',
     paranoia: 3,
     score: SCORE.warning,

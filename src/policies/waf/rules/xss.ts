@@ -44,6 +44,7 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-css',
+    prose: true,
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
