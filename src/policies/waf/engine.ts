@@ -7,17 +7,7 @@ import { bodyTargets, formDecode, pushForm } from './body.ts';
 import { plainHasTrigger, proseHasTrigger } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
 import { fullDecode, pathNormalize, shellNormalize, sqlNormalize } from './transforms.ts';
-import type {
-  Family,
-  InspectResult,
-  Match,
-  RequestParts,
-  RequestRule,
-  Rule,
-  Target,
-  TargetKind,
-  View,
-} from './types.ts';
+import type { InspectResult, RequestParts, RequestRule, Rule, Target, TargetKind, View } from './types.ts';
 
 /** Values of only these characters cannot carry markup, shell syntax or quotes (see Rule.plain). */
 const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
@@ -55,6 +45,8 @@ const CACHED_KINDS: ReadonlySet<TargetKind> = new Set([
   'body-name',
 ]);
 const NO_RULES: readonly Rule[] = [];
+/** Header names whose last verdict an engine keeps (names are the client's: the count is bounded). */
+const MAX_LAST_HEADERS = 64;
 
 /**
  * Headers whose values are structured by the protocol and checked by the protocol rules instead:
@@ -167,6 +159,9 @@ const KINDS: readonly TargetKind[] = [
   'body-raw',
   'filename',
 ];
+
+/** `<kind>:`, the verdict scope of a kind's values on an engine without exclusions. */
+const KIND_SCOPES = Object.fromEntries(KINDS.map((k) => [k, `${k}:`])) as Record<TargetKind, string>;
 
 function headerValue(v: string | string[] | undefined): string {
   return v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v;
@@ -303,6 +298,19 @@ class VerdictCache {
 }
 
 const VERDICTS = new VerdictCache(VERDICT_CACHE_ENTRIES);
+
+/** Matches are few (none on most requests): a scan beats a Set built per request. */
+function hasMatch(result: InspectResult, id: string): boolean {
+  for (const m of result.matches) if (m.id === id) return true;
+  return false;
+}
+
+/** Count a rule once per request, on the first value it matched. */
+function addMatch(result: InspectResult, rule: Rule | RequestRule, target: string): void {
+  if (hasMatch(result, rule.id)) return;
+  result.score += rule.score;
+  result.matches.push({ id: rule.id, family: rule.family, score: rule.score, target });
+}
 /** Engines compiled from equal options share verdicts (one per route with the same `waf` config). */
 const ENGINE_IDS = new Map<string, number>();
 
@@ -363,45 +371,61 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     return (proseHasTrigger(view.lower) ? proseTriggeredByKind : proseByKind).get(target.kind);
   };
 
+  /**
+   * The last verdict seen per header name: a keep-alive client repeats its headers, and comparing
+   * a fresh 110-character User-Agent with the last one is cheaper than hashing it for the cache.
+   */
+  const lastHeaders = new Map<string, { value: string; verdict: readonly Rule[] }>();
+  const rememberHeader = (
+    lname: string,
+    value: string,
+    verdict: readonly Rule[],
+    last: { value: string; verdict: readonly Rule[] } | undefined,
+  ): void => {
+    if (last !== undefined) {
+      last.value = value;
+      last.verdict = verdict;
+    } else if (lastHeaders.size < MAX_LAST_HEADERS) lastHeaders.set(lname, { value, verdict });
+  };
+
+  /** Judge one value into `result`: the rules' verdict, cached for the kinds that repeat. */
+  const judgeTarget = (target: Target, result: InspectResult): void => {
+    const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
+    if (ex?.all) return;
+    if (CACHED_KINDS.has(target.kind) && target.value.length <= MAX_CACHED_VALUE_CHARS) {
+      // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
+      // Without exclusions only header rules read the key (`filename` headers): the other
+      // kinds share one scope each (`body-name:`) and no key string is built.
+      const scope =
+        target.kind === 'header'
+          ? target.key.slice(7)
+          : hasExclusions
+            ? `${target.kind}:${target.key}`
+            : KIND_SCOPES[target.kind];
+      let verdict = VERDICTS.get(id, scope, target.value);
+      if (verdict === undefined) {
+        const view = new LazyView(target);
+        const list = rulesFor(target, view);
+        verdict = list ? judge(view, list, ex) : NO_RULES;
+        VERDICTS.set(id, scope, target.value, verdict);
+      }
+      for (const rule of verdict) addMatch(result, rule, target.key);
+      return;
+    }
+    const view = new LazyView(target);
+    const list = rulesFor(target, view);
+    if (!list) return;
+    for (const rule of list) {
+      if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
+      if (!hasMatch(result, rule.id) && rule.test(view)) addMatch(result, rule, target.key);
+    }
+  };
+
   return {
     rules,
     inspect(parts: RequestParts): InspectResult {
-      const matches: Match[] = [];
-      const seen = new Set<string>();
-      let score = 0;
-      const add = (id: string, family: Family, ruleScore: number, target: string): void => {
-        if (seen.has(id)) return;
-        seen.add(id);
-        score += ruleScore;
-        matches.push({ id, family, score: ruleScore, target });
-      };
-      for (const rule of requestRules) if (rule.test(parts)) add(rule.id, rule.family, rule.score, 'request');
-      const judgeTarget = (target: Target): void => {
-        const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
-        if (ex?.all) return;
-        if (CACHED_KINDS.has(target.kind) && target.value.length <= MAX_CACHED_VALUE_CHARS) {
-          // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
-          const scope = target.kind === 'header' ? target.key.slice(7) : `${target.kind}:${target.key}`;
-          let verdict = VERDICTS.get(id, scope, target.value);
-          if (verdict === undefined) {
-            const view = new LazyView(target);
-            const list = rulesFor(target, view);
-            verdict = list ? judge(view, list, ex) : NO_RULES;
-            VERDICTS.set(id, scope, target.value, verdict);
-          }
-          for (const rule of verdict) add(rule.id, rule.family, rule.score, target.key);
-          return;
-        }
-        const view = new LazyView(target);
-        const list = rulesFor(target, view);
-        if (!list) return;
-        for (const rule of list) {
-          if (seen.has(rule.id)) continue;
-          if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
-          if (rule.test(view)) add(rule.id, rule.family, rule.score, target.key);
-        }
-      };
-
+      const result: InspectResult = { score: 0, matches: [] };
+      for (const rule of requestRules) if (rule.test(parts)) addMatch(result, rule, 'request');
       const targets: Target[] = [];
       pushUrlTargets(parts.url, targets);
       for (const name of Object.keys(parts.headers)) {
@@ -414,13 +438,21 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
         const value = headerValue(parts.headers[name]);
         if (!value) continue;
         // Repeated header values (User-Agent, Origin, Referer) are judged once: no Target is built.
-        const known = value.length <= MAX_CACHED_VALUE_CHARS ? VERDICTS.get(id, lname, value) : undefined;
-        if (known === NO_RULES) continue;
+        if (value.length <= MAX_CACHED_VALUE_CHARS) {
+          const last = lastHeaders.get(lname);
+          if (last !== undefined && last.value === value) {
+            if (last.verdict === NO_RULES) continue;
+          } else {
+            const known = VERDICTS.get(id, lname, value);
+            if (known !== undefined) rememberHeader(lname, value, known, last);
+            if (known === NO_RULES) continue;
+          }
+        }
         targets.push({ kind: 'header', key: `header:${lname}`, value });
       }
       pushBodyTargets(parts, targets);
-      for (const target of targets) judgeTarget(target);
-      return { score, matches };
+      for (const target of targets) judgeTarget(target, result);
+      return result;
     },
   };
 }
