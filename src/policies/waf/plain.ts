@@ -106,11 +106,17 @@ const TRIGGER_WORDS = new Set<string>([
   'web',
 ]);
 
+/** Prefixes of procedure, key-file and serialized-object names. */
+const TRIGGER_PREFIX = /^(?:xp_|sp_|id_|ro0ab|aced0005)/;
+/** PowerShell cmdlets and flags, wherever a hyphenated word holds them (`x-invoke-expression`). */
+const CMDLET = /invoke-|start-process|new-object|set-executionpolicy|get-wmiobject|-enc/;
+
 const RISKY_EXTENSION =
   /\.(?:sql|bak|dump|db|sqlite3?|php\d?|phtml|ya?ml|ini|conf|cfg|env|exe|json|xml|toml|py|rb|old|orig|save|swp|dist)(?:\.\w+)?$/;
 
 /** True when a plain value (see PLAIN in engine.ts) has a word some rule could match. */
 export function plainHasTrigger(lower: string): boolean {
+  if (LONG_NUMBER.test(lower)) return true;
   // Words are split by hand at ` `, `,` and `@`: a one-word value (the usual) is not copied.
   const n = lower.length;
   let start = 0;
@@ -119,7 +125,7 @@ export function plainHasTrigger(lower: string): boolean {
     let end = start;
     while (end < n && !isSeparator(lower.charCodeAt(end))) end++;
     if (end > start) {
-      if (wordHasTrigger(start === 0 && end === n ? lower : lower.slice(start, end), first)) return true;
+      if (pieceHasTrigger(start === 0 && end === n ? lower : lower.slice(start, end), first)) return true;
       first = false;
     }
     start = end + 1;
@@ -139,24 +145,40 @@ const LONG_NUMBER = /\d{10}/;
  */
 export function proseHasTrigger(lower: string): boolean {
   if (lower.includes('--') || lower.includes('@@') || LONG_NUMBER.test(lower)) return true;
-  const unquoted = lower.replaceAll("'", '').trimStart();
-  let first = 0;
-  while (first < unquoted.length && !isSeparator(unquoted.charCodeAt(first))) first++;
-  if (first > 0 && wordHasTrigger(unquoted.slice(0, first), true)) return true;
+  if (wordHasTrigger(firstWordUnquoted(lower), true)) return true;
   const n = lower.length;
   let start = 0;
   while (start < n) {
     let end = start;
     while (end < n && !isProseSeparator(lower.charCodeAt(end))) end++;
-    if (end > start && proseWordHasTrigger(lower.slice(start, end))) return true;
+    if (end > start && pieceHasTrigger(lower.slice(start, end), false)) return true;
     start = end + 1;
   }
   return false;
 }
 
-/** A word, then its pieces between dots, then those pieces' pieces between hyphens. */
-function proseWordHasTrigger(word: string): boolean {
-  if (wordHasTrigger(word, false)) return true;
+/** The first word of `lower` once quotes are dropped and leading blanks trimmed (the shell view's). */
+function firstWordUnquoted(lower: string): string {
+  const n = lower.length;
+  let i = 0;
+  while (i < n && (lower.charCodeAt(i) === 32 || lower.charCodeAt(i) === 39)) i++;
+  let end = i;
+  let quoted = false;
+  for (; end < n; end++) {
+    const c = lower.charCodeAt(end);
+    if (c === 39) quoted = true;
+    else if (isSeparator(c)) break;
+  }
+  const word = lower.slice(i, end);
+  return quoted ? word.replaceAll("'", '') : word;
+}
+
+/**
+ * A word, then its pieces between dots, then those pieces' pieces between hyphens: a rule's `\b`
+ * cuts words there too (`x.sp_executesql`, `x-processbuilder`).
+ */
+function pieceHasTrigger(word: string, first: boolean): boolean {
+  if (wordHasTrigger(word, first)) return true;
   if (!word.includes('.') && !word.includes('-')) return false;
   for (const piece of word.split('.')) {
     if (piece && piece !== word && wordHasTrigger(piece, false)) return true;
@@ -176,16 +198,13 @@ function isSeparator(c: number): boolean {
 
 /** `first`: the value's first word, where a command name counts. */
 function wordHasTrigger(word: string, first: boolean): boolean {
+  if (word.length < 2) return word === '.';
   if (TRIGGER_WORDS.has(word) || (first && COMMANDS.has(word))) return true;
-  if (word.includes('union') || word.includes('0x') || word.startsWith('xp_') || word.startsWith('sp_'))
-    return true;
-  if (
-    word.startsWith('invoke-') ||
-    word.startsWith('id_') ||
-    word.startsWith('ro0ab') ||
-    word.startsWith('aced0005')
-  )
-    return true;
+  if (word.includes('union') || word.includes('0x')) return true;
+  // The prefixes hold `_` or start with `r`/`a`; cmdlets hold `-`: most words skip both patterns.
+  const c0 = word.charCodeAt(0);
+  if ((c0 === 97 || c0 === 114 || word.includes('_')) && TRIGGER_PREFIX.test(word)) return true;
+  if (word.includes('-') && CMDLET.test(word)) return true;
   const dot = word.indexOf('.');
   if (dot !== -1) {
     if (dot === 0 || word.includes('..')) return true;

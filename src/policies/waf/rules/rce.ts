@@ -5,6 +5,11 @@ import { type Rule, SCORE } from '../types.ts';
 const CONFIG_FILE =
   /(?:^|\/)(?:\.?(?:wp-config|config|configuration|settings|database|secrets?|credentials|parameters)(?:[.-][\w-]{1,20})*\.(?:php\d?|ya?ml|json|ini|xml|conf|cfg|env|toml|py|rb|bak|old|orig|save|swp|dist)|\.(?:htaccess|htpasswd|env|boto|user\.ini|bashrc|bash_profile|profile|npmrc|pypirc|netrc|git-credentials|s3cfg)|mtrr|passwd|shadow|authorized_keys|id_rsa|web\.config)$/;
 
+/** What commandAfterSeparator looks for first (its SEPARATOR). */
+const CHAIN_SEPARATOR = /[;|`\n&({<>]/;
+/** An alias definition needs `=`, a flag needs `+` or `-`. */
+const ALIAS_OPERATOR = /[=+-]/;
+
 /** Remote command execution rules. */
 export const RCE_RULES: Rule[] = [
   {
@@ -14,9 +19,10 @@ export const RCE_RULES: Rule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description: 'Shell separator followed by a command (;id, |sh, &&curl, `…`, $(…))',
+    // The shell view only drops characters: a separator, `=`, `+` or `-` it holds is in `lower` too.
     test: (v) =>
-      SHELL.commandAfterSeparator(v.shell) ||
-      (v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
+      (CHAIN_SEPARATOR.test(v.lower) && SHELL.commandAfterSeparator(v.shell)) ||
+      (ALIAS_OPERATOR.test(v.lower) && v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
       (v.lower.includes('\\') && SHELL.ESCAPED_COMMAND.test(v.lower)),
   },
   {
