@@ -3,6 +3,7 @@
  * runs the compiled rules over them; the scores of distinct rules add up (anomaly scoring), so one
  * weak signal does not block while a critical one does.
  */
+import { isAscii } from 'node:buffer';
 import { bodyTargets, formDecode, pushForm } from './body.ts';
 import { plainHasTrigger, proseHasTrigger } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
@@ -45,6 +46,8 @@ const CACHED_KINDS: ReadonlySet<TargetKind> = new Set([
   'body-name',
 ]);
 const NO_RULES: readonly Rule[] = [];
+/** Decodes non-ASCII bodies; invalid sequences become U+FFFD. */
+const UTF8 = new TextDecoder('utf-8', { fatal: false });
 /** Header names whose last verdict an engine keeps (names are the client's: the count is bounded). */
 const MAX_LAST_HEADERS = 64;
 
@@ -202,17 +205,11 @@ function pushCookies(header: string, out: Target[]): void {
 }
 
 function pushBodyTargets(parts: RequestParts, out: Target[]): void {
-  if (parts.body === undefined || parts.body.length === 0) return;
-  const text = typeof parts.body === 'string' ? parts.body : parts.body.toString('latin1');
-  const decoded = typeof parts.body === 'string' ? text : utf8OrLatin1(parts.body, text);
-  bodyTargets(decoded, headerValue(parts.headers['content-type']), out);
-}
-
-/** Bodies are usually UTF-8; a body that is not valid UTF-8 keeps its bytes as Latin-1 characters. */
-function utf8OrLatin1(buf: Buffer, latin1: string): string {
-  for (let i = 0; i < buf.length; i++)
-    if (buf[i]! >= 0x80) return new TextDecoder('utf-8', { fatal: false }).decode(buf);
-  return latin1;
+  const body = parts.body;
+  if (body === undefined || body.length === 0) return;
+  // Bodies are usually UTF-8 (ASCII for most JSON): isAscii is one native pass over the bytes.
+  const text = typeof body === 'string' ? body : isAscii(body) ? body.toString('latin1') : UTF8.decode(body);
+  bodyTargets(text, headerValue(parts.headers['content-type']), out);
 }
 
 interface CompiledExclusion {
