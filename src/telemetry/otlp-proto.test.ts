@@ -192,10 +192,10 @@ describe('OTLP/protobuf span encoding', () => {
     expect(server?.flags).toBe(0x301);
     expect(client?.flags).toBe(0x101);
     const attrs = Object.fromEntries((server?.attributes ?? []).map((a) => [a.key, a.value]));
-    expect(attrs['huge']?.stringValue).toHaveLength(20_000);
-    expect(attrs['big']?.intValue).toBe(String(2 ** 40 + 7));
-    expect(attrs['negative']?.intValue).toBe('-42');
-    expect(attrs['ratio']?.doubleValue).toBe(0.25);
+    expect(attrs.huge?.stringValue).toHaveLength(20_000);
+    expect(attrs.big?.intValue).toBe(String(2 ** 40 + 7));
+    expect(attrs.negative?.intValue).toBe('-42');
+    expect(attrs.ratio?.doubleValue).toBe(0.25);
     expect(
       ours.resourceSpans[0]?.resource?.attributes.find((a) => a.key === 'process.command_args')?.value,
     ).toEqual({

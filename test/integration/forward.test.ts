@@ -242,7 +242,12 @@ describe('upstream failures', () => {
         expect(res.statusCode).toBe(200);
         await res.body.dump();
       }
-      expect(good.seen.slice(before).map((r) => r.body)).toEqual(['{"n":0}', '{"n":1}', '{"n":2}', '{"n":3}']);
+      expect(good.seen.slice(before).map((r) => r.body)).toEqual([
+        '{"n":0}',
+        '{"n":1}',
+        '{"n":2}',
+        '{"n":3}',
+      ]);
     } finally {
       await gw.close();
       await good.close();
