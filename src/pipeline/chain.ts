@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { type BodyReadError, type BodyStream, readWhole } from '../net/read-body.ts';
+import { type BodyReadError, readWhole } from '../net/read-body.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { ResolvedPolicy } from './rules.ts';
 import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
@@ -165,7 +165,7 @@ export function readBody(ctx: RequestContext, maxBytes: number): Promise<Buffer>
   const declared = ctx.req.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes)
     return Promise.reject(new ProblemError('PC_BODY_TOO_LARGE'));
-  return readWhole(ctx.req.raw as unknown as BodyStream, maxBytes).then(
+  return readWhole(ctx.req.raw, maxBytes).then(
     (body) => {
       ctx.body = body;
       return body;

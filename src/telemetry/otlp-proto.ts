@@ -192,6 +192,11 @@ export class ProtoWriter {
     this.pos = pos + 4;
   }
 
+  /** A copy of what was written since `start` (to keep as a pre-encoded run; not a view of the buffer). */
+  copySince(start: number): Uint8Array {
+    return Uint8Array.prototype.slice.call(this.buf, start, this.pos);
+  }
+
   /** Pre-encoded bytes (short runs copied in JS: cheaper than a native call). */
   raw(bytes: Uint8Array): void {
     const n = bytes.length;
@@ -501,7 +506,7 @@ export class RepeatedAttr<V extends string | number> {
     if (typeof value === 'string') strAttr(w, this.tag, this.key, value);
     else intAttr(w, this.tag, this.key, value);
     if (this.values.size >= CACHED_VALUES) this.values.clear();
-    this.values.set(value, Uint8Array.prototype.slice.call(w.buf, start, w.pos));
+    this.values.set(value, w.copySince(start));
   }
 }
 
@@ -532,7 +537,7 @@ export class FieldBlocks<A extends string | object> {
       } else this.byObject.set(a, inner);
     }
     if (inner.size >= CACHED_VALUES) inner.clear();
-    inner.set(b, Uint8Array.prototype.slice.call(w.buf, start, w.pos));
+    inner.set(b, w.copySince(start));
   }
 }
 

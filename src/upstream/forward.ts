@@ -5,7 +5,7 @@ import type { Dispatcher } from 'undici';
 import { type ErrorCode, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
-import { type BodyStream, readWhole } from '../net/read-body.ts';
+import { readWhole } from '../net/read-body.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
 import type { ServiceSettings } from '../registry/types.ts';
@@ -167,7 +167,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     if (cl !== undefined && cl !== '0' && !extras?.body) {
       const length = Number(cl);
       if (length <= BUFFERED_BODY_BYTES && length <= bodyBytes) {
-        readWhole(req.raw as unknown as BodyStream, length).then(
+        readWhole(req.raw, length).then(
           (body) => send(req, res, target, instance, extras, rec, body),
           () => {
             // The client went away or sent less than it declared: nobody is left to answer.
