@@ -26,10 +26,31 @@ export const ERRORS = {
   },
   PC_BODY_TOO_LARGE: { status: 413, type: 'body-too-large', title: 'Request body too large' },
   PC_BAD_REQUEST: { status: 400, type: 'bad-request', title: 'Malformed request' },
+  PC_BAD_TARGET: {
+    status: 400,
+    type: 'bad-request-target',
+    title: 'Ambiguous or malformed request target',
+  },
+  PC_UNSUPPORTED_ENCODING: {
+    status: 415,
+    type: 'unsupported-content-encoding',
+    title: 'Request body encoding not accepted',
+  },
+  PC_MISDIRECTED: { status: 421, type: 'misdirected-request', title: 'Host not served here' },
   PC_UNAUTHORIZED: { status: 401, type: 'unauthorized', title: 'Authentication required or failed' },
   PC_FORBIDDEN: { status: 403, type: 'forbidden', title: 'Not allowed for this caller' },
   PC_IP_DENIED: { status: 403, type: 'ip-denied', title: 'Client address not allowed' },
   PC_WAF_BLOCKED: { status: 403, type: 'waf-blocked', title: 'Request blocked by the WAF' },
+  PC_WAF_LIMIT: {
+    status: 403,
+    type: 'waf-limit-exceeded',
+    title: 'Request exceeds what the WAF is configured to inspect',
+  },
+  PC_WAF_BODY_LIMIT: {
+    status: 413,
+    type: 'waf-body-limit-exceeded',
+    title: 'Request body longer than the WAF is configured to inspect',
+  },
   PC_RATE_LIMITED: { status: 429, type: 'rate-limited', title: 'Too many requests' },
   PC_VALIDATION_FAILED: {
     status: 400,
