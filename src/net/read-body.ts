@@ -17,6 +17,27 @@ export class BodyReadError extends Error {
 /** The readable side of a request (IncomingMessage or an HTTP/2 compat request). */
 export type BodyStream = NodeJS.ReadableStream & { readableEnded?: boolean };
 
+/** What `hasBody` reads of a request (IncomingMessage or Http2ServerRequest). */
+export interface BodyHeaders {
+  headers: Record<string, string | string[] | undefined>;
+  /** HTTP/2 compat requests: the stream, ended with the headers when there is no body. */
+  stream?: { endAfterHeaders?: boolean };
+}
+
+/**
+ * Whether a request carries a body, decided the same way for every protocol: HTTP/1.1 by
+ * `Transfer-Encoding` or a non-zero `Content-Length` (RFC 9112 §6.3); HTTP/2 by the stream staying
+ * open after the headers, since DATA frames need no `content-length` (RFC 9113 §8.1). A policy that
+ * inspects bodies and a forwarder that sends them must agree on this, or a body goes unchecked.
+ */
+export function hasBody(req: BodyHeaders): boolean {
+  const stream = req.stream;
+  if (stream) return stream.endAfterHeaders !== true;
+  const h = req.headers;
+  const cl = h['content-length'];
+  return h['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
+}
+
 /** All of `stream`'s bytes, at most `maxBytes`. */
 export function readWhole(stream: BodyStream, maxBytes: number): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {

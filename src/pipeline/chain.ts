@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { type BodyReadError, readWhole } from '../net/read-body.ts';
+import { canonicalTarget, type RequestTarget } from '../net/target.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { ResolvedPolicy } from './rules.ts';
 import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
@@ -98,13 +99,17 @@ function dryRun(policy: string, hook: Hook, logger: Logger): Hook {
   };
 }
 
-/** A fresh per-request context; only routes with policies create one. */
+/**
+ * A fresh per-request context; only routes with policies create one. `target` defaults to the
+ * canonical form of `req.url` (for hand-built contexts in tests; the gateway passes its own).
+ */
 export function createContext(
   req: FastifyRequest,
   reply: FastifyReply,
   route: Route,
   service: Service,
   params?: Record<string, string | undefined>,
+  target: RequestTarget = canonicalTarget(req.url),
 ): RequestContext {
   return {
     req,
@@ -112,6 +117,7 @@ export function createContext(
     route,
     service,
     clientIp: req.ip,
+    target,
     params,
     setUpstreamHeaders: {},
     removeUpstreamHeaders: new Set(),

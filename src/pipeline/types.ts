@@ -3,6 +3,7 @@ import type { Static, TSchema } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Logger } from '../logger.ts';
+import type { RequestTarget } from '../net/target.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { Store } from '../state/store.ts';
 
@@ -71,6 +72,11 @@ export interface RequestContext {
   readonly service: Service;
   /** Client address after trustProxy. */
   readonly clientIp: string;
+  /**
+   * The canonical request target (net/target.ts): the path and query every policy reads. Never
+   * parse `req.url` in a policy: it is the raw target, before canonicalisation.
+   */
+  readonly target: RequestTarget;
   /** Path parameters by their spec names, from the route match (absent only in hand-built contexts). */
   readonly params?: Readonly<Record<string, string | undefined>>;
   identity?: Identity;

@@ -72,6 +72,7 @@ function ctxOf(
     route: routeOf('op'),
     service: SERVICE,
     clientIp,
+    target: { path: '/svc/op', query: '', semicolon: false },
     identity: opts.identity,
     setUpstreamHeaders: {},
     removeUpstreamHeaders: new Set(),
