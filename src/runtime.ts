@@ -278,7 +278,15 @@ export class Runtime {
         const chain =
           resolved.length === 0
             ? EMPTY_CHAIN
-            : await buildChain(resolved, { config, store, logger, route, service, readBody });
+            : await buildChain(resolved, {
+                config,
+                store,
+                logger,
+                route,
+                service,
+                // A policy's own read never goes past the gateway's body limit.
+                readBody: (ctx, max) => readBody(ctx, Math.min(max, config.limits.bodyBytes)),
+              });
         entries.set(route, {
           route,
           service,

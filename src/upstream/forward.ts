@@ -75,6 +75,12 @@ export interface ForwardTarget {
   settings: ServiceSettings;
   /** Public prefix stripped before forwarding ('' for basePath "/"). */
   basePath: string;
+  /**
+   * Request headers that an auth policy of this service sets from the verified identity
+   * (`forwardSubject`): a client's own copies are stripped from every request to the service, on
+   * every route, so no sibling route forwards a spoofed identity. Lower-case.
+   */
+  identityHeaders?: ReadonlySet<string>;
 }
 
 /** Bodies of a declared length up to this are read whole before forwarding (see `forward`). */
@@ -125,6 +131,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     req: IncomingForForward,
     upstream: Upstream,
     extras: ForwardExtras | undefined,
+    identity: ReadonlySet<string> | undefined,
   ): Record<string, string | string[]> {
     const src = req.headers;
     const peer = stripMapped(req.raw.socket.remoteAddress ?? '');
@@ -136,7 +143,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (value === undefined || name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name)) continue;
       if (listed?.has(name)) continue;
       if (FORWARDING.has(name) && !trusted) continue;
-      if (extras?.removeUpstreamHeaders.has(name)) continue;
+      if (extras?.removeUpstreamHeaders.has(name) || identity?.has(name)) continue;
       out[name] = value;
     }
     const proto = (req.raw.socket as TLSSocket).encrypted ? 'https' : 'http';
@@ -340,7 +347,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         },
       };
       const path = upstream.pathPrefix + suffix;
-      const headers = upstreamHeaders(req, upstream, extras);
+      const headers = upstreamHeaders(req, upstream, extras, target.identityHeaders);
       rec?.upstreamStart(upstream, path, headers);
       upstream.pool.dispatch(
         {
