@@ -3,6 +3,16 @@ import { describeRoutes } from '../registry/index.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Store } from '../state/store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
+import {
+  type AdminConfig,
+  adminAllowedHosts,
+  createAdminHostCheck,
+  interfaceAddresses,
+  type LocalAddresses,
+} from './allowed-hosts.ts';
+
+/** The admin settings assumed when none are given: gateway.yaml's defaults (loopback only). */
+const DEFAULT_ADMIN_CONFIG: AdminConfig = { port: 9090, host: '127.0.0.1' };
 
 export interface AdminDeps {
   runtime: Runtime;
@@ -11,14 +21,27 @@ export interface AdminDeps {
   metrics?: Metrics;
   /** True once shutdown began: readiness turns false so load balancers stop sending. */
   isClosing: () => boolean;
+  /**
+   * gateway.yaml `admin`: the loopback names, `host` (or this machine's addresses when it is a
+   * wildcard) and `hosts` are the Host names answered; any other Host gets 421. Default: the
+   * loopback names only.
+   */
+  config?: AdminConfig;
+  /** This machine's addresses, answered by default when `host` is a wildcard. Default: os.networkInterfaces(). */
+  localAddresses?: LocalAddresses;
 }
 
 /**
  * The admin app, on its own port (never the public one): liveness, readiness, Prometheus
- * metrics and the current route table.
+ * metrics and the current route table, answered only for the Host names in `admin.hosts`.
  */
 export function createAdmin(deps: AdminDeps): FastifyInstance {
   const app = fastify({ logger: false });
+  const allowed = adminAllowedHosts(
+    deps.config ?? DEFAULT_ADMIN_CONFIG,
+    deps.localAddresses ?? interfaceAddresses,
+  );
+  if (allowed) app.addHook('onRequest', createAdminHostCheck(allowed));
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;

@@ -10,6 +10,7 @@
  * | `PORTCULLIS_HTTPS_PORT`    | `listen.https.port`     | integer 0–65535; needs `listen.https` in the file (cert, key) |
  * | `PORTCULLIS_ADMIN_PORT`    | `admin.port`            | integer 0–65535                           |
  * | `PORTCULLIS_ADMIN_HOST`    | `admin.host`            | bind address                              |
+ * | `PORTCULLIS_ADMIN_HOSTS`   | `admin.hosts`           | comma-separated Host names the admin port answers; `*`: any |
  * | `PORTCULLIS_OPENAPI_DIR`   | `openapi`               | folder, relative to the working directory |
  * | `PORTCULLIS_POLICIES_DIR`  | `policies`              | folder, relative to the working directory |
  * | `PORTCULLIS_REDIS_URL`     | `state.redis`           | `redis://` or `rediss://` URL             |
@@ -40,6 +41,7 @@ export type EnvValueKind =
   | 'number'
   | 'boolean'
   | 'cidr-list'
+  | 'list'
   | 'redis-url'
   | 'http-url';
 
@@ -85,6 +87,12 @@ export const ENV_VARS: readonly EnvVar[] = [
     kind: 'string',
     pointer: '/admin/host',
     description: 'admin bind address',
+  },
+  {
+    name: 'PORTCULLIS_ADMIN_HOSTS',
+    kind: 'list',
+    pointer: '/admin/hosts',
+    description: 'comma-separated Host names the admin port answers (* for any)',
   },
   {
     name: 'PORTCULLIS_OPENAPI_DIR',
@@ -192,11 +200,10 @@ function parseEnvValue(kind: EnvValueKind, text: string): { value: unknown } | {
       if (t === 'false' || t === '0') return { value: false };
       return { error: `must be true or false, got "${text}"` };
     }
+    case 'list':
+      return { value: splitList(text) };
     case 'cidr-list': {
-      const entries = text
-        .split(',')
-        .map((s) => s.trim())
-        .filter((s) => s !== '');
+      const entries = splitList(text);
       const bad = entries.map((e, i) => [e, i] as const).filter(([e]) => !isAddressOrCidr(e));
       if (bad.length > 0) {
         const list = bad.map(([e, i]) => `entry ${i} "${e}"`).join(', ');
@@ -211,6 +218,14 @@ function parseEnvValue(kind: EnvValueKind, text: string): { value: unknown } | {
     default:
       return { value: text };
   }
+}
+
+/** A comma-separated value's entries, trimmed, empty ones dropped. */
+function splitList(text: string): string[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 function checkUrl(text: string, protocols: string[]): { error: string } | undefined {

@@ -71,6 +71,19 @@ export const GatewayConfigSchema = T.Object(
             T.Integer({ minimum: 0, maximum: 65535, description: 'Admin port. Default 9090.' }),
           ),
           host: T.Optional(T.String({ description: 'Admin bind address. Default 127.0.0.1.' })),
+          hosts: T.Optional(
+            T.Array(
+              T.String({
+                // A name, an IPv4 address, an IPv6 address (bare or in brackets) or "*"; no port.
+                pattern: '^(\\*|[A-Za-z0-9_.-]+|\\[?[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\\]?)$',
+                description: 'A Host name or address without port, or "*" for any.',
+              }),
+              {
+                description:
+                  'More Host header values (port ignored) the admin app answers, besides localhost, 127.0.0.1, [::1] and its own address (admin.host, or every local interface address when admin.host is 0.0.0.0 or ::). Any other Host gets 421 (PC_MISDIRECTED): a DNS-rebinding web page cannot read the admin port. "*" answers any Host. Default: none.',
+              },
+            ),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -236,7 +249,8 @@ export interface GatewayConfig {
       http2: boolean;
     };
   };
-  admin?: { port: number; host: string };
+  /** `hosts`: extra Host names the admin app answers (absent: none; see the schema). */
+  admin?: { port: number; host: string; hosts?: string[] };
   openapi: string;
   policies: string;
   watch: boolean;
