@@ -3,6 +3,11 @@
 # TypeScript sources directly), runs as the unprivileged `node` user and checks /healthz.
 #   docker build -t portcullis .
 #   docker run -p 8080:8080 portcullis          # the example services in openapi/, mock mode
+#   docker run -p 8080:8080 -p 127.0.0.1:9090:9090 portcullis   # admin port too, on loopback only
+# Only the public port is EXPOSEd, so `docker run -P` never publishes the admin port (9090). The
+# admin app binds 0.0.0.0 inside the container (for the published port and probes by pod IP) and
+# answers only the Host names it knows (localhost, its own addresses, admin.hosts /
+# PORTCULLIS_ADMIN_HOSTS): publish it on loopback or a private interface, never on all of them.
 FROM node:24-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -21,7 +26,8 @@ COPY openapi ./openapi
 COPY policies ./policies
 COPY examples ./examples
 USER node
-EXPOSE 8080 9090
+EXPOSE 8080
+# From inside the container: 127.0.0.1 is always an admin host.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Same as `npm start`, without npm in the signal path (SIGTERM reaches the gateway and drains).

@@ -1,9 +1,10 @@
 /**
  * docker-compose.yml, the Dockerfile and the example stack they run, checked without Docker:
- * the compose file's services, ports, environment and mounted files; the gateway's config as the
- * container would load it (env overrides included) pointing at the compose services; the example
- * specs and policies loading; the Dockerfile running the README's commands as a non-root user;
- * and the example upstream script actually serving.
+ * the compose file's services, ports (published on loopback only; Redis not at all), environment
+ * and mounted files; the gateway's config as the container would load it (env overrides included)
+ * pointing at the compose services, its admin app answering the health check's Host; the example
+ * specs and policies loading; the Dockerfile running the README's commands as a non-root user and
+ * exposing only the public port; and the example upstream script actually serving.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse } from 'yaml';
+import { createAdmin } from '../src/admin/admin.ts';
 import { ENV_VARS } from '../src/config/env.ts';
 import { loadGatewayConfig } from '../src/config/load.ts';
 import type { GatewayConfig } from '../src/config/schema.ts';
@@ -24,6 +26,7 @@ const read = (file: string) => readFileSync(join(REPO, file), 'utf8');
 
 interface ComposeService {
   image?: string;
+  user?: string;
   build?: { context: string; dockerfile?: string };
   command?: string[];
   environment?: Record<string, string>;
@@ -32,6 +35,8 @@ interface ComposeService {
   profiles?: string[];
   depends_on?: Record<string, { condition: string }>;
   healthcheck?: { test: string[] };
+  cap_drop?: string[];
+  security_opt?: string[];
 }
 
 const compose = parse(read('docker-compose.yml')) as { services: Record<string, ComposeService> };
@@ -43,6 +48,15 @@ const service = (name: string): ComposeService => {
 };
 /** Container ports a service publishes (`"8080:8080"` → 8080). */
 const published = (s: ComposeService) => (s.ports ?? []).map((p) => Number(p.split(':').at(-1)));
+/**
+ * Host address each published port binds (`"127.0.0.1:9090:9090"` → 127.0.0.1); a short entry
+ * without one (`"9090:9090"`, `"9090"`) binds every interface: `0.0.0.0`.
+ */
+const bindAddresses = (s: ComposeService) =>
+  (s.ports ?? []).map((p) => {
+    const parts = p.split(':');
+    return parts.length === 3 ? (parts[0] as string) : '0.0.0.0';
+  });
 
 describe('docker-compose.yml', () => {
   test('has the gateway, Redis, Jaeger, two example upstreams, and k6 under a profile', () => {
@@ -70,6 +84,31 @@ describe('docker-compose.yml', () => {
         expect(existsSync(join(REPO, s.build.context, s.build.dockerfile ?? 'Dockerfile'))).toBe(true);
       }
     }
+  });
+
+  test('publishes nothing on all interfaces: every published port binds 127.0.0.1', () => {
+    const everyBinding = Object.entries(services).flatMap(([name, s]) =>
+      bindAddresses(s).map((address, i) => ({ port: s.ports?.[i], name, address })),
+    );
+    expect(everyBinding.length).toBeGreaterThan(0);
+    for (const b of everyBinding) expect(b.address, `${b.name}: ${b.port}`).toBe('127.0.0.1');
+  });
+
+  test('does not publish Redis (no password; only the gateway talks to it, over the compose network)', () => {
+    expect(service('redis').ports).toBeUndefined();
+  });
+
+  test('the admin port and the Jaeger UI are published on loopback only', () => {
+    expect(service('gateway').ports).toContain('127.0.0.1:9090:9090');
+    expect(service('jaeger').ports).toContain('127.0.0.1:16686:16686');
+  });
+
+  test('the gateway drops every capability and cannot gain privileges; the upstreams run as node', () => {
+    const gateway = service('gateway');
+    expect(gateway.cap_drop).toEqual(['ALL']);
+    expect(gateway.security_opt).toContain('no-new-privileges:true');
+    expect(gateway.user).toBeUndefined(); // the image's USER node applies
+    for (const name of ['upstream-a', 'upstream-b']) expect(service(name).user, name).toBe('node');
   });
 
   test('Jaeger all-in-one accepts OTLP/HTTP and shows its UI', () => {
@@ -139,14 +178,29 @@ describe('the gateway config the compose stack runs', () => {
 
   test('listens where compose publishes, and sends traces to Jaeger and state to Redis', () => {
     expect(config.listen.http).toMatchObject({ port: 8080, host: '0.0.0.0' });
-    expect(config.admin).toEqual({ port: 9090, host: '0.0.0.0' });
+    expect(config.admin).toMatchObject({ port: 9090, host: '0.0.0.0' });
     const otlp = new URL(config.telemetry.otlp ?? '');
     expect(otlp.hostname).toBe('jaeger');
     expect(published(service('jaeger'))).toContain(Number(otlp.port));
     expect(config.telemetry.sampleRatio).toBe(1);
     const redis = new URL(config.state.redis ?? '');
     expect(redis.hostname).toBe('redis');
-    expect(published(service('redis'))).toContain(Number(redis.port));
+    expect(redis.port).toBe('6379'); // redis:7-alpine's port, reached inside the compose network
+  });
+
+  test("its admin app answers the Dockerfile health check's Host and the published port's, not a rebinding name", async () => {
+    const admin = createAdmin({ runtime, store, isClosing: () => false, config: config.admin });
+    try {
+      const healthcheck = /fetch\('([^']+)'\)/.exec(read('Dockerfile'))?.[1] as string;
+      const status = async (host: string) =>
+        (await admin.inject({ method: 'GET', url: '/healthz', headers: { host } })).statusCode;
+      expect(await status(new URL(healthcheck).host)).toBe(200);
+      expect(await status('localhost:9090')).toBe(200);
+      expect(await status('127.0.0.1:9090')).toBe(200);
+      expect(await status('evil.example:9090')).toBe(421);
+    } finally {
+      await admin.close();
+    }
   });
 
   test('its specs and policies load, and every upstream is a compose service on its port', () => {
@@ -188,11 +242,15 @@ describe('Dockerfile', () => {
     expect(of('COPY').some((c) => c.includes('--from='))).toBe(true);
   });
 
-  test('runs as a non-root user with a health check', () => {
+  test('runs as a non-root user with a health check on the admin port over loopback', () => {
     const users = of('USER');
     expect(users.length).toBeGreaterThan(0);
     expect(users.at(-1)).not.toMatch(/USER (root|0)\b/);
-    expect(of('HEALTHCHECK')[0]).toContain('/healthz');
+    expect(of('HEALTHCHECK')[0]).toContain('http://127.0.0.1:9090/healthz');
+  });
+
+  test('exposes only the public port, so `docker run -P` never publishes the admin port', () => {
+    expect(of('EXPOSE')).toEqual(['EXPOSE 8080']);
   });
 
   test("starts the gateway with the README's command (npm start = node bin/portcullis.js start)", () => {
