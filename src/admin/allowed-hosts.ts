@@ -17,7 +17,7 @@ export type AdminConfig = NonNullable<GatewayConfig['admin']>;
 /** The `admin.hosts` entry that answers every Host (the explicit opt-out). */
 export const ANY_HOST = '*';
 
-/** Always answered unless `admin.hosts` is set: the loopback names a local client uses. */
+/** Always answered, whatever `admin.hosts` lists: the loopback names a local client uses. */
 export const LOOPBACK_HOSTS: readonly string[] = ['localhost', '127.0.0.1', '[::1]'];
 
 /** Bind addresses that mean "every interface". */
