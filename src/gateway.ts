@@ -1,4 +1,4 @@
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { type TLSSocket, Server as TlsServer } from 'node:tls';
 import fastify, {
@@ -10,30 +10,24 @@ import fastify, {
 import { createAdmin } from './admin/admin.ts';
 import type { GatewayConfig } from './config/schema.ts';
 import { createTlsOptions } from './config/tls.ts';
-import { ProblemError } from './errors.ts';
+import { Exchange } from './lifecycle/exchange.ts';
+import { handle, type Lifecycle, redirect } from './lifecycle/handle.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { compileCidrs } from './net/cidr.ts';
-import { createContext, runChain } from './pipeline/chain.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
-import { PREFLIGHT_PHASES, type RequestContext } from './pipeline/types.ts';
 import { POLICY_KINDS } from './policies/index.ts';
 import { sendProblem, toProblem } from './problem.ts';
-import type { RouteMatch } from './registry/index.ts';
-import { type RouteEntry, Runtime } from './runtime.ts';
+import { Runtime } from './runtime.ts';
 import { createStore } from './state/create-store.ts';
 import type { Store } from './state/store.ts';
 import { createMetrics, type Metrics } from './telemetry/metrics.ts';
 import { createObserver, type ObservedReply, type Observer } from './telemetry/observer.ts';
-import { REQUEST_ID_HEADER, type RequestRecord } from './telemetry/record.ts';
+import { REQUEST_ID_HEADER } from './telemetry/record.ts';
 import type { Tracing } from './telemetry/types.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
-/** A Host header fit for a redirect Location: DNS name, IPv4 or [IPv6], optional port. */
-const HOST_HEADER = /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::\d{1,5})?$/i;
-/** A path segment of "." or ".." (raw or percent-encoded): never forwarded, upstreams would normalise it. */
-const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 /** Failed trace exports and dropped spans are logged at most this often. */
 const TRACE_WARN_INTERVAL_MS = 60_000;
 
@@ -136,7 +130,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
         redirectTo: http.redirectToHttps && https ? httpsPort : undefined,
       })
     : undefined;
-  const admin = config.admin ? createAdmin({ runtime, store, metrics, isClosing: () => closing }) : undefined;
+  const admin = config.admin
+    ? createAdmin({ runtime, store, metrics, isClosing: () => closing, config: config.admin })
+    : undefined;
   if (config.watch) await runtime.watch();
 
   const addr = (a: FastifyInstance, scheme: string) => {
@@ -292,6 +288,12 @@ function buildPublicApp(
     forceCloseConnections: 'idle' as const,
     http2SessionTimeout: config.limits.keepAliveTimeoutMs,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 2048 },
+    // A target Fastify's router cannot decode (`/items/%zz`) goes through the lifecycle like any
+    // other: the canonical target rejects it with our problem, request id and access-log line.
+    frameworkErrors: function routeFrameworkError(err: Error, req: FastifyRequest, reply: FastifyReply) {
+      if ((err as { code?: string }).code === 'FST_ERR_BAD_URL') return enter(req, reply);
+      return sendProblem(req, reply, toProblem(err));
+    },
     ...(opts.tls
       ? opts.http2
         ? { http2: true, https: { allowHTTP1: true, ...opts.tls } }
@@ -308,208 +310,37 @@ function buildPublicApp(
   app.addContentTypeParser('*', function keepBodyStream(_req, _payload, done) {
     done(null, undefined);
   });
+
+  const lifecycle: Lifecycle = { forward, logger };
+  const redirectTo = opts.redirectTo;
+  /** Where every request starts: one Exchange, observed from its first moment, then the lifecycle. */
+  const enter = (req: FastifyRequest, reply: FastifyReply): void => {
+    const url = req.raw.url ?? '/';
+    const q = url.indexOf('?');
+    const rec = observer.begin(req, reply as unknown as ObservedReply, q === -1 ? url : url.slice(0, q));
+    reply.header(REQUEST_ID_HEADER, rec.id);
+    const ex = new Exchange(req, reply, rec, runtime.snapshot);
+    if (redirectTo) redirect(ex, redirectTo());
+    else handle(ex, lifecycle);
+  };
+
   app.setErrorHandler(function renderError(err, req, reply) {
     const problem = toProblem(err);
     if (problem.status >= 500) logger.error({ err, code: problem.code }, 'request failed');
     return sendProblem(req, reply, problem);
   });
+  // Methods outside METHODS (PROPFIND, ...) reach no route: the lifecycle answers them (404/405).
   app.setNotFoundHandler(function notFound(req, reply) {
-    return sendProblem(req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
+    enter(req, reply);
   });
-
-  const redirectTo = opts.redirectTo;
-  if (redirectTo !== undefined) {
-    app.route({
-      method: [...METHODS],
-      url: '/*',
-      handler: function redirectToHttps(req, reply) {
-        const authority = req.headers.host ?? 'localhost';
-        // The Host header is the client's: only a plain host[:port] may shape the Location.
-        if (!HOST_HEADER.test(authority)) {
-          return sendProblem(req, reply, new ProblemError('PC_BAD_REQUEST', 'Invalid Host header'));
-        }
-        const host = authority.replace(/:\d+$/, '');
-        const port = redirectTo();
-        return reply.redirect(`https://${host}${port === 443 ? '' : `:${port}`}${req.url}`, 308);
-      },
-    });
-    return app;
-  }
-
   app.route({
     method: [...METHODS],
     url: '/*',
+    // Return nothing: a returned reply is a thenable, and Fastify would attach an end-of-stream
+    // watcher to every such response (about 8 µs a request in the bench profile).
     handler: function proxyRequest(req: FastifyRequest, reply: FastifyReply) {
-      const snapshot = runtime.snapshot;
-      const url = req.raw.url ?? '/';
-      const q = url.indexOf('?');
-      const path = q === -1 ? url : url.slice(0, q);
-      const rec = observer.begin(req, reply as unknown as ObservedReply, path);
-      reply.header(REQUEST_ID_HEADER, rec.id);
-      if (!snapshot) return reject(rec, req, reply, new ProblemError('PC_SHUTTING_DOWN', 'Not ready'));
-      if (DOT_SEGMENT.test(path)) {
-        return reject(
-          rec,
-          req,
-          reply,
-          new ProblemError('PC_BAD_REQUEST', 'Dot segments are not allowed in paths'),
-        );
-      }
-      let match = snapshot.table.find(req.method, path);
-      let preflight = false;
-      if (!match && req.method === 'OPTIONS') {
-        // A CORS preflight for an operation whose OPTIONS the spec does not declare: its cors policy answers.
-        const wanted = req.headers['access-control-request-method'];
-        if (typeof wanted === 'string' && req.headers.origin) {
-          match = snapshot.table.find(wanted.toUpperCase(), path);
-          preflight = match !== null;
-        }
-      }
-      if (!match) {
-        const pass = snapshot.table.passThrough(path);
-        const target = pass ? snapshot.passThrough.get(pass.name) : undefined;
-        if (target) {
-          rec.passThrough = target.service;
-          reply.hijack();
-          return forward(req, reply.raw as ServerResponse, target, path, undefined, rec);
-        }
-        return notRouted(rec, req, reply, snapshot.table.allowedMethods(path));
-      }
-      const entry = snapshot.entries.get(match.route);
-      if (!entry) return reject(rec, req, reply, new ProblemError('PC_INTERNAL'));
-      rec.matched(entry.route, entry.service.settings.basePath);
-      if (entry.chain.hooks.length > 0) {
-        // Return nothing: a returned reply is a thenable, and Fastify would attach an end-of-stream
-        // watcher to every such response (about 8 µs a request in the bench profile).
-        withPolicies(entry, match, req, reply, path, preflight, rec);
-        return;
-      }
-      if (preflight) return notRouted(rec, req, reply, snapshot.table.allowedMethods(path));
-      return respond(entry, match, req, reply, path, undefined, rec);
+      enter(req, reply);
     },
   });
-
-  /**
-   * Run the route's policy chain, then answer or forward; a rejection becomes a problem. A chain
-   * whose hooks all returned synchronously is finished without any promise (see runChain).
-   */
-  function withPolicies(
-    entry: RouteEntry,
-    match: RouteMatch,
-    req: FastifyRequest,
-    reply: FastifyReply,
-    path: string,
-    preflight: boolean,
-    rec: RequestRecord,
-  ): void {
-    const ctx = createContext(req, reply, entry.route, entry.service, match.params);
-    rec.ctx = ctx;
-    let pending: void | Promise<void>;
-    try {
-      pending = runChain(entry.chain, ctx, preflight ? PREFLIGHT_PHASES : undefined);
-    } catch (err) {
-      policyFailed(err, req, reply, ctx, rec);
-      return;
-    }
-    if (pending === undefined) {
-      afterChain(entry, match, req, reply, path, preflight, ctx, rec);
-      return;
-    }
-    pending.then(
-      () => afterChain(entry, match, req, reply, path, preflight, ctx, rec),
-      (err: unknown) => policyFailed(err, req, reply, ctx, rec),
-    );
-  }
-
-  function afterChain(
-    entry: RouteEntry,
-    match: RouteMatch,
-    req: FastifyRequest,
-    reply: FastifyReply,
-    path: string,
-    preflight: boolean,
-    ctx: RequestContext,
-    rec: RequestRecord,
-  ): void {
-    try {
-      if (ctx.answered) return;
-      if (preflight) {
-        notRouted(rec, req, reply, runtime.snapshot?.table.allowedMethods(path) ?? []);
-        return;
-      }
-      respond(entry, match, req, reply, path, ctx, rec);
-    } catch (err) {
-      policyFailed(err, req, reply, ctx, rec);
-    }
-  }
-
-  function policyFailed(
-    err: unknown,
-    req: FastifyRequest,
-    reply: FastifyReply,
-    ctx: RequestContext,
-    rec: RequestRecord,
-  ): void {
-    const problem = toProblem(err);
-    rec.problem = problem;
-    if (problem.status >= 500) logger.error({ err, code: problem.code, reqId: rec.id }, 'policy failed');
-    if (reply.sent || reply.raw.headersSent) return;
-    reply.headers(ctx.responseHeaders);
-    sendProblem(req, reply, problem);
-  }
-
-  /** Answer from the mock responder or forward to an upstream. */
-  function respond(
-    entry: RouteEntry,
-    match: RouteMatch,
-    req: FastifyRequest,
-    reply: FastifyReply,
-    path: string,
-    ctx: RequestContext | undefined,
-    rec: RequestRecord,
-  ): FastifyReply | undefined {
-    if (entry.mock) {
-      const res = entry.mock({ params: match.params, query: req.query as Record<string, unknown> });
-      if (!ctx) return reply.code(res.status).headers(res.headers).send(res.body);
-      const headers: OutgoingHttpHeaders = { ...res.headers, ...ctx.responseHeaders };
-      for (const edit of ctx.responseEdits) edit(res.status, headers);
-      return reply.code(res.status).headers(headers).send(res.body);
-    }
-    if (!entry.target) return reject(rec, req, reply, new ProblemError('PC_INTERNAL'));
-    reply.hijack();
-    // Http2ServerResponse has the writeHead/write/end surface the forwarder uses.
-    forward(req, reply.raw as ServerResponse, entry.target, path, ctx, rec);
-    return undefined;
-  }
-
   return app;
-}
-
-/** 405 with Allow when the path is routed for other methods, else 404. */
-function notRouted(
-  rec: RequestRecord,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  allowed: string[],
-): FastifyReply {
-  if (allowed.length > 0) {
-    return reject(
-      rec,
-      req,
-      reply,
-      new ProblemError('PC_METHOD_NOT_ALLOWED', undefined, { headers: { allow: allowed.join(', ') } }),
-    );
-  }
-  return reject(rec, req, reply, new ProblemError('PC_ROUTE_NOT_FOUND'));
-}
-
-/** Send a rejection and remember it for the access log, metrics and span. */
-function reject(
-  rec: RequestRecord,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  err: ProblemError,
-): FastifyReply {
-  rec.problem = err;
-  return sendProblem(req, reply, err);
 }

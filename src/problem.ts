@@ -4,7 +4,7 @@ import { ERRORS, PROBLEM_BASE, ProblemError } from './errors.ts';
 /** Media type of every rejection body (RFC 9457). */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
-/** The RFC 9457 body for an error; `instance` is the request path without its query. */
+/** The RFC 9457 body for an error; `instance` is the canonical request path ('' leaves it out). */
 export function problemBody(err: ProblemError, instance: string): string {
   const spec = ERRORS[err.code];
   return JSON.stringify({
@@ -12,7 +12,7 @@ export function problemBody(err: ProblemError, instance: string): string {
     title: spec.title,
     status: err.status,
     detail: err.message,
-    instance: err.omitInstance ? undefined : instance,
+    instance: err.omitInstance || instance === '' ? undefined : instance,
     code: err.code,
     ...err.extensions,
   });

@@ -97,6 +97,8 @@ export interface RequestContext {
   readonly decisions: Decision[];
   /** Set by a policy that answers the request itself (e.g. a CORS preflight): nothing is forwarded. */
   answered?: boolean;
+  /** That answer: the lifecycle writes it (lifecycle/answer.ts), policies never write to the reply. */
+  answer?: { status: number; headers: Record<string, string> };
 }
 
 /**

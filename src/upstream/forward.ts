@@ -3,11 +3,12 @@ import { Transform, type TransformCallback } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { type ErrorCode, ProblemError } from '../errors.ts';
+import { writeProblem } from '../lifecycle/answer.ts';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
-import { readWhole } from '../net/read-body.ts';
+import { hasBody, readWhole } from '../net/read-body.ts';
+import type { RequestTarget } from '../net/target.ts';
 import type { RequestContext } from '../pipeline/types.ts';
-import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
 import type { ServiceSettings } from '../registry/types.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import type { Upstream, UpstreamGroup } from './group.ts';
@@ -30,8 +31,28 @@ const DROP_REQUEST = new Set([
   'host',
   'expect',
 ]);
-/** Forwarding headers the gateway sets itself; a client's copies are kept only from trusted proxies. */
-const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
+/**
+ * Forwarding headers the gateway owns: a client's copies are kept only from trusted proxies
+ * (`trustProxy`); from anyone else they are dropped, as is every other `X-Forwarded-*` (port,
+ * prefix, server...), which upstreams use to build URLs and decide who called.
+ */
+const FORWARDING = new Set([
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'x-real-ip',
+]);
+/**
+ * undici errors about the request as built from the client's input (a header value it refuses, a
+ * body shorter or longer than declared): the client's fault, answered 400, never counted against
+ * the upstream's health and never retried.
+ */
+const CLIENT_FAULTS = new Set([
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'UND_ERR_NOT_SUPPORTED',
+]);
 /** Response headers never passed back: hop-by-hop ones. */
 const DROP_RESPONSE = new Set([
   'connection',
@@ -64,6 +85,7 @@ export interface IncomingForForward {
   ip: string;
   raw: NodeJS.ReadableStream & {
     url?: string;
+    headers: IncomingHttpHeaders;
     socket: { remoteAddress?: string; encrypted?: boolean } | TLSSocket;
     stream?: { endAfterHeaders?: boolean };
   };
@@ -101,18 +123,24 @@ export type ForwardExtras = Pick<
 >;
 
 /**
- * Forward one request; the response is written straight to `res` (the reply is hijacked). With
- * `rec`, each attempt is recorded there (upstream, timing, bytes, CLIENT span) and the request id
- * is sent upstream and returned to the client.
+ * One request to forward, as the lifecycle holds it (lifecycle/exchange.ts): the client request and
+ * response, the canonical target (the only source of the upstream path), the policies' changes and
+ * the record.
  */
-export type Forward = (
-  req: IncomingForForward,
-  res: RawResponse,
-  target: ForwardTarget,
-  instance: string,
-  extras?: ForwardExtras,
-  rec?: RequestRecord,
-) => void;
+export interface Forwarding {
+  readonly req: IncomingForForward;
+  /** The client response; the reply is hijacked before forwarding. */
+  readonly res: RawResponse;
+  /** The canonical target: the upstream path is cut from it, never from the raw URL. */
+  readonly target: RequestTarget;
+  /** What policies changed; absent on policy-free routes. */
+  readonly ctx: ForwardExtras | undefined;
+  /** With a record, each attempt is recorded (upstream, timing, bytes, CLIENT span) and the request id travels both ways. */
+  readonly rec: RequestRecord | undefined;
+}
+
+/** Forward one request to `to`; the response is written straight to `ex.res`. */
+export type Forward = (ex: Forwarding, to: ForwardTarget) => void;
 
 /**
  * Build the forwarder. It speaks to undici's dispatcher API directly and writes the upstream's
@@ -142,7 +170,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const value = src[name];
       if (value === undefined || name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name)) continue;
       if (listed?.has(name)) continue;
-      if (FORWARDING.has(name) && !trusted) continue;
+      if (!trusted && (FORWARDING.has(name) || name.startsWith('x-forwarded-'))) continue;
       if (extras?.removeUpstreamHeaders.has(name) || identity?.has(name)) continue;
       out[name] = value;
     }
@@ -155,6 +183,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     const element = `for=${forwardedNode(peer)};host=${quoteIfNeeded(host)};proto=${proto}`;
     const prevForwarded = trusted ? src.forwarded : undefined;
     out.forwarded = prevForwarded ? `${prevForwarded}, ${element}` : element;
+    // The client address as the gateway decided it (after trustProxy), like nginx's X-Real-IP.
+    out['x-real-ip'] = req.ip;
     out.host = upstream.host;
     if (extras) {
       for (const name in extras.setUpstreamHeaders) out[name] = extras.setUpstreamHeaders[name] as string;
@@ -166,55 +196,46 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     return out;
   }
 
-  const forward: Forward = (req, res, target, instance, extras, rec) => {
-    const cl = req.headers['content-length'];
+  const forward: Forward = (ex, to) => {
+    const cl = ex.req.headers['content-length'];
     // A small body with a declared length is read first and sent as one buffer: streaming it
     // through undici cost about 60% more CPU per request and put a p99 of ~28 ms on small POSTs
     // (bench: portcullis-post). A buffered body can also be resent when the method is idempotent.
-    if (cl !== undefined && cl !== '0' && !extras?.body) {
+    if (cl !== undefined && cl !== '0' && !ex.ctx?.body) {
       const length = Number(cl);
       if (length <= BUFFERED_BODY_BYTES && length <= bodyBytes) {
-        readWhole(req.raw, length).then(
-          (body) => send(req, res, target, instance, extras, rec, body),
+        readWhole(ex.req.raw, length).then(
+          (body) => send(ex, to, body),
           () => {
             // The client went away or sent less than it declared: nobody is left to answer.
-            if (!res.headersSent) res.destroy();
+            if (!ex.res.headersSent) ex.res.destroy();
           },
         );
         return;
       }
     }
-    send(req, res, target, instance, extras, rec, undefined);
+    send(ex, to, undefined);
   };
   return forward;
 
-  function send(
-    req: IncomingForForward,
-    res: RawResponse,
-    target: ForwardTarget,
-    instance: string,
-    extras: ForwardExtras | undefined,
-    rec: RequestRecord | undefined,
-    buffered: Buffer | undefined,
-  ): void {
+  function send(ex: Forwarding, target: ForwardTarget, buffered: Buffer | undefined): void {
+    const { req, res, ctx: extras, rec } = ex;
+    const instance = ex.target.path;
     const method = req.method;
-    const rawUrl = req.raw.url ?? '/';
-    const rest = rawUrl.slice(target.basePath.length);
-    const suffix = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* '?' */ ? `/${rest}` : rest;
+    // The upstream path comes from the canonical target only: decoded once, no dot segments, no
+    // encoded slashes, so it can never name a path outside the operation that matched.
+    const rest = instance.slice(target.basePath.length);
+    const query = ex.target.query;
+    const suffix = (rest === '' ? '/' : rest) + (query === '' ? '' : `?${query}`);
 
     const h = req.headers;
-    const te = h['transfer-encoding'];
     const cl = h['content-length'];
     let body: NodeJS.ReadableStream | Buffer | null = null;
     if (extras?.body) body = extras.body;
     else if (buffered) body = buffered;
-    else if (
-      te !== undefined ||
-      (cl !== undefined && cl !== '0') ||
-      (req.raw.stream && !req.raw.stream.endAfterHeaders)
-    ) {
+    else if (hasBody(req.raw)) {
       if (cl !== undefined && Number(cl) > bodyBytes) {
-        sendRaw(res, new ProblemError('PC_BODY_TOO_LARGE'), instance, undefined, rec);
+        writeProblem(res, new ProblemError('PC_BODY_TOO_LARGE'), instance, undefined, rec);
         return;
       }
       body = cl === undefined ? req.raw.pipe(new BodyLimit(bodyBytes)) : req.raw;
@@ -242,7 +263,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (!upstream) {
         done = true;
         const seconds = Math.max(1, Math.ceil(target.group.retryAfterMs() / 1000));
-        sendRaw(
+        writeProblem(
           res,
           new ProblemError('PC_UPSTREAM_UNAVAILABLE', undefined, {
             headers: { 'retry-after': String(seconds) },
@@ -322,6 +343,17 @@ export function createForwarder(opts: ForwarderOptions): Forward {
             res.destroy(err);
             return;
           }
+          if (CLIENT_FAULTS.has(code)) {
+            done = true;
+            writeProblem(
+              res,
+              new ProblemError('PC_BAD_REQUEST', 'The request cannot be forwarded as sent', { cause: err }),
+              instance,
+              extraResponseHeaders,
+              rec,
+            );
+            return;
+          }
           if (!(err instanceof ProblemError)) target.group.reportFailure(upstream, code || err.name);
           if (attemptsLeft > 0 && !(err instanceof ProblemError)) {
             attemptsLeft--;
@@ -329,7 +361,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           }
           done = true;
           if (err instanceof ProblemError) {
-            sendRaw(res, err, instance, extraResponseHeaders, rec); // e.g. body over the limit
+            writeProblem(res, err, instance, extraResponseHeaders, rec); // e.g. body over the limit
             return;
           }
           const errCode: ErrorCode = TIMEOUTS.has(code) ? 'PC_UPSTREAM_TIMEOUT' : 'PC_UPSTREAM_ERROR';
@@ -337,7 +369,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
             { code: errCode, cause: code, reqId: rec?.id, service: target.service, upstream: upstream.url },
             'upstream request failed',
           );
-          sendRaw(
+          writeProblem(
             res,
             new ProblemError(errCode, undefined, { cause: err }),
             instance,
@@ -363,42 +395,6 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       );
     };
     attempt();
-  }
-}
-
-/**
- * Write a problem straight to a hijacked response (headers not yet sent); with `rec`, the
- * rejection is recorded there and the response carries the request id.
- */
-export function sendRaw(
-  res: RawResponse,
-  err: ProblemError,
-  instance: string,
-  extraHeaders?: Record<string, string>,
-  rec?: RequestRecord,
-): void {
-  if (rec) rec.problem = err;
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = problemBody(err, instance);
-  // An unread request body (too large) must not be drained: close the connection after the answer.
-  const unread = err.code === 'PC_BODY_TOO_LARGE';
-  if (unread) res.shouldKeepAlive = false;
-  res.writeHead(err.status, {
-    ...extraHeaders,
-    ...err.headers,
-    ...(rec ? { [REQUEST_ID_HEADER]: rec.id } : {}),
-    'content-type': PROBLEM_CONTENT_TYPE,
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-  });
-  res.end(body);
-  if (unread) {
-    // HTTP/1: Node closes the socket after this response; HTTP/2: end just this stream.
-    const stream = (res as unknown as { stream?: { close?: (code?: number) => void } }).stream;
-    stream?.close?.(0);
   }
 }
 

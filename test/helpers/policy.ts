@@ -91,6 +91,7 @@ export async function policySlice(opts: PolicySliceOptions): Promise<PolicySlice
       reply.headers(ctx.responseHeaders);
       return sendProblem(req, reply, err);
     }
+    if (ctx.answer) return reply.code(ctx.answer.status).headers(ctx.answer.headers).send();
     if (ctx.answered) return reply;
     if (opts.exposeDecisions) {
       // At response time, so decisions recorded once the upstream is chosen are included too.
@@ -99,7 +100,7 @@ export async function policySlice(opts: PolicySliceOptions): Promise<PolicySlice
       });
     }
     reply.hijack();
-    forward(req, reply.raw, target, req.url, ctx);
+    forward({ req, res: reply.raw, target: ctx.target, ctx, rec: undefined }, target);
   });
   await app.ready();
   return {

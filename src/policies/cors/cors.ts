@@ -125,10 +125,7 @@ export const corsPolicy: PolicyKind<typeof CorsSchema> = {
       if (allowHeaders) h['access-control-allow-headers'] = allowHeaders;
       delete h['access-control-expose-headers']; // meaningful on actual responses only
       ctx.answered = true;
-      ctx.reply
-        .code(204)
-        .headers({ ...ctx.responseHeaders, ...h })
-        .send();
+      ctx.answer = { status: 204, headers: { ...ctx.responseHeaders, ...h } };
     }
 
     return function cors(ctx) {

@@ -1,0 +1,106 @@
+/**
+ * The one module that writes answers: a problem, a mock, a CORS preflight, a redirect, or the
+ * hand-over to the forwarder (which streams the upstream's answer itself, see upstream/forward.ts,
+ * and writes its own failures with `writeProblem`). Each answer records its outcome on the
+ * exchange's record, so metrics, the access log and the span see every answer the same way.
+ *
+ * Fastify still writes the non-forwarded answers (reply.send handles HEAD, content-length and
+ * keep-alive for us); forwarded ones hijack the reply and write the raw response.
+ */
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { ProblemError } from '../errors.ts';
+import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
+import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
+import type { Forward, ForwardTarget } from '../upstream/forward.ts';
+import type { Exchange } from './exchange.ts';
+
+/** Answer with a problem (RFC 9457); policy response headers (CORS, rate limit) go with it. */
+export function answerProblem(ex: Exchange, err: ProblemError): undefined {
+  const { reply, rec } = ex;
+  rec.problem = err;
+  if (reply.sent || reply.raw.headersSent) return;
+  const headers = ex.ctx?.responseHeaders;
+  if (headers) reply.headers(headers);
+  reply.code(err.status).header('content-type', PROBLEM_CONTENT_TYPE);
+  for (const name in err.headers) reply.header(name, err.headers[name]);
+  reply.header('cache-control', 'no-store');
+  reply.send(problemBody(err, ex.target.path));
+}
+
+/** 405 with Allow when the path is routed for other methods, else 404. */
+export function answerNotRouted(ex: Exchange, allowed: readonly string[]): undefined {
+  answerProblem(
+    ex,
+    allowed.length > 0
+      ? new ProblemError('PC_METHOD_NOT_ALLOWED', undefined, { headers: { allow: allowed.join(', ') } })
+      : new ProblemError('PC_ROUTE_NOT_FOUND'),
+  );
+}
+
+/** Answer from the route's mock responder (examples of the spec), with the policies' header edits. */
+export function answerMock(ex: Exchange): undefined {
+  const entry = ex.entry;
+  const mock = entry?.mock;
+  if (!mock || !ex.match) return answerProblem(ex, new ProblemError('PC_INTERNAL'));
+  const res = mock({ params: ex.match.params, query: ex.req.query as Record<string, unknown> });
+  const ctx = ex.ctx;
+  if (!ctx) {
+    ex.reply.code(res.status).headers(res.headers).send(res.body);
+    return;
+  }
+  const headers: OutgoingHttpHeaders = { ...res.headers, ...ctx.responseHeaders };
+  for (const edit of ctx.responseEdits) edit(res.status, headers);
+  ex.reply.code(res.status).headers(headers).send(res.body);
+}
+
+/** Answer a policy's own response (a CORS preflight): status and headers, no body. */
+export function answerDirect(ex: Exchange, status: number, headers: Record<string, string>): undefined {
+  ex.reply.code(status).headers(headers).send();
+}
+
+/** 308 to `location` (HTTP to HTTPS). */
+export function answerRedirect(ex: Exchange, location: string): undefined {
+  ex.reply.redirect(location, 308);
+}
+
+/** Hand the request to the forwarder; from here the raw response is the forwarder's. */
+export function answerForward(ex: Exchange, forward: Forward, to: ForwardTarget): undefined {
+  ex.reply.hijack();
+  forward(ex, to);
+}
+
+/**
+ * Write a problem straight to a raw (hijacked) response whose headers are not yet sent; with
+ * `rec`, the rejection is recorded there and the response carries the request id.
+ */
+export function writeProblem(
+  res: ServerResponse,
+  err: ProblemError,
+  instance: string,
+  extraHeaders?: Record<string, string>,
+  rec?: RequestRecord,
+): undefined {
+  if (rec) rec.problem = err;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = problemBody(err, instance);
+  // An unread request body (too large) must not be drained: close the connection after the answer.
+  const unread = err.code === 'PC_BODY_TOO_LARGE';
+  if (unread) res.shouldKeepAlive = false;
+  res.writeHead(err.status, {
+    ...extraHeaders,
+    ...err.headers,
+    ...(rec ? { [REQUEST_ID_HEADER]: rec.id } : {}),
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+  if (unread) {
+    // HTTP/1: Node closes the socket after this response; HTTP/2: end just this stream.
+    const stream = (res as unknown as { stream?: { close?: (code?: number) => void } }).stream;
+    stream?.close?.(0);
+  }
+}
