@@ -178,7 +178,7 @@ describe('the gateway config the compose stack runs', () => {
 
   test('listens where compose publishes, and sends traces to Jaeger and state to Redis', () => {
     expect(config.listen.http).toMatchObject({ port: 8080, host: '0.0.0.0' });
-    expect(config.admin).toMatchObject({ port: 9090, host: '0.0.0.0' });
+    expect(config.admin).toEqual({ port: 9090, host: '0.0.0.0', hosts: ['gateway'] });
     const otlp = new URL(config.telemetry.otlp ?? '');
     expect(otlp.hostname).toBe('jaeger');
     expect(published(service('jaeger'))).toContain(Number(otlp.port));
@@ -188,7 +188,7 @@ describe('the gateway config the compose stack runs', () => {
     expect(redis.port).toBe('6379'); // redis:7-alpine's port, reached inside the compose network
   });
 
-  test("its admin app answers the Dockerfile health check's Host and the published port's, not a rebinding name", async () => {
+  test("its admin app answers the Dockerfile health check's Host, the published port's and gateway:9090, not a rebinding name", async () => {
     const admin = createAdmin({ runtime, store, isClosing: () => false, config: config.admin });
     try {
       const healthcheck = /fetch\('([^']+)'\)/.exec(read('Dockerfile'))?.[1] as string;
@@ -197,6 +197,7 @@ describe('the gateway config the compose stack runs', () => {
       expect(await status(new URL(healthcheck).host)).toBe(200);
       expect(await status('localhost:9090')).toBe(200);
       expect(await status('127.0.0.1:9090')).toBe(200);
+      expect(await status('gateway:9090')).toBe(200); // PORTCULLIS_ADMIN_HOSTS: other services of the stack
       expect(await status('evil.example:9090')).toBe(421);
     } finally {
       await admin.close();

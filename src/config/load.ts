@@ -188,7 +188,11 @@ function applyDefaults(
   return {
     baseDir: ctx.baseDir,
     listen: https ? { http, https } : { http },
-    admin: { port: c.admin?.port ?? DEFAULTS.admin.port, host: c.admin?.host ?? DEFAULTS.admin.host },
+    admin: {
+      port: c.admin?.port ?? DEFAULTS.admin.port,
+      host: c.admin?.host ?? DEFAULTS.admin.host,
+      ...(c.admin?.hosts && { hosts: [...c.admin.hosts] }),
+    },
     openapi: ctx.resolveDir('/openapi', c.openapi ?? DEFAULTS.openapi),
     policies: ctx.resolveDir('/policies', c.policies ?? DEFAULTS.policies),
     watch: c.watch ?? DEFAULTS.watch,

@@ -207,6 +207,27 @@ describe('admin.hosts in gateway.yaml and the environment', () => {
     ]);
   });
 
+  test('admin.hosts from gateway.yaml reaches the running admin listener', async () => {
+    const listed = await startGateway(
+      { svc: spec({ upstreams: ['http://127.0.0.1:9'] }) },
+      { admin: { port: 0, host: '127.0.0.1', hosts: ['admin.internal'] } },
+    );
+    try {
+      const port = Number(new URL(listed.addresses.admin ?? '').port);
+      expect((await get(port, '/healthz', `admin.internal:${port}`)).status).toBe(200);
+      expect((await get(port, '/healthz', `localhost:${port}`)).status).toBe(200);
+      expectMisdirected(await get(port, '/healthz', `evil.example:${port}`));
+    } finally {
+      await listed.close();
+    }
+  });
+
+  test('PORTCULLIS_ADMIN_HOSTS sets admin.hosts, over the file', () => {
+    const config = resolve({ hosts: ['from-file'] }, { PORTCULLIS_ADMIN_HOSTS: 'gateway,prometheus.local' });
+    expect(config.admin?.hosts).toEqual(['gateway', 'prometheus.local']);
+    expect(resolve({}).admin?.hosts).toBeUndefined();
+  });
+
   test('PORTCULLIS_ADMIN_HOSTS is checked like the file', () => {
     let issues: ConfigError['issues'] = [];
     try {
