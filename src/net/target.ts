@@ -18,6 +18,7 @@
  * | `backslash`            | `\` raw or encoded: a separator to some servers                   |
  * | `control-character`    | NUL or another control character, raw or encoded                  |
  * | `dot-segment`          | `.` or `..` as a segment after decoding (also `..;`)              |
+ * | `confusable-separator` | a Unicode look-alike of `.`, `/` or `\` (`％２ｅ`, `∕`): best-fit mapped to ASCII by some servers |
  * | `path-parameter`       | `;` in the path, on a route that declares no matrix parameters (checked after routing) |
  *
  * The query string is not decoded here (policies decode names and values with form semantics);
@@ -44,6 +45,7 @@ export type TargetRejection =
   | 'backslash'
   | 'control-character'
   | 'dot-segment'
+  | 'confusable-separator'
   | 'path-parameter';
 
 const DETAIL: Record<TargetRejection, string> = {
@@ -54,6 +56,7 @@ const DETAIL: Record<TargetRejection, string> = {
   backslash: 'Backslashes are not allowed in paths',
   'control-character': 'Control characters are not allowed in the request target',
   'dot-segment': 'Dot segments are not allowed in paths',
+  'confusable-separator': 'Look-alikes of path separators are not allowed in paths',
   'path-parameter': 'Path parameters (;) are not allowed on this route',
 };
 
@@ -106,6 +109,14 @@ const QUERY_CLASS = new Uint8Array(128);
 }
 
 const HEX = '0123456789ABCDEF';
+/**
+ * Unicode look-alikes of `.`, `/` and `\` that Windows' best-fit mapping and some normalising
+ * frameworks turn into their ASCII originals (fullwidth forms, division and fraction slashes, small
+ * forms, the one-dot leader): after such a mapping `／..／` is a dot segment again.
+ */
+const CONFUSABLE_SEPARATORS = new Set([
+  0xff0e, 0xfe52, 0x2024, 0xff0f, 0x2215, 0x2044, 0x29f8, 0xff3c, 0xfe68, 0x2216, 0x29f9,
+]);
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const ENCODER = new TextEncoder();
 
@@ -174,6 +185,7 @@ function canonicalPath(raw: string): string {
       else out += `%${HEX[c >> 4]}${HEX[c & 15]}`;
     } else {
       const cp = decoded.codePointAt(i) as number;
+      if (CONFUSABLE_SEPARATORS.has(cp)) throw targetProblem('confusable-separator');
       if (cp > 0xffff) i++;
       for (const b of ENCODER.encode(String.fromCodePoint(cp))) out += `%${HEX[b >> 4]}${HEX[b & 15]}`;
     }
