@@ -3,6 +3,7 @@ import type { Static, TSchema } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Logger } from '../logger.ts';
+import type { RequestCookies } from '../net/cookies.ts';
 import type { RequestTarget } from '../net/target.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { Store } from '../state/store.ts';
@@ -93,6 +94,8 @@ export interface RequestContext {
    * forwarded from this buffer instead of the stream.
    */
   body?: Buffer;
+  /** The request's cookies, parsed once on first use by `cookiesOf` (net/cookies.ts). */
+  cookies?: RequestCookies;
   upstream?: UpstreamPreference;
   readonly decisions: Decision[];
   /** Set by a policy that answers the request itself (e.g. a CORS preflight): nothing is forwarded. */

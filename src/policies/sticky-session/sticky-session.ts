@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { DURATION_PATTERN, parseDuration } from '../../config/duration.ts';
 import { ProblemError } from '../../errors.ts';
+import { cookiesOf } from '../../net/cookies.ts';
 import type { PolicyKind, RequestContext } from '../../pipeline/types.ts';
 
 /** Default cookie name. */
@@ -93,7 +94,7 @@ export const stickySessionPolicy: PolicyKind<typeof StickySessionSchema> = {
 
     if (dryRun) {
       return async function stickySessionDryRun(ctx) {
-        const id = sessionIdFrom(ctx.req.headers.cookie, name);
+        const id = sessionIdFrom(ctx, name);
         const bound = await lookup(ctx, id);
         ctx.upstream = {
           onChosen(chosen) {
@@ -110,7 +111,7 @@ export const stickySessionPolicy: PolicyKind<typeof StickySessionSchema> = {
     }
 
     return async function stickySession(ctx) {
-      const existing = sessionIdFrom(ctx.req.headers.cookie, name);
+      const existing = sessionIdFrom(ctx, name);
       let bound = await lookup(ctx, existing);
       const id = existing ?? randomBytes(16).toString('base64url');
       ctx.upstream = {
@@ -130,19 +131,8 @@ export const stickySessionPolicy: PolicyKind<typeof StickySessionSchema> = {
   },
 };
 
-/** The session id from a Cookie header, when present and well-formed. */
-function sessionIdFrom(header: string | undefined, name: string): string | undefined {
-  if (!header) return undefined;
-  let from = 0;
-  while (from < header.length) {
-    const end = header.indexOf(';', from);
-    const part = header.slice(from, end === -1 ? header.length : end).trim();
-    from = end === -1 ? header.length : end + 1;
-    const eq = part.indexOf('=');
-    if (eq !== -1 && part.slice(0, eq) === name) {
-      const value = part.slice(eq + 1);
-      if (SESSION_ID.test(value)) return value;
-    }
-  }
-  return undefined;
+/** The session id from the request's cookies (parsed once, net/cookies.ts), when well-formed. */
+function sessionIdFrom(ctx: RequestContext, name: string): string | undefined {
+  const value = cookiesOf(ctx).values[name];
+  return value !== undefined && SESSION_ID.test(value) ? value : undefined;
 }

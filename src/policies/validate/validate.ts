@@ -1,7 +1,10 @@
 import type { OutgoingHttpHeaders } from 'node:http';
+import { parse as parseQuery } from 'node:querystring';
 import { type Static, Type as T } from '@sinclair/typebox';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { ProblemError } from '../../errors.ts';
+import { cookiesOf } from '../../net/cookies.ts';
+import { hasBody } from '../../net/read-body.ts';
 import type { PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { ajvFor, type Dialect, toJsonSchema } from './openapi-schema.ts';
 
@@ -173,17 +176,17 @@ function checkParams(
   pathParams: (ctx: RequestContext) => Record<string, string | undefined>,
   errors: Violation[],
 ): void {
-  const query = (ctx.req.query ?? {}) as Record<string, string | string[] | undefined>;
-  let cookies: Record<string, string> | undefined;
+  // The canonical target's query (net/target.ts), never the raw URL: what every policy reads.
+  let query: Record<string, string | string[] | undefined> | undefined;
   let path: Record<string, string | undefined> | undefined;
   for (const p of params) {
     let raw: string | string[] | undefined;
-    if (p.in === 'query') raw = query[p.name];
-    else if (p.in === 'header') raw = ctx.req.headers[p.name];
-    else if (p.in === 'cookie') {
-      cookies ??= parseCookies(ctx.req.headers.cookie);
-      raw = cookies[p.name];
-    } else {
+    if (p.in === 'query') {
+      query ??= ctx.target.query === '' ? {} : parseQuery(ctx.target.query);
+      raw = query[p.name];
+    } else if (p.in === 'header') raw = ctx.req.headers[p.name];
+    else if (p.in === 'cookie') raw = cookiesOf(ctx).values[p.name];
+    else {
       path ??= pathParams(ctx);
       raw = path[p.name];
     }
@@ -238,10 +241,8 @@ function checkBody(
   deps: PolicyDeps,
 ): Promise<void> | undefined {
   const h = ctx.req.headers;
-  const hasBody =
-    h['transfer-encoding'] !== undefined ||
-    (h['content-length'] !== undefined && h['content-length'] !== '0');
-  if (!hasBody) {
+  // The same decision as the WAF and the forwarder: an HTTP/2 stream may carry DATA without a length.
+  if (!hasBody(ctx.req.raw)) {
     if (body.required) errors.push({ in: 'body', name: '', message: 'request body is required' });
     return;
   }
@@ -311,18 +312,6 @@ export function matchMediaType(actual: string, declared: readonly string[]): str
   return undefined;
 }
 
-function parseCookies(header: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!header) return out;
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq === -1) continue;
-    const name = part.slice(0, eq).trim();
-    if (!(name in out)) out[name] = safeDecode(part.slice(eq + 1).trim());
-  }
-  return out;
-}
-
 function safeDecode(s: string): string {
   try {
     return decodeURIComponent(s);
@@ -350,11 +339,8 @@ function compilePathMatcher(deps: PolicyDeps): (ctx: RequestContext) => Record<s
   source += escapeRegExp(template.slice(last));
   const re = new RegExp(`^${source}/?$`);
   return function pathParams(ctx) {
-    const given = (ctx as RequestContext & { params?: Record<string, string | undefined> }).params;
-    if (given) return given;
-    const url = ctx.req.url;
-    const q = url.indexOf('?');
-    const m = re.exec(q === -1 ? url : url.slice(0, q));
+    if (ctx.params) return ctx.params;
+    const m = re.exec(ctx.target.path);
     const out: Record<string, string | undefined> = {};
     names.forEach((n, i) => {
       const v = m?.[i + 1];
