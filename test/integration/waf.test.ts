@@ -272,8 +272,8 @@ describe('waf through the gateway', () => {
       headers: { 'content-type': 'application/json' },
       body,
     });
-    expect(res.status).toBe(403);
-    expect((JSON.parse(text) as Problem).rules).toContain('waf-body-over-limit');
+    expect(res.status).toBe(413);
+    expect(JSON.parse(text)).toMatchObject({ code: 'PC_WAF_BODY_LIMIT', limit: 'bodyBytes' });
     expect(reached).toEqual([]);
     // Under the cap, the same route forwards.
     const small = sized(CAP - 1);

@@ -328,11 +328,21 @@ describe('repeated values are judged once, with the same outcome', () => {
     // rfi-remote-url looks at cookie values, not names: `N=N` shares the key `cookie:N`.
     const url = 'http://10.0.0.1/x.txt?';
     for (let i = 0; i < 2; i++) {
-      expect(p1.inspect(get('/', { cookie: url })).matches).toEqual([]);
+      expect(p1.inspect(get('/', { cookie: `${url}=1` })).matches).toEqual([]);
       expect(p1.inspect(get('/', { cookie: `${url}=${url}` })).matches.map((m) => m.id)).toEqual([
         'rfi-remote-url',
       ]);
     }
+  });
+  test('a cookie segment without `=` is judged as a value (RFC 6265bis: a nameless cookie)', () => {
+    const url = 'http://10.0.0.1/x.txt?';
+    expect(p1.inspect(get('/', { cookie: `a=1; ${url}` })).matches.map((m) => m.id)).toEqual([
+      'rfi-remote-url',
+    ]);
+  });
+  test('a repeated cookie name hides no value: the second one is judged too', () => {
+    const res = p1.inspect(get('/', { cookie: "id=1; id=1' OR '1'='1" }));
+    expect(res.score).toBeGreaterThanOrEqual(THRESHOLD);
   });
   test('after thousands of distinct values have gone through, verdicts are unchanged', () => {
     const attack = get('/', { 'user-agent': UA, 'x-note': 'ok; cat /etc/passwd' });
@@ -342,5 +352,123 @@ describe('repeated values are judged once, with the same outcome', () => {
     expect([p1.inspect(attack), p1.inspect(benign)]).toEqual(before);
     expect(before[0]?.score).toBeGreaterThanOrEqual(THRESHOLD);
     expect(before[1]?.matches).toEqual([]);
+  });
+});
+
+describe('inspection limits are never a silent pass', () => {
+  const small = { maxValues: 10, maxValueBytes: 100 };
+  const blockAt = compileEngine({ ...small, onLimit: 'block' });
+  const prefixAt = compileEngine({ ...small, onLimit: 'inspect-prefix' });
+  const many = (n: number, last: string): string =>
+    `/search?${Array.from({ length: n }, (_, i) => `p${i}=v`).join('&')}&q=${encodeURIComponent(last)}`;
+
+  test.each<[string, RequestParts, 'values' | 'valueBytes']>([
+    ['more query values than maxValues', get(many(20, 'x')), 'values'],
+    [
+      'query, headers and body counted together',
+      {
+        ...post('a=1&b=2&c=3', 'application/x-www-form-urlencoded', many(3, 'x')),
+        headers: { host: 'h', a: 'x', b: 'y', c: 'z', 'content-type': 'application/x-www-form-urlencoded' },
+      },
+      'values',
+    ],
+    ['a value longer than maxValueBytes', get(q('x'.repeat(101))), 'valueBytes'],
+    ['a header longer than maxValueBytes', get('/', { 'x-note': 'y'.repeat(101) }), 'valueBytes'],
+    ['multi-byte characters counted as UTF-8 bytes', get('/', { 'x-note': 'é'.repeat(60) }), 'valueBytes'],
+  ])('block: %s reports the limit without judging', (_what, parts, limit) => {
+    const res = blockAt.inspect(parts);
+    expect(res.limit).toBe(limit);
+  });
+
+  test('under the limits nothing is reported', () => {
+    expect(blockAt.inspect(get(q('x'.repeat(100)))).limit).toBeUndefined();
+    // The path, 3 names, 3 values and 2 headers: 9 values.
+    expect(blockAt.inspect(get(many(2, 'x'))).limit).toBeUndefined();
+  });
+
+  test('inspect-prefix judges the values that fit and reports the limit', () => {
+    const early = prefixAt.inspect(get(q(`${"' OR '1'='1 --"} ${'x'.repeat(200)}`)));
+    expect(early.limit).toBe('valueBytes');
+    expect(early.score).toBeGreaterThanOrEqual(THRESHOLD);
+    // The attack past the first 100 bytes of the value is not seen, but the limit is reported.
+    const late = prefixAt.inspect(get(q(`${'x'.repeat(200)} ' OR '1'='1 --`)));
+    expect(late.limit).toBe('valueBytes');
+    expect(late.score).toBe(0);
+    const pastCount = prefixAt.inspect(get(many(20, "' OR '1'='1 --")));
+    expect(pastCount.limit).toBe('values');
+  });
+
+  test('the default limits leave a large JSON body alone and catch an attack in its last field', () => {
+    const items = Array.from({ length: 300 }, (_, i) => ({ id: i, name: `item ${i}`, tag: 'plain' }));
+    expect(p1.inspect(json(items)).limit).toBeUndefined();
+    const res = p1.inspect(json([...items, { name: "x' OR '1'='1" }]));
+    expect(res.limit).toBeUndefined();
+    expect(res.score).toBeGreaterThanOrEqual(THRESHOLD);
+  });
+
+  test('JSON nested deeper than walked is inspected as text, not skipped', () => {
+    let deep: unknown = { q: "1' UNION SELECT password FROM users--" };
+    for (let i = 0; i < 80; i++) deep = { a: deep };
+    expect(blocked(json(deep))).toBe(true);
+  });
+});
+
+describe('every header a client controls is inspected', () => {
+  const sqli = "1' OR '1'='1";
+  test.each([
+    'x-real-ip',
+    'x-forwarded-for',
+    'x-forwarded-host',
+    'forwarded',
+    'x-custom',
+    'accept',
+    'accept-language',
+    'host',
+  ])('%s carrying SQLi is blocked', (name) => {
+    expect(blocked(get('/', { [name]: sqli }))).toBe(true);
+  });
+  test.each<[string, string]>([
+    ['accept', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'],
+    ['accept-language', 'en-GB,en;q=0.9,fr;q=0.8'],
+    ['accept-encoding', 'gzip, deflate, br, zstd'],
+    ['x-forwarded-for', '203.0.113.7, 10.0.0.1'],
+    ['x-real-ip', '2001:db8::1'],
+    ['forwarded', 'for="[2001:db8::1]:443";proto=https;host=api.example'],
+    ['if-none-match', 'W/"5e15153d-120f"'],
+    ['authorization', 'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-def_ghi'],
+    ['content-type', 'multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW'],
+    ['cache-control', 'no-cache, max-age=0'],
+    ['range', 'bytes=0-1023'],
+  ])('a well-formed %s passes', (name, value) => {
+    expect(p1.inspect(get('/', { [name]: value })).matches).toEqual([]);
+  });
+});
+
+describe('multipart bodies are read by busboy', () => {
+  const B = 'b0undary';
+  const ct = `multipart/form-data; boundary=${B}`;
+  const part = (head: string, content: string) => `--${B}\r\n${head}\r\n\r\n${content}\r\n`;
+  test('an attack in a field, in a filename, or in a file part is blocked', () => {
+    const field = part('Content-Disposition: form-data; name="q"', "1' UNION SELECT password FROM users--");
+    const file = part(
+      'Content-Disposition: form-data; name="f"; filename="a.txt"',
+      '<script>alert(1)</script>',
+    );
+    const name = part(
+      'Content-Disposition: form-data; name="f"; filename="x<script>alert(1)</script>.txt"',
+      'x',
+    );
+    for (const body of [field, file, name]) expect(blocked(post(`${body}--${B}--\r\n`, ct))).toBe(true);
+  });
+  test('a malformed body is reported and still inspected as text', () => {
+    const res = p1.inspect(
+      post(`--${B}\nContent-Disposition: form-data; name="q"\n\n<script>alert(1)</script>\n`, ct),
+    );
+    expect(res.bodyError).toBe('malformed');
+    expect(res.matches.map((m) => m.family)).toContain('xss');
+  });
+  test('a benign upload passes', () => {
+    const body = `${part('Content-Disposition: form-data; name="title"', 'Holiday photos')}${part('Content-Disposition: form-data; name="f"; filename="notes.txt"\r\nContent-Type: text/plain', 'Dinner at 8, bring wine.')}--${B}--\r\n`;
+    expect(p1.inspect(post(body, ct)).matches).toEqual([]);
   });
 });

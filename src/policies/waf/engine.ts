@@ -4,11 +4,22 @@
  * weak signal does not block while a critical one does.
  */
 import { isAscii } from 'node:buffer';
-import { bodyTargets, formDecode, pushForm } from './body.ts';
+import { parseCookies } from '../../net/cookies.ts';
+import { bodyTargets, pushForm } from './body.ts';
+import { MultipartError, parseMultipart } from './multipart.ts';
 import { plainHasTrigger, proseHasTrigger } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
 import { fullDecode, pathNormalize, shellNormalize, sqlNormalize } from './transforms.ts';
-import type { InspectResult, RequestParts, RequestRule, Rule, Target, TargetKind, View } from './types.ts';
+import {
+  type InspectResult,
+  type RequestParts,
+  type RequestRule,
+  type Rule,
+  SCORE,
+  type Target,
+  type TargetKind,
+  type View,
+} from './types.ts';
 
 /** Values of only these characters cannot carry markup, shell syntax or quotes (see Rule.plain). */
 const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
@@ -21,8 +32,12 @@ const PROSE = /^[A-Za-z0-9 _.,@'-]*$/;
 /** Kinds judged with the prose shortcut: payload values, which are judged on every request. */
 const PROSE_KINDS: ReadonlySet<TargetKind> = new Set(['query', 'body']);
 
-/** Longest single value inspected; the rest of a longer value is not scanned (the body cap bounds the total). */
-const MAX_VALUE_CHARS = 64 * 1024;
+/** Default `maxValues`: values inspected in one request (names and values of every kind together). */
+export const DEFAULT_MAX_VALUES = 4096;
+/** Default `maxValueBytes`: the longest single value inspected. */
+export const DEFAULT_MAX_VALUE_BYTES = 64 * 1024;
+/** Id of the match added for a multipart body that is rejected (see multipart.ts). */
+export const MULTIPART_RULE = 'multipart-invalid';
 
 /**
  * Verdicts kept for values that repeat from request to request (a browser's User-Agent, Origin,
@@ -52,40 +67,82 @@ const UTF8 = new TextDecoder('utf-8', { fatal: false });
 const MAX_LAST_HEADERS = 64;
 
 /**
- * Headers whose values are structured by the protocol and checked by the protocol rules instead:
- * running injection rules over `Accept: *\/*;q=0.8` or a bearer token would only produce noise.
+ * Headers the engine does not inspect, each for a reason:
+ * - hop-by-hop headers and HTTP/2 pseudo-headers: the forwarder drops them (upstream/forward.ts),
+ *   no application behind the gateway reads them; `:path` is the target, inspected as path and
+ *   query; the method is judged by the request rules;
+ * - `cookie`: split into cookies (net/cookies.ts), each name and value inspected on its own.
  */
-const SKIPPED_HEADERS = new Set([
-  'host',
-  'accept',
-  'accept-encoding',
-  'accept-language',
-  'accept-charset',
-  'authorization',
-  'proxy-authorization',
-  'cache-control',
+const SKIPPED_HEADERS: ReadonlySet<string> = new Set([
   'connection',
-  'content-length',
-  'content-type',
-  'cookie',
-  'if-match',
-  'if-modified-since',
-  'if-none-match',
-  'if-range',
-  'if-unmodified-since',
   'keep-alive',
-  'pragma',
   'proxy-connection',
-  'range',
+  'proxy-authorization',
   'te',
-  'traceparent',
-  'tracestate',
+  'trailer',
   'transfer-encoding',
   'upgrade',
-  'upgrade-insecure-requests',
-  'x-forwarded-for',
-  'x-real-ip',
-  'forwarded',
+  'http2-settings',
+  'expect',
+  ':path',
+  ':method',
+  ':scheme',
+  'cookie',
+]);
+
+/** A token list with optional q-values: `gzip, br;q=0.8`, `en-GB,en;q=0.9`. */
+const TOKENS_Q = /^\s*[\w*.-]+(?:\s*;\s*q=[\d.]+)?(?:\s*,\s*[\w*.-]+(?:\s*;\s*q=[\d.]+)?)*\s*$/;
+/**
+ * A media type with token or simply quoted parameters (no quote or paren inside). Unquoted values
+ * are RFC 9110 tokens without `,`, so a list of them never backtracks.
+ */
+const MEDIA = '[\\w!#$&^.+*-]+/[\\w!#$&^.+*-]+(?:\\s*;\\s*[\\w.-]+=(?:[\\w!#$&+.^-]+|"[\\w +,./:=?-]*"))*';
+const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+const ADDRESS = '(?:[0-9A-Fa-f:.]+|\\[[0-9A-Fa-f:.]+\\](?::\\d{1,5})?|unknown)';
+const ETAG = '(?:W/)?"[\\w.+/=:-]*"';
+const HTTP_DATE = '[A-Za-z]{3}, \\d{2} [A-Za-z]{3} \\d{4} \\d{2}:\\d{2}:\\d{2} GMT';
+
+/**
+ * Headers with a protocol grammar. A value that fits its grammar (tokens, digits, q-values,
+ * addresses; no quotes, spaces between words or markup) cannot carry an injection and is not run
+ * through the rules, which would only produce noise (`*\/*` reads as an SQL comment); a value that
+ * does not fit is inspected like any other header. The client sets all of these: `X-Real-IP`,
+ * `X-Forwarded-*` and `Forwarded` included (the forwarder also replaces them for untrusted peers).
+ */
+const STRUCTURED_HEADERS: ReadonlyMap<string, RegExp> = new Map([
+  ['host', HOST],
+  [':authority', HOST],
+  ['accept', new RegExp(`^\\s*${MEDIA}(?:\\s*,\\s*${MEDIA})*\\s*$`)],
+  ['content-type', new RegExp(`^\\s*${MEDIA}\\s*$`)],
+  ['accept-encoding', TOKENS_Q],
+  ['accept-language', TOKENS_Q],
+  ['accept-charset', TOKENS_Q],
+  // A scheme and a token68 credential (Bearer JWTs, Basic): anything else (Digest parameters) is inspected.
+  ['authorization', /^[A-Za-z][\w-]* [A-Za-z0-9._~+/-]+=*$/],
+  [
+    'cache-control',
+    /^\s*[\w-]+(?:=(?:[\w.-]+|"[\w ,.-]*"))?(?:\s*,\s*[\w-]+(?:=(?:[\w.-]+|"[\w ,.-]*"))?)*\s*$/,
+  ],
+  ['pragma', /^\s*[\w-]+\s*$/],
+  ['content-length', /^\d+$/],
+  ['if-match', new RegExp(`^\\s*(?:\\*|${ETAG}(?:\\s*,\\s*${ETAG})*)\\s*$`)],
+  ['if-none-match', new RegExp(`^\\s*(?:\\*|${ETAG}(?:\\s*,\\s*${ETAG})*)\\s*$`)],
+  ['if-range', new RegExp(`^(?:${ETAG}|${HTTP_DATE})$`)],
+  ['if-modified-since', new RegExp(`^${HTTP_DATE}$`)],
+  ['if-unmodified-since', new RegExp(`^${HTTP_DATE}$`)],
+  ['range', /^bytes=\d*-\d*(?:\s*,\s*\d*-\d*)*$/],
+  ['upgrade-insecure-requests', /^\d$/],
+  ['traceparent', /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/],
+  ['tracestate', /^\s*[\w@*/-]+=[\w.:/+-]*(?:\s*,\s*[\w@*/-]+=[\w.:/+-]*)*\s*$/],
+  ['x-real-ip', new RegExp(`^${ADDRESS}$`)],
+  ['x-forwarded-for', new RegExp(`^\\s*${ADDRESS}(?:\\s*,\\s*${ADDRESS})*\\s*$`)],
+  ['x-forwarded-proto', /^https?$/],
+  ['x-forwarded-host', HOST],
+  ['x-forwarded-port', /^\d{1,5}$/],
+  [
+    'forwarded',
+    /^\s*(?:[A-Za-z]+=(?:[\w.:-]+|"[\w.:[\]-]*")(?:\s*[;,]\s*[A-Za-z]+=(?:[\w.:-]+|"[\w.:[\]-]*"))*)\s*$/,
+  ],
 ]);
 
 /** A per-route exclusion: `target` is never checked by the listed rules/families (by all when both absent). */
@@ -100,6 +157,16 @@ export interface EngineOptions {
   /** Rules up to this paranoia level run (default 1). */
   paranoia?: number;
   exclusions?: Exclusion[];
+  /** Most values inspected per request, every kind counted together (default DEFAULT_MAX_VALUES). */
+  maxValues?: number;
+  /** Longest value inspected, in UTF-8 bytes (default DEFAULT_MAX_VALUE_BYTES). */
+  maxValueBytes?: number;
+  /**
+   * Past a limit: `block` stops and reports `limit` without running the value rules (the caller
+   * rejects); `inspect-prefix` judges the first `maxValues` values and the first `maxValueBytes`
+   * of each, and reports `limit` too. Default block.
+   */
+  onLimit?: 'block' | 'inspect-prefix';
 }
 
 /** A compiled engine: `inspect` is the only per-request entry point. */
@@ -121,10 +188,7 @@ class LazyView implements View {
     this.target = target;
   }
   get decoded(): string {
-    if (this.#decoded === undefined) {
-      const v = this.target.value;
-      this.#decoded = fullDecode(v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) : v);
-    }
+    this.#decoded ??= fullDecode(this.target.value);
     return this.#decoded;
   }
   get lower(): string {
@@ -170,46 +234,88 @@ function headerValue(v: string | string[] | undefined): string {
   return v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v;
 }
 
-/** Split a request into the values rules look at, each with its exclusion key. */
+/** Split a request into the values rules look at, each with its exclusion key (no limits applied). */
 export function requestTargets(parts: RequestParts): Target[] {
   const out: Target[] = [];
-  pushUrlTargets(parts.url, out);
+  const cap = Number.POSITIVE_INFINITY;
+  pushUrlTargets(parts.url, out, cap);
   for (const name of Object.keys(parts.headers)) {
     const lname = name.toLowerCase();
-    if (lname === 'cookie') pushCookies(headerValue(parts.headers[name]), out);
-    else if (!SKIPPED_HEADERS.has(lname)) {
-      const value = headerValue(parts.headers[name]);
-      if (value) out.push({ kind: 'header', key: `header:${lname}`, value });
-    }
+    if (SKIPPED_HEADERS.has(lname)) continue;
+    const value = headerValue(parts.headers[name]);
+    if (value && !STRUCTURED_HEADERS.get(lname)?.test(value))
+      out.push({ kind: 'header', key: `header:${lname}`, value });
   }
-  pushBodyTargets(parts, out);
+  pushCookies(parts, out, cap);
+  pushBodyTargets(parts, out, cap, { score: 0, matches: [] });
   return out;
 }
 
-function pushUrlTargets(url: string, out: Target[]): void {
+function pushUrlTargets(url: string, out: Target[], cap: number): void {
   const q = url.indexOf('?');
   const rawPath = q === -1 ? url : url.slice(0, q);
   if (rawPath && rawPath !== '/') out.push({ kind: 'path', key: 'path', value: rawPath });
-  if (q !== -1) pushForm(url.slice(q + 1), 'query', out);
+  if (q !== -1) pushForm(url.slice(q + 1), 'query', out, cap);
 }
 
-function pushCookies(header: string, out: Target[]): void {
-  for (const pair of header.split(';')) {
-    const eq = pair.indexOf('=');
-    const cname = formDecode((eq === -1 ? pair : pair.slice(0, eq)).trim());
-    const value = eq === -1 ? '' : formDecode(pair.slice(eq + 1).trim());
+/** `+` read as a space, as PHP and form decoders do: the WAF judges the reading that hides more. */
+function plusAsSpace(v: string): string {
+  return v.includes('+') ? v.replace(/\+/g, ' ') : v;
+}
+
+/** Cookies as every policy reads them (net/cookies.ts), and the whole header when it hides pairs. */
+function pushCookies(parts: RequestParts, out: Target[], cap: number): void {
+  const cookies = parts.cookies ?? parseCookies(parts.headers.cookie);
+  if (cookies.header === '') return;
+  const values = cookies.values;
+  for (const cname in values) {
+    if (out.length >= cap) return;
     const key = `cookie:${cname}`;
-    if (cname) out.push({ kind: 'cookie-name', key, value: cname });
-    if (value) out.push({ kind: 'cookie', key, value });
+    out.push({ kind: 'cookie-name', key, value: cname });
+    const value = values[cname];
+    if (value) out.push({ kind: 'cookie', key, value: plusAsSpace(value) });
   }
+  // Repeated names and bare segments: an application may read what the map does not show.
+  for (const value of cookies.hidden)
+    if (value && out.length < cap) out.push({ kind: 'cookie', key: 'cookie:', value: plusAsSpace(value) });
 }
 
-function pushBodyTargets(parts: RequestParts, out: Target[]): void {
+function pushBodyTargets(parts: RequestParts, out: Target[], cap: number, result: InspectResult): void {
   const body = parts.body;
   if (body === undefined || body.length === 0) return;
+  const contentType = headerValue(parts.headers['content-type']);
+  if (/^\s*multipart\/form-data\b/i.test(contentType)) {
+    try {
+      const buf = typeof body === 'string' ? Buffer.from(body, 'latin1') : body;
+      for (const part of parseMultipart(buf, contentType)) {
+        if (out.length >= cap) return;
+        const key = `body:${part.name}`;
+        out.push({ kind: 'body-name', key, value: part.name });
+        if (part.filename) out.push({ kind: 'filename', key, value: part.filename });
+        if (part.value) out.push({ kind: 'body', key, value: part.value });
+      }
+      return;
+    } catch (err) {
+      if (!(err instanceof MultipartError)) throw err;
+      // Rejected by the policy (400); scored too, so the engine alone never lets it pass, and
+      // the body is still inspected as text.
+      result.bodyError = err.reason;
+      result.score += SCORE.critical;
+      result.matches.push({ id: MULTIPART_RULE, family: 'protocol', score: SCORE.critical, target: 'body' });
+    }
+  }
   // Bodies are usually UTF-8 (ASCII for most JSON): isAscii is one native pass over the bytes.
   const text = typeof body === 'string' ? body : isAscii(body) ? body.toString('latin1') : UTF8.decode(body);
-  bodyTargets(text, headerValue(parts.headers['content-type']), out);
+  if (result.bodyError !== undefined) {
+    if (out.length < cap) out.push({ kind: 'body-raw', key: 'body:', value: text });
+    return;
+  }
+  bodyTargets(text, contentType, out, cap);
+}
+
+/** Whether a value is longer than `max` UTF-8 bytes (its length in chars is a lower bound, 3× an upper one). */
+function overBytes(value: string, max: number): boolean {
+  return value.length > max || (value.length * 3 > max && Buffer.byteLength(value) > max);
 }
 
 interface CompiledExclusion {
@@ -314,6 +420,9 @@ const ENGINE_IDS = new Map<string, number>();
 /** Compile the rule set for one route: paranoia filter and exclusions are resolved here, once. */
 export function compileEngine(options: EngineOptions = {}): WafEngine {
   const paranoia = options.paranoia ?? 1;
+  const maxValues = options.maxValues ?? DEFAULT_MAX_VALUES;
+  const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+  const inspectPrefix = options.onLimit === 'inspect-prefix';
   const rules = RULES.filter((r) => r.paranoia <= paranoia);
   const requestRules: RequestRule[] = REQUEST_RULES.filter((r) => r.paranoia <= paranoia);
   const byKind = new Map<TargetKind, Rule[]>();
@@ -424,13 +533,12 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
       const result: InspectResult = { score: 0, matches: [] };
       for (const rule of requestRules) if (rule.test(parts)) addMatch(result, rule, 'request');
       const targets: Target[] = [];
-      pushUrlTargets(parts.url, targets);
+      // One more than allowed: reaching it means the limit was hit. Header values judged without
+      // a Target (cached verdicts, values that fit their grammar) count against it too.
+      let cap = maxValues + 1;
+      pushUrlTargets(parts.url, targets, cap);
       for (const name of Object.keys(parts.headers)) {
         const lname = name.toLowerCase();
-        if (lname === 'cookie') {
-          pushCookies(headerValue(parts.headers[name]), targets);
-          continue;
-        }
         if (SKIPPED_HEADERS.has(lname)) continue;
         const value = headerValue(parts.headers[name]);
         if (!value) continue;
@@ -438,16 +546,48 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
         if (value.length <= MAX_CACHED_VALUE_CHARS) {
           const last = lastHeaders.get(lname);
           if (last !== undefined && last.value === value) {
-            if (last.verdict === NO_RULES) continue;
+            if (last.verdict === NO_RULES) {
+              cap--;
+              continue;
+            }
           } else {
-            const known = VERDICTS.get(id, lname, value);
+            let known = VERDICTS.get(id, lname, value);
+            if (known === undefined && STRUCTURED_HEADERS.get(lname)?.test(value)) {
+              known = NO_RULES;
+              VERDICTS.set(id, lname, value, NO_RULES);
+            }
             if (known !== undefined) rememberHeader(lname, value, known, last);
-            if (known === NO_RULES) continue;
+            if (known === NO_RULES) {
+              cap--;
+              continue;
+            }
           }
+        } else if (STRUCTURED_HEADERS.get(lname)?.test(value)) {
+          cap--;
+          continue;
         }
         targets.push({ kind: 'header', key: `header:${lname}`, value });
       }
-      pushBodyTargets(parts, targets);
+      pushCookies(parts, targets, cap);
+      pushBodyTargets(parts, targets, cap, result);
+
+      let limit: InspectResult['limit'];
+      if (targets.length >= cap) limit = 'values';
+      else
+        for (const t of targets)
+          if (overBytes(t.value, maxValueBytes)) {
+            limit = 'valueBytes';
+            break;
+          }
+      if (limit !== undefined) {
+        result.limit = limit;
+        if (!inspectPrefix) return result;
+        if (targets.length >= cap) targets.length = Math.max(0, cap - 1);
+        for (let i = 0; i < targets.length; i++) {
+          const t = targets[i] as Target;
+          if (t.value.length > maxValueBytes) targets[i] = { ...t, value: t.value.slice(0, maxValueBytes) };
+        }
+      }
       for (const target of targets) judgeTarget(target, result);
       return result;
     },

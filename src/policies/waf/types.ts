@@ -1,3 +1,6 @@
+import type { RequestCookies } from '../../net/cookies.ts';
+import type { MultipartRejection } from './multipart.ts';
+
 /** Attack families a rule belongs to; exclusions and reports name these. */
 export type Family = 'sqli' | 'xss' | 'rce' | 'lfi' | 'rfi' | 'php' | 'java' | 'protocol';
 
@@ -82,9 +85,11 @@ export interface RequestRule {
 /** The request as the engine sees it. Header names lower-case. */
 export interface RequestParts {
   method: string;
-  /** Request target as sent (still percent-encoded). */
+  /** Request target: the canonical path and query (net/target.ts), still percent-encoded. */
   url: string;
   headers: Record<string, string | string[] | undefined>;
+  /** The request's cookies as parsed for every policy; parsed from `headers.cookie` when absent. */
+  cookies?: RequestCookies | undefined;
   body?: Buffer | string | undefined;
   /** True when the body was cut at the size cap (only its prefix is inspected). */
   bodyTruncated?: boolean;
@@ -102,4 +107,11 @@ export interface Match {
 export interface InspectResult {
   score: number;
   matches: Match[];
+  /**
+   * The first inspection limit the request went past: more values than `maxValues`, or a value
+   * longer than `maxValueBytes`. With onLimit `block` no value rule ran.
+   */
+  limit?: 'values' | 'valueBytes';
+  /** Why a multipart body was rejected (the policy answers 400), when it was. */
+  bodyError?: MultipartRejection;
 }

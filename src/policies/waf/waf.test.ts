@@ -137,8 +137,8 @@ describe('waf policy', () => {
       payload: 'x'.repeat(200),
       headers: { 'content-type': 'text/plain' },
     });
-    expect(res.statusCode).toBe(403);
-    expect(res.json().rules).toEqual(['waf-body-over-limit']);
+    expect(res.statusCode).toBe(413);
+    expect(res.json()).toMatchObject({ code: 'PC_WAF_BODY_LIMIT', limit: 'bodyBytes', max: 64 });
   });
 
   test('overLimit inspect-prefix inspects only the first maxBodyBytes and forwards the whole body', async () => {

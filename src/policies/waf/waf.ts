@@ -1,7 +1,9 @@
 import { type Static, Type as T } from '@sinclair/typebox';
 import { ConfigError, type ConfigIssue, ProblemError } from '../../errors.ts';
+import { cookiesOf } from '../../net/cookies.ts';
+import { hasBody } from '../../net/read-body.ts';
 import type { PolicyKind, RequestContext } from '../../pipeline/types.ts';
-import { compileEngine } from './engine.ts';
+import { compileEngine, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES } from './engine.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
 import type { InspectResult } from './types.ts';
 
@@ -9,8 +11,14 @@ import type { InspectResult } from './types.ts';
 export const DEFAULT_THRESHOLD = 5;
 /** Default number of body bytes inspected. */
 export const DEFAULT_MAX_BODY_BYTES = 128 * 1024;
-/** Id reported when a body is larger than `maxBodyBytes` and `overLimit` is `block`. */
-export const BODY_OVER_LIMIT_RULE = 'waf-body-over-limit';
+/** Id of the decision reason when an inspection limit was hit (logs, span events). */
+export const LIMIT_REASON = 'limit';
+export { DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES };
+
+/** Which inspection limit a request went past (the `limit` of the problem and the decision). */
+export type WafLimit = 'values' | 'valueBytes' | 'bodyBytes';
+
+const MULTIPART_DETAIL = 'The multipart body is malformed or its parts can be read more than one way';
 
 const FAMILIES = ['sqli', 'xss', 'rce', 'lfi', 'rfi', 'php', 'java', 'protocol'] as const;
 
@@ -39,12 +47,35 @@ export const WafSchema = T.Object(
       }),
     ),
     maxBodyBytes: T.Optional(
-      T.Integer({ minimum: 0, description: 'Request body bytes inspected. Default 131072 (128 KiB).' }),
+      T.Integer({
+        minimum: 0,
+        description:
+          'Request body bytes inspected (after Content-Encoding is decoded). Default 131072 (128 KiB).',
+      }),
+    ),
+    maxValues: T.Optional(
+      T.Integer({
+        minimum: 1,
+        description:
+          'Values inspected per request: query, header, cookie and body names and values, multipart parts, all counted together. Default 4096.',
+      }),
+    ),
+    maxValueBytes: T.Optional(
+      T.Integer({
+        minimum: 1,
+        description:
+          'Bytes inspected of one value (a parameter, header, field or raw body). Default 65536 (64 KiB).',
+      }),
+    ),
+    onLimit: T.Optional(
+      T.Union([T.Literal('block'), T.Literal('inspect-prefix')], {
+        description:
+          'A request past maxValues, maxValueBytes or maxBodyBytes: block (403 waf-limit-exceeded, or 413 waf-body-limit-exceeded for the body, naming the limit) or inspect-prefix (inspect the first values and bytes that fit and record that a limit was hit). Never passed uninspected. Default block.',
+      }),
     ),
     overLimit: T.Optional(
       T.Union([T.Literal('block'), T.Literal('inspect-prefix')], {
-        description:
-          'A body larger than maxBodyBytes is blocked, or only its first maxBodyBytes are inspected. Default block.',
+        description: 'Former name of onLimit, still accepted (onLimit wins when both are set).',
       }),
     ),
     exclusions: T.Optional(
@@ -84,16 +115,24 @@ export const WafSchema = T.Object(
 
 export type WafConfig = Static<typeof WafSchema>;
 
-const KNOWN_RULE_IDS = new Set([
-  ...RULES.map((r) => r.id),
-  ...REQUEST_RULES.map((r) => r.id),
-  BODY_OVER_LIMIT_RULE,
-]);
+const KNOWN_RULE_IDS = new Set([...RULES.map((r) => r.id), ...REQUEST_RULES.map((r) => r.id)]);
 
-function hasBody(ctx: RequestContext): boolean {
-  const h = ctx.req.headers;
-  const cl = h['content-length'];
-  return (cl !== undefined && cl !== '0') || h['transfer-encoding'] !== undefined;
+function limitProblem(limit: WafLimit, max: number): ProblemError {
+  return limit === 'bodyBytes'
+    ? new ProblemError(
+        'PC_WAF_BODY_LIMIT',
+        `The request body is longer than the ${max} bytes the WAF inspects`,
+        {
+          extensions: { limit, max },
+        },
+      )
+    : new ProblemError(
+        'PC_WAF_LIMIT',
+        limit === 'values'
+          ? `The request has more than the ${max} values the WAF inspects`
+          : `A request value is longer than the ${max} bytes the WAF inspects`,
+        { extensions: { limit, max } },
+      );
 }
 
 /**
@@ -122,38 +161,87 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
     const enforce = config.mode !== 'dry-run' && config.mode !== 'detect';
     const threshold = config.threshold ?? DEFAULT_THRESHOLD;
     const maxBodyBytes = config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    const inspectPrefix = config.overLimit === 'inspect-prefix';
-    const engine = compileEngine({ paranoia: config.paranoia ?? 1, exclusions: config.exclusions ?? [] });
-    const routeLimit = Math.max(deps.config.limits.bodyBytes, maxBodyBytes);
+    const maxValues = config.maxValues ?? DEFAULT_MAX_VALUES;
+    const maxValueBytes = config.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+    // Dry-run never blocks: past a limit it inspects what fits, like inspect-prefix.
+    const block = (config.onLimit ?? config.overLimit ?? 'block') === 'block' && enforce;
+    const engine = compileEngine({
+      paranoia: config.paranoia ?? 1,
+      exclusions: config.exclusions ?? [],
+      maxValues,
+      maxValueBytes,
+      onLimit: block ? 'block' : 'inspect-prefix',
+    });
+    // The whole body is read when only a prefix is inspected: it is forwarded from that buffer
+    // (the runtime clamps every read to limits.bodyBytes).
+    const readLimit = block ? maxBodyBytes : Math.max(deps.config.limits.bodyBytes, maxBodyBytes);
+    const maxMax = { values: maxValues, valueBytes: maxValueBytes, bodyBytes: maxBodyBytes };
+
+    const limitHit = (ctx: RequestContext, limit: WafLimit): void => {
+      const detail = { limit, max: maxMax[limit] };
+      deps.logger.warn(
+        { policy: 'waf', route: ctx.route.operationId, ...detail },
+        block
+          ? 'WAF blocked a request past an inspection limit'
+          : 'WAF inspected a prefix of a request past a limit',
+      );
+      if (block) {
+        ctx.decisions.push({ policy: 'waf', outcome: 'deny', reason: LIMIT_REASON, detail });
+        throw limitProblem(limit, maxMax[limit]);
+      }
+      ctx.decisions.push({
+        policy: 'waf',
+        outcome: enforce ? 'allow' : 'would-deny',
+        reason: LIMIT_REASON,
+        detail,
+      });
+    };
 
     return async function waf(ctx: RequestContext): Promise<void> {
       const req = ctx.req;
       let body: Buffer | undefined;
-      let overLimit = false;
-      if (hasBody(ctx)) {
-        const declared = Number(req.headers['content-length'] ?? Number.NaN);
-        if (!inspectPrefix && declared > maxBodyBytes) overLimit = true;
-        else {
-          const full = await deps.readBody(ctx, inspectPrefix ? routeLimit : maxBodyBytes);
-          body = full.length > maxBodyBytes ? full.subarray(0, maxBodyBytes) : full;
+      if (hasBody(req.raw)) {
+        if (block && Number(req.headers['content-length']) > maxBodyBytes) limitHit(ctx, 'bodyBytes');
+        let full: Buffer;
+        try {
+          full = await deps.readBody(ctx, readLimit);
+        } catch (err) {
+          // Past the WAF's own limit (not the gateway's): while reading, or once decoded.
+          if (
+            block &&
+            err instanceof ProblemError &&
+            err.code === 'PC_BODY_TOO_LARGE' &&
+            maxBodyBytes < deps.config.limits.bodyBytes
+          )
+            limitHit(ctx, 'bodyBytes');
+          throw err;
         }
+        if (full.length > maxBodyBytes) {
+          limitHit(ctx, 'bodyBytes');
+          body = full.subarray(0, maxBodyBytes);
+        } else body = full;
       }
+      const target = ctx.target;
       const result: InspectResult = engine.inspect({
         method: req.method,
-        url: req.url,
+        url: target.query === '' ? target.path : `${target.path}?${target.query}`,
         headers: req.headers,
+        cookies: cookiesOf(ctx),
         body,
         bodyTruncated: body !== undefined && ctx.body !== undefined && ctx.body.length > body.length,
       });
-      if (overLimit) {
-        result.matches.push({
-          id: BODY_OVER_LIMIT_RULE,
-          family: 'protocol',
-          score: threshold,
-          target: 'body',
+      if (result.bodyError !== undefined && enforce) {
+        ctx.decisions.push({
+          policy: 'waf',
+          outcome: 'deny',
+          reason: 'multipart',
+          detail: { reason: result.bodyError },
         });
-        result.score += threshold;
+        throw new ProblemError('PC_BAD_REQUEST', MULTIPART_DETAIL, {
+          extensions: { reason: `multipart-${result.bodyError}` },
+        });
       }
+      if (result.limit !== undefined) limitHit(ctx, result.limit);
       if (result.score < threshold) return;
 
       const rules = result.matches.map((m) => m.id);
