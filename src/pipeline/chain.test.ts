@@ -110,3 +110,170 @@ describe('runChain', () => {
     expect(ran).toEqual(['ip', 'cors']);
   });
 });
+
+describe('runChain records who rejected', () => {
+  const thrower =
+    (code: 'PC_IP_DENIED' | 'PC_UNAUTHORIZED', reason?: string): Hook =>
+    () => {
+      throw new ProblemError(code, undefined, reason ? { extensions: { reason } } : {});
+    };
+
+  it('records a deny for the throwing hook: its kind, its problem reason (or code), the code in detail', async () => {
+    const ctx = newCtx();
+    expect(() => runChain(chainOf([['ipFilter', thrower('PC_IP_DENIED')]]), ctx)).toThrow(ProblemError);
+    expect(ctx.decisions).toEqual([
+      { policy: 'k0', outcome: 'deny', reason: 'PC_IP_DENIED', detail: { code: 'PC_IP_DENIED' } },
+    ]);
+    const later = newCtx();
+    const failing: Hook = () =>
+      Promise.reject(new ProblemError('PC_UNAUTHORIZED', 'no', { extensions: { reason: 'expired' } }));
+    await expect(
+      runChain(
+        chainOf([
+          ['ipFilter', mark([], 'a')],
+          ['auth', failing],
+        ]),
+        later,
+      ),
+    ).rejects.toThrow(ProblemError);
+    expect(later.decisions).toEqual([
+      { policy: 'k1', outcome: 'deny', reason: 'expired', detail: { code: 'PC_UNAUTHORIZED' } },
+    ]);
+  });
+
+  it('keeps the decision a policy recorded itself, and records a non-problem failure as an error', () => {
+    const ctx = newCtx();
+    const own: Hook = (c) => {
+      c.decisions.push({ policy: 'k0', outcome: 'deny', reason: 'sqli', detail: { rules: ['942100'] } });
+      throw new ProblemError('PC_WAF_BLOCKED');
+    };
+    expect(() => runChain(chainOf([['waf', own]]), ctx)).toThrow(ProblemError);
+    expect(ctx.decisions).toEqual([
+      { policy: 'k0', outcome: 'deny', reason: 'sqli', detail: { rules: ['942100'] } },
+    ]);
+    const broken = newCtx();
+    expect(() =>
+      runChain(
+        chainOf([
+          [
+            'validate',
+            () => {
+              throw new TypeError('bug');
+            },
+          ],
+        ]),
+        broken,
+      ),
+    ).toThrow(TypeError);
+    expect(broken.decisions).toEqual([{ policy: 'k0', outcome: 'error', reason: 'internal' }]);
+  });
+});
+
+describe('runChain counts failed authentication against the rate limits', () => {
+  const unauthorized: Hook = () => {
+    throw new ProblemError('PC_UNAUTHORIZED', undefined, { extensions: { reason: 'invalid_credentials' } });
+  };
+  /** A rate-limit hook admitting `allowed` requests, then refusing with 429. */
+  const limit = (allowed: number, ran: string[]): Hook => {
+    let n = 0;
+    return async () => {
+      ran.push('limit');
+      if (++n > allowed) throw new ProblemError('PC_RATE_LIMITED');
+    };
+  };
+
+  it('runs the rateLimit hooks after a 401, skips every other later phase, and sends the 401 while under the limit', async () => {
+    const ran: string[] = [];
+    const chain = chainOf([
+      ['ipFilter', mark(ran, 'ip')],
+      ['auth', unauthorized],
+      ['rateLimit', limit(1, ran)],
+      ['validate', mark(ran, 'validate')],
+    ]);
+    const ctx = newCtx();
+    const first = runChain(chain, ctx);
+    expect(first).toBeInstanceOf(Promise);
+    await expect(first).rejects.toMatchObject({ code: 'PC_UNAUTHORIZED' });
+    expect(ran).toEqual(['ip', 'limit']);
+    await expect(runChain(chain, newCtx())).rejects.toMatchObject({ code: 'PC_RATE_LIMITED' });
+    expect(ran).toEqual(['ip', 'limit', 'ip', 'limit']);
+  });
+
+  it('a 429 from any of several limits wins; a store failure leaves the 401', async () => {
+    const ran: string[] = [];
+    const storeDown: Hook = () => Promise.reject(new ProblemError('PC_STORE_UNAVAILABLE'));
+    await expect(
+      runChain(
+        chainOf([
+          ['auth', unauthorized],
+          ['rateLimit', storeDown],
+        ]),
+        newCtx(),
+      ),
+    ).rejects.toMatchObject({ code: 'PC_UNAUTHORIZED' });
+    await expect(
+      runChain(
+        chainOf([
+          ['auth', unauthorized],
+          ['rateLimit', limit(5, ran)],
+          ['rateLimit', limit(0, ran)],
+        ]),
+        newCtx(),
+      ),
+    ).rejects.toMatchObject({ code: 'PC_RATE_LIMITED' });
+    expect(ran).toEqual(['limit', 'limit']);
+  });
+
+  it('a 401 on a route without a rate limit, or any other rejection, is thrown synchronously and ends the chain', () => {
+    const ran: string[] = [];
+    expect(() =>
+      runChain(
+        chainOf([
+          ['auth', unauthorized],
+          ['validate', mark(ran, 'v')],
+        ]),
+        newCtx(),
+      ),
+    ).toThrow(ProblemError);
+    const ipDenied: Hook = () => {
+      throw new ProblemError('PC_IP_DENIED');
+    };
+    expect(() =>
+      runChain(
+        chainOf([
+          ['ipFilter', ipDenied],
+          ['rateLimit', mark(ran, 'limit')],
+        ]),
+        newCtx(),
+      ),
+    ).toThrow(ProblemError);
+    const forbiddenByWaf: Hook = () => {
+      throw new ProblemError('PC_WAF_BLOCKED');
+    };
+    expect(() =>
+      runChain(
+        chainOf([
+          ['waf', forbiddenByWaf],
+          ['rateLimit', mark(ran, 'limit')],
+        ]),
+        newCtx(),
+      ),
+    ).toThrow(ProblemError);
+    expect(ran).toEqual([]);
+  });
+
+  it('a 401 after an asynchronous hook counts too', async () => {
+    const ran: string[] = [];
+    const laterUnauthorized: Hook = () => Promise.reject(new ProblemError('PC_FORBIDDEN'));
+    await expect(
+      runChain(
+        chainOf([
+          ['auth', laterUnauthorized],
+          ['rateLimit', limit(0, ran)],
+        ]),
+        newCtx(),
+      ),
+    ).rejects.toMatchObject({ code: 'PC_RATE_LIMITED' });
+    expect(ran).toEqual(['limit']);
+  });
+});

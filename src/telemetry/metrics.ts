@@ -25,8 +25,6 @@ export const UNMATCHED_ROUTE = '(unmatched)';
 export const PASS_THROUGH_ROUTE = '(pass-through)';
 /** Service label when no service is known. */
 const NO_SERVICE = '(none)';
-/** Rejection codes that are auth failures (reason from the problem's `reason` member). */
-const AUTH_CODES = new Set(['PC_UNAUTHORIZED', 'PC_FORBIDDEN']);
 
 /** The gateway's metrics: what the request path feeds, and the registry /metrics renders. */
 export interface Metrics extends UpstreamObserver {
@@ -169,8 +167,8 @@ export function createMetrics(runtime: Runtime): Metrics {
 
   const recordDecisions = (rec: RequestRecord, c: RequestChildren) => {
     const { service, route } = c.labels;
+    // The chain records a decision for every hook that rejects, auth included (runChain).
     const decisions = rec.ctx?.decisions ?? [];
-    let authCounted = false;
     for (const d of decisions as Decision[]) {
       if (d.policy === 'rateLimit') {
         let counter = c.rateLimit.get(d.outcome);
@@ -181,14 +179,7 @@ export function createMetrics(runtime: Runtime): Metrics {
         counter.inc();
       } else if (d.policy === 'auth' && (d.outcome === 'deny' || d.outcome === 'would-deny')) {
         authFailures.inc({ service, route, reason: authReason(d), outcome: d.outcome });
-        authCounted ||= d.outcome === 'deny';
       }
-    }
-    // Auth rejects by throwing (no decision recorded): count the rejection itself.
-    const p = rec.problem;
-    if (p && !authCounted && AUTH_CODES.has(p.code)) {
-      const reason = typeof p.extensions.reason === 'string' ? p.extensions.reason : p.code;
-      authFailures.inc({ service, route, reason, outcome: 'deny' });
     }
   };
 
@@ -209,7 +200,7 @@ export function createMetrics(runtime: Runtime): Metrics {
       }
       count.inc();
       hist.observe(seconds);
-      if (rec.ctx || rec.problem) recordDecisions(rec, c);
+      if (rec.ctx) recordDecisions(rec, c);
     },
     upstreamDone(service, upstream, seconds, errorCode) {
       let c = byUpstream.get(upstream);

@@ -86,18 +86,6 @@ import type { ClientSpanStart, RequestTracer, ServerSpanStart, Tracing } from '.
 const SCOPE = 'portcullis';
 /** Spans are exported at least this often (Jaeger shows a request within about a second). */
 const EXPORT_DELAY_MS = 1000;
-/**
- * Which policy a rejection code comes from, for policies that reject by throwing without
- * recording a decision (auth): the span still gets that policy's `deny` event.
- */
-const REJECTING_POLICY: Record<string, string> = {
-  PC_UNAUTHORIZED: 'auth',
-  PC_FORBIDDEN: 'auth',
-  PC_IP_DENIED: 'ipFilter',
-  PC_WAF_BLOCKED: 'waf',
-  PC_RATE_LIMITED: 'rateLimit',
-  PC_VALIDATION_FAILED: 'validate',
-};
 /** Passed to the sampler: the ratio and parent-based samplers do not read attributes. */
 const NO_ATTRIBUTES = Object.freeze({});
 /**
@@ -165,7 +153,6 @@ interface ServerSpan {
   passThrough: string | undefined;
   attempts: number;
   problemCode: string | undefined;
-  problemReason: unknown;
   decisions: readonly Decision[];
 }
 
@@ -322,18 +309,8 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
     if (problemCode) A.problemCode.write(w, problemCode);
     const error = statusCode >= 500;
     if (error) A.errorType.write(w, problemCode ?? String(statusCode));
-    const decisions = span.decisions;
-    for (const d of decisions) decisionEvent(w, d, end);
-    if (problemCode) {
-      const policy = REJECTING_POLICY[problemCode];
-      if (policy && !decisions.some((d) => d.policy === policy && d.outcome === 'deny')) {
-        const reason = span.problemReason;
-        const e = beginEvent(w, `policy.${policy}`, end);
-        A.outcome.write(w, 'deny');
-        A.reason.write(w, typeof reason === 'string' ? reason : problemCode);
-        endEvent(w, e);
-      }
-    }
+    // The chain records a decision for every hook that rejected (runChain): no code → policy map.
+    for (const d of span.decisions) decisionEvent(w, d, end);
     endSpan(w, mark, error, span.traceFlags, span.parentSpanId !== '');
   };
 
@@ -419,7 +396,6 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
         passThrough: undefined,
         attempts: 0,
         problemCode: undefined,
-        problemReason: undefined,
         decisions: NO_DECISIONS,
       };
       return span;
@@ -470,7 +446,6 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       span.passThrough = rec.passThrough;
       span.attempts = rec.attempts;
       span.problemCode = rec.problem?.code;
-      span.problemReason = rec.problem?.extensions.reason;
       span.decisions = rec.ctx?.decisions ?? NO_DECISIONS;
       queue.add(span);
     },
