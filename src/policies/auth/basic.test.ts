@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ConfigError } from '../../errors.ts';
+import { ConfigError, ProblemError } from '../../errors.ts';
 import type { RequestContext } from '../../pipeline/types.ts';
 import { createBasicMethod, loadHtpasswd } from './basic.ts';
+import { BcryptBusyError, type BcryptPool } from './bcrypt-pool.ts';
 
 // A minimal hand-built context: the method only reads req.headers (not a real FastifyRequest).
 const ctxWith = (headers: Record<string, string> = {}) => ({ req: { headers } }) as unknown as RequestContext;
@@ -66,6 +67,41 @@ describe('auth.basic', () => {
   test('a bearer token is not basic credentials', async () => {
     const method = createBasicMethod({ usersFile: 'users' }, await loadHtpasswd('users', dir));
     expect(await method.authenticate(ctxWith({ authorization: 'Bearer abc' }))).toEqual({ kind: 'absent' });
+  });
+
+  test('a verified password is remembered: the next requests of that user never reach bcrypt', async () => {
+    const users = await loadHtpasswd('users', dir);
+    let compared = 0;
+    const counting = {
+      compare: (password: string, hash: string) => {
+        compared++;
+        return bcrypt.compare(password, hash);
+      },
+    } as unknown as BcryptPool;
+    const method = createBasicMethod({ usersFile: 'users' }, users, counting);
+    for (let i = 0; i < 3; i++) {
+      expect(await method.authenticate(ctxWith(basic('alice', 'wonderland')))).toMatchObject({ kind: 'ok' });
+    }
+    expect(compared).toBe(1);
+    // A wrong password for a remembered user is checked (and fails), the good one stays remembered.
+    expect(await method.authenticate(ctxWith(basic('alice', 'wonderland!')))).toMatchObject({ kind: 'fail' });
+    expect(await method.authenticate(ctxWith(basic('alice', 'wonderland')))).toMatchObject({ kind: 'ok' });
+    expect(compared).toBe(2);
+  });
+
+  test('a full bcrypt queue answers 429 auth_busy with Retry-After, without checking', async () => {
+    const busy = { compare: () => Promise.reject(new BcryptBusyError()) } as unknown as BcryptPool;
+    const method = createBasicMethod({ usersFile: 'users' }, await loadHtpasswd('users', dir), busy);
+    const err = await Promise.resolve(method.authenticate(ctxWith(basic('alice', 'x')))).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ProblemError);
+    expect(err).toMatchObject({
+      code: 'PC_RATE_LIMITED',
+      status: 429,
+      headers: { 'retry-after': '1' },
+      extensions: { reason: 'auth_busy' },
+    });
   });
 
   test('a non-bcrypt line is rejected at load, naming file and line', async () => {

@@ -1,14 +1,24 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { resolve } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
-import bcrypt from 'bcryptjs';
+import { ProblemError } from '../../errors.ts';
 import type { RequestContext } from '../../pipeline/types.ts';
+import { BcryptBusyError, type BcryptPool, sharedBcryptPool } from './bcrypt-pool.ts';
 import { type AuthMethod, type AuthOutcome, configError, quote, readReferencedFile } from './method.ts';
 
 const BCRYPT_HASH = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
 const BASIC = /^basic +/i;
-/** Users whose last good password digest is remembered, so bcrypt (~50 ms) runs once per password. */
-const VERIFIED_CACHE_SIZE = 1000;
+/**
+ * Users whose last verified password is remembered (as a keyed digest, never the password), so
+ * bcrypt (~65 ms at cost 10) runs once per user and password, not once per request. Per basic
+ * method (i.e. per route); the least recently used user is dropped past it.
+ */
+export const VERIFIED_CACHE_SIZE = 1000;
+/**
+ * Key of the remembered digests, random per process: a memory dump of the cache cannot be
+ * brute-forced offline like a plain SHA-256 of the password could.
+ */
+const CACHE_KEY = randomBytes(32);
 /** Compared against for unknown users, so "no such user" costs as much as a wrong password. */
 const DUMMY_HASH = '$2b$10$ReD3Ykk///twmBlwXS2v2.Mduy5X3fgMuvyKGoB49KiGtLLwzSABq';
 
@@ -55,9 +65,19 @@ function decodeCredentials(header: string): { user: string; password: string } |
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
-/** The Basic method: bcrypt check of user:password, remembered per user by a SHA-256 digest. */
-export function createBasicMethod(config: BasicConfig, users: ReadonlyMap<string, string>): AuthMethod {
+/**
+ * The Basic method: bcrypt check of user:password in a worker thread (bcrypt-pool.ts), the last
+ * good password of each user remembered as an HMAC digest (VERIFIED_CACHE_SIZE users). When the
+ * pool's queue is full the request gets 429 `PC_RATE_LIMITED` (reason `auth_busy`, Retry-After 1)
+ * without a check: a guessing client cannot queue unbounded work.
+ */
+export function createBasicMethod(
+  config: BasicConfig,
+  users: ReadonlyMap<string, string>,
+  pool: BcryptPool = sharedBcryptPool(),
+): AuthMethod {
   const challenge = `Basic realm=${quote(config.realm ?? 'portcullis')}, charset="UTF-8"`;
+  // user → digest of user and password; Map order is recency (a hit moves the user to the end).
   const verified = new Map<string, Buffer>();
   const fail = (description: string): AuthOutcome => ({
     kind: 'fail',
@@ -66,6 +86,7 @@ export function createBasicMethod(config: BasicConfig, users: ReadonlyMap<string
     description,
     challenge,
   });
+  const ok = (user: string): AuthOutcome => ({ kind: 'ok', identity: { method: 'basic', subject: user } });
   return {
     name: 'basic',
     challenge,
@@ -76,17 +97,29 @@ export function createBasicMethod(config: BasicConfig, users: ReadonlyMap<string
       if (typeof header !== 'string' || !BASIC.test(header)) return { kind: 'absent' };
       const creds = decodeCredentials(header);
       if (!creds) return fail('malformed basic credentials');
-      const digest = createHash('sha256').update(`${creds.user}\0${creds.password}`).digest();
+      const digest = createHmac('sha256', CACHE_KEY).update(`${creds.user}\0${creds.password}`).digest();
       const known = verified.get(creds.user);
       if (known && timingSafeEqual(known, digest)) {
-        return { kind: 'ok', identity: { method: 'basic', subject: creds.user } };
+        verified.delete(creds.user);
+        verified.set(creds.user, known);
+        return ok(creds.user);
       }
       const hash = users.get(creds.user);
-      const ok = await bcrypt.compare(creds.password, hash ?? DUMMY_HASH);
-      if (!ok || hash === undefined) return fail('invalid user name or password');
+      let matches: boolean;
+      try {
+        matches = await pool.compare(creds.password, hash ?? DUMMY_HASH);
+      } catch (err) {
+        if (!(err instanceof BcryptBusyError)) throw err;
+        throw new ProblemError('PC_RATE_LIMITED', 'Too many password checks in progress; try again shortly', {
+          headers: { 'retry-after': '1' },
+          extensions: { reason: 'auth_busy' },
+        });
+      }
+      if (!matches || hash === undefined) return fail('invalid user name or password');
+      verified.delete(creds.user);
       if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
       verified.set(creds.user, digest);
-      return { kind: 'ok', identity: { method: 'basic', subject: creds.user } };
+      return ok(creds.user);
     },
   };
 }

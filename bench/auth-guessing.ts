@@ -1,0 +1,68 @@
+/**
+ * Password guessing vs everyone else: one gateway, a basic-auth route (bcrypt cost 10, the
+ * htpasswd -B default) and a policy-free route of the same service. GUESSERS clients send wrong
+ * passwords back to back for DURATION_MS while one client GETs the free route one request at a
+ * time; the free route's latency (p50/p99/max) is the figure. Everything on 127.0.0.1, bounded
+ * in time. Run: `node bench/auth-guessing.ts` (the pinned Node).
+ */
+import { spec, startGateway } from '../test/helpers/gateway.ts';
+import { startUpstream } from '../test/helpers/upstream.ts';
+
+/** bcrypt (cost 10) of "correct horse". */
+const HASH = '$2b$10$2eEp.UrfIrwK./cJWE9F0u4AMbroMvZcx2p0iWJvuePyUfW2evHwm';
+const GUESSERS = Number(process.env.GUESSERS ?? 20);
+const DURATION_MS = Number(process.env.DURATION_MS ?? 5_000);
+
+const upstream = await startUpstream();
+const gw = await startGateway(
+  { svc: spec({ basePath: '/svc', upstreams: [upstream.url] }) },
+  {},
+  {
+    files: { 'policies/users.htpasswd': `alice:${HASH}\n` },
+    policies: {
+      auth: [
+        {
+          match: { service: 'svc', operations: ['listItems'] },
+          auth: { basic: { usersFile: 'users.htpasswd' } },
+        },
+      ],
+    },
+  },
+);
+const wrong = (i: number) => `Basic ${Buffer.from(`alice:guess-${i}`).toString('base64')}`;
+const end = Date.now() + DURATION_MS;
+let guesses = 0;
+const statuses = new Map<number, number>();
+const guesser = async (g: number) => {
+  for (let i = 0; Date.now() < end; i++) {
+    const res = await fetch(`${gw.url}/svc/items`, { headers: { authorization: wrong(g * 1e6 + i) } });
+    await res.arrayBuffer();
+    guesses++;
+    statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+  }
+};
+const latencies: number[] = [];
+const prober = async () => {
+  await new Promise((r) => setTimeout(r, 200));
+  while (Date.now() < end) {
+    const t = performance.now();
+    const res = await fetch(`${gw.url}/svc/items/1`);
+    await res.arrayBuffer();
+    latencies.push(performance.now() - t);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+await Promise.all([...Array.from({ length: GUESSERS }, (_, g) => guesser(g)), prober()]);
+latencies.sort((a, b) => a - b);
+const at = (q: number) =>
+  (latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0).toFixed(1);
+console.log(
+  JSON.stringify({
+    guessers: GUESSERS,
+    guessesPerSecond: Math.round(guesses / (DURATION_MS / 1000)),
+    statuses: Object.fromEntries(statuses),
+    probe: { n: latencies.length, p50ms: at(0.5), p99ms: at(0.99), maxMs: at(1) },
+  }),
+);
+await gw.close();
+await upstream.close();
