@@ -273,8 +273,15 @@ export class Runtime {
         target = { service: service.name, group, settings: service.settings, basePath };
         if (service.settings.passThrough) passThrough.set(service.name, target);
       }
-      for (const route of service.routes) {
-        const resolved = resolvePolicies(route, compiled, kinds);
+      const routePolicies = service.routes.map((route) => resolvePolicies(route, compiled, kinds));
+      const identityHeaders = new Set<string>();
+      for (const resolved of routePolicies)
+        for (const p of resolved)
+          for (const h of p.kind.identityHeaders?.(p.config) ?? []) identityHeaders.add(h);
+      // Stripped on every route of the service and its pass-through (see ForwardTarget.identityHeaders).
+      if (target && identityHeaders.size > 0) target.identityHeaders = identityHeaders;
+      for (const [i, route] of service.routes.entries()) {
+        const resolved = routePolicies[i] ?? [];
         const chain =
           resolved.length === 0
             ? EMPTY_CHAIN

@@ -136,4 +136,11 @@ export interface PolicyKind<S extends TSchema = TSchema> {
   /** JSON Schema of the config, every field described with its default. */
   readonly schema: S;
   create(config: Static<S>, deps: PolicyDeps): Hook | Promise<Hook>;
+  /**
+   * Request headers this policy sets upstream from a verified identity (auth: `forwardSubject`,
+   * forwarded claims), lower-case. A client's copies are stripped from every request to the
+   * service, on every route and pass-through alike, so a sibling route without this policy never
+   * forwards a spoofed identity. Default: none.
+   */
+  identityHeaders?(config: Static<S>): readonly string[];
 }

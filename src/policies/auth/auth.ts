@@ -80,6 +80,11 @@ export const authPolicy: PolicyKind<typeof AuthConfigSchema> = {
   name: 'auth',
   phase: 'auth',
   schema: AuthConfigSchema,
+  identityHeaders: (config) =>
+    [
+      ...(config.forwardSubject ? [config.forwardSubject] : []),
+      ...Object.keys(config.jwt?.forwardClaims ?? {}),
+    ].map((h) => h.toLowerCase()),
   async create(config, deps) {
     let alternatives: AuthMethod[][];
     let anonymous = false;
