@@ -42,6 +42,17 @@ async function run(
   }
 }
 
+/** The ConfigError a load step throws (fails the test when it throws nothing or something else). */
+async function configErrorOf(load: () => unknown): Promise<ConfigError> {
+  try {
+    await load();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
 describe('auth policy', () => {
   let dir: string;
   const depsFor = (doc: Record<string, unknown> = {}, operation: Record<string, unknown> = {}) =>
@@ -62,7 +73,7 @@ describe('auth policy', () => {
 
   describe('several methods on one route: any of them', () => {
     const config: AuthConfig = {
-      jwt: { secret: SECRET, scopes: ['write'], forwardClaims: { 'x-user': 'sub' } },
+      jwt: { secret: SECRET, audience: 'any', scopes: ['write'], forwardClaims: { 'x-user': 'sub' } },
       apiKey: { keysFile: 'keys.yaml' },
       forwardSubject: 'x-subject',
     };
@@ -121,7 +132,9 @@ describe('auth policy', () => {
 
   test('claim conditions: a mismatching claim is 403 claim_mismatch; arrays match on any element', async () => {
     const hook = await authPolicy.create(
-      { jwt: { secret: SECRET, claims: { tenant: 'acme', 'realm.roles': ['admin', 'ops'] } } },
+      {
+        jwt: { secret: SECRET, audience: 'any', claims: { tenant: 'acme', 'realm.roles': ['admin', 'ops'] } },
+      },
       depsFor(),
     );
     const ok = ctxWith({
@@ -136,7 +149,7 @@ describe('auth policy', () => {
 
   test('stripCredentials removes Authorization and the API key header from the upstream request', async () => {
     const hook = await authPolicy.create(
-      { jwt: { secret: SECRET }, apiKey: { keysFile: 'keys.yaml' }, stripCredentials: true },
+      { jwt: { secret: SECRET, audience: 'any' }, apiKey: { keysFile: 'keys.yaml' }, stripCredentials: true },
       depsFor(),
     );
     const ctx = ctxWith({ 'x-api-key': API_KEY });
@@ -145,7 +158,7 @@ describe('auth policy', () => {
   });
 
   test('by default the Authorization header is kept for the upstream', async () => {
-    const hook = await authPolicy.create({ jwt: { secret: SECRET } }, depsFor());
+    const hook = await authPolicy.create({ jwt: { secret: SECRET, audience: 'any' } }, depsFor());
     const ctx = ctxWith({ authorization: `Bearer ${await hs256({})}` });
     await run(hook, ctx);
     expect(ctx.removeUpstreamHeaders.has('authorization')).toBe(false);
@@ -153,24 +166,63 @@ describe('auth policy', () => {
 
   const badConfigs: Array<{ name: string; config: AuthConfig }> = [
     { name: 'no method at all', config: {} },
-    { name: 'HMAC secret shorter than 32 bytes', config: { jwt: { secret: 'short' } } },
+    { name: 'HMAC secret shorter than 32 bytes', config: { jwt: { secret: 'short', audience: 'api' } } },
     {
       name: 'HS256 allowed against a JWKS',
-      config: { jwt: { issuer: 'https://idp.test', algorithms: ['HS256'] } },
+      config: { jwt: { issuer: 'https://idp.test', audience: 'api', algorithms: ['HS256'] } },
     },
-    { name: 'alg none allowed', config: { jwt: { jwksUri: 'https://idp.test/jwks', algorithms: ['none'] } } },
+    {
+      name: 'alg none allowed',
+      config: { jwt: { jwksUri: 'https://idp.test/jwks', audience: 'api', algorithms: ['none'] } },
+    },
     {
       name: 'a secret and a JWKS together',
-      config: { jwt: { secret: SECRET, jwksUri: 'https://idp.test/jwks' } },
+      config: { jwt: { secret: SECRET, audience: 'api', jwksUri: 'https://idp.test/jwks' } },
     },
     { name: 'jwt without any key source', config: { jwt: { audience: 'x' } } },
     { name: 'missing users file', config: { basic: { usersFile: 'nope' } } },
+    {
+      name: 'jwt without audience (a config built in code; files fail the schema)',
+      config: { jwt: { secret: SECRET } } as unknown as AuthConfig,
+    },
   ];
   for (const c of badConfigs) {
     test(`config error at load: ${c.name}`, async () => {
       await expect(authPolicy.create(c.config, depsFor())).rejects.toBeInstanceOf(ConfigError);
     });
   }
+
+  describe('audience: required, `any` only as an explicit opt-out', () => {
+    test('a token for another audience is rejected with 401 bad_audience', async () => {
+      const hook = await authPolicy.create({ jwt: { secret: SECRET, audience: 'orders-api' } }, depsFor());
+      const ours = ctxWith({ authorization: `Bearer ${await hs256({ aud: 'orders-api' })}` });
+      expect(await run(hook, ours)).toBeUndefined();
+      const other = await run(
+        hook,
+        ctxWith({ authorization: `Bearer ${await hs256({ aud: 'billing-app' })}` }),
+      );
+      expect(other?.code).toBe('PC_UNAUTHORIZED');
+      expect(other?.extensions).toEqual({ reason: 'bad_audience' });
+      const none = await run(hook, ctxWith({ authorization: `Bearer ${await hs256({})}` }));
+      expect(none?.extensions).toEqual({ reason: 'bad_audience' });
+    });
+
+    test('`audience: any` accepts every audience, and a token without one', async () => {
+      const hook = await authPolicy.create({ jwt: { secret: SECRET, audience: 'any' } }, depsFor());
+      for (const claims of [{ aud: 'billing-app' }, {}]) {
+        expect(await run(hook, ctxWith({ authorization: `Bearer ${await hs256(claims)}` }))).toBeUndefined();
+      }
+    });
+
+    test('the error names the audience field and the opt-out', async () => {
+      const err = await configErrorOf(() =>
+        authPolicy.create({ jwt: { issuer: 'https://idp.test' } } as unknown as AuthConfig, depsFor()),
+      );
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues[0]?.path).toBe('/jwt/audience');
+      expect((err as ConfigError).issues[0]?.message).toMatch(/audience: any/);
+    });
+  });
 
   describe('fromSpec: the spec security drives auth', () => {
     const components = {
@@ -183,7 +235,7 @@ describe('auth policy', () => {
     };
     const config: AuthConfig = {
       fromSpec: true,
-      jwt: { secret: SECRET },
+      jwt: { secret: SECRET, audience: 'any' },
       apiKey: { keysFile: 'keys.yaml' },
       basic: { usersFile: 'users' },
     };
@@ -287,6 +339,68 @@ describe('auth policy', () => {
         });
         expect((await run(hook, wrongIss))?.extensions).toEqual({ reason: 'bad_issuer' });
       });
+
+      test('a real token the same IdP minted for another client (audience) is rejected with 401', async () => {
+        const hook = await authPolicy.create(
+          { fromSpec: true, jwt: { audience: 'https://api.portcullis.test' } },
+          depsFor(oidcDoc()),
+        );
+        const other = await oidc.token({ scope: 'orders:read', resource: 'https://billing.portcullis.test' });
+        const rejected = await run(hook, ctxWith({ authorization: `Bearer ${other}` }));
+        expect(rejected?.code).toBe('PC_UNAUTHORIZED');
+        expect(rejected?.extensions).toEqual({ reason: 'bad_audience' });
+      });
+
+      test('openIdConnect without a jwt audience is a config error; `audience: any` opts out', async () => {
+        const err = await configErrorOf(() => authPolicy.create({ fromSpec: true }, depsFor(oidcDoc())));
+        expect(err).toBeInstanceOf(ConfigError);
+        expect((err as ConfigError).issues[0]?.message).toMatch(/openIdConnect: set auth.jwt.audience/);
+        const hook = await authPolicy.create(
+          { fromSpec: true, jwt: { audience: 'any' } },
+          depsFor(oidcDoc()),
+        );
+        const other = await oidc.token({ scope: 'orders:read', resource: 'https://billing.portcullis.test' });
+        expect(await run(hook, ctxWith({ authorization: `Bearer ${other}` }))).toBeUndefined();
+      });
+
+      test('oauth2 needs the policy jwt (and so its audience)', async () => {
+        const doc = {
+          components: {
+            securitySchemes: {
+              oauth: {
+                type: 'oauth2',
+                flows: { clientCredentials: { tokenUrl: `${oidc.issuer}/token`, scopes: {} } },
+              },
+            },
+          },
+          security: [{ oauth: [] }],
+        };
+        await expect(authPolicy.create({ fromSpec: true }, depsFor(doc))).rejects.toBeInstanceOf(ConfigError);
+        const hook = await authPolicy.create(
+          { fromSpec: true, jwt: { issuer: oidc.issuer, audience: 'https://api.portcullis.test' } },
+          depsFor(doc),
+        );
+        const ours = await oidc.token({ scope: 'orders:read' });
+        expect(await run(hook, ctxWith({ authorization: `Bearer ${ours}` }))).toBeUndefined();
+        const other = await oidc.token({ resource: 'https://billing.portcullis.test' });
+        expect((await run(hook, ctxWith({ authorization: `Bearer ${other}` })))?.extensions).toEqual({
+          reason: 'bad_audience',
+        });
+      });
+
+      function oidcDoc() {
+        return {
+          components: {
+            securitySchemes: {
+              oidc: {
+                type: 'openIdConnect',
+                openIdConnectUrl: `${oidc.issuer}/.well-known/openid-configuration`,
+              },
+            },
+          },
+          security: [{ oidc: ['orders:read'] }],
+        };
+      }
     });
   });
 });

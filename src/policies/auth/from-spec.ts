@@ -19,9 +19,11 @@ export interface SpecAuth {
  * Turn the operation's `security` (or the document's) and `components.securitySchemes` into auth
  * methods. The spec says which scheme and scopes; the policy's jwt/apiKey/basic blocks say how to
  * verify (issuer and audience, key file, users file):
- * - http bearer, oauth2 → jwt (policy `jwt` required), the requirement's scopes added;
+ * - http bearer, oauth2 → jwt (policy `jwt` required, with its audience), the requirement's
+ *   scopes added;
  * - openIdConnect → jwt with discovery from openIdConnectUrl (issuer derived from it unless
- *   `jwt.issuer` is set), the policy `jwt` giving audience and the rest;
+ *   `jwt.issuer` is set), the policy `jwt` required for its audience (`any` to opt out) and giving
+ *   the rest;
  * - apiKey in header or query → apiKey with the scheme's location and name (policy `apiKey` keys);
  * - http basic → basic (policy `basic` users file).
  * Anything else (mutualTLS, cookie API keys, other http schemes) is a configuration error.
@@ -52,11 +54,17 @@ export async function authFromSpec(config: AuthConfig, deps: PolicyDeps): Promis
           throw configError(where, `scheme ${name} is ${scheme.type}: set auth.jwt (issuer, audience)`);
         methods.push(createJwtMethod(withScopes(config.jwt, scopes)));
       } else if (scheme.type === 'openIdConnect') {
+        // The IdP mints tokens for every client it serves: without an audience any of them would pass.
+        if (!config.jwt)
+          throw configError(
+            where,
+            `scheme ${name} is openIdConnect: set auth.jwt.audience (the \`aud\` of this API's tokens, or any)`,
+          );
         const url = scheme.openIdConnectUrl;
         const issuer =
           config.jwt?.issuer ??
           (url.endsWith(DISCOVERY_SUFFIX) ? url.slice(0, -DISCOVERY_SUFFIX.length) : undefined);
-        const { jwksUri: _jwksUri, secret: _secret, secretEnv: _secretEnv, ...rest } = config.jwt ?? {};
+        const { jwksUri: _jwksUri, secret: _secret, secretEnv: _secretEnv, ...rest } = config.jwt;
         methods.push(createJwtMethod(withScopes({ ...rest, issuer, discoveryUrl: url }, scopes)));
       } else if (scheme.type === 'apiKey') {
         if (scheme.in !== 'header' && scheme.in !== 'query') {

@@ -22,6 +22,8 @@ export const DEFAULT_ASYMMETRIC_ALGORITHMS = [
 const HMAC_ALGORITHMS = new Set(['HS256', 'HS384', 'HS512']);
 /** RFC 7518 §3.2: an HMAC key must be at least as long as the hash output. */
 const MIN_SECRET_BYTES = 32;
+/** `audience: any`: the explicit opt-out of the `aud` check. */
+export const ANY_AUDIENCE = 'any';
 /** Default bound of the verified-token cache (per verifier). */
 const DEFAULT_CACHE_SIZE = 10_000;
 const BEARER = /^bearer +/i;
@@ -45,11 +47,12 @@ export const JwtConfigSchema = Type.Object(
           'Explicit discovery document URL (what an OpenAPI openIdConnectUrl names). Default: derived from issuer.',
       }),
     ),
-    audience: Type.Optional(
-      Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 })], {
-        description: 'Accepted `aud` value(s); the token must name one. Default: `aud` not checked.',
-      }),
-    ),
+    audience: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 })], {
+      description:
+        'Accepted `aud` value(s); the token must name one. Required: without it a token the same IdP ' +
+        'issued to any other client would pass. `any` (the single word, not in a list) accepts every ' +
+        'audience, an explicit opt-out.',
+    }),
     algorithms: Type.Optional(
       Type.Array(Type.String(), {
         minItems: 1,
@@ -204,6 +207,13 @@ function resolveKeyConfig(
     secret = env[config.secretEnv];
     if (!secret) throw configError('/jwt/secretEnv', `environment variable ${config.secretEnv} is not set`);
   }
+  // The schema requires it; a config built in code (fromSpec, tests) is held to the same rule.
+  if (config.audience === undefined) {
+    throw configError(
+      '/jwt/audience',
+      `set audience (the \`aud\` of this API's tokens), or audience: ${ANY_AUDIENCE}`,
+    );
+  }
   const remote = config.jwksUri !== undefined || config.discoveryUrl !== undefined;
   if (secret !== undefined) {
     if (remote) throw configError('/jwt/secret', 'secret cannot be combined with jwksUri/discoveryUrl');
@@ -320,7 +330,7 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
   const verifyOptions = {
     algorithms,
     issuer: config.issuer,
-    audience: config.audience,
+    audience: config.audience === ANY_AUDIENCE ? undefined : config.audience,
     clockTolerance: toleranceSec,
     requiredClaims: config.requireExp === false ? [] : ['exp'],
   };
