@@ -78,27 +78,41 @@ describe('memory store rate limits (GCRA)', () => {
 });
 
 describe('memory store bounds', () => {
-  it('drops counters once they have fully replenished', async () => {
+  it('reclaims counters once they have fully replenished, a batch per operation', async () => {
     const clock = fakeClock();
     const store = createMemoryStore({ now: clock.now, sweepIntervalMs: 1_000 });
     for (let i = 0; i < 100; i++) await store.hit(`client-${i}`, { limit: 5, windowMs: 500 });
     expect(store.size().counters).toBe(100);
     clock.advance(1_000);
-    await store.hit('late', { limit: 5, windowMs: 500 });
+    // A pass examines 32 entries per operation: four operations see all 100 expired keys.
+    for (let i = 0; i < 4; i++) await store.hit('late', { limit: 5, windowMs: 500 });
     expect(store.size().counters).toBe(1);
   });
 
-  it('never holds more than maxKeys, evicting the least recently written key', async () => {
+  it('never holds more than maxKeys, dropping the least recently used key (a denied client counts as used)', async () => {
     const clock = fakeClock();
     const store = createMemoryStore({ now: clock.now, maxKeys: 3 });
     const spec = { limit: 1, windowMs: 60_000 };
     for (const k of ['a', 'b', 'c']) await store.hit(k, spec);
-    await store.hit('a', spec); // denied: not a write, `a` stays the oldest
+    await store.hit('a', spec); // denied, but used: `b` is now the least recently used
     await store.hit('d', spec);
     expect(store.size().counters).toBe(3);
-    // `a` was evicted, so it starts afresh; `b` was kept and is still limited.
-    expect((await store.hit('a', spec)).allowed).toBe(true);
-    expect((await store.hit('c', spec)).allowed).toBe(false);
+    // `b` was dropped, so it starts afresh; `a` was kept and is still limited.
+    expect((await store.hit('a', spec)).allowed).toBe(false);
+    expect((await store.hit('b', spec)).allowed).toBe(true);
+  });
+
+  it('evicts in O(1) when full: 50000 inserts into a full map of 50000 live keys take milliseconds, not a scan each', async () => {
+    const store = createMemoryStore({ now: fakeClock().now, maxKeys: 50_000 });
+    const spec = { limit: 10, windowMs: 3_600_000 };
+    for (let i = 0; i < 50_000; i++) await store.hit(`old-${i}`, spec);
+    const started = performance.now();
+    for (let i = 0; i < 50_000; i++) await store.hit(`new-${i}`, spec);
+    const ms = performance.now() - started;
+    expect(store.size().counters).toBe(50_000);
+    // A scan of the full map per insert (the previous implementation) took minutes here.
+    expect(ms).toBeLessThan(2_000);
+    expect((await store.hit('old-0', spec)).remaining).toBe(9);
   });
 
   it('sticky sessions expire after their ttl and are bounded too', async () => {
@@ -115,6 +129,11 @@ describe('memory store bounds', () => {
     for (const k of ['x', 'y', 'z']) await store.setSticky(k, 'http://a', 10_000);
     expect(store.size().sticky).toBe(2);
     expect(await store.getSticky('x')).toBeNull();
+    // A session read is a use: `y` stays, `z` (least recently used) makes room.
+    expect(await store.getSticky('y')).toBe('http://a');
+    await store.setSticky('w', 'http://a', 10_000);
+    expect(await store.getSticky('z')).toBeNull();
+    expect(await store.getSticky('y')).toBe('http://a');
     expect(store.status()).toEqual({ kind: 'memory', ok: true });
   });
 });
