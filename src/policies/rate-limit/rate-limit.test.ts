@@ -131,6 +131,8 @@ describe('rateLimit config', () => {
     ['empty limits', { limits: [] }, false],
     ['limit inside limits without window', { limits: [{ limit: 5 }] }, false],
     ['bad onStoreError', { limit: 5, window: '1s', onStoreError: 'ignore' }, false],
+    ['ipv6Prefix', { limit: 5, window: '1s', ipv6Prefix: 48 }, true],
+    ['ipv6Prefix past 128', { limit: 5, window: '1s', ipv6Prefix: 129 }, false],
   ])('%s', (_, config, valid) => {
     expect(checkConfig(config).length === 0).toBe(valid);
   });
@@ -260,6 +262,24 @@ describe('rateLimit enforcement', () => {
     expect(
       await run(byApiKey, ctxOf('192.0.2.3', { identity: { method: 'jwt', subject: 'ci-bot' } })),
     ).toBeUndefined();
+  });
+
+  it('counts IPv6 clients per /64 by default (ipv6Prefix), IPv4-mapped clients as IPv4', async () => {
+    const clock = fakeClock();
+    const store = createMemoryStore({ now: clock.now });
+    const hook = await create({ limit: 2, window: '1m' }, store);
+    expect(await run(hook, ctxOf('2001:db8:1:2::1'))).toBeUndefined();
+    expect(await run(hook, ctxOf('2001:db8:1:2:ffff:ffff:ffff:fffe'))).toBeUndefined();
+    // A third address in the same /64 shares the bucket; the next /64 has its own.
+    expect((await run(hook, ctxOf('2001:db8:1:2::3')))?.code).toBe('PC_RATE_LIMITED');
+    expect(await run(hook, ctxOf('2001:db8:1:3::1'))).toBeUndefined();
+    const mapped = await create({ limit: 1, window: '1m' }, store, routeOf('mapped'));
+    expect(await run(mapped, ctxOf('192.0.2.1'))).toBeUndefined();
+    expect((await run(mapped, ctxOf('::ffff:192.0.2.1')))?.code).toBe('PC_RATE_LIMITED');
+    const perAddress = await create({ limit: 1, window: '1m', ipv6Prefix: 128 }, store, routeOf('exact'));
+    expect(await run(perAddress, ctxOf('2001:db8:1:2::1'))).toBeUndefined();
+    expect(await run(perAddress, ctxOf('2001:db8:1:2::2'))).toBeUndefined();
+    expect((await run(perAddress, ctxOf('2001:db8:1:2:0::1')))?.code).toBe('PC_RATE_LIMITED');
   });
 
   it('charges cost units per request', async () => {

@@ -23,6 +23,7 @@ import { createMemo } from '../../pipeline/memo.ts';
 import type { Decision, Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { createMemoryStore } from '../../state/memory.ts';
 import type { RateDecision, RateLimitSpec, Store } from '../../state/store.ts';
+import { clientNetwork, DEFAULT_IPV6_PREFIX } from './client-network.ts';
 
 /** Policy name in decisions and logs. */
 const POLICY = 'rateLimit';
@@ -32,7 +33,8 @@ const STORE_ERROR_LOG_INTERVAL_MS = 10_000;
 const KEY_HASH_CHARS = 22;
 /**
  * Store keys remembered per limit (client value → prefixed hashed key), so a returning client
- * costs a map look-up instead of a SHA-256 (see createMemo).
+ * costs a map look-up instead of a SHA-256 (see createMemo: at most 2 × 4096 entries per limit).
+ * The same bound holds for the IPv6 address → network memo of each policy.
  */
 const KEY_CACHE_SIZE = 4096;
 
@@ -43,9 +45,10 @@ const Duration = T.Union([T.String({ pattern: DURATION_PATTERN.source }), T.Inte
 const Key = T.String({
   pattern: "^(ip|subject|apiKey|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$",
   description:
-    'Who is counted: `ip` (client address after trustProxy), `subject` (authenticated identity), `apiKey` ' +
-    '(the API key name, when auth used an API key) or `header:<name>`. When the identity or header is ' +
-    'missing, the client address is used instead. Default ip.',
+    'Who is counted: `ip` (client address after trustProxy; IPv6 per `ipv6Prefix` network), `subject` ' +
+    '(authenticated identity), `apiKey` (the API key name, when auth used an API key) or `header:<name>`. ' +
+    'When the identity or header is missing (e.g. a request auth rejected), the client address is used ' +
+    'instead. Default ip.',
 });
 
 const Cost = T.Integer({ minimum: 1, description: 'Units one request uses (at most `limit`). Default 1.' });
@@ -96,6 +99,17 @@ export const RateLimitSchema = T.Object(
           'instances admit up to N times the limit until Redis is back). Default local.',
       }),
     ),
+    ipv6Prefix: T.Optional(
+      T.Integer({
+        minimum: 1,
+        maximum: 128,
+        default: DEFAULT_IPV6_PREFIX,
+        description:
+          'IPv6 clients are counted per network of this many bits (a client typically holds a whole /64 ' +
+          'and could take a fresh address per request); 128 counts each address. IPv4 clients are counted ' +
+          'per address, IPv4-mapped IPv6 as IPv4. Default 64.',
+      }),
+    ),
     scope: T.Optional(
       T.Union([T.Literal('route'), T.Literal('service'), T.Literal('global')], {
         description:
@@ -119,8 +133,13 @@ export { parseDuration };
 /** How a request's counter key is found; precomputed per limit. */
 type KeyResolver = (ctx: RequestContext) => string;
 
-function keyResolver(key: string): KeyResolver {
-  const byIp: KeyResolver = (ctx) => `ip:${ctx.clientIp}`;
+/** `ip:<address>` for IPv4, `ip:<network>/<prefix>` for IPv6 (memoised: bounded, KEY_CACHE_SIZE). */
+function ipResolver(ipv6Prefix: number): KeyResolver {
+  const network = createMemo(KEY_CACHE_SIZE, (ip) => `ip:${clientNetwork(ip, ipv6Prefix)}`);
+  return (ctx) => (ctx.clientIp.includes(':') ? network(ctx.clientIp) : `ip:${ctx.clientIp}`);
+}
+
+function keyResolver(key: string, byIp: KeyResolver): KeyResolver {
   if (key === 'ip') return byIp;
   if (key === 'subject') {
     return (ctx) => (ctx.identity ? `subject:${ctx.identity.method}:${ctx.identity.subject}` : byIp(ctx));
@@ -195,12 +214,13 @@ function prepare(config: RateLimitConfig, deps: PolicyDeps): PreparedLimit[] {
         ? deps.service.name
         : `${deps.route.service}/${deps.route.operationId}`;
   const single = items.length === 1;
+  const byIp = ipResolver(config.ipv6Prefix ?? DEFAULT_IPV6_PREFIX);
   return items.map((item) => {
     const windowMs = parseDuration(item.window);
     const key = item.key ?? config.key ?? 'ip';
     const cost = item.cost ?? config.cost ?? 1;
     const prefix = `${scopeId}:${item.limit}/${windowMs}:${key}:`;
-    const resolve = keyResolver(key);
+    const resolve = keyResolver(key, byIp);
     return {
       name: item.name ?? (single ? 'default' : `${item.limit}-per-${formatWindow(windowMs)}`),
       spec: { limit: item.limit, windowMs, cost },
