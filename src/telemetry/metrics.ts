@@ -136,6 +136,7 @@ export function createMetrics(runtime: Runtime): Metrics {
   });
 
   const byRoute = new WeakMap<Route, RequestChildren>();
+  // Bound: services × the methods Node's HTTP parser accepts (about 35): clients cannot add keys.
   const byOther = new Map<string, RequestChildren>();
   const byUpstream = new WeakMap<Upstream, UpstreamChildren>();
 

@@ -155,6 +155,10 @@ export class JwksClient {
   }
 }
 
+/**
+ * Bound: one client per distinct key source and timing configured (never per request); a reload
+ * that changes them adds one, and the old one stays until the process ends.
+ */
 const clients = new Map<string, JwksClient>();
 
 /**

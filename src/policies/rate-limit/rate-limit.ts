@@ -174,7 +174,10 @@ function cachedStoreKey(prefix: string, resolve: KeyResolver): (ctx: RequestCont
   return (ctx) => storeKey(resolve(ctx));
 }
 
-/** Shared per gateway store, so `onStoreError: local` counts one key once across routes. */
+/**
+ * Shared per gateway store, so `onStoreError: local` counts one key once across routes. Bound:
+ * one memory store per gateway store (weakly held), itself DEFAULT_MAX_KEYS counters at most.
+ */
 const fallbackStores = new WeakMap<Store, Store>();
 
 function fallbackFor(store: Store): Store {
