@@ -189,4 +189,53 @@ describe('waf policy', () => {
       expect((err as ConfigError).issues[0]).toMatchObject({ path: '/exclusions/0/rules/0' });
     }
   });
+  test('past maxValues: block answers 403 naming the limit; inspect-prefix records a decision', async () => {
+    const url = `/items?${Array.from({ length: 20 }, (_, i) => `p${i}=v`).join('&')}`;
+    const blocked = await (await make({ maxValues: 10 })).inject({ method: 'GET', url });
+    expect(blocked.statusCode).toBe(403);
+    expect(blocked.json()).toMatchObject({ code: 'PC_WAF_LIMIT', limit: 'values', max: 10 });
+    const logs: Logged[] = [];
+    const prefix = await (await make({ maxValues: 10, onLimit: 'inspect-prefix' }, logs)).inject({
+      method: 'GET',
+      url,
+    });
+    expect(prefix.statusCode).toBe(200);
+    expect(prefix.json().decisions).toEqual([
+      { policy: 'waf', outcome: 'allow', reason: 'limit', detail: { limit: 'values', max: 10 } },
+    ]);
+    expect(logs[0]?.obj).toMatchObject({ policy: 'waf', limit: 'values' });
+  });
+
+  test('dry-run past a limit records would-deny and inspects the prefix', async () => {
+    const res = await (await make({ mode: 'dry-run', maxValueBytes: 10 })).inject({
+      method: 'GET',
+      url: `/items?q=${'x'.repeat(50)}`,
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().decisions[0]).toMatchObject({
+      outcome: 'would-deny',
+      reason: 'limit',
+      detail: { limit: 'valueBytes' },
+    });
+  });
+
+  test('a multipart body with two Content-Disposition headers in a part is 400 with a reason', async () => {
+    const res = await (await make({})).inject({
+      method: 'POST',
+      url: '/items',
+      payload:
+        '--b\r\nContent-Disposition: form-data; name="a"\r\nContent-Disposition: form-data; name="b"\r\n\r\nv\r\n--b--\r\n',
+      headers: { 'content-type': 'multipart/form-data; boundary=b' },
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'PC_BAD_REQUEST', reason: 'multipart-disposition' });
+  });
+
+  test('an excluded rule id that no longer exists (waf-body-over-limit) is a config error, not silently ignored', () => {
+    expect(() =>
+      wafPolicy.create({ exclusions: [{ target: 'body:x', rules: ['waf-body-over-limit'] }] }, {
+        config: { limits: { bodyBytes: 1 } },
+      } as unknown as PolicyDeps),
+    ).toThrow(ConfigError);
+  });
 });
