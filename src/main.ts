@@ -19,7 +19,7 @@ const USAGE: Record<string, string> = {
 
 Commands:
   start       Run the gateway (HTTP/HTTPS listeners and the admin port)
-  validate    Load gateway.yaml and every spec; print the route table; exit 1 on any error
+  validate    Load gateway.yaml, specs and policies; print the route table; exit 1 on any error
   routes      Print the route table (--json for JSON)
   help        Show help for a command ('portcullis help start')
 
@@ -34,10 +34,15 @@ Run 'portcullis <command> --help' for a command's options.`,
 Serves the services in the openapi folder (default ./openapi) with the policies in ./policies.
 Reloads specs on change; SIGTERM/SIGINT drain in-flight requests and exit 0.
 Environment variables (PORTCULLIS_*) override the file; see README.`,
-  validate: `Usage: portcullis validate [--config gateway.yaml]
+  validate: `Usage: portcullis validate [--config gateway.yaml] [--strict] [--json]
 
-Loads gateway.yaml and every spec, resolves $refs, checks x-portcullis and route conflicts,
-prints the route table. Exits 1 and prints file:line: field: problem for every error.`,
+Loads gateway.yaml, every spec and every policy file as start does: resolves $refs, checks
+x-portcullis and route conflicts, checks that every policy rule's match names existing services,
+operations and tags and selects at least one route, prints the route table. Exits 1 and prints
+file:line: field: problem for every error.
+
+Operations whose spec declares security that no auth policy enforces are printed as warnings
+(exit 0); --strict makes them errors.`,
   routes: `Usage: portcullis routes [--config gateway.yaml] [--json]
 
 Prints the route table: method, public path, operationId, service, upstreams.`,
@@ -94,7 +99,7 @@ async function main(argv: string[]): Promise<number> {
       return start(config);
     case 'validate':
     case 'routes':
-      return printRoutes(config, command, values.json === true);
+      return printRoutes(config, command, { json: values.json === true, strict: values.strict === true });
     default:
       return 2;
   }
@@ -153,7 +158,11 @@ async function start(config: GatewayConfig): Promise<number> {
   });
 }
 
-async function printRoutes(config: GatewayConfig, command: string, json: boolean): Promise<number> {
+async function printRoutes(
+  config: GatewayConfig,
+  command: string,
+  { json, strict }: { json: boolean; strict: boolean },
+): Promise<number> {
   const { loadSpecs } = await import('./runtime.ts');
   const { buildRouteTable, describeRoutes } = await import('./registry/index.ts');
   const loaded = await loadSpecs(config.openapi);
@@ -177,8 +186,9 @@ async function printRoutes(config: GatewayConfig, command: string, json: boolean
   // With the specs sound, load everything as `start` would (policies included, hooks created) to
   // show what each route gets and to fail on what start would fail on.
   let routes: RouteRow[] = rows.map((r) => ({ ...r, policies: [] }));
+  let uncovered: ConfigIssue[] = [];
   if (found.length === 0) {
-    const { Runtime } = await import('./runtime.ts');
+    const { Runtime, findUncoveredSecurity } = await import('./runtime.ts');
     const { POLICY_KINDS } = await import('./policies/index.ts');
     const { createMemoryStore } = await import('./state/memory.ts');
     const { createLogger } = await import('./logger.ts');
@@ -197,6 +207,7 @@ async function printRoutes(config: GatewayConfig, command: string, json: boolean
         applied.set(`${e.route.service} ${e.route.operationId}`, e.chain.applied);
       }
       routes = rows.map((r) => ({ ...r, policies: applied.get(`${r.service} ${r.operationId}`) ?? [] }));
+      if (command === 'validate') uncovered = findUncoveredSecurity(snapshot);
     } catch (err) {
       if (err instanceof ConfigError) found.push(...err.issues);
       else throw err;
@@ -205,19 +216,24 @@ async function printRoutes(config: GatewayConfig, command: string, json: boolean
       await store.close();
     }
   }
+  // Security the spec declares but nothing enforces: a warning, an error with --strict.
+  if (strict) found.push(...uncovered);
   const issues = await withLines(found);
-  if (json) console.log(JSON.stringify({ routes, errors: issues }, null, 2));
+  const warnings = strict ? [] : await withLines(uncovered);
+  if (json) console.log(JSON.stringify({ routes, errors: issues, warnings }, null, 2));
   else {
     printTable(routes);
     if (command === 'validate' && issues.length === 0) {
       console.log(`\nOK: ${services.length} service(s), ${rows.length} route(s).`);
     }
   }
+  for (const w of warnings) console.error(formatIssue({ ...w, message: `warning: ${w.message}` }));
   if (issues.length > 0) {
     for (const i of issues) console.error(formatIssue(i));
     console.error(`\n${issues.length} error(s).`);
     return 1;
   }
+  if (warnings.length > 0) console.error(`\n${warnings.length} warning(s) (errors with --strict).`);
   return 0;
 }
 
@@ -281,6 +297,7 @@ function parseCommandLine(argv: string[]) {
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
       json: { type: 'boolean' },
+      strict: { type: 'boolean' },
     },
   });
 }

@@ -8,7 +8,13 @@ import { readSource } from './config/yaml.ts';
 import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { buildChain, EMPTY_CHAIN, type RouteChain, readBody } from './pipeline/chain.ts';
-import { compileRules, type PolicyRule, parsePolicyFile, resolvePolicies } from './pipeline/rules.ts';
+import {
+  checkRuleTargets,
+  compileRules,
+  type PolicyRule,
+  parsePolicyFile,
+  resolvePolicies,
+} from './pipeline/rules.ts';
 import type { PolicyKind } from './pipeline/types.ts';
 import type { MockResponder, RouteTable } from './registry/index.ts';
 import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
@@ -107,6 +113,7 @@ export class Runtime {
     const { services, issues } = await loadSpecs(this.dir);
     const policies = await loadPolicies(this.policiesDir, this.options.kinds);
     issues.push(...policies.issues);
+    if (issues.length === 0) issues.push(...checkRuleTargets(policies.rules, services).map((p) => p.issue));
     if (issues.length > 0) throw new ConfigError(issues);
     const snapshot = await this.build(services, policies.rules);
     for (const s of services) this.lastGood.set(s.file, s);
@@ -209,12 +216,14 @@ export class Runtime {
         if (previous) services.push(previous);
       }
     }
-    const policies = await this.reloadPolicies(issues);
+    const policies = await this.reloadPolicies(issues, services);
     let snapshot: Snapshot;
     try {
+      if (policies.stale.length > 0) throw new ConfigError(policies.stale);
       snapshot = await this.build(services, policies.rules);
     } catch (err) {
-      const buildIssues = issuesOf(err, this.dir);
+      const reported = new Set(issues.map(formatIssue));
+      const buildIssues = issuesOf(err, this.dir).filter((i) => !reported.has(formatIssue(i)));
       for (const i of buildIssues) this.logger.error({ code: 'PC_CONFIG_INVALID' }, formatIssue(i));
       this.logger.error('reload rejected; the previous configuration keeps serving');
       const result = {
@@ -317,27 +326,45 @@ export class Runtime {
   }
 
   /**
-   * Re-read the policy folder; a file that fails keeps its last good rules (its issues are added
-   * to `issues` and logged).
+   * Re-read the policy folder. A file that fails (schema, or a `match` naming what `services` lack
+   * or selecting nothing) keeps its last good rules (its issues are added to `issues` and logged).
+   * A last good version is checked again against `services`: where a spec change made one of its
+   * rules name a missing operation, tag or path, or select nothing, applying the reload could leave
+   * a route without its protection, so those issues come back as `stale` and the caller keeps the
+   * whole previous snapshot. Only a rule naming a service that is gone stays in force (it selects
+   * nothing of that service, and protects the others it names as before).
    */
-  private async reloadPolicies(issues: ConfigIssue[]): Promise<LoadedPolicies> {
+  private async reloadPolicies(
+    issues: ConfigIssue[],
+    services: readonly Service[],
+  ): Promise<LoadedPolicies & { stale: ConfigIssue[] }> {
     const loaded = await loadPolicies(this.policiesDir, this.options.kinds);
-    if (loaded.issues.length === 0) return loaded;
-    issues.push(...loaded.issues);
-    const failed = new Set(loaded.issues.map((i) => i.file));
-    for (const i of loaded.issues)
-      this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
+    const rejected = [
+      ...loaded.issues,
+      ...checkRuleTargets([...loaded.byFile.values()].flat(), services).map((p) => p.issue),
+    ];
+    if (rejected.length === 0) return { ...loaded, stale: [] };
+    issues.push(...rejected);
+    const failed = new Set(rejected.map((i) => i.file));
+    for (const i of rejected) this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
     const byFile = new Map(loaded.byFile);
+    const kept: PolicyRule[] = [];
     for (const file of failed) {
       const previous = this.lastGoodRules.get(file);
       this.logger.error(
         { file },
         previous ? 'policy file rejected; its last good version stays in force' : 'policy file rejected',
       );
-      if (previous) byFile.set(file, previous);
+      if (previous) {
+        byFile.set(file, previous);
+        kept.push(...previous);
+      } else byFile.delete(file);
     }
+    const stale = checkRuleTargets(kept, services)
+      .filter((p) => !p.unknownService)
+      .map((p) => p.issue);
     const ordered = [...byFile.keys()].sort();
-    return { byFile, rules: ordered.flatMap((f) => byFile.get(f) ?? []), issues: loaded.issues };
+    return { byFile, rules: ordered.flatMap((f) => byFile.get(f) ?? []), issues: rejected, stale };
   }
 
   private swap(snapshot: Snapshot): void {
@@ -401,6 +428,37 @@ export async function loadPolicies(dir: string, kinds: readonly PolicyKind[]): P
     }
   }
   return { rules: [...byFile.values()].flat(), byFile, issues };
+}
+
+/**
+ * Operations whose spec declares `security` (their own, or the document's they inherit; an
+ * explicit `security: []` and requirements that are all `{}` declare none) but that no enforcing
+ * auth policy covers: the gateway would forward them unauthenticated. For `validate`, which reports
+ * them as warnings (errors with --strict). Each issue points at the operation's `security` in the
+ * spec, or at the operation when it inherits the document's.
+ */
+export function findUncoveredSecurity(snapshot: Snapshot): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  for (const { route, service, chain } of snapshot.entries.values()) {
+    const own = route.operation.security;
+    const requirements = own ?? service.document.security ?? [];
+    if (!requirements.some((r) => Object.keys(r).length > 0)) continue;
+    const auth = chain.applied.find((p) => p.kind === 'auth');
+    if (auth?.mode === 'enforce') continue;
+    const operation = `/paths/${escapePointer(route.specPath)}/${route.method.toLowerCase()}`;
+    const declared = own ? 'declares security' : "inherits the document's security";
+    const why = auth ? 'only a dry-run auth policy covers it' : 'no auth policy covers it';
+    issues.push({
+      file: service.file,
+      path: own ? `${operation}/security` : operation,
+      message: `operation ${route.operationId} ${declared} but ${why}: the gateway forwards it unauthenticated`,
+    });
+  }
+  return issues;
+}
+
+function escapePointer(segment: string): string {
+  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
 function rulesHash(rules: readonly PolicyRule[]): string {

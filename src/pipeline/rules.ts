@@ -2,10 +2,13 @@ import { Type as T, type TSchema } from '@sinclair/typebox';
 import { compileCheck } from '../config/validate.ts';
 import type { SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
-import type { Route } from '../registry/types.ts';
+import { HTTP_METHODS } from '../registry/load-service.ts';
+import type { Route, Service } from '../registry/types.ts';
 import type { PolicyKind } from './types.ts';
 
 const StringOrList = T.Union([T.String(), T.Array(T.String(), { minItems: 1 })]);
+/** Methods a route can have (`match.methods` may name only these, any case). */
+const ROUTE_METHODS: readonly string[] = HTTP_METHODS.map((m) => m.toUpperCase());
 
 /** `match` of a policy rule: every given criterion must hold (AND); list entries are OR. */
 export const MatchSchema = T.Object(
@@ -177,6 +180,135 @@ export interface CompiledRule {
 
 export function compileRules(rules: readonly PolicyRule[]): CompiledRule[] {
   return rules.map((rule) => ({ rule, matches: compileMatch(rule), specificity: specificity(rule) }));
+}
+
+/** A name in a rule's `match` that the loaded services do not have, or a match that selects nothing. */
+export interface RuleTargetProblem {
+  rule: PolicyRule;
+  issue: ConfigIssue;
+  /**
+   * The entry names a service that is not loaded. Such a rule selects nothing of that service,
+   * so it cannot leave another route unprotected (see Runtime on reload).
+   */
+  unknownService: boolean;
+}
+
+/**
+ * Check that every rule means something against the services loaded: each service, operationId
+ * and tag it names exists (operations and tags in the services it selects), each method is an HTTP
+ * method, each path pattern matches a route of those services, and the match as a whole selects
+ * at least one route. A typo must never turn a policy into a silent no-op. Issues name the
+ * policy file, line and JSON path of the entry, with a did-you-mean where one is close.
+ */
+export function checkRuleTargets(
+  rules: readonly PolicyRule[],
+  services: readonly Service[],
+): RuleTargetProblem[] {
+  const byName = new Map(services.map((s) => [s.name, s]));
+  const problems: RuleTargetProblem[] = [];
+  for (const rule of rules) {
+    const before = problems.length;
+    const report = (pointer: string, message: string, unknownService = false) => {
+      const path = `/${rule.index}/match${pointer}`;
+      const issue = { file: rule.file, line: rule.lineOf?.(path), path, message };
+      problems.push({ rule, issue, unknownService });
+    };
+    const m = rule.match;
+    let selected: readonly Service[] = services;
+    if (m.service !== undefined) {
+      const names = Array.isArray(m.service) ? m.service : [m.service];
+      selected = [];
+      names.forEach((name, i) => {
+        const service = byName.get(name);
+        if (service) (selected as Service[]).push(service);
+        else {
+          const pointer = Array.isArray(m.service) ? `/service/${i}` : '/service';
+          report(pointer, `no service "${name}"${didYouMean(name, byName.keys())}`, true);
+        }
+      });
+    }
+    const routes = selected.flatMap((s) => s.routes);
+    const scope =
+      m.service === undefined
+        ? 'in any service'
+        : `in service${selected.length > 1 ? 's' : ''} ${selected.map((s) => s.name).join(', ')}`;
+    // Against unknown services only, operations, tags and paths cannot be checked.
+    if (selected.length > 0) {
+      m.operations?.forEach((op, i) => {
+        if (routes.some((r) => r.operationId === op)) return;
+        const hint = didYouMean(
+          op,
+          routes.map((r) => r.operationId),
+        );
+        report(`/operations/${i}`, `no operation "${op}" ${scope}${hint}`);
+      });
+      m.tags?.forEach((tag, i) => {
+        if (routes.some((r) => r.tags.includes(tag))) return;
+        const hint = didYouMean(
+          tag,
+          routes.flatMap((r) => r.tags),
+        );
+        report(`/tags/${i}`, `no operation tagged "${tag}" ${scope}${hint}`);
+      });
+      m.paths?.forEach((pattern, i) => {
+        const re = globToRegExp(pattern);
+        if (routes.some((r) => re.test(r.specPath))) return;
+        const hint = didYouMean(
+          pattern,
+          routes.map((r) => r.specPath),
+        );
+        report(`/paths/${i}`, `path pattern "${pattern}" matches no path ${scope}${hint}`);
+      });
+    }
+    m.methods?.forEach((method, i) => {
+      if (ROUTE_METHODS.includes(method.toUpperCase())) return;
+      const hint = didYouMean(method.toUpperCase(), ROUTE_METHODS);
+      report(`/methods/${i}`, `"${method}" is not an HTTP method (${ROUTE_METHODS.join(', ')})${hint}`);
+    });
+    if (problems.length > before) continue;
+    const matches = compileMatch(rule);
+    if (!routes.some(matches)) {
+      const what =
+        m.service === undefined && services.length === 0
+          ? 'no service is loaded'
+          : `no route ${scope} meets every criterion`;
+      report('', `match selects no route (${what}); a rule that applies nowhere is an error`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * ` (did you mean X?)` for the closest candidate within a few edits, else ''. Load-time only, over
+ * the names of a few services: a plain edit distance, no dependency needed.
+ */
+function didYouMean(name: string, candidates: Iterable<string>): string {
+  const lower = name.toLowerCase();
+  const limit = Math.max(2, Math.floor(name.length / 3));
+  let best: string | undefined;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const c of new Set(candidates)) {
+    const d = editDistance(lower, c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return best !== undefined && bestDistance <= limit ? ` (did you mean ${best}?)` : '';
+}
+
+/** Levenshtein distance, one row at a time. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + cost);
+    }
+    row = next;
+  }
+  return row[b.length] as number;
 }
 
 /** `*` = one path segment, `**` = any number of segments; everything else literal. */
