@@ -8,13 +8,17 @@
  * BcryptBusyError at once (the basic method answers 429 `PC_RATE_LIMITED`, reason `auth_busy`,
  * Retry-After 1) instead of letting a guessing client build an unbounded backlog.
  */
+import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import bcrypt from 'bcryptjs';
 import type { CompareJob } from './bcrypt-worker.ts';
 
-/** Worker threads of the shared pool: one core is left to the event loop; 1 to 4. */
-export const BCRYPT_WORKERS = Math.max(1, Math.min(4, availableParallelism() - 1));
+/**
+ * Worker threads of the shared pool: one core is left to the event loop, 1 to 4; one per process
+ * under `workers:` (node:cluster), where the processes already take every core.
+ */
+export const BCRYPT_WORKERS = cluster.isWorker ? 1 : Math.max(1, Math.min(4, availableParallelism() - 1));
 /** Comparisons that may wait for a worker, per worker (about 16 × 65 ms of work each at cost 10). */
 export const BCRYPT_QUEUE_PER_WORKER = 16;
 
