@@ -87,6 +87,13 @@ describe('checkRuleTargets: every name in match must exist, every rule must sele
       ],
     },
     {
+      name: 'method with two letters swapped',
+      text: `- match: { service: petstore, methods: [PSOT] }\n  ${HEADERS}\n`,
+      expected: [
+        'policies/p.yaml:1: /0/match/methods/0: "PSOT" is not an HTTP method (GET, PUT, POST, DELETE, OPTIONS, HEAD, PATCH, TRACE) (did you mean POST?)',
+      ],
+    },
+    {
       name: 'path pattern matching no route of the selected service',
       text: `- match:\n    service: petstore\n    paths:\n      - /pets/**\n      - /pet/*\n  ${HEADERS}\n`,
       expected: [

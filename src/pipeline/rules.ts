@@ -297,18 +297,22 @@ function didYouMean(name: string, candidates: Iterable<string>): string {
   return best !== undefined && bestDistance <= limit ? ` (did you mean ${best}?)` : '';
 }
 
-/** Levenshtein distance, one row at a time. */
+/** Edit distance counting a swap of two neighbours as one edit (optimal string alignment). */
 function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  const at = (i: number, j: number) => d[i]?.[j] as number;
   for (let i = 1; i <= a.length; i++) {
-    const next = [i];
+    const row = d[i] as number[];
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      next[j] = Math.min((row[j] as number) + 1, (next[j - 1] as number) + 1, (row[j - 1] as number) + cost);
+      row[j] = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        row[j] = Math.min(at(i, j), at(i - 2, j - 2) + 1);
     }
-    row = next;
   }
-  return row[b.length] as number;
+  return at(a.length, b.length);
 }
 
 /** `*` = one path segment, `**` = any number of segments; everything else literal. */
