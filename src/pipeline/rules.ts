@@ -214,17 +214,18 @@ export function checkRuleTargets(
       problems.push({ rule, issue, unknownService });
     };
     const m = rule.match;
-    let selected: readonly Service[] = services;
+    const selected: Service[] = m.service === undefined ? [...services] : [];
     if (m.service !== undefined) {
-      const names = Array.isArray(m.service) ? m.service : [m.service];
-      selected = [];
-      names.forEach((name, i) => {
+      const listed = Array.isArray(m.service);
+      (listed ? (m.service as string[]) : [m.service as string]).forEach((name, i) => {
         const service = byName.get(name);
-        if (service) (selected as Service[]).push(service);
-        else {
-          const pointer = Array.isArray(m.service) ? `/service/${i}` : '/service';
-          report(pointer, `no service "${name}"${didYouMean(name, byName.keys())}`, true);
-        }
+        if (service) selected.push(service);
+        else
+          report(
+            listed ? `/service/${i}` : '/service',
+            `no service "${name}"${didYouMean(name, byName.keys())}`,
+            true,
+          );
       });
     }
     const routes = selected.flatMap((s) => s.routes);
@@ -234,30 +235,24 @@ export function checkRuleTargets(
         : `in service${selected.length > 1 ? 's' : ''} ${selected.map((s) => s.name).join(', ')}`;
     // Against unknown services only, operations, tags and paths cannot be checked.
     if (selected.length > 0) {
+      const operationIds = routes.map((r) => r.operationId);
+      const tags = routes.flatMap((r) => r.tags);
+      const specPaths = routes.map((r) => r.specPath);
       m.operations?.forEach((op, i) => {
-        if (routes.some((r) => r.operationId === op)) return;
-        const hint = didYouMean(
-          op,
-          routes.map((r) => r.operationId),
-        );
-        report(`/operations/${i}`, `no operation "${op}" ${scope}${hint}`);
+        if (operationIds.includes(op)) return;
+        report(`/operations/${i}`, `no operation "${op}" ${scope}${didYouMean(op, operationIds)}`);
       });
       m.tags?.forEach((tag, i) => {
-        if (routes.some((r) => r.tags.includes(tag))) return;
-        const hint = didYouMean(
-          tag,
-          routes.flatMap((r) => r.tags),
-        );
-        report(`/tags/${i}`, `no operation tagged "${tag}" ${scope}${hint}`);
+        if (tags.includes(tag)) return;
+        report(`/tags/${i}`, `no operation tagged "${tag}" ${scope}${didYouMean(tag, tags)}`);
       });
       m.paths?.forEach((pattern, i) => {
         const re = globToRegExp(pattern);
-        if (routes.some((r) => re.test(r.specPath))) return;
-        const hint = didYouMean(
-          pattern,
-          routes.map((r) => r.specPath),
+        if (specPaths.some((p) => re.test(p))) return;
+        report(
+          `/paths/${i}`,
+          `path pattern "${pattern}" matches no path ${scope}${didYouMean(pattern, specPaths)}`,
         );
-        report(`/paths/${i}`, `path pattern "${pattern}" matches no path ${scope}${hint}`);
       });
     }
     m.methods?.forEach((method, i) => {
@@ -279,8 +274,8 @@ export function checkRuleTargets(
 }
 
 /**
- * ` (did you mean X?)` for the closest candidate within a few edits, else ''. Load-time only, over
- * the names of a few services: a plain edit distance, no dependency needed.
+ * ` (did you mean X?)` for the closest candidate within a few edits (case ignored), else ''.
+ * Load-time only, over the names of the loaded services: a plain edit distance, no dependency.
  */
 function didYouMean(name: string, candidates: Iterable<string>): string {
   const lower = name.toLowerCase();
