@@ -451,7 +451,7 @@ export function findUncoveredSecurity(snapshot: Snapshot): ConfigIssue[] {
     issues.push({
       file: service.file,
       path: own ? `${operation}/security` : operation,
-      message: `operation ${route.operationId} ${declared} but ${why}: the gateway forwards it unauthenticated`,
+      message: `operation ${route.operationId} ${declared} but ${why}: the gateway lets it through unauthenticated`,
     });
   }
   return issues;

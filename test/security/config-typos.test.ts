@@ -192,7 +192,8 @@ paths:\n`,
 
 describe('portcullis validate: spec security that no auth policy enforces', () => {
   // Document-level security, inherited by listItems and getItem; createItem declares its own;
-  // health opts out with `security: []`. Only getItem gets an auth policy.
+  // health opts out with `security: []`. Only getItem gets an enforcing auth policy, listItems a
+  // dry-run one.
   const SECURED = `openapi: 3.1.0
 info: { title: Secured, version: 1.0.0 }
 x-portcullis: { basePath: /secured, mock: true }
@@ -224,11 +225,13 @@ paths:
     'openapi/secured.yaml': SECURED,
     'policies/secured.yaml': `- match: { service: secured, operations: [getItem] }
   auth: { fromSpec: true, apiKey: { keysFile: keys/api-keys.yaml } }
+- match: { service: secured, operations: [listItems] }
+  auth: { mode: dry-run, fromSpec: true, apiKey: { keysFile: keys/api-keys.yaml } }
 `,
     'policies/keys/api-keys.yaml': KEYS_FILE,
   };
   const LIST =
-    /openapi\/secured\.yaml:10: \/paths\/~1items\/get: .*operation listItems inherits the document's security but no auth policy covers it/m;
+    /openapi\/secured\.yaml:10: \/paths\/~1items\/get: .*operation listItems inherits the document's security but only a dry-run auth policy covers it/m;
   const CREATE =
     /openapi\/secured\.yaml:15: \/paths\/~1items\/post\/security: .*operation createItem declares security but no auth policy covers it/m;
 
