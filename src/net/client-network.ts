@@ -1,5 +1,5 @@
 /**
- * The client address a rate limit counts: one IPv4 address (/32), or the IPv6 network of
+ * The client a per-client count (rate limits, basic auth's checks in flight) is kept for: one IPv4 address (/32), or the IPv6 network of
  * `ipv6Prefix` bits (default /64: one customer's subnet, which a client can roam through freely,
  * so per-address IPv6 keys would let one client take 2^64 buckets). IPv4-mapped IPv6
  * (`::ffff:192.0.2.1`, as dual-stack sockets report IPv4 peers) counts as the IPv4 address.

@@ -9,7 +9,8 @@ import { createBasicMethod, loadHtpasswd } from './basic.ts';
 import { BcryptBusyError, type BcryptPool } from './bcrypt-pool.ts';
 
 // A minimal hand-built context: the method only reads req.headers (not a real FastifyRequest).
-const ctxWith = (headers: Record<string, string> = {}) => ({ req: { headers } }) as unknown as RequestContext;
+const ctxWith = (headers: Record<string, string> = {}, clientIp = '192.0.2.1') =>
+  ({ req: { headers }, clientIp }) as unknown as RequestContext;
 const basic = (user: string, password: string) => ({
   authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`,
 });
@@ -102,6 +103,37 @@ describe('auth.basic', () => {
       headers: { 'retry-after': '1' },
       extensions: { reason: 'auth_busy' },
     });
+  });
+
+  test('a client with two checks in flight gets 429 auth_busy for a third; other clients are still checked', async () => {
+    const pending: Array<(ok: boolean) => void> = [];
+    const slow = {
+      compare: () => new Promise<boolean>((resolve) => pending.push(resolve)),
+    } as unknown as BcryptPool;
+    const method = createBasicMethod({ usersFile: 'users' }, await loadHtpasswd('users', dir), slow);
+    const guess = (i: number, ip: string) =>
+      Promise.resolve(method.authenticate(ctxWith(basic('alice', `guess-${i}`), ip))).catch(
+        (e: unknown) => e,
+      );
+    const first = [guess(1, '2001:db8::1'), guess(2, '2001:db8::2')];
+    // Same /64: the same client.
+    expect(await guess(3, '2001:db8::3')).toMatchObject({
+      code: 'PC_RATE_LIMITED',
+      extensions: { reason: 'auth_busy' },
+    });
+    const other = guess(4, '198.51.100.4');
+    expect(pending).toHaveLength(3);
+    for (const resolve of pending.splice(0)) resolve(false);
+    expect(await Promise.all([...first, other])).toMatchObject([
+      { kind: 'fail' },
+      { kind: 'fail' },
+      { kind: 'fail' },
+    ]);
+    // Once they finished, the client may be checked again.
+    const again = guess(5, '2001:db8::1');
+    expect(pending).toHaveLength(1);
+    pending[0]?.(false);
+    expect(await again).toMatchObject({ kind: 'fail' });
   });
 
   test('a non-bcrypt line is rejected at load, naming file and line', async () => {

@@ -2,6 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { resolve } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { ProblemError } from '../../errors.ts';
+import { clientNetwork } from '../../net/client-network.ts';
 import type { RequestContext } from '../../pipeline/types.ts';
 import { BcryptBusyError, type BcryptPool, sharedBcryptPool } from './bcrypt-pool.ts';
 import { type AuthMethod, type AuthOutcome, configError, quote, readReferencedFile } from './method.ts';
@@ -19,6 +20,17 @@ export const VERIFIED_CACHE_SIZE = 1000;
  * brute-forced offline like a plain SHA-256 of the password could.
  */
 const CACHE_KEY = randomBytes(32);
+/**
+ * bcrypt checks one client (its address; an IPv6 client's /64) may have waiting or running at
+ * once; past it the request gets 429 auth_busy without a check, so one guessing client cannot fill
+ * the shared pool's queue and turn away other clients' logins.
+ */
+export const MAX_CHECKS_PER_CLIENT = 2;
+/**
+ * Checks in flight per client, for every basic method of the process (they share one pool). Bound:
+ * an entry lives only while its checks run or wait, so at most the pool's workers + queue entries.
+ */
+const checksInFlight = new Map<string, number>();
 /** Compared against for unknown users, so "no such user" costs as much as a wrong password. */
 const DUMMY_HASH = '$2b$10$ReD3Ykk///twmBlwXS2v2.Mduy5X3fgMuvyKGoB49KiGtLLwzSABq';
 
@@ -58,6 +70,14 @@ export async function loadHtpasswd(file: string, baseDir: string): Promise<Map<s
   return users;
 }
 
+/** 429 auth_busy: the check was not attempted (see MAX_CHECKS_PER_CLIENT and the pool's queue). */
+function busy(): ProblemError {
+  return new ProblemError('PC_RATE_LIMITED', 'Too many password checks in progress; try again shortly', {
+    headers: { 'retry-after': '1' },
+    extensions: { reason: 'auth_busy' },
+  });
+}
+
 function decodeCredentials(header: string): { user: string; password: string } | undefined {
   const decoded = Buffer.from(header.replace(BASIC, '').trim(), 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
@@ -68,8 +88,9 @@ function decodeCredentials(header: string): { user: string; password: string } |
 /**
  * The Basic method: bcrypt check of user:password in a worker thread (bcrypt-pool.ts), the last
  * good password of each user remembered as an HMAC digest (VERIFIED_CACHE_SIZE users). When the
- * pool's queue is full the request gets 429 `PC_RATE_LIMITED` (reason `auth_busy`, Retry-After 1)
- * without a check: a guessing client cannot queue unbounded work.
+ * client already has MAX_CHECKS_PER_CLIENT checks in flight, or the pool's queue is full, the
+ * request gets 429 `PC_RATE_LIMITED` (reason `auth_busy`, Retry-After 1) without a check: a
+ * guessing client cannot queue unbounded work nor crowd out other clients' logins.
  */
 export function createBasicMethod(
   config: BasicConfig,
@@ -105,15 +126,21 @@ export function createBasicMethod(
         return ok(creds.user);
       }
       const hash = users.get(creds.user);
+      // Hand-built contexts (tests, explain) may carry no address: they count as one client.
+      const client = clientNetwork(ctx.clientIp ?? '');
+      const inFlight = checksInFlight.get(client) ?? 0;
+      if (inFlight >= MAX_CHECKS_PER_CLIENT) throw busy();
+      checksInFlight.set(client, inFlight + 1);
       let matches: boolean;
       try {
         matches = await pool.compare(creds.password, hash ?? DUMMY_HASH);
       } catch (err) {
-        if (!(err instanceof BcryptBusyError)) throw err;
-        throw new ProblemError('PC_RATE_LIMITED', 'Too many password checks in progress; try again shortly', {
-          headers: { 'retry-after': '1' },
-          extensions: { reason: 'auth_busy' },
-        });
+        if (err instanceof BcryptBusyError) throw busy();
+        throw err;
+      } finally {
+        const left = (checksInFlight.get(client) ?? 1) - 1;
+        if (left > 0) checksInFlight.set(client, left);
+        else checksInFlight.delete(client);
       }
       if (!matches || hash === undefined) return fail('invalid user name or password');
       verified.delete(creds.user);

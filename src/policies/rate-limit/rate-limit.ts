@@ -19,11 +19,11 @@ import { createHash } from 'node:crypto';
 import { type Static, Type as T } from '@sinclair/typebox';
 import { DURATION_PATTERN, DURATION_UNITS_MS, parseDuration } from '../../config/duration.ts';
 import { ProblemError } from '../../errors.ts';
+import { clientNetwork, DEFAULT_IPV6_PREFIX } from '../../net/client-network.ts';
 import { createMemo } from '../../pipeline/memo.ts';
 import type { Decision, Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { createMemoryStore } from '../../state/memory.ts';
 import type { RateDecision, RateLimitSpec, Store } from '../../state/store.ts';
-import { clientNetwork, DEFAULT_IPV6_PREFIX } from './client-network.ts';
 
 /** Policy name in decisions and logs. */
 const POLICY = 'rateLimit';
