@@ -454,10 +454,7 @@ describe('multipart bodies are read by busboy', () => {
       'Content-Disposition: form-data; name="f"; filename="a.txt"',
       '<script>alert(1)</script>',
     );
-    const name = part(
-      'Content-Disposition: form-data; name="f"; filename="x<svg onload=alert(1)>.txt"',
-      'x',
-    );
+    const name = part('Content-Disposition: form-data; name="f"; filename="x<svg onload=alert(1)>.txt"', 'x');
     for (const body of [field, file, name]) expect(blocked(post(`${body}--${B}--\r\n`, ct))).toBe(true);
   });
   test('a malformed body is reported and still inspected as text', () => {
