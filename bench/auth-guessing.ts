@@ -2,8 +2,9 @@
  * Password guessing vs everyone else: one gateway, a basic-auth route (bcrypt cost 10, the
  * htpasswd -B default) and a policy-free route of the same service. GUESSERS clients send wrong
  * passwords back to back for DURATION_MS while one client GETs the free route one request at a
- * time; the free route's latency (p50/p99/max) is the figure. Everything on 127.0.0.1, bounded
- * in time. Run: `node bench/auth-guessing.ts` (the pinned Node).
+ * time; the free route's latency (mean, p50/p99/max) is the figure. Everything on 127.0.0.1,
+ * bounded in time. Run: `node bench/auth-guessing.ts` (the pinned Node); GUESSERS, DURATION_MS,
+ * RATE_LIMIT (add a `key: ip` limit of that many per minute to the guessed route) tune it.
  */
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +47,10 @@ const gw = await startGateway(
         {
           match: { service: 'svc', operations: ['listItems'] },
           auth: { basic: { usersFile: 'users.htpasswd' } },
+          // RATE_LIMIT=n: the route also has a `key: ip` limit of n per minute.
+          ...(process.env.RATE_LIMIT
+            ? { rateLimit: { limit: Number(process.env.RATE_LIMIT), window: '1m', key: 'ip' } }
+            : {}),
         },
       ],
     },

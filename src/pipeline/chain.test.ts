@@ -277,3 +277,33 @@ describe('runChain counts failed authentication against the rate limits', () => 
     expect(ran).toEqual(['limit']);
   });
 });
+
+describe('runChain refuses a client already past a limit before auth (beforeAuth)', () => {
+  it('runs the check right before the first auth hook; its 429 skips auth and keeps its own decision', () => {
+    const ran: string[] = [];
+    let refuse = false;
+    const chain: RouteChain = {
+      ...chainOf([
+        ['ipFilter', mark(ran, 'ip')],
+        ['auth', mark(ran, 'auth')],
+        ['rateLimit', mark(ran, 'limit')],
+      ]),
+      beforeAuth: {
+        index: 1,
+        check: (ctx) => {
+          ran.push('check');
+          if (!refuse) return;
+          ctx.decisions.push({ policy: 'rateLimit', outcome: 'deny', reason: 'limit' });
+          throw new ProblemError('PC_RATE_LIMITED');
+        },
+      },
+    };
+    expect(runChain(chain, newCtx())).toBeUndefined();
+    expect(ran).toEqual(['ip', 'check', 'auth', 'limit']);
+    refuse = true;
+    const ctx = newCtx();
+    expect(() => runChain(chain, ctx)).toThrow(expect.objectContaining({ code: 'PC_RATE_LIMITED' }));
+    expect(ran.slice(4)).toEqual(['ip', 'check']);
+    expect(ctx.decisions).toEqual([{ policy: 'rateLimit', outcome: 'deny', reason: 'limit' }]);
+  });
+});

@@ -11,6 +11,16 @@ export interface RouteChain {
   hooks: Hook[];
   /** `kind (file#rule)` per applied policy, in phase order; dry-run ones marked. */
   applied: Array<{ kind: string; phase: string; mode: string; file: string; rule: number }>;
+  /**
+   * Run right before the hook at `index` (the first `auth` one): the route's enforcing rate limits
+   * refuse a client they already refused, before its credentials are checked (see runChain).
+   */
+  beforeAuth?: { index: number; check: (ctx: RequestContext) => void };
+}
+
+/** A hook that can refuse a request before auth runs (rateLimit: a client already past a limit). */
+export interface BeforeAuthHook {
+  beforeAuth: (ctx: RequestContext) => void;
 }
 
 export const EMPTY_CHAIN: RouteChain = Object.freeze({ hooks: [], applied: [] }) as RouteChain;
@@ -47,7 +57,18 @@ export async function buildChain(
     hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, hook, deps.logger) : hook);
     applied.push({ kind: p.kind.name, phase: p.kind.phase, mode, file: p.rule.file, rule: p.rule.index });
   }
-  return { hooks, applied };
+  const index = applied.findIndex((a) => a.phase === 'auth');
+  const checks = hooks
+    .filter((h, i) => applied[i]?.phase === 'rateLimit' && 'beforeAuth' in h)
+    .map((h) => (h as Hook & BeforeAuthHook).beforeAuth);
+  if (index < 0 || checks.length === 0) return { hooks, applied };
+  const check =
+    checks.length === 1
+      ? (checks[0] as BeforeAuthHook['beforeAuth'])
+      : (ctx: RequestContext) => {
+          for (const c of checks) c(ctx);
+        };
+  return { hooks, applied, beforeAuth: { index, check } };
 }
 
 /**
@@ -140,7 +161,9 @@ export function createContext(
  * never from the error code. A 401/403 from the `auth` phase does not end the chain at once: the
  * route's `rateLimit` hooks still run and count the failed attempt (keyed by what they can key an
  * anonymous request by: a `subject` limit counts the client address), so credentials cannot be
- * guessed past a limit; when one of them refuses, its 429 goes out instead of the 401/403.
+ * guessed past a limit; when one of them refuses, its 429 goes out instead of the 401/403. A client
+ * a limit already refused (and would refuse now) is refused before auth runs (`beforeAuth`), so
+ * guessing past the limit costs no credential check (bcrypt, JWT signature).
  */
 export function runChain(
   chain: RouteChain,
@@ -157,8 +180,11 @@ function runFrom(
   start: number,
 ): void | Promise<void> {
   const hooks = chain.hooks;
+  const early = chain.beforeAuth;
   for (let i = start; i < hooks.length; i++) {
     if (phases && !phases.has(chain.applied[i]?.phase ?? '')) continue;
+    // Outside the try: its 429 is the rate limit's (it recorded the decision), not the auth hook's.
+    if (i === early?.index) early.check(ctx);
     let pending: void | Promise<void>;
     try {
       pending = (hooks[i] as Hook)(ctx);

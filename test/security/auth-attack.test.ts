@@ -205,8 +205,9 @@ describe('credential guessing against the rate limit (memory store)', () => {
           l.includes('reason="invalid_credentials"') &&
           l.includes('outcome="deny"'),
       );
-    // The first test's 2N attempts and these N + 2: every one counted, refused by the limit or not.
-    expect(Number(line?.split(' ').at(-1))).toBe(2 * N + N + 2);
+    // Per attacker, the N attempts under the limit and the one that reached it: past it a client is
+    // refused before its credentials are checked (no auth decision, no bcrypt).
+    expect(Number(line?.split(' ').at(-1))).toBe(2 * (N + 1));
     const mine = logs.lines.filter((l) => l.msg === 'request' && l.clientIp === attacker);
     expect(mine).toHaveLength(N + 2);
     expect(mine[0]).toMatchObject({
@@ -214,13 +215,18 @@ describe('credential guessing against the rate limit (memory store)', () => {
       code: 'PC_UNAUTHORIZED',
       policies: [{ policy: 'auth', outcome: 'deny', reason: 'invalid_credentials' }],
     });
-    expect(mine.at(-1)).toMatchObject({
+    expect(mine[N]).toMatchObject({
       status: 429,
       code: 'PC_RATE_LIMITED',
       policies: [
         { policy: 'auth', outcome: 'deny', reason: 'invalid_credentials' },
         { policy: 'rateLimit', outcome: 'deny', reason: 'limit' },
       ],
+    });
+    expect(mine[N + 1]).toMatchObject({
+      status: 429,
+      code: 'PC_RATE_LIMITED',
+      policies: [{ policy: 'rateLimit', outcome: 'deny', reason: 'limit' }],
     });
   });
 

@@ -282,6 +282,53 @@ describe('rateLimit enforcement', () => {
     expect((await run(perAddress, ctxOf('2001:db8:1:2:0::1')))?.code).toBe('PC_RATE_LIMITED');
   });
 
+  it('beforeAuth refuses a client an ip or header limit refused, until it would be admitted, without asking the store', async () => {
+    const clock = fakeClock();
+    const store = recordingStore(clock.now);
+    const hook = (await create({ limit: 2, window: '1m', key: 'ip' }, store)) as Hook & {
+      beforeAuth: (ctx: RequestContext) => void;
+    };
+    for (let i = 0; i < 2; i++) hook.beforeAuth(ctxOf('192.0.2.9'));
+    for (let i = 0; i < 2; i++) expect(await run(hook, ctxOf('192.0.2.9'))).toBeUndefined();
+    expect((await run(hook, ctxOf('192.0.2.9')))?.code).toBe('PC_RATE_LIMITED');
+    const asked = store.keys.length;
+    const ctx = ctxOf('192.0.2.9');
+    expect(() => hook.beforeAuth(ctx)).toThrow(
+      expect.objectContaining({ code: 'PC_RATE_LIMITED', status: 429 }),
+    );
+    expect(ctx.decisions).toEqual([
+      {
+        policy: 'rateLimit',
+        outcome: 'deny',
+        reason: 'limit',
+        detail: { exceeded: 'default', beforeAuth: true },
+      },
+    ]);
+    expect(store.keys.length).toBe(asked);
+    // Another client is not affected.
+    expect(() => hook.beforeAuth(ctxOf('192.0.2.10'))).not.toThrow();
+    // (The store uses the injected clock, the refusal memo real time: it lasts the 30 s retry.)
+    const refusal = (() => {
+      try {
+        hook.beforeAuth(ctxOf('192.0.2.9'));
+      } catch (err) {
+        return err as ProblemError;
+      }
+    })();
+    expect(Number(refusal?.headers['retry-after'])).toBeGreaterThan(25);
+  });
+
+  it('beforeAuth is offered only by enforcing policies with an identity-independent limit', async () => {
+    const store = createMemoryStore({ now: fakeClock().now });
+    expect('beforeAuth' in (await create({ limit: 1, window: '1m', key: 'ip' }, store))).toBe(true);
+    expect('beforeAuth' in (await create({ limit: 1, window: '1m', key: 'header:x-tenant' }, store))).toBe(
+      true,
+    );
+    expect('beforeAuth' in (await create({ limit: 1, window: '1m', key: 'subject' }, store))).toBe(false);
+    expect('beforeAuth' in (await create({ limit: 1, window: '1m', key: 'apiKey' }, store))).toBe(false);
+    expect('beforeAuth' in (await create({ limit: 1, window: '1m', mode: 'dry-run' }, store))).toBe(false);
+  });
+
   it('charges cost units per request', async () => {
     const hook = await create(
       { limit: 10, window: '1m', cost: 4 },

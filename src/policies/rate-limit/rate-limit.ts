@@ -37,6 +37,12 @@ const KEY_HASH_CHARS = 22;
  * The same bound holds for the IPv6 address → network memo of each policy.
  */
 const KEY_CACHE_SIZE = 4096;
+/**
+ * Clients remembered as refused, per policy (store key → when a request would be admitted again),
+ * so a client past a limit is refused before auth checks its credentials: at most this many; when
+ * full, the oldest refusal is forgotten (that client is then checked and refused the usual way).
+ */
+const REFUSED_CACHE_SIZE = 4096;
 
 const Duration = T.Union([T.String({ pattern: DURATION_PATTERN.source }), T.Integer({ minimum: 1 })], {
   description: 'Window length: "250ms", "1s", "1m", "1h", "1d" or a number of ms. Required.',
@@ -160,6 +166,8 @@ type Decided = RateDecision | null | 'deny';
 
 interface PreparedLimit {
   name: string;
+  /** The key does not depend on who the caller is (`ip`, `header:`): it can be decided before auth. */
+  anonymous: boolean;
   spec: RateLimitSpec;
   /** Store key prefix: scope and the limit itself (a changed limit starts fresh counters). */
   prefix: string;
@@ -226,6 +234,7 @@ function prepare(config: RateLimitConfig, deps: PolicyDeps): PreparedLimit[] {
     const resolve = keyResolver(key, byIp);
     return {
       name: item.name ?? (single ? 'default' : `${item.limit}-per-${formatWindow(windowMs)}`),
+      anonymous: key === 'ip' || key.startsWith('header:'),
       spec: { limit: item.limit, windowMs, cost },
       prefix,
       resolve,
@@ -310,6 +319,13 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
       return;
     }
     record(ctx, 'deny', 'limit', detail);
+    const now = Date.now();
+    for (let i = 0; i < limits.length; i++) {
+      const result = results[i] as RateDecision | null;
+      const limit = limits[i] as PreparedLimit;
+      if (result && !result.allowed && limit.anonymous)
+        rememberRefusal(limit.storeKey(ctx), now + result.retryAfterMs);
+    }
     // Whole seconds, rounded up: a client retrying at that moment is admitted.
     headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
     throw new ProblemError('PC_RATE_LIMITED', `Rate limit "${detail.exceeded as string}" exceeded`, {
@@ -317,9 +333,47 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
     });
   };
 
+  // Refusals of identity-independent limits, for beforeAuth. Map order is age (FIFO bound).
+  const refused = new Map<string, number>();
+  const rememberRefusal = (key: string, until: number) => {
+    refused.delete(key);
+    if (refused.size >= REFUSED_CACHE_SIZE) refused.delete(refused.keys().next().value as string);
+    refused.set(key, until);
+  };
+  const anonymousLimits = limits.filter((l) => l.anonymous);
+
+  /**
+   * Run before auth (see runChain): refuse a client that one of the identity-independent limits
+   * refused and that would still be refused now, without checking its credentials (a guessing
+   * client past its limit costs no bcrypt, no JWT verification). The store is not asked: a refused
+   * request does not change a counter, so its answer would be the same. Other limits of the policy
+   * do not count such a request.
+   */
+  const beforeAuth = (ctx: RequestContext): void => {
+    if (refused.size === 0) return;
+    for (const limit of anonymousLimits) {
+      const key = limit.storeKey(ctx);
+      const until = refused.get(key);
+      if (until === undefined) continue;
+      const wait = until - Date.now();
+      if (wait <= 0) {
+        refused.delete(key);
+        continue;
+      }
+      record(ctx, 'deny', 'limit', { exceeded: limit.name, beforeAuth: true });
+      const seconds = String(Math.max(1, Math.ceil(wait / 1000)));
+      const headers = {
+        'ratelimit-policy': policyField,
+        ratelimit: `"${limit.name}";r=0;t=${seconds}`,
+        'retry-after': seconds,
+      };
+      throw new ProblemError('PC_RATE_LIMITED', `Rate limit "${limit.name}" exceeded`, { headers });
+    }
+  };
+
   // One limit (the common case): a single promise reaction from the store's answer to the verdict.
   const only = limits.length === 1 ? (limits[0] as PreparedLimit) : undefined;
-  return function rateLimit(ctx: RequestContext): Promise<void> {
+  const hook = function rateLimit(ctx: RequestContext): Promise<void> {
     if (only) {
       const key = only.storeKey(ctx);
       return store.hit(key, only.spec).then(
@@ -329,6 +383,7 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
     }
     return Promise.all(limits.map((l) => decide(l, ctx))).then((results) => conclude(ctx, results));
   };
+  return dryRun || anonymousLimits.length === 0 ? hook : Object.assign(hook, { beforeAuth });
 }
 
 function record(
