@@ -144,6 +144,13 @@ export function createContext(
     responseHeaders: {},
     responseEdits: [],
     decisions: [],
+    // Every optional field exists from the start: one hidden class for every context.
+    identity: undefined,
+    body: undefined,
+    cookies: undefined,
+    upstream: undefined,
+    answered: undefined,
+    answer: undefined,
   };
 }
 
