@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import { parse as parseQuery } from 'node:querystring';
 import { type Static, Type as T } from '@sinclair/typebox';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import fastQuerystring from 'fast-querystring';
 import { ProblemError } from '../../errors.ts';
 import { cookiesOf } from '../../net/cookies.ts';
 import { hasBody } from '../../net/read-body.ts';
@@ -182,7 +182,8 @@ function checkParams(
   for (const p of params) {
     let raw: string | string[] | undefined;
     if (p.in === 'query') {
-      query ??= ctx.target.query === '' ? {} : parseQuery(ctx.target.query);
+      // fast-querystring: Fastify's own parser, ~6x cheaper than node:querystring (0.07 vs 0.43 µs here).
+      query ??= ctx.target.query === '' ? {} : fastQuerystring.parse(ctx.target.query);
       raw = query[p.name];
     } else if (p.in === 'header') raw = ctx.req.headers[p.name];
     else if (p.in === 'cookie') raw = cookiesOf(ctx).values[p.name];
