@@ -8,13 +8,16 @@
  * The per-request path looks up precomputed label children (per route and status class) and
  * does one counter increment and one histogram observation.
  */
+
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { clientNetwork } from '../net/client-network.ts';
 import type { Decision } from '../pipeline/types.ts';
 import type { Route } from '../registry/types.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Upstream, UpstreamGroup } from '../upstream/group.ts';
 import { HotCounter, HotHistogram } from './hot-metrics.ts';
 import type { RequestRecord, UpstreamObserver } from './record.ts';
+import { TOP_CLIENTS_EXPORTED, TopClients } from './top-clients.ts';
 
 /** Request latency buckets, seconds: a gateway hop is sub-millisecond, upstreams up to timeouts. */
 const REQUEST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -90,6 +93,18 @@ export function createMetrics(runtime: Runtime): Metrics {
     help: 'Requests auth rejected (outcome deny) or would have rejected (would-deny, dry-run), by reason.',
     labelNames: ['service', 'route', 'reason', 'outcome'],
     registers,
+  });
+  // Who is failing to authenticate: the top clients by rejected attempts lately (bounded; top-clients.ts).
+  const failing = new TopClients();
+  new Gauge({
+    name: 'portcullis_auth_failures_top_clients',
+    help: `Rejected authentication attempts of the ${TOP_CLIENTS_EXPORTED} clients (address; IPv6 per /64) with the most over the last 5 to 10 minutes.`,
+    labelNames: ['client'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [client, attempts] of failing.top()) this.set({ client }, attempts);
+    },
   });
   const reloads = new Counter({
     name: 'portcullis_config_reloads_total',
@@ -180,6 +195,7 @@ export function createMetrics(runtime: Runtime): Metrics {
         counter.inc();
       } else if (d.policy === 'auth' && (d.outcome === 'deny' || d.outcome === 'would-deny')) {
         authFailures.inc({ service, route, reason: authReason(d), outcome: d.outcome });
+        if (d.outcome === 'deny') failing.add(clientNetwork(rec.clientIp));
       }
     }
   };

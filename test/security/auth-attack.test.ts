@@ -208,6 +208,11 @@ describe('credential guessing against the rate limit (memory store)', () => {
     // Per attacker, the N attempts under the limit and the one that reached it: past it a client is
     // refused before its credentials are checked (no auth decision, no bcrypt).
     expect(Number(line?.split(' ').at(-1))).toBe(2 * (N + 1));
+    // And by client, bounded to the top few: the attacker is named with its rejected attempts.
+    const top = text
+      .split('\n')
+      .find((l) => l.startsWith(`portcullis_auth_failures_top_clients{client="${attacker}"}`));
+    expect(Number(top?.split(' ').at(-1))).toBeGreaterThanOrEqual(N + 1);
     const mine = logs.lines.filter((l) => l.msg === 'request' && l.clientIp === attacker);
     expect(mine).toHaveLength(N + 2);
     expect(mine[0]).toMatchObject({
