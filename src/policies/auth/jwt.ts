@@ -372,7 +372,13 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
   };
 }
 
+/**
+ * Shared verifiers by configuration. Grows with distinct configurations (reloads that change one),
+ * never with traffic; bounded by MAX_SHARED_VERIFIERS, the oldest dropped first (a route keeps the
+ * verifier it holds; only sharing with later routes is lost).
+ */
 const verifiers = new Map<string, JwtVerifier>();
+const MAX_SHARED_VERIFIERS = 256;
 
 /**
  * The process-wide verifier for a configuration: routes with the same verification settings
@@ -399,6 +405,7 @@ export function getJwtVerifier(config: JwtConfig, env: NodeJS.ProcessEnv = proce
   let verifier = verifiers.get(key);
   if (!verifier) {
     verifier = createJwtVerifier(config, { env });
+    if (verifiers.size >= MAX_SHARED_VERIFIERS) verifiers.delete(verifiers.keys().next().value as string);
     verifiers.set(key, verifier);
   }
   return verifier;

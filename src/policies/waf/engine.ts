@@ -414,8 +414,14 @@ function addMatch(result: InspectResult, rule: Rule | RequestRule, target: strin
   result.score += rule.score;
   result.matches.push({ id: rule.id, family: rule.family, score: rule.score, target });
 }
-/** Engines compiled from equal options share verdicts (one per route with the same `waf` config). */
+/**
+ * Engines compiled from equal options share verdicts (one per route with the same `waf` config).
+ * Grows with distinct configurations (reloads), never with traffic; bounded by MAX_ENGINE_IDS, the
+ * oldest dropped first (ids are never reused, so a dropped signature only stops sharing).
+ */
 const ENGINE_IDS = new Map<string, number>();
+const MAX_ENGINE_IDS = 1024;
+let nextEngineId = 0;
 
 /** Compile the rule set for one route: paranoia filter and exclusions are resolved here, once. */
 export function compileEngine(options: EngineOptions = {}): WafEngine {
@@ -450,7 +456,8 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
   const signature = JSON.stringify([paranoia, options.exclusions ?? []]);
   let engineId = ENGINE_IDS.get(signature);
   if (engineId === undefined) {
-    engineId = ENGINE_IDS.size;
+    engineId = nextEngineId++;
+    if (ENGINE_IDS.size >= MAX_ENGINE_IDS) ENGINE_IDS.delete(ENGINE_IDS.keys().next().value as string);
     ENGINE_IDS.set(signature, engineId);
   }
   const id = engineId;
