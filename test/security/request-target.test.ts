@@ -4,18 +4,13 @@
  * what the upstream receives is always the canonical path of the operation that matched. Each case
  * asserts the gateway's answer and what a real upstream (which logs every request) received.
  */
-import { connect as h2connect } from 'node:http2';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { type CapturedLogs, captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { type H2Options, h2Request } from '../helpers/h2.ts';
 import { rawRequest, rawStatus } from '../helpers/raw-http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-
-interface H2Answer {
-  status: number;
-  body: string;
-}
 
 describe('the canonical request target', () => {
   let up: TestUpstream;
@@ -118,38 +113,7 @@ describe('the canonical request target', () => {
   const raw = (target: string, extra = '') =>
     rawRequest(gw.url, `GET ${target} HTTP/1.1\r\nHost: localhost\r\n${extra}Connection: close\r\n\r\n`);
 
-  function h2(path: string, opts: { method?: string; body?: string; headers?: Record<string, string> } = {}) {
-    return new Promise<H2Answer>((resolve, reject) => {
-      const session = h2connect(httpsOrigin, { ca: caPem, servername: 'localhost' });
-      session.on('error', reject);
-      const stream = session.request(
-        { ':method': opts.method ?? 'GET', ':path': path, ...opts.headers },
-        { endStream: opts.body === undefined },
-      );
-      let status = 0;
-      let body = '';
-      stream.setEncoding('utf8');
-      stream.on('response', (h) => {
-        status = Number(h[':status']);
-      });
-      stream.on('data', (c: string) => {
-        body += c;
-      });
-      stream.on('end', () => {
-        session.close();
-        resolve({ status, body });
-      });
-      stream.on('error', (err) => {
-        session.close();
-        reject(err);
-      });
-      if (opts.body !== undefined) {
-        // DATA frames without any content-length: the body is known only by the stream ending.
-        stream.write(opts.body.slice(0, 3));
-        setTimeout(() => stream.end(opts.body?.slice(3)), 10);
-      }
-    });
-  }
+  const h2 = (path: string, opts: H2Options = {}) => h2Request(httpsOrigin, caPem, path, opts);
 
   const REJECTED: Array<[string, string, string]> = [
     ['an encoded slash climbing out of a parameter', '/svc/items/..%2fsecret', 'encoded-slash'],

@@ -6,11 +6,11 @@
  * an HTTP/2 body without content-length is inspected like any other. Each case asserts the
  * gateway's answer and what a real upstream, which logs every request, received.
  */
-import { connect as h2connect } from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { type CapturedLogs, captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { h2Request } from '../helpers/h2.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 const LIMITS = { maxValues: 64, maxValueBytes: 2048, maxBodyBytes: 4096 };
@@ -102,35 +102,13 @@ describe('WAF limits, multipart, headers, cookies, encodings and HTTP/2 bodies',
   /** POST over HTTP/2 with no content-length: DATA frames only. */
   async function h2post(path: string, body: string, headers: Record<string, string> = {}) {
     const before = up.seen.length;
-    const session = h2connect(httpsOrigin, { ca: caPem });
-    try {
-      const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-        session.on('error', reject);
-        const stream = session.request({
-          ':method': 'POST',
-          ':path': path,
-          'user-agent': UA,
-          'content-type': 'application/json',
-          ...headers,
-        });
-        let status = 0;
-        let text = '';
-        stream.setEncoding('utf8');
-        stream.on('response', (h) => {
-          status = Number(h[':status']);
-        });
-        stream.on('data', (c: string) => {
-          text += c;
-        });
-        stream.on('end', () => resolve({ status, text }));
-        stream.on('error', reject);
-        stream.end(body);
-      });
-      const problem = answer.status >= 400 ? (JSON.parse(answer.text) as Problem) : undefined;
-      return { status: answer.status, problem, reached: up.seen.slice(before) };
-    } finally {
-      session.close();
-    }
+    const answer = await h2Request(httpsOrigin, caPem, path, {
+      method: 'POST',
+      body,
+      headers: { 'user-agent': UA, 'content-type': 'application/json', ...headers },
+    });
+    const problem = answer.status >= 400 ? (JSON.parse(answer.body) as Problem) : undefined;
+    return { status: answer.status, problem, reached: up.seen.slice(before) };
   }
 
   const many = (n: number, last: string) =>
