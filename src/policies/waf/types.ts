@@ -87,6 +87,8 @@ export interface RequestParts {
   method: string;
   /** Request target: the canonical path and query (net/target.ts), still percent-encoded. */
   url: string;
+  /** Path parameters of the matched route, decoded (judged like query values, key `path`). */
+  params?: Readonly<Record<string, string | undefined>> | undefined;
   headers: Record<string, string | string[] | undefined>;
   /** The request's cookies as parsed for every policy; parsed from `headers.cookie` when absent. */
   cookies?: RequestCookies | undefined;

@@ -85,7 +85,7 @@ export const WafSchema = T.Object(
             target: T.String({
               pattern: '^(?:path|(?:query|header|cookie|body):.+)$',
               description:
-                'What is excluded: `path`, `query:<name>`, `header:<name>`, `cookie:<name>` or `body:<field>` (JSON path with dots, e.g. body:post.content; covers the fields below it).',
+                'What is excluded: `path` (the path and its parameters), `query:<name>`, `header:<name>`, `cookie:<name>` or `body:<field>` (JSON path with dots, e.g. body:post.content; covers the fields below it).',
             }),
             rules: T.Optional(
               T.Array(T.String(), { description: 'Rule ids not run on the target. Default: none.' }),
@@ -225,6 +225,7 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
       const result: InspectResult = engine.inspect({
         method: req.method,
         url: target.query === '' ? target.path : `${target.path}?${target.query}`,
+        params: ctx.params,
         headers: req.headers,
         cookies: cookiesOf(ctx),
         body,
