@@ -18,6 +18,7 @@ import {
 import type { PolicyKind } from './pipeline/types.ts';
 import type { MockResponder, RouteTable } from './registry/index.ts';
 import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
+import { PASS_THROUGH_METHODS, passThroughRoute } from './registry/pass-through.ts';
 import type { Route, Service } from './registry/types.ts';
 import type { Store } from './state/store.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
@@ -47,6 +48,13 @@ export interface Snapshot {
   entries: ReadonlyMap<Route, RouteEntry>;
   /** Forward targets of pass-through services, by service name. */
   passThrough: ReadonlyMap<string, ForwardTarget>;
+  /**
+   * What a pass-through request (a path the spec does not declare) of a service runs, by
+   * `${service} ${METHOD}`: the policies of the rules that select the service as a whole (by
+   * `service` and `methods` only; see passThroughRoute). Present for every method of every
+   * pass-through service, with EMPTY_CHAIN when no rule applies.
+   */
+  passThroughEntries: ReadonlyMap<string, RouteEntry>;
   /** Policy rules in force (files in name order, rules in file order). */
   rules: readonly PolicyRule[];
   version: string;
@@ -261,6 +269,7 @@ export class Runtime {
     const { config, store, logger, kinds } = this.options;
     const entries = new Map<Route, RouteEntry>();
     const passThrough = new Map<string, ForwardTarget>();
+    const passThroughEntries = new Map<string, RouteEntry>();
     const used = new Set<string>();
     for (const service of table.services.values()) {
       let target: ForwardTarget | undefined;
@@ -311,6 +320,24 @@ export class Runtime {
           chain,
         });
       }
+      if (!target || !service.settings.passThrough) continue;
+      for (const method of PASS_THROUGH_METHODS) {
+        const route = passThroughRoute(service, method);
+        // validate has no operation to check an undeclared path against: it applies to declared ones.
+        const resolved = resolvePolicies(route, compiled, kinds).filter((p) => p.kind.name !== 'validate');
+        const chain =
+          resolved.length === 0
+            ? EMPTY_CHAIN
+            : await buildChain(resolved, {
+                config,
+                store,
+                logger,
+                route,
+                service,
+                readBody: (ctx, max) => readBody(ctx, Math.min(max, config.limits.bodyBytes)),
+              });
+        passThroughEntries.set(`${service.name} ${method}`, { route, service, target, chain });
+      }
     }
     // Groups no longer referenced retire after in-flight requests had time to finish.
     for (const [key, group] of this.groups) {
@@ -322,7 +349,7 @@ export class Runtime {
       }, RETIRE_AFTER_MS).unref();
     }
     const version = rules.length === 0 ? table.version : `${table.version.slice(0, 20)}${rulesHash(rules)}`;
-    return { table, entries, passThrough, rules, version, loadedAt: new Date() };
+    return { table, entries, passThrough, passThroughEntries, rules, version, loadedAt: new Date() };
   }
 
   /**

@@ -19,6 +19,7 @@ import { createContext, runChain } from '../pipeline/chain.ts';
 import { PREFLIGHT_PHASES } from '../pipeline/types.ts';
 import { toProblem } from '../problem.ts';
 import type { Route } from '../registry/types.ts';
+import type { RouteEntry } from '../runtime.ts';
 import type { Forward } from '../upstream/forward.ts';
 import {
   answerDirect,
@@ -57,27 +58,30 @@ export function handle(ex: Exchange, lc: Lifecycle): undefined {
       ex.preflight = match !== null;
     }
   }
-  if (!match) {
+  let entry: RouteEntry | undefined;
+  if (match) {
+    if (target.semicolon && !declaresPathParameters(match.route)) {
+      return answerProblem(ex, targetProblem('path-parameter'));
+    }
+    ex.match = match;
+    entry = snapshot.entries.get(match.route);
+    if (!entry) return answerProblem(ex, new ProblemError('PC_INTERNAL'));
+    rec.matched(entry.route, entry.service.settings.basePath);
+  } else {
+    // A path the spec does not declare: 404/405, unless its service passes such paths through,
+    // with the policies of the rules that select the whole service (runtime.ts passThroughRoute).
     const pass = table.passThrough(path);
-    const to = pass ? snapshot.passThrough.get(pass.name) : undefined;
-    if (!to) return answerNotRouted(ex, table.allowedMethods(path));
+    entry = pass ? snapshot.passThroughEntries.get(`${pass.name} ${req.method}`) : undefined;
+    if (!entry) return answerNotRouted(ex, table.allowedMethods(path));
     if (target.semicolon) return answerProblem(ex, targetProblem('path-parameter'));
-    rec.passThrough = to.service;
-    return answerForward(ex, lc.forward, to);
+    rec.passThrough = entry.service.name;
   }
-  if (target.semicolon && !declaresPathParameters(match.route)) {
-    return answerProblem(ex, targetProblem('path-parameter'));
-  }
-  ex.match = match;
-  const entry = snapshot.entries.get(match.route);
-  if (!entry) return answerProblem(ex, new ProblemError('PC_INTERNAL'));
   ex.entry = entry;
-  rec.matched(entry.route, entry.service.settings.basePath);
   if (entry.chain.hooks.length === 0) {
     if (ex.preflight) return answerNotRouted(ex, table.allowedMethods(path));
     return respond(ex, lc);
   }
-  const ctx = createContext(req, ex.reply, entry.route, entry.service, match.params, target);
+  const ctx = createContext(req, ex.reply, entry.route, entry.service, match?.params ?? NO_PARAMS, target);
   ex.ctx = ctx;
   rec.ctx = ctx;
   let pending: void | Promise<void>;
@@ -142,6 +146,8 @@ function respond(ex: Exchange, lc: Lifecycle): undefined {
 }
 
 const declared = new WeakMap<Route, boolean>();
+/** Path parameters of a pass-through request: none. */
+const NO_PARAMS: Readonly<Record<string, string | undefined>> = Object.freeze({});
 
 /**
  * Whether a route takes `;` in its path: a matrix-style path parameter (OpenAPI `style: matrix`)

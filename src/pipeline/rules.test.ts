@@ -9,6 +9,7 @@ import { checkRuleTargets, compileRules, parsePolicyFile, resolvePolicies } from
 function service(name: string, ...routes: string[]): Service {
   return {
     name,
+    settings: { basePath: `/${name}`, passThrough: false, mock: false },
     routes: routes.map((line) => {
       const [method = 'GET', specPath = '/', operationId = 'op', tags = ''] = line.split(' ');
       return { service: name, method, specPath, operationId, tags: tags ? tags.split(',') : [] } as Route;
@@ -157,5 +158,18 @@ describe('checkRuleTargets: every name in match must exist, every rule must sele
     const createPet = SERVICES[0]?.routes[1] as Route;
     expect(resolvePolicies(createPet, compileRules(rules), POLICY_KINDS)).toEqual([]);
     expect(checkRuleTargets(rules, SERVICES)).toHaveLength(1);
+  });
+});
+
+describe('checkRuleTargets on a pass-through service', () => {
+  const legacy = service('legacy', 'GET /status status');
+  (legacy.settings as { passThrough: boolean }).passThrough = true;
+  test('a service-wide rule selecting no declared route still protects its undeclared paths', () => {
+    const text = '- match: { service: legacy, methods: [DELETE] }\n  ipFilter: { deny: [10.0.0.0/8] }\n';
+    expect(problems(text, [legacy])).toEqual([]);
+  });
+  test('a rule naming a path that no declared route has is still an error', () => {
+    const text = '- match: { service: legacy, paths: [/admin/**] }\n  ipFilter: { deny: [10.0.0.0/8] }\n';
+    expect(problems(text, [legacy])).toHaveLength(1);
   });
 });

@@ -3,6 +3,7 @@ import { compileCheck } from '../config/validate.ts';
 import type { SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import { HTTP_METHODS } from '../registry/load-service.ts';
+import { PASS_THROUGH_METHODS, passThroughRoute } from '../registry/pass-through.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { PolicyKind } from './types.ts';
 
@@ -262,7 +263,11 @@ export function checkRuleTargets(
     });
     if (problems.length > before) continue;
     const matches = compileMatch(rule);
-    if (!routes.some(matches)) {
+    // A pass-through service's undeclared paths count: a service-wide rule protects them.
+    const passThrough = selected
+      .filter((s) => s.settings.passThrough && !s.settings.mock)
+      .flatMap((s) => PASS_THROUGH_METHODS.map((method) => passThroughRoute(s, method)));
+    if (!routes.some(matches) && !passThrough.some(matches)) {
       const what =
         m.service === undefined && services.length === 0
           ? 'no service is loaded'

@@ -62,6 +62,8 @@ export interface Route {
   tags: string[];
   /** The dereferenced operation ($refs resolved). */
   operation: OperationObject;
+  /** Stands for the undeclared paths of a pass-through service (runtime.ts), not an operation. */
+  passThrough?: boolean;
 }
 
 /** One service: its spec, settings and routes. */
