@@ -42,6 +42,34 @@ describe('hot metrics render exactly what prom-client would', () => {
     expect(await ours.metrics()).toBe(await theirs.metrics());
   });
 
+  it('asking twice for a label set (in any order) returns the one child: no duplicate series', async () => {
+    const ours = new Registry();
+    const theirs = new Registry();
+    const counter = new HotCounter(ours, 'd_total', 'count');
+    const hist = new HotHistogram(ours, 'd_seconds', 'seconds', BUCKETS);
+    const refCounter = new Counter({
+      name: 'd_total',
+      help: 'count',
+      labelNames: ['a', 'b'],
+      registers: [theirs],
+    });
+    const refHist = new Histogram({
+      name: 'd_seconds',
+      help: 'seconds',
+      labelNames: ['a', 'b'],
+      buckets: BUCKETS,
+      registers: [theirs],
+    });
+    counter.child({ a: 'x', b: '1' }).inc();
+    counter.child({ b: '1', a: 'x' }).inc(2);
+    hist.child({ a: 'x', b: '1' }).observe(0.5);
+    hist.child({ b: '1', a: 'x' }).observe(0.005);
+    refCounter.inc({ a: 'x', b: '1' }, 3);
+    refHist.observe({ a: 'x', b: '1' }, 0.5);
+    refHist.observe({ a: 'x', b: '1' }, 0.005);
+    expect(await ours.metrics()).toBe(await theirs.metrics());
+  });
+
   it('reset zeroes every child', async () => {
     const reg = new Registry();
     const hot = new HotHistogram(reg, 'r_seconds', 'r', BUCKETS);
