@@ -7,6 +7,10 @@
  * `1xx`..`5xx`, `upstream` a configured upstream URL, `reason` / `outcome` small fixed sets.
  * The per-request path looks up precomputed label children (per route and status class) and
  * does one counter increment and one histogram observation.
+ *
+ * One series per label set for the life of the process: children are owned by their label values
+ * (service, route template, method...), never by the Route or Upstream objects a reload replaces,
+ * so counters carry on across reloads and the scrape does not grow with them.
  */
 
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
@@ -150,36 +154,61 @@ export function createMetrics(runtime: Runtime): Metrics {
     },
   });
 
+  // One RequestChildren per label set, for the life of the process: a reload builds new Route
+  // objects for the same (service, route, method), and they must feed the same series.
+  // Bound: configured routes ever served, plus services × the methods Node's HTTP parser accepts
+  // (about 35) for unmatched and pass-through requests: clients cannot add keys.
+  const bySeries = new Map<string, RequestChildren>();
+  // A memo, not an identity: each Route object resolves its label key once, then a lookup is one
+  // WeakMap get (routes of an old snapshot drop out with it).
   const byRoute = new WeakMap<Route, RequestChildren>();
-  // Bound: services × the methods Node's HTTP parser accepts (about 35): clients cannot add keys.
   const byOther = new Map<string, RequestChildren>();
+  const seriesOf = (service: string, route: string, method: string): RequestChildren => {
+    const key = `${service}\0${route}\0${method}`;
+    let c = bySeries.get(key);
+    if (!c) {
+      c = { count: [], latency: [], rateLimit: new Map(), labels: { service, route, method } };
+      bySeries.set(key, c);
+    }
+    return c;
+  };
+  // Upstream series by (service, upstream URL): a reload that changes a service's upstream
+  // settings builds new Upstream objects for the same URLs. byUpstream memoises as byRoute does.
+  const byUpstreamSeries = new Map<string, UpstreamChildren>();
   const byUpstream = new WeakMap<Upstream, UpstreamChildren>();
+  const upstreamSeriesOf = (service: string, upstream: Upstream): UpstreamChildren => {
+    let c = byUpstream.get(upstream);
+    if (c) return c;
+    const key = `${service}\0${upstream.url}`;
+    c = byUpstreamSeries.get(key);
+    if (!c) {
+      c = { latency: upstreamLatency.child({ service, upstream: upstream.url }), errors: new Map() };
+      byUpstreamSeries.set(key, c);
+    }
+    byUpstream.set(upstream, c);
+    return c;
+  };
 
   const childrenOf = (rec: RequestRecord): RequestChildren => {
     const route = rec.route;
     if (route) {
       let c = byRoute.get(route);
       if (!c) {
-        c = newChildren(route.service, rec.template ?? route.publicPath, route.method);
+        c = seriesOf(route.service, rec.template ?? route.publicPath, route.method);
         byRoute.set(route, c);
       }
       return c;
     }
+    // Pass-through and unmatched requests: keyed by request method, which the route label does not imply.
     const service = rec.passThrough ?? NO_SERVICE;
     const key = `${service} ${rec.method}`;
     let c = byOther.get(key);
     if (!c) {
-      c = newChildren(service, rec.passThrough ? PASS_THROUGH_ROUTE : UNMATCHED_ROUTE, rec.method);
+      c = seriesOf(service, rec.passThrough ? PASS_THROUGH_ROUTE : UNMATCHED_ROUTE, rec.method);
       byOther.set(key, c);
     }
     return c;
   };
-  const newChildren = (service: string, route: string, method: string): RequestChildren => ({
-    count: [],
-    latency: [],
-    rateLimit: new Map(),
-    labels: { service, route, method },
-  });
 
   const recordDecisions = (rec: RequestRecord, c: RequestChildren) => {
     const { service, route } = c.labels;
@@ -220,11 +249,7 @@ export function createMetrics(runtime: Runtime): Metrics {
       if (rec.ctx) recordDecisions(rec, c);
     },
     upstreamDone(service, upstream, seconds, errorCode) {
-      let c = byUpstream.get(upstream);
-      if (!c) {
-        c = { latency: upstreamLatency.child({ service, upstream: upstream.url }), errors: new Map() };
-        byUpstream.set(upstream, c);
-      }
+      const c = upstreamSeriesOf(service, upstream);
       c.latency.observe(seconds);
       if (errorCode !== undefined) {
         let e = c.errors.get(errorCode);

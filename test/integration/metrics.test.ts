@@ -1,70 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { parsePrometheus, type Sample, total } from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ((?:[0-9.eE+-]+|[Nn][Aa][Nn]|[+-]?Inf))(?: -?\d+)?$/;
-const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)/gy;
-const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
-
-/**
- * Parse the Prometheus text exposition format (0.0.4) strictly: every line is a HELP, a TYPE or
- * a sample of a declared family; anything else throws.
- */
-function parsePrometheus(text: string): Sample[] {
-  const types = new Map<string, string>();
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    if (line.startsWith('# HELP ')) {
-      const name = line.slice(7).split(' ')[0] ?? '';
-      if (!METRIC_NAME.test(name)) throw new Error(`bad HELP line: ${line}`);
-      continue;
-    }
-    if (line.startsWith('# TYPE ')) {
-      const [name = '', type = ''] = line.slice(7).split(' ');
-      if (!METRIC_NAME.test(name) || !TYPES.has(type)) throw new Error(`bad TYPE line: ${line}`);
-      types.set(name, type);
-      continue;
-    }
-    const m = SAMPLE.exec(line);
-    if (!m) throw new Error(`not a sample line: ${line}`);
-    const name = m[1] as string;
-    const family = types.has(name) ? name : name.replace(/_(bucket|sum|count|total)$/, '');
-    if (!types.has(family) && !types.has(name)) throw new Error(`sample of an undeclared family: ${line}`);
-    const labels: Record<string, string> = {};
-    const body = m[2] ?? '';
-    LABEL.lastIndex = 0;
-    let consumed = 0;
-    for (let l = LABEL.exec(body); l; l = LABEL.exec(body)) {
-      labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
-      consumed = LABEL.lastIndex;
-    }
-    if (consumed !== body.length) throw new Error(`bad labels: ${line}`);
-    const raw = m[3] as string;
-    // Prometheus parses values with Go's ParseFloat: NaN and Inf in any case.
-    const value = /nan/i.test(raw)
-      ? Number.NaN
-      : raw.endsWith('Inf')
-        ? (raw.startsWith('-') ? -1 : 1) * Infinity
-        : Number(raw);
-    samples.push({ name, labels, value });
-  }
-  return samples;
-}
-
-/** Sum of the samples named `name` whose labels include `match`. */
-function total(samples: Sample[], name: string, match: Record<string, string> = {}): number {
-  return samples
-    .filter((s) => s.name === name && Object.entries(match).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0);
-}
 
 describe('Prometheus metrics on the admin port', () => {
   let upstream: TestUpstream;
