@@ -9,13 +9,15 @@ import { basename, dirname, extname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { DRAFT, MODELINE_PREFIX, renderSchemas, SCHEMAS_DIR } from '../scripts/schemas.ts';
-import { loadGatewayConfig } from '../src/config/load.ts';
-import { readSource } from '../src/config/yaml.ts';
+import { loadGatewayConfig, resolveGatewayConfig } from '../src/config/load.ts';
+import { parseSource, readSource } from '../src/config/yaml.ts';
+import { ConfigError } from '../src/errors.ts';
 import { parsePolicyFile } from '../src/pipeline/rules.ts';
 import { POLICY_KINDS } from '../src/policies/index.ts';
 import { loadServiceFile } from '../src/registry/load-service.ts';
+import { resolveSettings } from '../src/registry/x-portcullis.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const GENERATED = renderSchemas();
@@ -138,60 +140,74 @@ describe('schemas/: generated from the TypeBox schemas', () => {
   });
 });
 
-describe('schemas/: what they accept and reject', () => {
-  // Each case is also rejected by the loader; the schema must say so as the user types.
-  const REJECTED: Array<{ description: string; schema: string; value: unknown }> = [
-    { description: 'gateway: unknown top-level field', schema: 'gateway.schema.json', value: { lissen: {} } },
+type Kind = 'gateway' | 'policies' | 'x-portcullis' | 'spec';
+
+const SCHEMA_OF_KIND: Record<Kind, string> = {
+  gateway: 'gateway.schema.json',
+  policies: 'policies.schema.json',
+  'x-portcullis': 'x-portcullis.schema.json',
+  spec: 'openapi-with-x-portcullis.schema.json',
+};
+
+/** Load `value` as the gateway would a file of that kind (throws ConfigError when it rejects it). */
+function load(kind: Kind, value: unknown): void {
+  const file = join(ROOT, 'in-memory.yaml');
+  const spec = kind === 'spec' ? (value as Record<string, unknown>) : { 'x-portcullis': value };
+  if (kind === 'gateway') resolveGatewayConfig(value, { baseDir: ROOT, env: {} });
+  else if (kind === 'policies') parsePolicyFile(parseSource(stringify(value), file), POLICY_KINDS, ROOT);
+  else resolveSettings(spec['x-portcullis'], spec, file, parseSource(stringify(spec), file));
+}
+
+describe('schemas/: what they reject, the loaders reject too', () => {
+  const REJECTED: Array<{ description: string; kind: Kind; value: unknown }> = [
+    { description: 'gateway: unknown top-level field', kind: 'gateway', value: { lissen: {} } },
     {
       description: 'gateway: port out of range',
-      schema: 'gateway.schema.json',
+      kind: 'gateway',
       value: { listen: { http: { port: 70000 } } },
     },
-    { description: 'gateway: unknown log level', schema: 'gateway.schema.json', value: { logLevel: 'loud' } },
-    {
-      description: 'policy: a rule without match',
-      schema: 'policies.schema.json',
-      value: [{ waf: { mode: 'block' } }],
-    },
+    { description: 'gateway: unknown log level', kind: 'gateway', value: { logLevel: 'loud' } },
+    { description: 'policy: a rule without match', kind: 'policies', value: [{ waf: { mode: 'block' } }] },
     {
       description: 'policy: a rule attaching no policy',
-      schema: 'policies.schema.json',
+      kind: 'policies',
       value: [{ match: { service: 'petstore' } }],
     },
     {
       description: 'policy: unknown policy kind',
-      schema: 'policies.schema.json',
+      kind: 'policies',
       value: [{ match: {}, rateLimt: { limit: 1, window: '1m' } }],
     },
     {
       description: 'policy: rateLimit with neither limit+window nor limits',
-      schema: 'policies.schema.json',
+      kind: 'policies',
       value: [{ match: {}, rateLimit: { key: 'ip' } }],
     },
     {
       description: 'policy: unknown match criterion',
-      schema: 'policies.schema.json',
+      kind: 'policies',
       value: [{ match: { operation: ['x'] }, waf: {} }],
     },
     {
       description: 'x-portcullis: unknown balancing algorithm',
-      schema: 'x-portcullis.schema.json',
+      kind: 'x-portcullis',
       value: { loadBalancing: 'fastest' },
     },
     {
       description: 'x-portcullis: basePath without leading slash',
-      schema: 'x-portcullis.schema.json',
+      kind: 'x-portcullis',
       value: { basePath: 'pets' },
     },
     {
       description: 'spec: a bad x-portcullis inside any OpenAPI document',
-      schema: 'openapi-with-x-portcullis.schema.json',
+      kind: 'spec',
       value: { openapi: '3.1.0', paths: {}, 'x-portcullis': { upstreams: [] } },
     },
   ];
 
-  it.each(REJECTED)('rejects $description', ({ schema, value }) => {
-    expect(check(schema, value)).not.toEqual([]);
+  it.each(REJECTED)('$description', ({ kind, value }) => {
+    expect(check(SCHEMA_OF_KIND[kind], value)).not.toEqual([]);
+    expect(() => load(kind, value)).toThrow(ConfigError);
   });
 
   it('accepts an OpenAPI document with no x-portcullis and anything else in it', () => {
@@ -230,12 +246,9 @@ describe('example and default configuration files', () => {
     },
   );
 
-  it.each(CONFIG_FILES)(
-    '$name is accepted by its loader (the modeline is only a comment)',
-    async ({ file, role }) => {
-      if (role === 'gateway') await loadGatewayConfig({ file, env: {} });
-      else if (role === 'policies') parsePolicyFile(await readSource(file), POLICY_KINDS, dirname(file));
-      else await loadServiceFile(file);
-    },
-  );
+  it.each(CONFIG_FILES)('$name is accepted by its loader', async ({ file, role }) => {
+    if (role === 'gateway') await loadGatewayConfig({ file, env: {} });
+    else if (role === 'policies') parsePolicyFile(await readSource(file), POLICY_KINDS, dirname(file));
+    else await loadServiceFile(file);
+  });
 });
