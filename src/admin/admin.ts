@@ -3,6 +3,7 @@ import { describeRoutes } from '../registry/index.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Store } from '../state/store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
+import type { GroupStatus } from '../upstream/group.ts';
 import {
   type AdminConfig,
   adminAllowedHosts,
@@ -54,6 +55,8 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
       services: snapshot ? snapshot.table.services.size : 0,
       // A down store degrades (policies apply their onStoreError) but does not make the gateway unready.
       store: deps.store.status(),
+      // Per service; a group in panic (every upstream, or too many, ejected) degrades, it does not unready.
+      upstreams: snapshot ? upstreamStatus(snapshot) : {},
     };
   });
   const metrics = deps.metrics;
@@ -69,4 +72,12 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
     return { version: snapshot.version, routes: describeRoutes(snapshot.table) };
   });
   return app;
+}
+
+/** Each forwarding service's upstream group: upstreams, ejected, unhealthy (active checks), panic. */
+function upstreamStatus(snapshot: NonNullable<Runtime['snapshot']>): Record<string, GroupStatus> {
+  const out: Record<string, GroupStatus> = {};
+  for (const e of snapshot.entries.values()) if (e.target) out[e.target.service] ??= e.target.group.status();
+  for (const t of snapshot.passThrough.values()) out[t.service] ??= t.group.status();
+  return out;
 }

@@ -25,6 +25,23 @@ export interface PassiveHealthConfig {
   failures: number;
   /** How long an ejected upstream is skipped before it is tried again. */
   ejectMs: number;
+  /**
+   * Panic mode: when fewer than this percent of a group's upstreams are un-ejected, or none is,
+   * ejections are ignored and requests are balanced over every upstream active checks have not
+   * taken out. Optional only for hand-built settings; resolveSettings always sets it.
+   */
+  panicThreshold?: number;
+}
+
+/** What makes an idempotent request go to another attempt (see x-portcullis `retryOn`). */
+export type RetryOn = 'connect-failure' | 'reset' | 'timeout' | 502 | 503 | 504;
+
+/** Token bucket capping a service's retries: retries <= burst + percent % of requests. */
+export interface RetryBudgetConfig {
+  /** Retries earned per 100 requests forwarded to the service. */
+  percent: number;
+  /** Retries the bucket starts with and holds at most. */
+  burst: number;
 }
 
 /** The validated, defaulted `x-portcullis` of one service. */
@@ -36,7 +53,12 @@ export interface ServiceSettings {
   passiveHealth: PassiveHealthConfig;
   timeoutMs: number;
   connectTimeoutMs: number;
+  /** Further attempts of an idempotent, replayable request (0-5). */
   retries: number;
+  /** Failures that are retried (connection failures, resets, timeouts, 502/503/504 answers). */
+  retryOn?: RetryOn[];
+  /** Optional only for hand-built settings (as is retryOn); resolveSettings always sets both. */
+  retryBudget?: RetryBudgetConfig;
   /** Answer operations from the spec's examples/schemas instead of forwarding. */
   mock: boolean;
   /** Forward paths that are not in the spec too (opt-out of the positive security model). */

@@ -44,10 +44,12 @@ servers:
         { url: 'https://api.internal:8443/v2', weight: 1 },
       ],
       loadBalancing: 'round-robin',
-      passiveHealth: { failures: 3, ejectMs: 10000 },
+      passiveHealth: { failures: 3, ejectMs: 10000, panicThreshold: 0 },
       timeoutMs: 10000,
       connectTimeoutMs: 3000,
       retries: 1,
+      retryOn: ['connect-failure', 'reset', 'timeout'],
+      retryBudget: { percent: 20, burst: 10 },
       mock: false,
       passThrough: false,
       tls: { rejectUnauthorized: true },
@@ -79,8 +81,24 @@ x-portcullis:
       unhealthyAfter: 3,
       healthyAfter: 2,
     });
-    expect(s.passiveHealth).toEqual({ failures: 5, ejectMs: 10000 });
+    expect(s.passiveHealth).toEqual({ failures: 5, ejectMs: 10000, panicThreshold: 0 });
     expect(s.retries).toBe(0);
+  });
+
+  it('accepts retries up to 5, retryOn statuses, a retry budget and a panic threshold', () => {
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Retrying, version: '1' }
+x-portcullis:
+  upstreams: [{ url: http://127.0.0.1:4001 }, { url: http://127.0.0.1:4002 }, { url: http://127.0.0.1:4003 }]
+  retries: 5
+  retryOn: [connect-failure, 502, 503, 504]
+  retryBudget: { percent: 50 }
+  passiveHealth: { panicThreshold: 50 }
+`);
+    expect(s.retries).toBe(5);
+    expect(s.retryOn).toEqual(['connect-failure', 502, 503, 504]);
+    expect(s.retryBudget).toEqual({ percent: 50, burst: 10 });
+    expect(s.passiveHealth).toEqual({ failures: 3, ejectMs: 10000, panicThreshold: 50 });
   });
 
   it('allows basePath "/" and a mock service without any upstream', () => {
@@ -164,14 +182,36 @@ x-portcullis: { basePath: petstore, mock: true }
       message: /pattern/,
     },
     {
-      why: 'retries other than 0 or 1',
+      why: 'retries over 5',
       yaml: `openapi: 3.1.0
 info: { title: A, version: '1' }
-x-portcullis: { retries: 3, mock: true }
+x-portcullis: { retries: 6, mock: true }
 `,
       path: '/x-portcullis/retries',
       line: 3,
-      message: /0, 1/,
+      message: /<= 5/,
+    },
+    {
+      why: 'a retryOn status other than 502, 503 or 504',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  mock: true
+  retryOn: [connect-failure, 500]
+`,
+      path: '/x-portcullis/retryOn/1',
+      line: 5,
+      message: /./,
+    },
+    {
+      why: 'a panicThreshold over 100',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { mock: true, passiveHealth: { panicThreshold: 101 } }
+`,
+      path: '/x-portcullis/passiveHealth/panicThreshold',
+      line: 3,
+      message: /<= 100/,
     },
     {
       why: 'a non-http upstream URL',

@@ -9,7 +9,7 @@ import { type Static, Type as T } from '@sinclair/typebox';
 import { compileCheck } from '../config/validate.ts';
 import type { SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
-import type { LoadBalancing, ServiceSettings, UpstreamConfig } from './types.ts';
+import type { LoadBalancing, RetryBudgetConfig, RetryOn, ServiceSettings, UpstreamConfig } from './types.ts';
 
 /** JSON pointer of the extension in a spec. */
 export const EXTENSION_POINTER = '/x-portcullis';
@@ -18,7 +18,13 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
 const DEFAULT_RETRIES = 1;
 const DEFAULT_HEALTH = { intervalMs: 5_000, timeoutMs: 2_000, unhealthyAfter: 3, healthyAfter: 2 };
-const DEFAULT_PASSIVE = { failures: 3, ejectMs: 10_000 };
+const DEFAULT_PASSIVE = { failures: 3, ejectMs: 10_000, panicThreshold: 0 };
+/** What is retried when `retryOn` is not set: every failure before an answer, no status. */
+export const DEFAULT_RETRY_ON: readonly RetryOn[] = ['connect-failure', 'reset', 'timeout'];
+/** At most 20 % extra requests, plus 10 (Finagle's budget shape; Envoy's default percent). */
+export const DEFAULT_RETRY_BUDGET: Readonly<RetryBudgetConfig> = { percent: 20, burst: 10 };
+/** The largest `retries`. */
+const MAX_RETRIES = 5;
 const DEFAULT_LOAD_BALANCING: LoadBalancing = 'round-robin';
 
 const positiveMs = (description: string) => T.Integer({ minimum: 1, description });
@@ -85,19 +91,81 @@ export const XPortcullisSchema = T.Object(
             T.Integer({ minimum: 1, description: 'Failed proxied requests in a row that eject. Default 3.' }),
           ),
           ejectMs: T.Optional(positiveMs('How long an ejected upstream is skipped. Default 10000.')),
+          panicThreshold: T.Optional(
+            T.Integer({
+              minimum: 0,
+              maximum: 100,
+              description:
+                'Panic mode (as Envoy): when fewer than this percent of the upstreams are un-ejected, or none is, ejections are ignored and requests are balanced over every upstream that active checks have not taken out, so the last upstream is never ejected. Logged and shown on /readyz. Default 0 (panic only when every upstream is ejected; Envoy uses 50).',
+            }),
+          ),
         },
         {
           additionalProperties: false,
-          description: 'Ejection on proxied failures. Default { failures: 3, ejectMs: 10000 }.',
+          description:
+            'Ejection on proxied failures. Default { failures: 3, ejectMs: 10000, panicThreshold: 0 }.',
         },
       ),
     ),
     timeoutMs: T.Optional(positiveMs('Upstream response (headers and body idle) timeout. Default 10000.')),
     connectTimeoutMs: T.Optional(positiveMs('Upstream TCP/TLS connect timeout. Default 3000.')),
     retries: T.Optional(
-      T.Union([T.Literal(0), T.Literal(1)], {
-        description: 'Retries of idempotent requests on another upstream. Default 1.',
+      T.Integer({
+        minimum: 0,
+        maximum: MAX_RETRIES,
+        description:
+          'Further attempts of an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE, TRACE with no body or one of at most 64 KiB) after a failure listed in retryOn, each on an upstream not tried yet while there is one; a streamed body is never resent. Separately, a request that failed on a reused keep-alive connection before any byte came back is resent once on a fresh connection to the same upstream, whatever retries says. Default 1.',
       }),
+    ),
+    retryOn: T.Optional(
+      T.Array(
+        T.Union(
+          [
+            T.Literal('connect-failure', {
+              description:
+                'No connection (refused, unreachable, connect timeout): the upstream never saw the request.',
+            }),
+            T.Literal('reset', { description: 'The connection closed or reset before the response began.' }),
+            T.Literal('timeout', { description: 'No response headers within timeoutMs.' }),
+            T.Literal(502),
+            T.Literal(503),
+            T.Literal(504),
+          ],
+          {
+            description:
+              'connect-failure, reset, timeout, or an upstream answer with status 502, 503 or 504 (its body is discarded).',
+          },
+        ),
+        {
+          uniqueItems: true,
+          description:
+            'Which failures of an idempotent request are retried. Default [connect-failure, reset, timeout] (no status).',
+        },
+      ),
+    ),
+    retryBudget: T.Optional(
+      T.Object(
+        {
+          percent: T.Optional(
+            T.Integer({
+              minimum: 0,
+              maximum: 100,
+              description: 'Retries earned per 100 requests forwarded to the service. Default 20.',
+            }),
+          ),
+          burst: T.Optional(
+            T.Integer({
+              minimum: 0,
+              description: 'Retries the budget starts with and holds at most. Default 10.',
+            }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description:
+            "The service's retry budget, a token bucket: every request forwarded earns percent/100 of a retry, a retry spends one, and at most burst are held, so over any stretch of traffic retries <= burst + percent % of requests. Retries after a connect-failure are free (the upstream never saw the request), as is the fresh-connection resend. With the budget spent, the failure is answered (502/504, or the upstream's 502/503/504). Default { percent: 20, burst: 10 }.",
+        },
+      ),
     ),
     mock: T.Optional(
       T.Boolean({
@@ -208,6 +276,8 @@ export function resolveSettings(
     timeoutMs: x.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     connectTimeoutMs: x.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     retries: x.retries ?? DEFAULT_RETRIES,
+    retryOn: (x.retryOn as RetryOn[] | undefined) ?? [...DEFAULT_RETRY_ON],
+    retryBudget: { ...DEFAULT_RETRY_BUDGET, ...x.retryBudget },
     mock,
     passThrough: x.passThrough ?? false,
     tls: { rejectUnauthorized: x.tls?.rejectUnauthorized ?? true },

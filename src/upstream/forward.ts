@@ -9,9 +9,10 @@ import type { CidrMatcher } from '../net/cidr.ts';
 import { hasBody, readWhole } from '../net/read-body.ts';
 import type { RequestTarget } from '../net/target.ts';
 import type { RequestContext } from '../pipeline/types.ts';
-import type { ServiceSettings } from '../registry/types.ts';
+import type { RetryOn, ServiceSettings } from '../registry/types.ts';
+import { DEFAULT_RETRY_BUDGET, DEFAULT_RETRY_ON } from '../registry/x-portcullis.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
-import type { Upstream, UpstreamGroup } from './group.ts';
+import { failedOnReusedSocket, type Upstream, type UpstreamGroup } from './group.ts';
 
 /**
  * Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), HTTP/2 pseudo and connection
@@ -68,6 +69,8 @@ const IDENTITY = new Set(['server', 'x-powered-by']);
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
 /** Methods safe to send twice (RFC 9110 §9.2.2); retried only when they carry no body. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/** undici's code for "no response headers within timeoutMs" (retryOn `timeout`). */
+const HEADERS_TIMEOUT = 'UND_ERR_HEADERS_TIMEOUT';
 /** undici error codes that mean "the upstream did not answer in time". */
 const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 
@@ -244,7 +247,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     const retryable = (body === null || Buffer.isBuffer(body)) && IDEMPOTENT.has(method);
     const extraResponseHeaders = extras?.responseHeaders;
     const ctx = { clientIp: req.ip };
-    let attemptsLeft = retryable ? target.settings.retries : 0;
+    const { settings, group } = target;
+    const retryOn = settings.retryOn ?? DEFAULT_RETRY_ON;
+    group.earnRetry(settings.retryBudget ?? DEFAULT_RETRY_BUDGET);
+    let attemptsLeft = retryable ? settings.retries : 0;
+    // One resend on a fresh connection when a reused keep-alive one failed under the request.
+    let freshLeft = retryable;
+    // Upstreams that failed this request (allocated on the first retry only).
+    let tried: Upstream[] | undefined;
     let controller: Dispatcher.DispatchController | undefined;
     let done = false;
 
@@ -252,17 +262,31 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (!done) controller?.abort(new Error('client closed the connection'));
     });
 
+    /** Whether a failure of kind `reason` gets another attempt; spends the budget if so. */
+    const mayRetry = (reason: RetryOn): boolean =>
+      attemptsLeft > 0 &&
+      retryOn.includes(reason) &&
+      // A connect failure costs the upstream nothing: only retries it may have seen are budgeted.
+      (reason === 'connect-failure' || group.spendRetry());
+    const retry = (failed: Upstream): void => {
+      attemptsLeft--;
+      if (tried) tried.push(failed);
+      else tried = [failed];
+      attempt(undefined);
+    };
+
     const preferred = extras?.upstream;
-    const attempt = (exclude?: Upstream): void => {
-      let upstream: Upstream | null | undefined;
-      if (preferred?.upstreamId && !exclude) {
-        upstream = target.group.eligible().find((u) => u.id === preferred.upstreamId);
+    /** One attempt: to `fresh` on a new connection, else to an upstream the balancer picks. */
+    const attempt = (fresh: Upstream | undefined): void => {
+      let upstream: Upstream | null | undefined = fresh;
+      if (!upstream && preferred?.upstreamId && !tried) {
+        upstream = group.eligible().find((u) => u.id === preferred.upstreamId);
       }
-      upstream ??= target.group.pick(ctx, exclude);
+      upstream ??= group.pick(ctx, tried);
       if (upstream) preferred?.onChosen?.(upstream.id);
       if (!upstream) {
         done = true;
-        const seconds = Math.max(1, Math.ceil(target.group.retryAfterMs() / 1000));
+        const seconds = Math.max(1, Math.ceil(group.retryAfterMs() / 1000));
         writeProblem(
           res,
           new ProblemError('PC_UPSTREAM_UNAVAILABLE', undefined, {
@@ -275,7 +299,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         return;
       }
       upstream.inFlight++;
+      // sent: the request went out on a connection (else it failed to connect).
+      let sent = false;
       let started = false;
+      // discard: a 502/503/504 answer to be retried; its body is drained, not passed on.
+      let discard = false;
       let finished = false;
       let status = 0;
       const settle = () => {
@@ -287,12 +315,17 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(c) {
           controller = c;
+          sent = true;
         },
         onResponseStart(_c, statusCode, headers) {
           if (statusCode < 200) return; // 1xx: the client's own 100-continue was answered by Node
           started = true;
           status = statusCode;
-          target.group.reportSuccess(upstream);
+          group.reportSuccess(upstream);
+          if (statusCode >= 502 && statusCode <= 504 && mayRetry(statusCode as RetryOn)) {
+            discard = true;
+            return;
+          }
           const out: OutgoingHttpHeaders = {};
           const listed = headers.connection ? connectionTokens(headers.connection) : undefined;
           for (const name in headers) {
@@ -308,6 +341,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           res.writeHead(statusCode, out);
         },
         onResponseData(c, chunk) {
+          if (discard) return;
           if (rec) rec.bytes += chunk.length;
           // Backpressure: pause the upstream until the client drained (a listener only when needed).
           if (!res.write(chunk)) {
@@ -316,9 +350,13 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           }
         },
         onResponseEnd() {
-          done = true;
           if (!settle()) return;
           rec?.upstreamEnd(target.service, upstream, status);
+          if (discard) {
+            if (!done && !res.destroyed) retry(upstream);
+            return;
+          }
+          done = true;
           res.end();
         },
         onResponseError(_c, err) {
@@ -327,6 +365,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           // A client that went away aborted the attempt: not the upstream's failure.
           rec?.upstreamEnd(target.service, upstream, status, res.destroyed ? undefined : code || err.name);
           if (done || res.destroyed) return; // the client went away: nothing to report
+          if (discard) return retry(upstream); // the retry was decided on the answer's status
           if (started) {
             // Headers are out: all we can do is cut the connection so the client sees a truncated body.
             done = true;
@@ -354,16 +393,21 @@ export function createForwarder(opts: ForwarderOptions): Forward {
             );
             return;
           }
-          if (!(err instanceof ProblemError)) target.group.reportFailure(upstream, code || err.name);
-          if (attemptsLeft > 0 && !(err instanceof ProblemError)) {
-            attemptsLeft--;
-            return attempt(upstream);
-          }
-          done = true;
           if (err instanceof ProblemError) {
+            done = true;
             writeProblem(res, err, instance, extraResponseHeaders, rec); // e.g. body over the limit
             return;
           }
+          // A keep-alive race (the upstream closed the idle connection as the request went out) is
+          // not the upstream's failure: resend once on a fresh connection, outside retries and budget.
+          if (freshLeft && sent && failedOnReusedSocket(err)) {
+            freshLeft = false;
+            return attempt(upstream);
+          }
+          group.reportFailure(upstream, code || err.name);
+          const reason: RetryOn = !sent ? 'connect-failure' : code === HEADERS_TIMEOUT ? 'timeout' : 'reset';
+          if (mayRetry(reason)) return retry(upstream);
+          done = true;
           const errCode: ErrorCode = TIMEOUTS.has(code) ? 'PC_UPSTREAM_TIMEOUT' : 'PC_UPSTREAM_ERROR';
           logger.warn(
             { code: errCode, cause: code, reqId: rec?.id, service: target.service, upstream: upstream.url },
@@ -381,20 +425,19 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const path = upstream.pathPrefix + suffix;
       const headers = upstreamHeaders(req, upstream, extras, target.identityHeaders);
       rec?.upstreamStart(upstream, path, headers);
-      upstream.pool.dispatch(
-        {
-          origin: upstream.origin,
-          path,
-          method,
-          headers,
-          body: body as Dispatcher.DispatchOptions['body'],
-          headersTimeout: target.settings.timeoutMs,
-          bodyTimeout: target.settings.timeoutMs,
-        },
-        handler,
-      );
+      const opts: Dispatcher.DispatchOptions = {
+        origin: upstream.origin,
+        path,
+        method,
+        headers,
+        body: body as Dispatcher.DispatchOptions['body'],
+        headersTimeout: settings.timeoutMs,
+        bodyTimeout: settings.timeoutMs,
+      };
+      if (fresh) group.dispatchFresh(upstream, opts, handler);
+      else upstream.pool.dispatch(opts, handler);
     };
-    attempt();
+    attempt(undefined);
   }
 }
 

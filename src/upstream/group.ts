@@ -1,6 +1,7 @@
-import { Pool } from 'undici';
+import { buildConnector, Client, type Dispatcher, Pool } from 'undici';
 import type { Logger } from '../logger.ts';
-import type { ServiceSettings } from '../registry/types.ts';
+import type { RetryBudgetConfig, ServiceSettings } from '../registry/types.ts';
+import { DEFAULT_RETRY_BUDGET } from '../registry/x-portcullis.ts';
 import { BALANCERS } from './balancers/index.ts';
 import type { Balancer, BalancerTarget, PickContext } from './balancers/types.ts';
 
@@ -12,6 +13,48 @@ const CLOSE_GRACE_MS = 10_000;
 
 /** Extra TLS options for https upstreams, resolved once per group (see config/tls.ts). */
 export type UpstreamConnectOptions = object;
+
+/** Errors of sockets that had already read a response when they failed (see {@link failedOnReusedSocket}). */
+const REUSED_SOCKET_ERRORS = new WeakSet<Error>();
+
+/**
+ * True when `err` came from an upstream socket that had carried an earlier response: a reused
+ * keep-alive connection, typically closed by the upstream as it went idle (undici's
+ * `UND_ERR_SOCKET` 'other side closed', ECONNRESET, EPIPE).
+ */
+export function failedOnReusedSocket(err: Error): boolean {
+  return REUSED_SOCKET_ERRORS.has(err);
+}
+
+/**
+ * undici's connector, marking the errors of sockets that had read bytes past their handshake.
+ * undici gives a request handler no socket, but the socket's 'error' event carries the very error
+ * object the request then fails with, and this listener runs before undici's (added first).
+ */
+function trackReuse(connect: buildConnector.connector): buildConnector.connector {
+  return function connectTrackingReuse(options, callback) {
+    connect(options, (err, socket) => {
+      if (socket) {
+        const handshake = socket.bytesRead;
+        socket.on('error', (e: Error) => {
+          if (socket.bytesRead > handshake) REUSED_SOCKET_ERRORS.add(e);
+        });
+        callback(null, socket);
+      } else callback(err as Error, null);
+    });
+  };
+}
+
+/** What /readyz reports of a group. */
+export interface GroupStatus {
+  upstreams: number;
+  /** Passively ejected now. */
+  ejected: number;
+  /** Taken out by active health checks. */
+  unhealthy: number;
+  /** Ejections ignored: balancing over every upstream active checks have not taken out. */
+  panic: boolean;
+}
 
 /** One upstream server of a service, with its connection pool and health state. */
 export interface Upstream extends BalancerTarget {
@@ -59,19 +102,29 @@ export class UpstreamGroup {
   private readonly probing = new Set<Upstream>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Panic mode (see `passiveHealth.panicThreshold`), as of the last recompute. */
+  private panic = false;
+  private readonly panicThreshold: number;
+  /** Unspent retries of the service's retry budget (a token bucket; see `retryBudget`). */
+  private retryTokens: number;
+  /** How undici dials this group's upstreams (connect timeout, TLS, reuse tracking). */
+  private readonly connector: buildConnector.connector;
 
   constructor(service: string, settings: ServiceSettings, deps: UpstreamGroupDeps) {
     this.service = service;
     this.settings = settings;
     this.logger = deps.logger;
     this.now = deps.now ?? Date.now;
+    this.panicThreshold = settings.passiveHealth.panicThreshold ?? 0;
+    this.retryTokens = (settings.retryBudget ?? DEFAULT_RETRY_BUDGET).burst;
+    this.connector = trackReuse(buildConnector({ timeout: settings.connectTimeoutMs, ...deps.connect }));
     this.targets = settings.upstreams.map((u) => {
       const parsed = new URL(u.url);
       const pool = new Pool(parsed.origin, {
         keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
         headersTimeout: settings.timeoutMs,
         bodyTimeout: settings.timeoutMs,
-        connect: { timeout: settings.connectTimeoutMs, ...deps.connect },
+        connect: this.connector,
       });
       return {
         id: u.url,
@@ -105,17 +158,67 @@ export class UpstreamGroup {
     this.timer.unref();
   }
 
-  /** Upstreams that may take traffic now: actively healthy and not passively ejected. */
+  /**
+   * Upstreams that may take traffic now: actively healthy and not passively ejected; in panic
+   * mode, every actively healthy one.
+   */
   eligible(): readonly Upstream[] {
     if (this.now() >= this.nextExpiry) this.recompute();
     return this.eligibleCache;
   }
 
-  /** Choose an upstream, avoiding `exclude` when possible; null when none is eligible. */
-  pick(ctx: PickContext, exclude?: Upstream): Upstream | null {
+  /**
+   * Choose an upstream; on a retry, one not in `tried` while there is one (else not the last
+   * tried, when another is eligible). Null when none is eligible.
+   */
+  pick(ctx: PickContext, tried?: readonly Upstream[]): Upstream | null {
     const eligible = this.eligible();
     if (eligible.length === 0) return null;
-    return this.balancer.pick(eligible, ctx, exclude);
+    if (tried === undefined || tried.length === 0) return this.balancer.pick(eligible, ctx);
+    const untried = eligible.filter((t) => !tried.includes(t));
+    if (untried.length > 0) return this.balancer.pick(untried, ctx);
+    return this.balancer.pick(eligible, ctx, tried[tried.length - 1]);
+  }
+
+  /**
+   * Send one request to `t` on a new connection of its own, closed after the response: the resend
+   * of a request whose reused keep-alive connection failed under it (a pooled one may be stale too).
+   */
+  dispatchFresh(t: Upstream, opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
+    const client = new Client(t.origin, {
+      headersTimeout: this.settings.timeoutMs,
+      bodyTimeout: this.settings.timeoutMs,
+      connect: this.connector,
+    });
+    client.dispatch({ ...opts, reset: true }, handler);
+    // close() lets the queued request finish first.
+    client.close().catch(() => undefined);
+  }
+
+  /** A request was forwarded: the retry budget earns `percent`/100 of a retry, up to `burst`. */
+  earnRetry(budget: RetryBudgetConfig): void {
+    const tokens = this.retryTokens + budget.percent / 100;
+    this.retryTokens = tokens < budget.burst ? tokens : budget.burst;
+  }
+
+  /** Spend one retry of the budget; false (nothing spent) when less than one is left. */
+  spendRetry(): boolean {
+    if (this.retryTokens < 1) return false;
+    this.retryTokens -= 1;
+    return true;
+  }
+
+  /** Health and panic state, for /readyz. */
+  status(): GroupStatus {
+    this.eligible();
+    const now = this.now();
+    let ejected = 0;
+    let unhealthy = 0;
+    for (const t of this.targets) {
+      if (t.ejectedUntil > now) ejected++;
+      if (!t.healthy) unhealthy++;
+    }
+    return { upstreams: this.targets.length, ejected, unhealthy, panic: this.panic };
   }
 
   /** A proxied request to `t` got a response: the passive failure streak ends. */
@@ -130,13 +233,13 @@ export class UpstreamGroup {
     t.failures++;
     const { failures, ejectMs } = this.settings.passiveHealth;
     if (t.failures < failures) return;
-    t.ejectedUntil = this.now() + ejectMs;
     t.failures = 0;
-    // With active checks, an ejected upstream comes back only after healthyAfter good probes.
+    // With active checks, an ejected upstream comes back only after healthyAfter good probes;
+    // `healthy` stays the probes' verdict, which panic mode reads.
     if (this.settings.healthCheck) {
-      t.healthy = false;
+      t.ejectedUntil = Number.POSITIVE_INFINITY;
       t.probeOks = 0;
-    }
+    } else t.ejectedUntil = this.now() + ejectMs;
     this.logger.warn({ service: this.service, upstream: t.url, reason, ejectMs }, 'upstream ejected');
     this.recompute();
   }
@@ -174,15 +277,34 @@ export class UpstreamGroup {
     const now = this.now();
     let next = Number.POSITIVE_INFINITY;
     const eligible: Upstream[] = [];
+    const healthy: Upstream[] = [];
     for (const t of this.targets) {
-      if (t.ejectedUntil > now) {
-        next = Math.min(next, t.ejectedUntil);
-        continue;
-      }
-      if (t.healthy) eligible.push(t);
+      if (!t.healthy) continue;
+      healthy.push(t);
+      if (t.ejectedUntil > now) next = Math.min(next, t.ejectedUntil);
+      else eligible.push(t);
     }
+    // Panic: too few left (or none) after ejections; active checks' verdicts still hold.
+    const panic =
+      healthy.length > eligible.length &&
+      (eligible.length === 0 || eligible.length * 100 < this.panicThreshold * this.targets.length);
     this.nextExpiry = next;
-    this.eligibleCache = eligible;
+    this.eligibleCache = panic ? healthy : eligible;
+    if (panic !== this.panic) {
+      this.panic = panic;
+      const fields = {
+        service: this.service,
+        upstreams: this.targets.length,
+        ejected: healthy.length - eligible.length,
+        panicThreshold: this.panicThreshold,
+      };
+      if (panic)
+        this.logger.warn(
+          fields,
+          'upstream group in panic mode: ejections ignored, balancing over every upstream',
+        );
+      else this.logger.info(fields, 'upstream group out of panic mode');
+    }
   }
 
   private async probe(t: Upstream): Promise<void> {
@@ -211,7 +333,7 @@ export class UpstreamGroup {
     if (ok) {
       t.probeFails = 0;
       t.probeOks++;
-      if (!t.healthy && t.probeOks >= hc.healthyAfter) {
+      if ((!t.healthy || t.ejectedUntil > this.now()) && t.probeOks >= hc.healthyAfter) {
         t.healthy = true;
         t.ejectedUntil = 0;
         t.failures = 0;
