@@ -262,22 +262,17 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (!done) controller?.abort(new Error('client closed the connection'));
     });
 
-    /** Whether a failure of kind `reason` gets another attempt; spends the budget if so. */
-    const mayRetry = (reason: RetryOn): boolean =>
-      attemptsLeft > 0 &&
-      retryOn.includes(reason) &&
-      // A connect failure costs the upstream nothing: only retries it may have seen are budgeted.
-      (reason === 'connect-failure' || group.spendRetry());
-    const retry = (failed: Upstream): void => {
-      attemptsLeft--;
-      if (tried) tried.push(failed);
-      else tried = [failed];
-      attempt(undefined);
-    };
-
     const preferred = extras?.upstream;
-    /** One attempt: to `fresh` on a new connection, else to an upstream the balancer picks. */
-    const attempt = (fresh: Upstream | undefined): void => {
+    /**
+     * One attempt: to `fresh` on a new connection, else to an upstream the balancer picks; a retry
+     * when `failed` (the upstream that just failed) is given.
+     */
+    const attempt = (fresh: Upstream | undefined, failed: Upstream | undefined): void => {
+      if (failed) {
+        attemptsLeft--;
+        if (tried) tried.push(failed);
+        else tried = [failed];
+      }
       let upstream: Upstream | null | undefined = fresh;
       if (!upstream && preferred?.upstreamId && !tried) {
         upstream = group.eligible().find((u) => u.id === preferred.upstreamId);
@@ -322,7 +317,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           started = true;
           status = statusCode;
           group.reportSuccess(upstream);
-          if (statusCode >= 502 && statusCode <= 504 && mayRetry(statusCode as RetryOn)) {
+          if (
+            statusCode >= 502 &&
+            statusCode <= 504 &&
+            mayRetry(statusCode as RetryOn, attemptsLeft, retryOn, group)
+          ) {
             discard = true;
             return;
           }
@@ -353,7 +352,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           if (!settle()) return;
           rec?.upstreamEnd(target.service, upstream, status);
           if (discard) {
-            if (!done && !res.destroyed) retry(upstream);
+            if (!done && !res.destroyed) attempt(undefined, upstream);
             return;
           }
           done = true;
@@ -365,7 +364,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           // A client that went away aborted the attempt: not the upstream's failure.
           rec?.upstreamEnd(target.service, upstream, status, res.destroyed ? undefined : code || err.name);
           if (done || res.destroyed) return; // the client went away: nothing to report
-          if (discard) return retry(upstream); // the retry was decided on the answer's status
+          if (discard) return attempt(undefined, upstream); // the retry was decided on the answer's status
           if (started) {
             // Headers are out: all we can do is cut the connection so the client sees a truncated body.
             done = true;
@@ -402,11 +401,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           // not the upstream's failure: resend once on a fresh connection, outside retries and budget.
           if (freshLeft && sent && failedOnReusedSocket(err)) {
             freshLeft = false;
-            return attempt(upstream);
+            return attempt(upstream, undefined);
           }
           group.reportFailure(upstream, code || err.name);
           const reason: RetryOn = !sent ? 'connect-failure' : code === HEADERS_TIMEOUT ? 'timeout' : 'reset';
-          if (mayRetry(reason)) return retry(upstream);
+          if (mayRetry(reason, attemptsLeft, retryOn, group)) return attempt(undefined, upstream);
           done = true;
           const errCode: ErrorCode = TIMEOUTS.has(code) ? 'PC_UPSTREAM_TIMEOUT' : 'PC_UPSTREAM_ERROR';
           logger.warn(
@@ -437,8 +436,21 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       if (fresh) group.dispatchFresh(upstream, opts, handler);
       else upstream.pool.dispatch(opts, handler);
     };
-    attempt(undefined);
+    attempt(undefined, undefined);
   }
+}
+
+/**
+ * Whether a failure of kind `reason` gets another attempt; spends the retry budget if so. A
+ * connect failure costs the upstream nothing, so only retries it may have seen are budgeted.
+ */
+function mayRetry(
+  reason: RetryOn,
+  attemptsLeft: number,
+  retryOn: readonly RetryOn[],
+  group: UpstreamGroup,
+): boolean {
+  return attemptsLeft > 0 && retryOn.includes(reason) && (reason === 'connect-failure' || group.spendRetry());
 }
 
 /** The header names a Connection header lists; undefined for the usual bare keep-alive / close. */
