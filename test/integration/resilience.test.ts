@@ -210,11 +210,11 @@ describe('panic mode', () => {
   });
 
   it('balances over every upstream once fewer than panicThreshold percent are un-ejected', async () => {
-    const ups = await Promise.all(['a', 'b', 'c'].map((name) => startUpstream({ name })));
+    const ups = await Promise.all(['a', 'b'].map((name) => startUpstream({ name })));
     const dead = `http://127.0.0.1:${await deadPort()}`;
     const gw = await startGateway({
       svc: spec({
-        upstreams: [dead, ...ups.slice(0, 2).map((u) => u.url)],
+        upstreams: [dead, ...ups.map((u) => u.url)],
         extra: { retries: 0, passiveHealth: { failures: 1, ejectMs: 60_000, panicThreshold: 100 } },
       }),
     });
@@ -232,6 +232,59 @@ describe('panic mode', () => {
     } finally {
       await gw.close();
       await Promise.all(ups.map((u) => u.close()));
+    }
+  });
+});
+
+describe('panic mode with active health checks', () => {
+  it('an only upstream ejected by passive health still forwards until its probes readmit it; failing probes still mean 503', async () => {
+    // Drops proxied requests (probes pass) while `failing`, fresh-connection resends included.
+    let failing = true;
+    const up = await startUpstream({ name: 'only' });
+    up.server.prependListener('request', (req: IncomingMessage) => {
+      if (failing && !(req.url ?? '').endsWith('/health')) req.socket.destroy();
+    });
+    const logs = captureLogs('info');
+    const gw = await startGateway(
+      {
+        svc: spec({
+          upstreams: [up.url],
+          extra: {
+            retries: 0,
+            passiveHealth: { failures: 1 },
+            healthCheck: { path: '/health', intervalMs: 50, unhealthyAfter: 2, healthyAfter: 2 },
+          },
+        }),
+      },
+      {},
+      { logger: logs.logger },
+    );
+    try {
+      const url = `${gw.url}/svc/items`;
+      expect(await status(url)).toBe(502);
+      failing = false;
+      // Ejected until two good probes, and forwarded to meanwhile (panic), not 503.
+      expect(await status(url)).toBe(200);
+      const deadline = Date.now() + 5_000;
+      while (!logs.lines.some((l) => l.msg === 'upstream group out of panic mode')) {
+        if (Date.now() > deadline) throw new Error('still in panic after 5 s of good probes');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect((await readyz(gw)).upstreams).toEqual({
+        svc: { upstreams: 1, ejected: 0, unhealthy: 0, panic: false },
+      });
+      // Active checks are the upstream's own word: once they fail, nothing is forwarded.
+      up.setHealth(503);
+      while ((await status(url)) !== 503) {
+        if (Date.now() > deadline + 5_000) throw new Error('never 503 with failing probes');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect((await readyz(gw)).upstreams).toEqual({
+        svc: { upstreams: 1, ejected: 0, unhealthy: 1, panic: false },
+      });
+    } finally {
+      await gw.close();
+      await up.close();
     }
   });
 });
