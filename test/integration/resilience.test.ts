@@ -9,12 +9,11 @@ import { startUpstream } from '../helpers/upstream.ts';
 /** Bounded load: `total` requests, `concurrency` at a time, against 127.0.0.1 only. */
 const LOAD = { total: 400, concurrency: 20 };
 
-/** A port that refuses connections: bound, then closed. */
-async function deadPort(): Promise<number> {
-  const u = await startUpstream();
-  await u.close();
-  return u.port;
-}
+/**
+ * Upstreams that refuse connections: privileged ports nothing listens on. (A freed ephemeral port
+ * can be bound again by another test file running in parallel, and then answers.)
+ */
+const DEAD = ['http://127.0.0.1:1', 'http://127.0.0.1:2'] as const;
 
 /** Run `one` `total` times, `concurrency` at once; count outcomes by status (or error code). */
 async function load(
@@ -211,7 +210,7 @@ describe('panic mode', () => {
 
   it('balances over every upstream once fewer than panicThreshold percent are un-ejected', async () => {
     const ups = await Promise.all(['a', 'b'].map((name) => startUpstream({ name })));
-    const dead = `http://127.0.0.1:${await deadPort()}`;
+    const dead = DEAD[0];
     const gw = await startGateway({
       svc: spec({
         upstreams: [dead, ...ups.map((u) => u.url)],
@@ -292,9 +291,8 @@ describe('panic mode with active health checks', () => {
 describe('retries', () => {
   it('retries: 2 over three upstreams with two dead loses no idempotent request', async () => {
     const live = await startUpstream({ name: 'live' });
-    const dead = [await deadPort(), await deadPort()].map((p) => `http://127.0.0.1:${p}`);
     const gw = await startGateway({
-      svc: spec({ upstreams: [dead[0], live.url, dead[1]] as string[], extra: { retries: 2 } }),
+      svc: spec({ upstreams: [DEAD[0], live.url, DEAD[1]], extra: { retries: 2 } }),
     });
     try {
       const base = `${gw.url}/svc`;
