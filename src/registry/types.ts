@@ -28,9 +28,9 @@ export interface PassiveHealthConfig {
   /**
    * Panic mode: when fewer than this percent of a group's upstreams are un-ejected, or none is,
    * ejections are ignored and requests are balanced over every upstream active checks have not
-   * taken out. Optional only for hand-built settings; resolveSettings always sets it.
+   * taken out. Default 0: only when every upstream is ejected.
    */
-  panicThreshold?: number;
+  panicThreshold: number;
 }
 
 /** What makes an idempotent request go to another attempt (see x-portcullis `retryOn`). */
@@ -56,9 +56,9 @@ export interface ServiceSettings {
   /** Further attempts of an idempotent, replayable request (0-5). */
   retries: number;
   /** Failures that are retried (connection failures, resets, timeouts, 502/503/504 answers). */
-  retryOn?: RetryOn[];
-  /** Optional only for hand-built settings (as is retryOn); resolveSettings always sets both. */
-  retryBudget?: RetryBudgetConfig;
+  retryOn: RetryOn[];
+  /** Caps the service's retries (see RetryBudgetConfig). */
+  retryBudget: RetryBudgetConfig;
   /** Answer operations from the spec's examples/schemas instead of forwarding. */
   mock: boolean;
   /** Forward paths that are not in the spec too (opt-out of the positive security model). */

@@ -10,7 +10,6 @@ import { hasBody, readWhole } from '../net/read-body.ts';
 import type { RequestTarget } from '../net/target.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import type { RetryOn, ServiceSettings } from '../registry/types.ts';
-import { DEFAULT_RETRY_BUDGET, DEFAULT_RETRY_ON } from '../registry/x-portcullis.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import { failedOnReusedSocket, type Upstream, type UpstreamGroup } from './group.ts';
 
@@ -248,8 +247,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     const extraResponseHeaders = extras?.responseHeaders;
     const ctx = { clientIp: req.ip };
     const { settings, group } = target;
-    const retryOn = settings.retryOn ?? DEFAULT_RETRY_ON;
-    group.earnRetry(settings.retryBudget ?? DEFAULT_RETRY_BUDGET);
+    const retryOn = settings.retryOn;
+    group.earnRetry(settings.retryBudget);
     let attemptsLeft = retryable ? settings.retries : 0;
     // One resend on a fresh connection when a reused keep-alive one failed under the request.
     let freshLeft = retryable;

@@ -1,7 +1,6 @@
 import { buildConnector, Client, type Dispatcher, Pool } from 'undici';
 import type { Logger } from '../logger.ts';
 import type { RetryBudgetConfig, ServiceSettings } from '../registry/types.ts';
-import { DEFAULT_RETRY_BUDGET } from '../registry/x-portcullis.ts';
 import { BALANCERS } from './balancers/index.ts';
 import type { Balancer, BalancerTarget, PickContext } from './balancers/types.ts';
 
@@ -115,8 +114,8 @@ export class UpstreamGroup {
     this.settings = settings;
     this.logger = deps.logger;
     this.now = deps.now ?? Date.now;
-    this.panicThreshold = settings.passiveHealth.panicThreshold ?? 0;
-    this.retryTokens = (settings.retryBudget ?? DEFAULT_RETRY_BUDGET).burst;
+    this.panicThreshold = settings.passiveHealth.panicThreshold;
+    this.retryTokens = settings.retryBudget.burst;
     this.connector = trackReuse(buildConnector({ timeout: settings.connectTimeoutMs, ...deps.connect }));
     this.targets = settings.upstreams.map((u) => {
       const parsed = new URL(u.url);

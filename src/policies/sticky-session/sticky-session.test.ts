@@ -27,7 +27,12 @@ async function gateway(
     kind: stickySessionPolicy,
     config,
     upstreams: upstreams.map((u) => u.url),
-    settings: { basePath: '/shop', passiveHealth: { failures: 1, ejectMs: 60_000 }, retries: 1, ...extra },
+    settings: {
+      basePath: '/shop',
+      passiveHealth: { failures: 1, ejectMs: 60_000, panicThreshold: 0 },
+      retries: 1,
+      ...extra,
+    },
     route,
     store,
     trustProxy: ['127.0.0.1'], // X-Forwarded-Proto: https marks a TLS request
