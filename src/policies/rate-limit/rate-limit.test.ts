@@ -128,6 +128,10 @@ describe('rateLimit config', () => {
     ['inline limit plus limits', { limit: 5, window: '1s', limits: [{ limit: 100, window: '1h' }] }, true],
     ['no limit at all', { key: 'ip' }, false],
     ['limit without window', { limit: 5 }, false],
+    // Regression: dependentRequired is not draft-07, and the loader silently ignored it.
+    ['limit without window beside limits', { limit: 5, limits: [{ limit: 100, window: '1h' }] }, false],
+    ['window without limit beside limits', { window: '1s', limits: [{ limit: 100, window: '1h' }] }, false],
+    ['name without limit beside limits', { name: 'x', limits: [{ limit: 100, window: '1h' }] }, false],
     ['empty limits', { limits: [] }, false],
     ['limit inside limits without window', { limits: [{ limit: 5 }] }, false],
     ['bad onStoreError', { limit: 5, window: '1s', onStoreError: 'ignore' }, false],

@@ -127,7 +127,7 @@ export const RateLimitSchema = T.Object(
   {
     additionalProperties: false,
     // Plain JSON Schema (Ajv checks it at load): a limit needs both fields, and there is at least one.
-    dependentRequired: { limit: ['window'], window: ['limit'], name: ['limit'] },
+    dependencies: { limit: ['window'], window: ['limit'], name: ['limit'] },
     anyOf: [{ required: ['limit', 'window'] }, { required: ['limits'] }],
   },
 );
