@@ -13,6 +13,7 @@ import {
   compileRules,
   type PolicyRule,
   parsePolicyFile,
+  type ResolvedPolicy,
   resolvePolicies,
 } from './pipeline/rules.ts';
 import type { PolicyKind } from './pipeline/types.ts';
@@ -292,51 +293,45 @@ export class Runtime {
         if (service.settings.passThrough) passThrough.set(service.name, target);
       }
       const routePolicies = service.routes.map((route) => resolvePolicies(route, compiled, kinds));
+      // The routes standing for a pass-through service's undeclared paths, one per method; validate
+      // has no operation to check an undeclared path against: it applies to declared ones.
+      const passRoutes =
+        target && service.settings.passThrough
+          ? PASS_THROUGH_METHODS.map((m) => passThroughRoute(service, m))
+          : [];
+      const passPolicies = passRoutes.map((route) =>
+        resolvePolicies(route, compiled, kinds).filter((p) => p.kind.name !== 'validate'),
+      );
       const identityHeaders = new Set<string>();
-      for (const resolved of routePolicies)
+      for (const resolved of [...routePolicies, ...passPolicies])
         for (const p of resolved)
           for (const h of p.kind.identityHeaders?.(p.config) ?? []) identityHeaders.add(h);
       // Stripped on every route of the service and its pass-through (see ForwardTarget.identityHeaders).
       if (target && identityHeaders.size > 0) target.identityHeaders = identityHeaders;
+      const chainOf = (resolved: ResolvedPolicy[], route: Route): Promise<RouteChain> | RouteChain =>
+        resolved.length === 0
+          ? EMPTY_CHAIN
+          : buildChain(resolved, {
+              config,
+              store,
+              logger,
+              route,
+              service,
+              // A policy's own read never goes past the gateway's body limit.
+              readBody: (ctx, max) => readBody(ctx, Math.min(max, config.limits.bodyBytes)),
+            });
       for (const [i, route] of service.routes.entries()) {
-        const resolved = routePolicies[i] ?? [];
-        const chain =
-          resolved.length === 0
-            ? EMPTY_CHAIN
-            : await buildChain(resolved, {
-                config,
-                store,
-                logger,
-                route,
-                service,
-                // A policy's own read never goes past the gateway's body limit.
-                readBody: (ctx, max) => readBody(ctx, Math.min(max, config.limits.bodyBytes)),
-              });
         entries.set(route, {
           route,
           service,
           target,
           mock: service.settings.mock ? createMockResponder(route) : undefined,
-          chain,
+          chain: await chainOf(routePolicies[i] ?? [], route),
         });
       }
-      if (!target || !service.settings.passThrough) continue;
-      for (const method of PASS_THROUGH_METHODS) {
-        const route = passThroughRoute(service, method);
-        // validate has no operation to check an undeclared path against: it applies to declared ones.
-        const resolved = resolvePolicies(route, compiled, kinds).filter((p) => p.kind.name !== 'validate');
-        const chain =
-          resolved.length === 0
-            ? EMPTY_CHAIN
-            : await buildChain(resolved, {
-                config,
-                store,
-                logger,
-                route,
-                service,
-                readBody: (ctx, max) => readBody(ctx, Math.min(max, config.limits.bodyBytes)),
-              });
-        passThroughEntries.set(`${service.name} ${method}`, { route, service, target, chain });
+      for (const [i, route] of passRoutes.entries()) {
+        const chain = await chainOf(passPolicies[i] ?? [], route);
+        passThroughEntries.set(`${service.name} ${route.method}`, { route, service, target, chain });
       }
     }
     // Groups no longer referenced retire after in-flight requests had time to finish.

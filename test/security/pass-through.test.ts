@@ -36,6 +36,11 @@ describe('policies on pass-through requests', () => {
               waf: { mode: 'block' },
             },
             { match: { service: 'legacy', methods: ['DELETE'] }, ipFilter: { deny: ['127.0.0.0/8'] } },
+            // Selects only undeclared paths (no PATCH is declared): its identity header still counts.
+            {
+              match: { service: 'legacy', methods: ['PATCH'] },
+              auth: { apiKey: { keysFile: 'secrets/keys.yaml' }, forwardSubject: 'X-Patcher' },
+            },
             // Names a declared operation: it never selects undeclared paths.
             {
               match: { service: 'legacy', operations: ['status'] },
@@ -97,6 +102,18 @@ describe('policies on pass-through requests', () => {
     const r = await call('/legacy/other', { headers: { 'x-api-key': KEY, 'x-caller': 'admin' } });
     expect(r.status).toBe(200);
     expect(r.reached[0]?.headers['x-caller']).toBeUndefined();
+  });
+
+  it('an identity header only a pass-through rule sets is stripped too, on every route', async () => {
+    const declared = await call('/legacy/status', { headers: { 'x-api-key': KEY, 'x-patcher': 'admin' } });
+    expect(declared.status).toBe(200);
+    expect(declared.reached[0]?.headers['x-patcher']).toBeUndefined();
+    const patched = await call('/legacy/doc/1', {
+      method: 'PATCH',
+      headers: { 'x-api-key': KEY, 'x-patcher': 'admin' },
+    });
+    expect(patched.status).toBe(200);
+    expect(patched.reached[0]?.headers['x-patcher']).toBe('robot');
   });
 
   it('a method the listener does not route is 404 on an undeclared path, never forwarded', async () => {
