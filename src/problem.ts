@@ -18,14 +18,26 @@ export function problemBody(err: ProblemError, instance: string): string {
   });
 }
 
-/** Send `err` as problem+json. The one place a rejection becomes a response. */
-export function sendProblem(req: FastifyRequest, reply: FastifyReply, err: ProblemError): FastifyReply {
-  const q = req.url.indexOf('?');
-  const instance = q === -1 ? req.url : req.url.slice(0, q);
+/**
+ * Send `err` as problem+json. The one place a rejection becomes a Fastify reply. `instance` is
+ * the request path; it defaults to `req.url` without its query (the lifecycle passes the
+ * canonical path, or '' for a target it refused).
+ */
+export function sendProblem(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  err: ProblemError,
+  instance: string = pathOf(req.url),
+): FastifyReply {
   reply.code(err.status).header('content-type', PROBLEM_CONTENT_TYPE);
-  for (const [name, value] of Object.entries(err.headers)) reply.header(name, value);
+  for (const name in err.headers) reply.header(name, err.headers[name]);
   reply.header('cache-control', 'no-store');
   return reply.send(problemBody(err, instance));
+}
+
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
 }
 
 /**

@@ -9,7 +9,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { ProblemError } from '../errors.ts';
-import { PROBLEM_CONTENT_TYPE, problemBody } from '../problem.ts';
+import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem } from '../problem.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import type { Forward, ForwardTarget } from '../upstream/forward.ts';
 import type { Exchange } from './exchange.ts';
@@ -21,10 +21,7 @@ export function answerProblem(ex: Exchange, err: ProblemError): undefined {
   if (reply.sent || reply.raw.headersSent) return;
   const headers = ex.ctx?.responseHeaders;
   if (headers) reply.headers(headers);
-  reply.code(err.status).header('content-type', PROBLEM_CONTENT_TYPE);
-  for (const name in err.headers) reply.header(name, err.headers[name]);
-  reply.header('cache-control', 'no-store');
-  reply.send(problemBody(err, ex.target.path));
+  sendProblem(ex.req, reply, err, ex.target.path);
 }
 
 /** 405 with Allow when the path is routed for other methods, else 404. */
