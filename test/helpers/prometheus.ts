@@ -1,4 +1,5 @@
 /** A strict reader of the Prometheus text exposition format (0.0.4) for tests that scrape /metrics. */
+import { expect } from 'vitest';
 
 export interface Sample {
   name: string;
@@ -80,4 +81,25 @@ export function value(samples: Sample[], name: string, labels: Record<string, st
   const hit = samples.find((s) => seriesKey(s.name, s.labels) === want);
   if (!hit) throw new Error(`no series ${name}${JSON.stringify(labels)}`);
   return hit.value;
+}
+
+/**
+ * Scrape until `check` holds (at most 5 s): a response's accounting runs when its socket write
+ * completes, so a scrape right after a request may not count it yet.
+ */
+export async function scrapeUntil(
+  scrape: () => Promise<Sample[]>,
+  check: (s: Sample[]) => boolean,
+): Promise<Sample[]> {
+  let last: Sample[] = [];
+  await expect
+    .poll(
+      async () => {
+        last = await scrape();
+        return check(last);
+      },
+      { timeout: 5_000, interval: 20 },
+    )
+    .toBe(true);
+  return last;
 }

@@ -5,7 +5,13 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { parsePrometheus, type Sample, total, value } from '../helpers/prometheus.ts';
+import {
+  parsePrometheus,
+  type Sample,
+  scrapeUntil as scrapeMetricsUntil,
+  total,
+  value,
+} from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 const DOWN = 'http://127.0.0.1:9';
@@ -49,20 +55,8 @@ describe('metrics after reloads', () => {
   let upstream: TestUpstream;
   let gw: TestGateway;
   const scrapeText = async () => (await fetch(`${gw.addresses.admin}/metrics`)).text();
-  /** Scrape until `check` holds: a response's accounting runs when its socket write completes. */
-  const scrapeUntil = async (check: (s: Sample[]) => boolean) => {
-    let last: Sample[] = [];
-    await expect
-      .poll(
-        async () => {
-          last = parsePrometheus(await scrapeText());
-          return check(last);
-        },
-        { timeout: 5_000, interval: 20 },
-      )
-      .toBe(true);
-    return last;
-  };
+  const scrapeUntil = (check: (s: Sample[]) => boolean) =>
+    scrapeMetricsUntil(async () => parsePrometheus(await scrapeText()), check);
 
   beforeAll(async () => {
     upstream = await startUpstream();

@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { parsePrometheus, type Sample, total } from '../helpers/prometheus.ts';
+import {
+  parsePrometheus,
+  type Sample,
+  scrapeUntil as scrapeMetricsUntil,
+  total,
+} from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 describe('Prometheus metrics on the admin port', () => {
@@ -12,20 +17,7 @@ describe('Prometheus metrics on the admin port', () => {
     expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     return parsePrometheus(await res.text());
   };
-  /** Scrape until `check` holds: the last response's accounting runs when its socket write completes. */
-  const scrapeUntil = async (check: (s: Sample[]) => boolean) => {
-    let last: Sample[] = [];
-    await expect
-      .poll(
-        async () => {
-          last = await scrape();
-          return check(last);
-        },
-        { timeout: 5_000, interval: 20 },
-      )
-      .toBe(true);
-    return last;
-  };
+  const scrapeUntil = (check: (s: Sample[]) => boolean) => scrapeMetricsUntil(scrape, check);
 
   beforeAll(async () => {
     upstream = await startUpstream();
