@@ -64,6 +64,7 @@ const DROP_RESPONSE = new Set([
 ]);
 /** Upstream identity headers, removed when `headers.hideUpstreamIdentity` (default). */
 const IDENTITY = new Set(['server', 'x-powered-by']);
+const UNDERSCORES = /_/g;
 /** A Connection header that lists no other header (by far the most common values). */
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
 /** Methods safe to send twice (RFC 9110 §9.2.2); retried only when they carry no body. */
@@ -172,8 +173,11 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const value = src[name];
       if (value === undefined || name.charCodeAt(0) === 58 /* ':' */ || DROP_REQUEST.has(name)) continue;
       if (listed?.has(name)) continue;
-      if (!trusted && (FORWARDING.has(name) || name.startsWith('x-forwarded-'))) continue;
-      if (extras?.removeUpstreamHeaders.has(name) || identity?.has(name)) continue;
+      // CGI, PHP, WSGI and Rack read `X_User` as `X-User` (both become HTTP_X_USER): the checks
+      // below compare that reading, so an underscore spelling cannot pass a header we drop.
+      const key = name.indexOf('_') === -1 ? name : name.replace(UNDERSCORES, '-');
+      if (!trusted && (FORWARDING.has(key) || key.startsWith('x-forwarded-'))) continue;
+      if (extras?.removeUpstreamHeaders.has(key) || identity?.has(key)) continue;
       out[name] = value;
     }
     const proto = (req.raw.socket as TLSSocket).encrypted ? 'https' : 'http';

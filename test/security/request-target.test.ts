@@ -281,6 +281,9 @@ describe('the canonical request target', () => {
           'x-forwarded-port': '443',
           'x-forwarded-prefix': '/admin',
           forwarded: 'for=10.0.0.3',
+          // Underscore spellings: CGI/PHP/WSGI read them as the dashed names.
+          x_real_ip: '10.0.0.4',
+          'x-forwarded_host': 'admin.internal',
         },
       });
       expect(res.statusCode).toBe(200);
@@ -292,6 +295,8 @@ describe('the canonical request target', () => {
       expect(seen['x-forwarded-port']).toBeUndefined();
       expect(seen['x-forwarded-prefix']).toBeUndefined();
       expect(seen.forwarded).not.toContain('10.0.0.3');
+      expect(seen.x_real_ip).toBeUndefined();
+      expect(seen['x-forwarded_host']).toBeUndefined();
     });
   });
 });
