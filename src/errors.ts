@@ -63,6 +63,17 @@ export const ERRORS = {
   PC_UPSTREAM_TIMEOUT: { status: 504, type: 'upstream-timeout', title: 'Upstream timed out' },
   PC_SHUTTING_DOWN: { status: 503, type: 'shutting-down', title: 'Gateway is shutting down' },
   PC_REQUEST_TIMEOUT: { status: 408, type: 'request-timeout', title: 'Request timed out' },
+  PC_WEBSOCKET_REFUSED: {
+    status: 403,
+    type: 'websocket-refused',
+    title: 'WebSocket upgrades are not allowed here',
+  },
+  PC_WEBSOCKET_HANDSHAKE: { status: 400, type: 'websocket-handshake', title: 'Invalid WebSocket handshake' },
+  PC_WEBSOCKET_VERSION: {
+    status: 426,
+    type: 'websocket-version',
+    title: 'Unsupported WebSocket version (13 is supported)',
+  },
   PC_MOCK_NO_EXAMPLE: { status: 501, type: 'mock-no-example', title: 'No example to mock this operation' },
   PC_INTERNAL: { status: 500, type: 'internal', title: 'Internal gateway error' },
 } as const satisfies Record<string, ErrorSpec>;

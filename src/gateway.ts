@@ -1,5 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { type TLSSocket, Server as TlsServer } from 'node:tls';
 import fastify, {
   type FastifyInstance,
@@ -25,6 +26,7 @@ import { createObserver, type ObservedReply, type Observer } from './telemetry/o
 import { REQUEST_ID_HEADER } from './telemetry/record.ts';
 import type { Tracing } from './telemetry/types.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
+import { type Upgrade, WebSockets, wantsWebSocket } from './upstream/websocket.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
@@ -115,9 +117,18 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     logger,
   });
 
+  const websockets = new WebSockets({
+    logger,
+    hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
+    opened: (service) => metrics.websocketOpen(service, 1),
+    closed: (service) => metrics.websocketOpen(service, -1),
+  });
+  const build = (opts: PublicAppOptions) =>
+    buildPublicApp(config, runtime, forward, logger, observer, websockets, opts);
+
   const https = config.listen.https;
   const httpsApp = https
-    ? buildPublicApp(config, runtime, forward, logger, observer, {
+    ? build({
         tls: await createTlsOptions(https, config.file ?? 'gateway.yaml'),
         http2: https.http2,
       })
@@ -126,7 +137,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // The bound port, not the configured one: port 0 means "any free port".
   const httpsPort = () => (httpsApp?.server.address() as AddressInfo | null)?.port ?? https?.port ?? 443;
   const app = http
-    ? buildPublicApp(config, runtime, forward, logger, observer, {
+    ? build({
         redirectTo: http.redirectToHttps && https ? httpsPort : undefined,
       })
     : undefined;
@@ -170,6 +181,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     },
     async close() {
       closing = true;
+      // Open WebSockets get their close frame (1001) first; the grace period below bounds them too.
+      websockets.goingAway();
       const publicApps = [app, httpsApp].filter((a): a is FastifyInstance => a !== undefined);
       const drains = publicApps.map((a) => trackConnections(a.server));
       for (const d of drains) d.drain();
@@ -257,6 +270,39 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
   return tracker;
 }
 
+/**
+ * WebSocket upgrades (HTTP/1.1 GET with `Upgrade: websocket`; Node emits 'upgrade' for those
+ * only, other Upgrade requests stay ordinary requests) enter Fastify's routing like any request,
+ * with a response bound to their socket: the lifecycle answers or refuses them as usual, and on
+ * an upstream 101 upstream/websocket.ts takes the socket over. As @fastify/websocket does.
+ * Returns where `enter` finds each upgrade request's socket.
+ */
+function acceptUpgrades(app: FastifyInstance, websockets: WebSockets): WeakMap<IncomingMessage, Upgrade> {
+  const upgrades = new WeakMap<IncomingMessage, Upgrade>();
+  const server = app.server as unknown as {
+    shouldUpgradeCallback: (req: IncomingMessage) => boolean;
+    on(event: 'upgrade', listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): void;
+  };
+  server.shouldUpgradeCallback = wantsWebSocket;
+  server.on('upgrade', function acceptUpgrade(req, socket, head) {
+    // Node leaves an upgraded socket without an error listener: one error must not end the process.
+    socket.on('error', () => socket.destroy());
+    const upgrade = websockets.begin(socket, head);
+    upgrades.set(req, upgrade);
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => {
+      // As Node's server does at the end of a response (its 'close' ends the observation).
+      res.detachSocket(socket as Socket);
+      if (!upgrade.done) (socket as Socket).destroySoon();
+      res.emit('close');
+    });
+    app.routing(req, res);
+  });
+  return upgrades;
+}
+
 interface PublicAppOptions {
   tls?: object;
   http2?: boolean;
@@ -270,6 +316,7 @@ function buildPublicApp(
   forward: Forward,
   logger: Logger,
   observer: Observer,
+  websockets: WebSockets,
   opts: PublicAppOptions,
 ): FastifyInstance {
   const serverOptions = {
@@ -312,6 +359,7 @@ function buildPublicApp(
   });
 
   const lifecycle: Lifecycle = { forward, logger };
+  const upgrades = acceptUpgrades(app, websockets);
   const redirectTo = opts.redirectTo;
   /** Where every request starts: one Exchange, observed from its first moment, then the lifecycle. */
   const enter = (req: FastifyRequest, reply: FastifyReply): void => {
@@ -320,6 +368,10 @@ function buildPublicApp(
     const rec = observer.begin(req, reply as unknown as ObservedReply, q === -1 ? url : url.slice(0, q));
     reply.header(REQUEST_ID_HEADER, rec.id);
     const ex = new Exchange(req, reply, rec, runtime.snapshot);
+    if ((req.raw as { upgrade?: boolean }).upgrade) {
+      ex.upgrade = upgrades.get(req.raw);
+      rec.websocket = ex.upgrade !== undefined;
+    }
     if (redirectTo) redirect(ex, redirectTo());
     else handle(ex, lifecycle);
   };

@@ -6,6 +6,7 @@ import type { RouteMatch } from '../registry/index.ts';
 import type { RouteEntry, Snapshot } from '../runtime.ts';
 import type { RequestRecord } from '../telemetry/record.ts';
 import type { Forwarding } from '../upstream/forward.ts';
+import type { Upgrade } from '../upstream/websocket.ts';
 
 /**
  * One request's whole life in one object of fixed shape, created where it enters (gateway.ts) and
@@ -32,6 +33,8 @@ export class Exchange implements Forwarding {
   ctx: RequestContext | undefined = undefined;
   /** A CORS preflight for an operation whose OPTIONS the spec does not declare. */
   preflight = false;
+  /** A WebSocket upgrade request (HTTP/1.1 `Upgrade: websocket`): its socket, until upgraded or answered. */
+  upgrade: Upgrade | undefined = undefined;
 
   constructor(req: FastifyRequest, reply: FastifyReply, rec: RequestRecord, snapshot: Snapshot | null) {
     this.req = req;

@@ -77,6 +77,11 @@ export function handle(ex: Exchange, lc: Lifecycle): undefined {
     rec.passThrough = entry.service.name;
   }
   ex.entry = entry;
+  if (ex.upgrade) {
+    // Refused before the chain: the operation takes no WebSockets, or no upstream could accept this handshake.
+    const refused = ex.upgrade.refusal(entry, req.headers);
+    if (refused) return answerProblem(ex, refused);
+  }
   if (entry.chain.hooks.length === 0) {
     if (ex.preflight) return answerNotRouted(ex, table.allowedMethods(path));
     return respond(ex, lc);

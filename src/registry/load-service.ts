@@ -8,10 +8,19 @@ import { readFile } from 'node:fs/promises';
 import { basename, extname, resolve } from 'node:path';
 import { dereference, type ParserOptions, validate } from '@readme/openapi-parser';
 import type { OpenAPIV3 } from 'openapi-types';
+import { compileCheck } from '../config/validate.ts';
 import { readSource, type SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import type { OpenApiDocument, OperationObject, Route, Service, ServiceSettings } from './types.ts';
-import { EXTENSION_POINTER, resolveSettings } from './x-portcullis.ts';
+import {
+  EXTENSION_POINTER,
+  OperationXPortcullisSchema,
+  resolveSettings,
+  resolveWebSocket,
+  type WebSocketOption,
+} from './x-portcullis.ts';
+
+const checkOperationExtension = compileCheck(OperationXPortcullisSchema);
 
 /** Operation keys of a path item, in the order routes are listed. */
 export const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
@@ -327,7 +336,25 @@ function buildRoutes(
         continue;
       }
       seen.set(operationId, { method: method.toUpperCase(), path: specPath });
+      const ext = (op as Record<string, unknown>)[EXTENSION_POINTER.slice(1)];
+      let websocket: Route['websocket'];
+      if (ext !== undefined) {
+        const pointer = `/paths/${escapePointer(specPath)}/${method}${EXTENSION_POINTER}`;
+        const extIssues = checkOperationExtension(ext, source, pointer);
+        const wanted = (ext as { websocket?: WebSocketOption } | null)?.websocket;
+        if (extIssues.length === 0 && wanted !== undefined && wanted !== false && method !== 'get') {
+          extIssues.push({
+            file: source.file,
+            line: source.lineOf(`${pointer}/websocket`),
+            path: `${pointer}/websocket`,
+            message: 'WebSocket upgrades are GET requests: websocket applies to GET operations only',
+          });
+        }
+        issues.push(...extIssues);
+        if (extIssues.length === 0) websocket = resolveWebSocket(wanted, settings.websocket);
+      }
       routes.push({
+        ...(websocket === undefined ? {} : { websocket }),
         service,
         operationId,
         method: method.toUpperCase(),

@@ -43,6 +43,7 @@ function service(
       mock: false,
       passThrough: false,
       tls: { rejectUnauthorized: true },
+      websocket: { idleTimeoutMs: 300_000, maxLifetimeMs: 86_400_000 },
       ...settings,
     },
     document: { openapi: '3.1.0', info: { title: name, version: '1' }, paths: {} },

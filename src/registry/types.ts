@@ -44,6 +44,14 @@ export interface RetryBudgetConfig {
   burst: number;
 }
 
+/** WebSocket proxying of an operation (x-portcullis `websocket`), when allowed. */
+export interface WebSocketSettings {
+  /** Close a socket with no frame either way for this long (1001 both ways). */
+  idleTimeoutMs: number;
+  /** Close a socket open this long, busy or not (1001 both ways). */
+  maxLifetimeMs: number;
+}
+
 /** The validated, defaulted `x-portcullis` of one service. */
 export interface ServiceSettings {
   basePath: string;
@@ -65,6 +73,8 @@ export interface ServiceSettings {
   passThrough: boolean;
   /** For https upstreams: extra CA (PEM path, resolved) and whether to verify. */
   tls: { ca?: string; rejectUnauthorized: boolean; servername?: string };
+  /** WebSocket upgrades on GET operations: their timeouts, or false (refused). */
+  websocket: WebSocketSettings | false;
 }
 
 export type OpenApiDocument = OpenAPIV3.Document | OpenAPIV3_1.Document;
@@ -86,6 +96,8 @@ export interface Route {
   operation: OperationObject;
   /** Stands for the undeclared paths of a pass-through service (runtime.ts), not an operation. */
   passThrough?: boolean;
+  /** The operation's own `x-portcullis.websocket`, resolved over the service's; absent: the service's. */
+  websocket?: WebSocketSettings | false;
 }
 
 /** One service: its spec, settings and routes. */

@@ -53,6 +53,7 @@ servers:
       mock: false,
       passThrough: false,
       tls: { rejectUnauthorized: true },
+      websocket: { idleTimeoutMs: 300_000, maxLifetimeMs: 86_400_000 },
     });
   });
 

@@ -9,7 +9,14 @@ import { type Static, Type as T } from '@sinclair/typebox';
 import { compileCheck } from '../config/validate.ts';
 import type { SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
-import type { LoadBalancing, RetryBudgetConfig, RetryOn, ServiceSettings, UpstreamConfig } from './types.ts';
+import type {
+  LoadBalancing,
+  RetryBudgetConfig,
+  RetryOn,
+  ServiceSettings,
+  UpstreamConfig,
+  WebSocketSettings,
+} from './types.ts';
 
 /** JSON pointer of the extension in a spec. */
 export const EXTENSION_POINTER = '/x-portcullis';
@@ -26,8 +33,62 @@ export const DEFAULT_RETRY_BUDGET: Readonly<RetryBudgetConfig> = { percent: 20, 
 /** The largest `retries`. */
 const MAX_RETRIES = 5;
 const DEFAULT_LOAD_BALANCING: LoadBalancing = 'round-robin';
+/** WebSocket timeouts: 5 minutes without a frame either way (pings count), 24 hours in all. */
+export const DEFAULT_WEBSOCKET: Readonly<WebSocketSettings> = {
+  idleTimeoutMs: 300_000,
+  maxLifetimeMs: 86_400_000,
+};
 
 const positiveMs = (description: string) => T.Integer({ minimum: 1, description });
+
+/**
+ * `websocket`, on a service (the default of its GET operations) or on one GET operation (its own
+ * `x-portcullis`): true, false, or the timeouts (which allow upgrades).
+ */
+export const WebSocketSchema = T.Union(
+  [
+    T.Boolean({ description: 'true: upgrades allowed with the default timeouts; false: refused (403).' }),
+    T.Object(
+      {
+        idleTimeoutMs: T.Optional(
+          positiveMs(
+            'Close a socket that carried no frame either way (pings and pongs count) for this long: a close frame 1001 to the client and to the upstream. Default 300000 (5 minutes).',
+          ),
+        ),
+        maxLifetimeMs: T.Optional(
+          positiveMs(
+            'Close a socket open this long, busy or not (1001 both ways). Default 86400000 (24 hours).',
+          ),
+        ),
+      },
+      { additionalProperties: false, description: 'Upgrades allowed, with these timeouts.' },
+    ),
+  ],
+  {
+    description:
+      'WebSocket proxying of GET operations: the upgrade request runs the whole policy chain, then frames pass both ways untouched. false refuses upgrades with 403 PC_WEBSOCKET_REFUSED. Default true (idleTimeoutMs 300000, maxLifetimeMs 86400000).',
+  },
+);
+
+/** `websocket` as written (service or operation). */
+export type WebSocketOption = Static<typeof WebSocketSchema>;
+
+/** `websocket` as written, over `base` (the service's, for an operation; else the defaults). */
+export function resolveWebSocket(
+  value: WebSocketOption | undefined,
+  base: WebSocketSettings | false = DEFAULT_WEBSOCKET,
+): WebSocketSettings | false {
+  if (value === undefined) return base;
+  if (value === false) return false;
+  const from = base === false ? DEFAULT_WEBSOCKET : base;
+  return value === true ? { ...from } : { ...from, ...value };
+}
+
+/** The `x-portcullis` object an operation may carry: only what can differ per operation. */
+export const OperationXPortcullisSchema = T.Object(
+  { websocket: T.Optional(WebSocketSchema) },
+  { additionalProperties: false },
+);
 
 /** The `x-portcullis` object as written in a spec; every field is optional. */
 export const XPortcullisSchema = T.Object(
@@ -194,6 +255,7 @@ export const XPortcullisSchema = T.Object(
         },
       ),
     ),
+    websocket: T.Optional(WebSocketSchema),
   },
   { additionalProperties: false },
 );
@@ -281,6 +343,7 @@ export function resolveSettings(
     mock,
     passThrough: x.passThrough ?? false,
     tls: { rejectUnauthorized: x.tls?.rejectUnauthorized ?? true },
+    websocket: resolveWebSocket(x.websocket),
   };
   if (x.healthCheck) settings.healthCheck = { ...DEFAULT_HEALTH, ...x.healthCheck };
   if (ca !== undefined) settings.tls.ca = ca;

@@ -20,6 +20,7 @@ import type { Route } from '../registry/types.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Upstream, UpstreamGroup } from '../upstream/group.ts';
 import { HotCounter, HotHistogram } from './hot-metrics.ts';
+import { CLIENT_CLOSED } from './observer.ts';
 import type { RequestRecord, UpstreamObserver } from './record.ts';
 import { TOP_CLIENTS_EXPORTED, TopClients } from './top-clients.ts';
 
@@ -38,6 +39,10 @@ export interface Metrics extends UpstreamObserver {
   readonly registry: Registry;
   /** Count one finished request (status 499 = the client went away before the response). */
   requestDone(rec: RequestRecord, statusCode: number, seconds: number): void;
+  /** An upgrade request was answered: 101, or refused (by the gateway or the upstream), or failed. */
+  websocketUpgrade(rec: RequestRecord, statusCode: number): void;
+  /** A WebSocket of `service` opened (+1) or closed (-1). */
+  websocketOpen(service: string, delta: 1 | -1): void;
   /** The Prometheus text exposition of every metric. */
   render(): Promise<string>;
   /** Content-Type of `render()`'s output. */
@@ -154,6 +159,19 @@ export function createMetrics(runtime: Runtime): Metrics {
     },
   });
 
+  const upgrades = new Counter({
+    name: 'portcullis_websocket_upgrades_total',
+    help: 'WebSocket upgrade requests by outcome: upgraded (101), refused (answered by the gateway: a policy, a refused or invalid handshake), upstream-refused (the upstream answered other than 101), failed (no upstream, upstream error or timeout, invalid upstream handshake), aborted (the client went away first).',
+    labelNames: ['service', 'outcome'],
+    registers,
+  });
+  const openSockets = new Gauge({
+    name: 'portcullis_websocket_open_connections',
+    help: 'WebSocket connections open now (upgraded and not yet closed).',
+    labelNames: ['service'],
+    registers,
+  });
+
   // One RequestChildren per label set, for the life of the process: a reload builds new Route
   // objects for the same (service, route, method), and they must feed the same series.
   // Bound: configured routes ever served, plus services × the methods Node's HTTP parser accepts
@@ -260,8 +278,23 @@ export function createMetrics(runtime: Runtime): Metrics {
         e.inc();
       }
     },
+    websocketUpgrade(rec, statusCode) {
+      const service = rec.route?.service ?? rec.passThrough ?? NO_SERVICE;
+      upgrades.inc({ service, outcome: upgradeOutcome(rec, statusCode) });
+    },
+    websocketOpen(service, delta) {
+      openSockets.inc({ service }, delta);
+    },
     render: () => registry.metrics(),
   };
+}
+
+/** The `outcome` label of an answered upgrade request. */
+function upgradeOutcome(rec: RequestRecord, statusCode: number): string {
+  if (statusCode === 101) return 'upgraded';
+  if (statusCode === CLIENT_CLOSED) return 'aborted';
+  if (rec.problem) return rec.problem.status >= 500 ? 'failed' : 'refused';
+  return rec.attempts > 0 ? 'upstream-refused' : 'refused';
 }
 
 function authReason(d: Decision): string {

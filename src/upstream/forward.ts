@@ -12,6 +12,7 @@ import type { RequestContext } from '../pipeline/types.ts';
 import type { RetryOn, ServiceSettings } from '../registry/types.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import { failedOnReusedSocket, type Upstream, type UpstreamGroup } from './group.ts';
+import type { Upgrade } from './websocket.ts';
 
 /**
  * Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), HTTP/2 pseudo and connection
@@ -140,6 +141,8 @@ export interface Forwarding {
   readonly ctx: ForwardExtras | undefined;
   /** With a record, each attempt is recorded (upstream, timing, bytes, CLIENT span) and the request id travels both ways. */
   readonly rec: RequestRecord | undefined;
+  /** A WebSocket upgrade: sent upstream as one, its 101 handed to it (upstream/websocket.ts). */
+  readonly upgrade?: Upgrade | undefined;
 }
 
 /** Forward one request to `to`; the response is written straight to `ex.res`. */
@@ -342,6 +345,14 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           if (rec) out[REQUEST_ID_HEADER] = rec.id;
           res.writeHead(statusCode, out);
         },
+        onRequestUpgrade(_c, statusCode, headers, socket) {
+          if (!settle() || !ex.upgrade) return void socket.destroy();
+          done = true;
+          group.reportSuccess(upstream);
+          rec?.upstreamEnd(target.service, upstream, statusCode);
+          const invalid = ex.upgrade.upgraded(res, req.headers, headers, socket, extras, rec);
+          if (invalid) writeProblem(res, invalid, instance, extraResponseHeaders, rec);
+        },
         onResponseData(c, chunk) {
           if (discard) return;
           if (rec) rec.bytes += chunk.length;
@@ -436,6 +447,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         headersTimeout: settings.timeoutMs,
         bodyTimeout: settings.timeoutMs,
       };
+      if (ex.upgrade) opts.upgrade = 'websocket';
       if (fresh) group.dispatchFresh(upstream, opts, handler);
       else upstream.pool.dispatch(opts, handler);
     };

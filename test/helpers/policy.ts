@@ -54,6 +54,7 @@ export async function policySlice(opts: PolicySliceOptions): Promise<PolicySlice
     mock: false,
     passThrough: false,
     tls: { rejectUnauthorized: true },
+    websocket: false,
     ...opts.settings,
   };
   const route = opts.route ?? ({ service: 'svc', operationId: 'op', method: 'GET', specPath: '/x' } as Route);
