@@ -8,7 +8,9 @@
  * keep-alive for us); forwarded ones hijack the reply and write the raw response.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { type Duplex, pipeline, Readable } from 'node:stream';
 import { ProblemError } from '../errors.ts';
+import { runResponseStages } from '../pipeline/response.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem } from '../problem.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import type { Forward, ForwardTarget } from '../upstream/forward.ts';
@@ -47,12 +49,40 @@ export function answerMock(ex: Exchange): undefined {
   }
   const headers: OutgoingHttpHeaders = { ...res.headers, ...ctx.responseHeaders };
   for (const edit of ctx.responseEdits) edit(res.status, headers);
-  ex.reply.code(res.status).headers(headers).send(res.body);
+  if (!ctx.responseStages) {
+    ex.reply.code(res.status).headers(headers).send(res.body);
+    return;
+  }
+  // The stages see the length the answer would have (HEAD included, so its headers match GET's)
+  // and drop it when they change the body.
+  const bodyless = res.status === 204 || res.status === 304;
+  if (!bodyless) headers['content-length'] = String(Buffer.byteLength(res.body));
+  const head = { status: res.status, headers, method: ex.req.method, requestHeaders: ex.req.headers };
+  const streams = runResponseStages(ctx.responseStages, head);
+  ex.reply.code(head.status).headers(headers);
+  if (ex.req.method === 'HEAD' || bodyless) {
+    for (const s of streams ?? []) s.destroy();
+    ex.reply.send();
+  } else if (streams) {
+    const last = streams[streams.length - 1] as Duplex;
+    pipeline([Readable.from([Buffer.from(res.body)]), ...streams], () => {});
+    ex.reply.send(last);
+  } else {
+    ex.reply.send(res.body);
+  }
 }
 
-/** Answer a policy's own response (a CORS preflight): status and headers, no body. */
-export function answerDirect(ex: Exchange, status: number, headers: Record<string, string>): undefined {
-  ex.reply.code(status).headers(headers).send();
+/**
+ * Answer a policy's own response (a CORS preflight, a cache hit): status, headers and an optional
+ * body, sent as built (no response stages).
+ */
+export function answerDirect(
+  ex: Exchange,
+  status: number,
+  headers: Record<string, string>,
+  body?: Buffer | NodeJS.ReadableStream,
+): undefined {
+  ex.reply.code(status).headers(headers).send(body);
 }
 
 /** 308 to `location` (HTTP to HTTPS). */

@@ -127,7 +127,7 @@ const HOST_HEADER = /^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::\d
 function afterChain(ex: Exchange, lc: Lifecycle): undefined {
   try {
     const ctx = ex.ctx;
-    if (ctx?.answer) return answerDirect(ex, ctx.answer.status, ctx.answer.headers);
+    if (ctx?.answer) return answerDirect(ex, ctx.answer.status, ctx.answer.headers, ctx.answer.body);
     if (ctx?.answered) return;
     if (ex.preflight) return answerNotRouted(ex, ex.snapshot?.table.allowedMethods(ex.target.path) ?? []);
     respond(ex, lc);

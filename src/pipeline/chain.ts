@@ -143,6 +143,7 @@ export function createContext(
     removeUpstreamHeaders: new Set(),
     responseHeaders: {},
     responseEdits: [],
+    responseStages: undefined,
     decisions: [],
     // Every optional field exists from the start: one hidden class for every context.
     identity: undefined,

@@ -7,6 +7,7 @@ import type { RequestCookies } from '../net/cookies.ts';
 import type { RequestTarget } from '../net/target.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { Store } from '../state/store.ts';
+import type { ResponseStage } from './response.ts';
 
 /**
  * The phases a request passes, in order. The order lives here and nowhere else:
@@ -90,6 +91,12 @@ export interface RequestContext {
   /** Edits of the upstream response headers before they are sent (headers policy, CORS). */
   readonly responseEdits: Array<(status: number, headers: OutgoingHttpHeaders) => void>;
   /**
+   * Stages the response passes after the header edits (compression, cache store), sorted by their
+   * order; undefined until a policy adds one with `addResponseStage` (pipeline/response.ts, which
+   * states the contract).
+   */
+  responseStages?: ResponseStage[];
+  /**
    * The request body, when a policy needed to read it (validate, WAF): read once, bounded, then
    * forwarded from this buffer instead of the stream.
    */
@@ -100,8 +107,11 @@ export interface RequestContext {
   readonly decisions: Decision[];
   /** Set by a policy that answers the request itself (e.g. a CORS preflight): nothing is forwarded. */
   answered?: boolean;
-  /** That answer: the lifecycle writes it (lifecycle/answer.ts), policies never write to the reply. */
-  answer?: { status: number; headers: Record<string, string> };
+  /**
+   * That answer: the lifecycle writes it (lifecycle/answer.ts), policies never write to the reply.
+   * It is complete as built: response stages do not run on it. A body is sent as is (HEAD: none).
+   */
+  answer?: { status: number; headers: Record<string, string>; body?: Buffer | NodeJS.ReadableStream };
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { Transform, type TransformCallback } from 'node:stream';
+import { type Duplex, pipeline, Transform, type TransformCallback } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { type ErrorCode, ProblemError } from '../errors.ts';
@@ -8,6 +8,7 @@ import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
 import { hasBody, readWhole } from '../net/read-body.ts';
 import type { RequestTarget } from '../net/target.ts';
+import { runResponseStages } from '../pipeline/response.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import type { RetryOn, ServiceSettings } from '../registry/types.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
@@ -123,7 +124,13 @@ export interface ForwarderOptions {
 /** What policies changed about a request (see RequestContext); absent on policy-free routes. */
 export type ForwardExtras = Pick<
   RequestContext,
-  'setUpstreamHeaders' | 'removeUpstreamHeaders' | 'responseHeaders' | 'responseEdits' | 'body' | 'upstream'
+  | 'setUpstreamHeaders'
+  | 'removeUpstreamHeaders'
+  | 'responseHeaders'
+  | 'responseEdits'
+  | 'responseStages'
+  | 'body'
+  | 'upstream'
 >;
 
 /**
@@ -307,6 +314,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       let discard = false;
       let finished = false;
       let status = 0;
+      // The first response stage's body stream, when a stage transforms the body (pipeline/response.ts).
+      let sink: Duplex | undefined;
       const settle = () => {
         if (finished) return false;
         finished = true;
@@ -338,12 +347,19 @@ export function createForwarder(opts: ForwarderOptions): Forward {
               continue;
             out[name] = headers[name];
           }
+          let sent = statusCode;
           if (extras) {
             for (const name in extras.responseHeaders) out[name] = extras.responseHeaders[name];
             for (const edit of extras.responseEdits) edit(statusCode, out);
+            if (extras.responseStages) {
+              const head = { status: statusCode, headers: out, method, requestHeaders: req.headers };
+              const streams = runResponseStages(extras.responseStages, head);
+              sent = head.status;
+              if (streams) sink = throughStages(streams, res, logger, rec?.id);
+            }
           }
           if (rec) out[REQUEST_ID_HEADER] = rec.id;
-          res.writeHead(statusCode, out);
+          res.writeHead(sent, out);
         },
         onRequestUpgrade(_c, statusCode, headers, socket) {
           if (!settle() || !ex.upgrade) return void socket.destroy();
@@ -357,7 +373,12 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           if (discard) return;
           if (rec) rec.bytes += chunk.length;
           // Backpressure: pause the upstream until the client drained (a listener only when needed).
-          if (!res.write(chunk)) {
+          if (sink) {
+            if (!sink.write(chunk)) {
+              c.pause();
+              sink.once('drain', () => c.resume());
+            }
+          } else if (!res.write(chunk)) {
             c.pause();
             res.once('drain', () => c.resume());
           }
@@ -370,7 +391,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
             return;
           }
           done = true;
-          res.end();
+          if (sink) sink.end();
+          else res.end();
         },
         onResponseError(_c, err) {
           if (!settle()) return;
@@ -453,6 +475,26 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     };
     attempt(undefined, undefined);
   }
+}
+
+/**
+ * Join the response stages' body streams in order into the client response; returns the first one
+ * (where upstream chunks go). A client that goes away destroys them all; a failing stream cuts the
+ * response (its head is already out).
+ */
+function throughStages(
+  streams: Duplex[],
+  res: RawResponse,
+  logger: Logger,
+  reqId: string | undefined,
+): Duplex {
+  const done = (err: NodeJS.ErrnoException | null) => {
+    if (err && err.code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+      logger.warn({ err, reqId }, 'response stage failed mid-response');
+    }
+  };
+  pipeline([...streams, res], done);
+  return streams[0] as Duplex;
 }
 
 /**
