@@ -4,11 +4,15 @@
  *   the client is recorded in `closes` and answered with the same code and reason;
  * - `.../close?code=N&reason=R`: closes at once with that code and reason;
  * - `.../refuse`: answers the upgrade 403 (plain HTTP, a JSON body);
- * - `.../plain`: answers 200 without upgrading.
+ * - `.../plain`: answers 200 without upgrading;
+ * - `.../bad-accept`: answers 101 with a Sec-WebSocket-Accept that is not the key's;
+ * - `.../bad-protocol`: answers 101 choosing a subprotocol the client did not offer.
  * Every upgrade request's headers are kept in `seen`; `connections` counts open sockets.
  */
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
 
 export interface WsUpstream {
@@ -28,6 +32,7 @@ export async function startWsUpstream(opts: { protocols?: string[] } = {}): Prom
   const seen: WsUpstream['seen'] = [];
   const closes: WsUpstream['closes'] = [];
   const sockets = new Set<WebSocket>();
+  const raw = new Set<Duplex>();
   let waiting: Array<(ws: WebSocket) => void> = [];
   const wss = new WebSocketServer({
     noServer: true,
@@ -52,6 +57,20 @@ export async function startWsUpstream(opts: { protocols?: string[] } = {}): Prom
       socket.end(
         'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain',
       );
+      return;
+    }
+    if (url.pathname.endsWith('/bad-accept') || url.pathname.endsWith('/bad-protocol')) {
+      const key = String(req.headers['sec-websocket-key']);
+      const accept = url.pathname.endsWith('/bad-accept')
+        ? createHash('sha1').update('not the key').digest('base64')
+        : createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      const protocol = url.pathname.endsWith('/bad-protocol') ? 'sec-websocket-protocol: evil\r\n' : '';
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n${protocol}\r\n`,
+      );
+      socket.on('error', () => socket.destroy());
+      raw.add(socket);
+      socket.once('close', () => raw.delete(socket));
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
@@ -80,6 +99,7 @@ export async function startWsUpstream(opts: { protocols?: string[] } = {}): Prom
     nextConnection: () => new Promise((resolve) => waiting.push(resolve)),
     async close() {
       for (const ws of sockets) ws.terminate();
+      for (const socket of raw) socket.destroy();
       wss.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -6,6 +6,7 @@
  * the upstream's own refusal reaches the client; metrics, access log and span see the upgrade.
  */
 import { once } from 'node:events';
+import { type IncomingHttpHeaders, request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -23,6 +24,8 @@ const OPERATIONS = {
   'GET /keyed/echo': 'keyedEcho',
   'GET /limited/echo': 'limitedEcho',
   'GET /items': 'listItems',
+  'GET /bad-accept': 'badAccept',
+  'GET /bad-protocol': 'badProtocol',
 };
 
 /** What a refused or failed upgrade answered: status, headers and body (ws 'unexpected-response'). */
@@ -32,6 +35,9 @@ interface Refusal {
   body: string;
 }
 
+/** The 101 response headers of each client socket. */
+const upgradeHeaders = new WeakMap<WebSocket, IncomingHttpHeaders>();
+
 /** Open a client socket; resolves once open, rejects with the HTTP answer when refused. */
 function connect(url: string, opts: { headers?: Record<string, string>; protocols?: string[] } = {}) {
   return new Promise<WebSocket>((resolve, reject) => {
@@ -39,6 +45,7 @@ function connect(url: string, opts: { headers?: Record<string, string>; protocol
       headers: opts.headers,
       perMessageDeflate: false,
     });
+    ws.once('upgrade', (res) => upgradeHeaders.set(ws, res.headers));
     ws.once('open', () => resolve(ws));
     ws.once('unexpected-response', (_req, res) => {
       let body = '';
@@ -72,6 +79,35 @@ async function refused(url: string, headers?: Record<string, string>): Promise<R
   throw new Error(`${url} was upgraded`);
 }
 
+/** An upgrade request written by hand (what `ws` would never send): the answer's status, headers and body. */
+function rawUpgrade(url: string, headers: Record<string, string>, body?: string): Promise<Refusal> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      headers: {
+        connection: 'Upgrade',
+        upgrade: 'websocket',
+        'sec-websocket-version': '13',
+        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+        ...headers,
+      },
+    });
+    req.once('upgrade', (_res, socket) => {
+      socket.destroy();
+      reject(new Error('upgraded'));
+    });
+    req.once('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        text += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+    });
+    req.once('error', reject);
+    req.end(body);
+  });
+}
+
 /** Send one message and wait for the echo. */
 async function echo(ws: WebSocket, data: string | Buffer): Promise<{ data: Buffer; binary: boolean }> {
   const reply = once(ws, 'message') as Promise<[Buffer, boolean]>;
@@ -95,8 +131,19 @@ describe('WebSocket proxying', () => {
     // An operation that refuses upgrades (its own x-portcullis).
     const paths = doc.paths as Record<string, Record<string, Record<string, unknown>>>;
     paths['/items'] = { get: { ...paths['/items']?.get, 'x-portcullis': { websocket: false } } };
+    const timeouts = spec({
+      title: 'Timeouts',
+      basePath: '/timeouts',
+      upstreams: [up.url],
+      operations: { 'GET /idle/echo': 'idleEcho', 'GET /short/echo': 'shortEcho' },
+      extra: { websocket: { idleTimeoutMs: 200 } },
+    });
+    // The operation's own timeouts over the service's: a lifetime far below its idle timeout.
+    const short = (timeouts.paths as Record<string, Record<string, Record<string, unknown>>>)['/short/echo'];
+    if (short?.get) short.get['x-portcullis'] = { websocket: { idleTimeoutMs: 60_000, maxLifetimeMs: 300 } };
     gw = await startGateway(
       {
+        timeouts,
         svc: doc,
         off: spec({
           title: 'Off',
@@ -106,7 +153,7 @@ describe('WebSocket proxying', () => {
           extra: { websocket: false },
         }),
       },
-      {},
+      { watch: true },
       {
         logger: logs.logger,
         files: { 'policies/secrets/keys.yaml': `robot: ${API_KEY}\n` },
@@ -216,6 +263,55 @@ describe('WebSocket proxying', () => {
     expect((await fetch(`${gw.url}/off/echo`)).status).toBe(200);
   });
 
+  it('refuses a handshake no upstream could accept: 426 for another version, 400 without a key', async () => {
+    const before = up.seen.length;
+    const version = await rawUpgrade(`${gw.url}/svc/echo`, { 'sec-websocket-version': '8' });
+    expect(version.status).toBe(426);
+    expect(version.headers['sec-websocket-version']).toBe('13');
+    expect(JSON.parse(version.body).code).toBe('PC_WEBSOCKET_VERSION');
+    const keyless = await rawUpgrade(`${gw.url}/svc/echo`, { 'sec-websocket-key': 'short' });
+    expect(keyless.status).toBe(400);
+    expect(JSON.parse(keyless.body).code).toBe('PC_WEBSOCKET_HANDSHAKE');
+    const withBody = await rawUpgrade(`${gw.url}/svc/echo`, { 'content-length': '4' }, 'abcd');
+    expect(withBody.status).toBe(400);
+    expect(up.seen.length).toBe(before);
+  });
+
+  it("answers 502 when the upstream's 101 does not match the client's handshake", async () => {
+    for (const path of ['/svc/bad-accept', '/svc/bad-protocol']) {
+      const r = await refused(`${gw.url}${path}`);
+      expect(r.status).toBe(502);
+      expect(JSON.parse(r.body).code).toBe('PC_UPSTREAM_ERROR');
+    }
+  });
+
+  it('closes an idle socket with 1001 both ways after idleTimeoutMs', async () => {
+    const opened = up.nextConnection();
+    const ws = await connect(`${gw.url}/timeouts/idle/echo`);
+    const upstreamSide = await opened;
+    const upstreamClosed = once(upstreamSide, 'close');
+    expect(await closed(ws)).toEqual({ code: 1001, reason: 'idle timeout' });
+    const [code, reason] = (await upstreamClosed) as [number, Buffer];
+    expect({ code, reason: reason.toString() }).toEqual({ code: 1001, reason: 'idle timeout' });
+  });
+
+  it('closes a socket past maxLifetimeMs with 1001 both ways, busy or not', async () => {
+    const opened = up.nextConnection();
+    const ws = await connect(`${gw.url}/timeouts/short/echo`);
+    const upstreamSide = await opened;
+    const upstreamClosed = once(upstreamSide, 'close');
+    const ended = closed(ws);
+    // Keep it busy: echoes go on until the lifetime ends the socket.
+    const busy = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send('tick'), 20);
+    try {
+      expect(await ended).toEqual({ code: 1001, reason: 'lifetime exceeded' });
+    } finally {
+      clearInterval(busy);
+    }
+    const [code] = (await upstreamClosed) as [number, Buffer];
+    expect(code).toBe(1001);
+  });
+
   it('applies the rate limit to upgrades', async () => {
     const statuses: number[] = [];
     const open: WebSocket[] = [];
@@ -255,17 +351,24 @@ describe('WebSocket proxying', () => {
         headers: { response: { set: { 'x-reloaded': 'yes' } } },
       },
     ]);
-    const result = await gw.gateway.runtime.reload();
-    expect(result.ok).toBe(true);
-    expect(gw.gateway.runtime.snapshot?.version).not.toBe(version);
+    // The watcher reloads (watch: true): a policy file written while the socket is open.
+    await expect
+      .poll(() => gw.gateway.runtime.snapshot?.version, { timeout: 10_000, interval: 50 })
+      .not.toBe(version);
     expect((await echo(ws, 'after')).data.toString()).toBe('after');
-    // A new upgrade gets the new configuration.
+
+    // A new upgrade gets the new configuration (the policy's header on its 101).
     const ws2 = await connect(`${gw.url}/svc/echo`);
+    expect(upgradeHeaders.get(ws2)?.['x-reloaded']).toBe('yes');
+    expect(upgradeHeaders.get(ws)?.['x-reloaded']).toBeUndefined();
     ws.close();
     ws2.close();
     await Promise.all([closed(ws), closed(ws2)]);
+    const reloaded = gw.gateway.runtime.snapshot?.version;
     await gw.removePolicy('extra');
-    await gw.gateway.runtime.reload();
+    await expect
+      .poll(() => gw.gateway.runtime.snapshot?.version, { timeout: 10_000, interval: 50 })
+      .not.toBe(reloaded);
   });
 
   it('counts upgrades and open sockets, and logs the upgrade', async () => {
