@@ -182,16 +182,17 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     async close() {
       closing = true;
       // Open WebSockets get their close frame (1001) first; the grace period below bounds them too.
-      websockets.goingAway();
+      const sockets = websockets.goingAway();
       const publicApps = [app, httpsApp].filter((a): a is FastifyInstance => a !== undefined);
       const drains = publicApps.map((a) => trackConnections(a.server));
       for (const d of drains) d.drain();
       // Past the grace period, cut whatever is still open so shutdown is bounded.
       const force = setTimeout(() => {
         for (const d of drains) d.destroyAll();
+        websockets.destroyAll();
       }, config.limits.shutdownGraceMs);
       force.unref();
-      await Promise.all(publicApps.map((a) => a.close()));
+      await Promise.all([...publicApps.map((a) => a.close()), sockets]);
       clearTimeout(force);
       await runtime.close();
       await store.close();

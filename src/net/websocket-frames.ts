@@ -84,12 +84,14 @@ export class FrameBoundaries {
 }
 
 /**
- * A close frame with `code` and `reason` (cut to 123 bytes). Frames a client sends are masked
+ * A close frame with `code` and `reason` (cut to 123 bytes of whole characters). Frames a client sends are masked
  * (RFC 6455 §5.3): `masked` for the upstream side, unmasked for the client side.
  */
 export function closeFrame(code: number, reason: string, masked: boolean): Buffer {
-  let text = Buffer.from(reason, 'utf8');
-  if (text.length > MAX_REASON_BYTES) text = text.subarray(0, MAX_REASON_BYTES);
+  let cut = reason;
+  // Cut whole characters: a reason must stay valid UTF-8 (RFC 6455 §5.5.1).
+  while (Buffer.byteLength(cut) > MAX_REASON_BYTES) cut = cut.slice(0, -1);
+  const text = Buffer.from(cut, 'utf8');
   const payload = Buffer.alloc(2 + text.length);
   payload.writeUInt16BE(code, 0);
   text.copy(payload, 2);

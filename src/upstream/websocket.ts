@@ -201,6 +201,7 @@ export class WebSockets {
   readonly options: WebSocketsOptions;
   private readonly tunnels = new Set<Tunnel>();
   private closing = false;
+  private drained: (() => void) | undefined;
 
   constructor(options: WebSocketsOptions) {
     this.options = options;
@@ -222,6 +223,7 @@ export class WebSockets {
     const settings = upgrade.settings as WebSocketSettings;
     const tunnel = new Tunnel(upgrade.socket, upstream, upgrade.head, settings, (end, info) => {
       this.tunnels.delete(tunnel);
+      if (this.tunnels.size === 0) this.drained?.();
       closed(service);
       logger.info(
         {
@@ -242,10 +244,22 @@ export class WebSockets {
     if (this.closing) tunnel.close('shutdown');
   }
 
-  /** Shutdown: every open socket gets a close frame 1001 both ways (at the next frame boundary). */
-  goingAway(): void {
+  /**
+   * Shutdown: every open socket gets a close frame 1001 both ways (at the next frame boundary).
+   * Resolves once every tunnel has closed (bound it with `destroyAll`).
+   */
+  goingAway(): Promise<void> {
     this.closing = true;
     for (const t of this.tunnels) t.close('shutdown');
+    if (this.tunnels.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.drained = resolve;
+    });
+  }
+
+  /** The end of the grace period: destroy every socket still open, both sides. */
+  destroyAll(): void {
+    for (const t of this.tunnels) t.destroy();
   }
 }
 
@@ -327,6 +341,13 @@ class Tunnel {
     this.destroyIn(CLOSE_TIMEOUT_MS);
   }
 
+  /** Destroy both sockets now. */
+  destroy(): void {
+    this.end ??= 'shutdown';
+    this.up.from.destroy();
+    this.down.from.destroy();
+  }
+
   private wire(s: Side, name: 'client' | 'upstream'): void {
     const { from, to } = s;
     from.on('data', (chunk: Buffer) => this.relay(s, chunk));
@@ -394,10 +415,7 @@ class Tunnel {
     if (at >= this.deadline) return;
     this.deadline = at;
     clearTimeout(this.destroyTimer);
-    this.destroyTimer = setTimeout(() => {
-      this.up.from.destroy();
-      this.down.from.destroy();
-    }, ms);
+    this.destroyTimer = setTimeout(() => this.destroy(), ms);
     this.destroyTimer.unref();
   }
 }
