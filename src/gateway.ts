@@ -18,7 +18,7 @@ import { compileCidrs } from './net/cidr.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
 import { POLICY_KINDS } from './policies/index.ts';
 import { sendProblem, toProblem } from './problem.ts';
-import { Runtime } from './runtime.ts';
+import { Runtime, type RuntimeOptions } from './runtime.ts';
 import { createStore } from './state/create-store.ts';
 import type { Store } from './state/store.ts';
 import { createMetrics, type Metrics } from './telemetry/metrics.ts';
@@ -40,6 +40,16 @@ export interface GatewayOptions {
    * here when `telemetry.otlp` is set, else none. Either way `close()` shuts it down.
    */
   tracing?: Tracing;
+  /** Set in a `workers: N` worker (src/cluster/worker.ts); absent in a single process. */
+  worker?: WorkerRole;
+}
+
+/** What a cluster worker's gateway takes from its primary. */
+export interface WorkerRole {
+  /** The instance's store (the primary's memory store over IPC); default: created from `state`. */
+  store?: Store;
+  /** The primary's commit vote on each reload (RuntimeOptions.beforeSwap). */
+  beforeSwap: NonNullable<RuntimeOptions['beforeSwap']>;
 }
 
 export interface ListenAddresses {
@@ -75,8 +85,14 @@ export interface Gateway {
 export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   pinTickObjectShape(); // early, before the store connects (see tick-shape.ts); once per process
   const logger = options.logger ?? createLogger(config.logLevel);
-  const store = await createStore(config.state, logger);
-  const runtime = new Runtime({ config, logger, store, kinds: POLICY_KINDS });
+  const store = options.worker?.store ?? (await createStore(config.state, logger));
+  const runtime = new Runtime({
+    config,
+    logger,
+    store,
+    kinds: POLICY_KINDS,
+    beforeSwap: options.worker?.beforeSwap,
+  });
   try {
     await runtime.load();
   } catch (err) {
@@ -176,7 +192,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
         await admin.listen({ port: config.admin.port, host: config.admin.host });
         out.admin = addr(admin, 'http');
       }
-      logger.info({ ...out, version: runtime.snapshot?.version }, 'portcullis listening');
+      // A worker's listening is not the instance's: the primary says so once every worker is up.
+      const message = options.worker ? 'worker listening' : 'portcullis listening';
+      logger.info({ ...out, version: runtime.snapshot?.version }, message);
       return out;
     },
     async close() {

@@ -1,4 +1,5 @@
 import { pino } from 'pino';
+import { WORKER_SLOT } from './cluster/identity.ts';
 
 /** The logger type every module takes (pino's). */
 export type Logger = pino.Logger;
@@ -38,7 +39,11 @@ export const REDACT_PATHS = [
 export function createLogger(level = 'info', destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
     level,
-    base: { name: 'portcullis' },
+    // A worker's lines (access log included) name it; its pid tells a replacement from the dead one.
+    base:
+      WORKER_SLOT === undefined
+        ? { name: 'portcullis' }
+        : { name: 'portcullis', worker: WORKER_SLOT, pid: process.pid },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     serializers: { req: serializeRequest, err: pino.stdSerializers.err },
   };

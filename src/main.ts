@@ -5,6 +5,7 @@
  * after the config is loaded, so that an OpenTelemetry SDK can be started first (its HTTP and
  * undici instrumentations must patch those modules before they load).
  */
+import cluster from 'node:cluster';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadGatewayConfig } from './config/load.ts';
@@ -87,6 +88,8 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_USAGE;
   }
 
+  // A `workers: N` worker takes its configuration from the primary, which owns loading (src/cluster).
+  if (cluster.isWorker) return startWorker();
   let config: GatewayConfig;
   try {
     config = await loadGatewayConfig({ file: values.config });
@@ -96,6 +99,10 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'start':
+      if (config.workers > 1) {
+        const { runPrimary } = await import('./cluster/primary.ts');
+        return runPrimary(config).catch(reportConfigError);
+      }
       return start(config);
     case 'validate':
     case 'routes':
@@ -105,7 +112,16 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function start(config: GatewayConfig): Promise<number> {
+async function startWorker(): Promise<number> {
+  const { receiveConfig, joinCluster } = await import('./cluster/worker.ts');
+  const { config, sharedStore } = await receiveConfig();
+  return start(config, joinCluster(sharedStore));
+}
+
+async function start(
+  config: GatewayConfig,
+  worker?: import('./cluster/worker.ts').ClusterWorker,
+): Promise<number> {
   // First of all, before telemetry, Redis or Fastify load: the nextTick workaround (tick-shape.ts).
   pinTickObjectShape();
   // Telemetry starts here, before the dynamic import below loads Fastify and undici. The SDK is
@@ -119,13 +135,14 @@ async function start(config: GatewayConfig): Promise<number> {
   const { createGateway } = await import('./gateway.ts');
   let gateway: Awaited<ReturnType<typeof createGateway>>;
   try {
-    gateway = await createGateway(config, { tracing });
+    gateway = await createGateway(config, { tracing, worker });
   } catch (err) {
     await tracing?.shutdown().catch(() => undefined);
     return reportConfigError(err);
   }
+  let addresses: Awaited<ReturnType<typeof gateway.listen>>;
   try {
-    await gateway.listen();
+    addresses = await gateway.listen();
   } catch (err) {
     // Typically EADDRINUSE / EACCES: say which listener, release what did bind, exit non-zero.
     gateway.logger.fatal({ err, code: (err as NodeJS.ErrnoException).code }, 'cannot listen');
@@ -153,6 +170,7 @@ async function start(config: GatewayConfig): Promise<number> {
         },
       );
     };
+    if (worker) return worker.serve(gateway, addresses, stop);
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });

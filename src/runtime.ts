@@ -82,6 +82,12 @@ export interface RuntimeOptions {
   kinds: readonly PolicyKind[];
   /** Start active health checks when a snapshot is swapped in. Default true (false for `validate`). */
   healthChecks?: boolean;
+  /**
+   * Asked before a reload's snapshot is swapped in; false keeps the previous one serving (the
+   * reload counts as rejected). With `workers: N` this is the commit vote that makes every worker
+   * switch to the same version together (src/cluster). Default: always swap.
+   */
+  beforeSwap?: (snapshot: Snapshot) => Promise<boolean>;
 }
 
 export class Runtime {
@@ -243,6 +249,21 @@ export class Runtime {
       this.emit(result);
       return result;
     }
+    if (this.options.beforeSwap && !(await this.options.beforeSwap(snapshot))) {
+      this.restoreGroups();
+      const issue = {
+        file: this.dir,
+        path: '',
+        message: `version ${snapshot.version} was not committed by every worker`,
+      };
+      this.logger.error(
+        { code: 'PC_CONFIG_INVALID' },
+        `${issue.message}; the previous configuration keeps serving`,
+      );
+      const result = { ok: false, version: this.snapshot?.version ?? '', issues: [...issues, issue] };
+      this.emit(result);
+      return result;
+    }
     for (const file of this.lastGood.keys()) if (!files.includes(file)) this.lastGood.delete(file);
     for (const [file, s] of loaded) this.lastGood.set(file, s);
     this.lastGoodRules.clear();
@@ -387,6 +408,25 @@ export class Runtime {
       .map((p) => p.issue);
     const ordered = [...byFile.keys()].sort();
     return { byFile, rules: ordered.flatMap((f) => byFile.get(f) ?? []), issues: rejected, stale };
+  }
+
+  /**
+   * After a snapshot was built but not swapped in: the groups of the one still serving come back
+   * from retirement, the groups built for the discarded one close.
+   */
+  private restoreGroups(): void {
+    const serving = new Map<string, UpstreamGroup>();
+    for (const e of this.snapshot?.entries.values() ?? [])
+      if (e.target) serving.set(`${e.service.name}\0${e.service.upstreamKey}`, e.target.group);
+    for (const [key, group] of this.groups) {
+      if (serving.get(key) === group) continue;
+      this.groups.delete(key);
+      void group.close();
+    }
+    for (const [key, group] of serving) {
+      this.retiring.delete(group);
+      this.groups.set(key, group);
+    }
   }
 
   private swap(snapshot: Snapshot): void {

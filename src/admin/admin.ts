@@ -19,7 +19,13 @@ export interface AdminDeps {
   runtime: Runtime;
   store: Store;
   /** Served at /metrics (Prometheus text format). Default: no /metrics route. */
-  metrics?: Metrics;
+  metrics?: Pick<Metrics, 'render' | 'contentType'>;
+  /**
+   * With `workers: N`, the primary's admin: each worker's state. /readyz then lists them, is ready
+   * while at least one serves, and reports upstreams as the workers see them (the primary forwards
+   * nothing). Default: none (a single process reports its own).
+   */
+  workers?: () => Promise<ClusterStatus>;
   /** True once shutdown began: readiness turns false so load balancers stop sending. */
   isClosing: () => boolean;
   /**
@@ -30,6 +36,13 @@ export interface AdminDeps {
   config?: AdminConfig;
   /** This machine's addresses, answered by default when `host` is a wildcard. Default: os.networkInterfaces(). */
   localAddresses?: LocalAddresses;
+}
+
+/** What /readyz shows of a `workers: N` instance. */
+export interface ClusterStatus {
+  workers: Array<{ worker: number; pid: number; ready: boolean; version: string | null }>;
+  /** Per service, merged over the workers (the most ejected / unhealthy any worker sees; panic if any is). */
+  upstreams: Record<string, GroupStatus>;
 }
 
 /**
@@ -46,7 +59,11 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
-    const ready = snapshot !== null && !deps.isClosing();
+    const cluster = await deps.workers?.();
+    const ready =
+      snapshot !== null &&
+      !deps.isClosing() &&
+      (cluster === undefined || cluster.workers.some((w) => w.ready));
     reply.code(ready ? 200 : 503);
     return {
       ready,
@@ -56,7 +73,8 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
       // A down store degrades (policies apply their onStoreError) but does not make the gateway unready.
       store: deps.store.status(),
       // Per service; a group in panic (every upstream, or too many, ejected) degrades, it does not unready.
-      upstreams: snapshot ? upstreamStatus(snapshot) : {},
+      upstreams: cluster?.upstreams ?? (snapshot ? upstreamStatus(snapshot) : {}),
+      ...(cluster && { workers: cluster.workers }),
     };
   });
   const metrics = deps.metrics;
@@ -75,7 +93,7 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
 }
 
 /** Each forwarding service's upstream group: upstreams, ejected, unhealthy (active checks), panic. */
-function upstreamStatus(snapshot: NonNullable<Runtime['snapshot']>): Record<string, GroupStatus> {
+export function upstreamStatus(snapshot: NonNullable<Runtime['snapshot']>): Record<string, GroupStatus> {
   const out: Record<string, GroupStatus> = {};
   for (const e of snapshot.entries.values()) if (e.target) out[e.target.service] ??= e.target.group.status();
   for (const t of snapshot.passThrough.values()) out[t.service] ??= t.group.status();

@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,6 +56,7 @@ describe('loadGatewayConfig without a file', () => {
         shutdownGraceMs: 10_000,
       },
       headers: { hideUpstreamIdentity: true },
+      workers: 1,
       logLevel: 'info',
     } satisfies GatewayConfig);
   });
@@ -129,6 +130,7 @@ describe('loadGatewayConfig with a full file', () => {
         shutdownGraceMs: 4000,
       },
       headers: { hideUpstreamIdentity: false },
+      workers: 3,
       logLevel: 'debug',
     } satisfies GatewayConfig);
   });
@@ -145,6 +147,15 @@ describe('loadGatewayConfig with a full file', () => {
       host: '0.0.0.0',
     });
     expect(config.listen.https?.ciphers).toBe(MODERN_CIPHERS);
+  });
+
+  it('resolves workers: auto to the core count and rejects 0', async () => {
+    const baseDir = path.join(FIXTURES, 'full');
+    expect(resolveGatewayConfig({ workers: 'auto' }, { baseDir, env: {} }).workers).toBe(
+      availableParallelism(),
+    );
+    const issues = await issuesOf(() => resolveGatewayConfig({ workers: 0 }, { baseDir, env: {} }));
+    expect(new Set(issues.map((i) => i.path))).toEqual(new Set(['/workers']));
   });
 
   it('treats an empty file as all defaults', async () => {

@@ -5,6 +5,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import {
@@ -54,6 +55,7 @@ export const DEFAULTS = {
     shutdownGraceMs: 10_000,
   },
   headers: { hideUpstreamIdentity: true },
+  workers: 1,
   logLevel: 'info',
 } as const;
 
@@ -203,6 +205,7 @@ function applyDefaults(
     headers: {
       hideUpstreamIdentity: c.headers?.hideUpstreamIdentity ?? DEFAULTS.headers.hideUpstreamIdentity,
     },
+    workers: c.workers === 'auto' ? availableParallelism() : (c.workers ?? DEFAULTS.workers),
     logLevel: c.logLevel ?? DEFAULTS.logLevel,
   };
 }

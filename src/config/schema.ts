@@ -214,6 +214,18 @@ export const GatewayConfigSchema = T.Object(
         { additionalProperties: false },
       ),
     ),
+    workers: T.Optional(
+      T.Union(
+        [
+          T.Integer({ minimum: 1, maximum: 256 }),
+          T.Literal('auto', { description: 'One worker per core (os.availableParallelism()).' }),
+        ],
+        {
+          description:
+            'Worker processes serving the listeners (node:cluster): an integer 1-256, or auto for one per core. The primary process loads and watches the configuration, holds the memory store and serves the admin port; rate limits and sticky sessions stay per instance. Needs a restart to change. Default 1 (one process, no primary).',
+        },
+      ),
+    ),
     logLevel: T.Optional(
       T.Union(
         ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)),
@@ -277,5 +289,7 @@ export interface GatewayConfig {
     shutdownGraceMs: number;
   };
   headers: { hideUpstreamIdentity: boolean };
+  /** Worker processes (`auto` resolved to the core count); 1 = one process, no cluster. */
+  workers: number;
   logLevel: string;
 }

@@ -120,6 +120,8 @@ export function createMetrics(runtime: Runtime): Metrics {
     help: 'Configuration reloads (spec or policy change), by result: success or failure (last good kept).',
     labelNames: ['result'],
     registers,
+    // workers: N all reload together: the instance's count, not N times it (a replacement has fewer).
+    aggregator: 'max',
   });
   for (const result of ['success', 'failure']) reloads.inc({ result }, 0);
   runtime.onReload((r) => reloads.inc({ result: r.ok ? 'success' : 'failure' }));
@@ -128,6 +130,7 @@ export function createMetrics(runtime: Runtime): Metrics {
     help: 'The configuration being served: its version (a hash of specs and policies). Always 1.',
     labelNames: ['version'],
     registers,
+    aggregator: 'max',
     collect() {
       this.reset();
       const version = runtime.snapshot?.version;
@@ -138,6 +141,7 @@ export function createMetrics(runtime: Runtime): Metrics {
     name: 'portcullis_config_loaded_timestamp_seconds',
     help: 'When the configuration being served was loaded, Unix seconds.',
     registers,
+    aggregator: 'max',
     collect() {
       const at = runtime.snapshot?.loadedAt;
       if (at) this.set(at.getTime() / 1000);
@@ -148,6 +152,8 @@ export function createMetrics(runtime: Runtime): Metrics {
     help: 'Whether an upstream receives traffic: 1 healthy, 0 down (active check) or ejected (passive health).',
     labelNames: ['service', 'upstream'],
     registers,
+    // workers: N each keep passive health: 0 when any worker has the upstream out.
+    aggregator: 'min',
     collect() {
       this.reset();
       const now = Date.now();

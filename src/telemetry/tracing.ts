@@ -57,6 +57,7 @@ import {
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { WORKER_SLOT } from '../cluster/identity.ts';
 import type { GatewayConfig, TelemetryPropagator } from '../config/schema.ts';
 import type { Decision } from '../pipeline/types.ts';
 import type { Route } from '../registry/types.ts';
@@ -82,6 +83,8 @@ import {
 import { SpanQueue } from './span-queue.ts';
 import type { ClientSpanStart, RequestTracer, ServerSpanStart, Tracing } from './types.ts';
 
+/** Resource attribute naming the worker (1..N) with `workers: N`; absent in a single process. */
+const WORKER_ATTRIBUTE = 'portcullis.worker';
 /** Instrumentation scope of every span. */
 const SCOPE = 'portcullis';
 /** Spans are exported at least this often (Jaeger shows a request within about a second). */
@@ -220,6 +223,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       resourceFromAttributes({
         [ATTR_SERVICE_NAME]: telemetry.serviceName,
         ...(options.version ? { [ATTR_SERVICE_VERSION]: options.version } : {}),
+        ...(WORKER_SLOT === undefined ? {} : { [WORKER_ATTRIBUTE]: WORKER_SLOT }),
       }),
     );
   void resource.waitForAsyncAttributes?.();

@@ -22,6 +22,8 @@ export interface CliGatewayOptions {
    * else (a list of rules) as YAML. Default: none (no policies/ folder).
    */
   policies?: Record<string, unknown>;
+  /** How long the child may take to print its "listening" line. Default 15000 (`workers: N` starts N+1 processes). */
+  startTimeoutMs?: number;
 }
 
 export interface CliGateway {
@@ -110,10 +112,11 @@ export async function startCliGateway(opts: CliGatewayOptions = {}): Promise<Cli
   });
 
   let timer: NodeJS.Timeout | undefined;
+  const startTimeoutMs = opts.startTimeoutMs ?? START_TIMEOUT_MS;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new Error(`portcullis did not listen within ${START_TIMEOUT_MS} ms:\n${stderr}`)),
-      START_TIMEOUT_MS,
+      () => reject(new Error(`portcullis did not listen within ${startTimeoutMs} ms:\n${stderr}`)),
+      startTimeoutMs,
     );
   });
   const stop = async (): Promise<number | null> => {

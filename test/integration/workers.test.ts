@@ -1,0 +1,243 @@
+/**
+ * `workers: 2` against a real `portcullis start` process tree: a primary and two worker processes
+ * sharing one listener, one memory store (in the primary) and one admin port. The tests run in
+ * order on one instance: serving, metrics, rate limit, reload, a killed worker, and last SIGTERM.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { type CliGateway, startCliGateway } from '../helpers/cli.ts';
+import { spec } from '../helpers/gateway.ts';
+import { parsePrometheus, type Sample, scrapeUntil, value } from '../helpers/prometheus.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+/** The rate limit under test (per day: nothing replenishes during the file), per instance whatever the worker count. */
+const LIMIT = 50;
+const OPERATIONS = {
+  'GET /items': 'listItems',
+  'GET /counted': 'counted',
+  'GET /limited': 'limited',
+  'GET /guarded': 'guarded',
+  'GET /after': 'after',
+  'GET /slow': 'slow',
+};
+
+interface ReadyBody {
+  ready: boolean;
+  version: string;
+  workers: Array<{ worker: number; pid: number; ready: boolean; version: string | null }>;
+}
+
+describe('workers: 2 (node:cluster)', () => {
+  let up: TestUpstream;
+  let gw: CliGateway;
+  let admin: string;
+  const agents: Agent[] = [];
+
+  beforeAll(async () => {
+    up = await startUpstream({ name: 'svc' });
+    gw = await startCliGateway({
+      config: { workers: 2, watch: true },
+      startTimeoutMs: 45_000,
+      specs: { svc: spec({ basePath: '/svc', upstreams: [up.url], operations: OPERATIONS }) },
+      policies: {
+        limits: [
+          {
+            match: { service: 'svc', operations: ['limited'] },
+            rateLimit: { limit: LIMIT, window: '1d', key: 'ip' },
+          },
+        ],
+      },
+    });
+    admin = gw.admin as string;
+  }, 60_000);
+
+  afterAll(async () => {
+    if (gw && gw.child.exitCode === null && gw.child.signalCode === null) await gw.stop();
+    await Promise.all(agents.map((a) => a.destroy()));
+    await up?.close();
+  });
+
+  /** `count` GETs of `path` over `connections` keep-alive connections; the statuses, in order. */
+  async function load(path: string, count: number, connections = 8): Promise<number[]> {
+    const dispatcher = new Agent({ connections, pipelining: 1 });
+    agents.push(dispatcher);
+    return Promise.all(
+      Array.from({ length: count }, async () => {
+        const res = await request(`${gw.url}${path}`, { dispatcher });
+        await res.body.dump();
+        return res.statusCode;
+      }),
+    );
+  }
+
+  /** The access-log lines of requests to `path`. */
+  function served(path: string): Array<Record<string, unknown>> {
+    return gw.logs.filter((l) => l.msg === 'request' && l.path === path);
+  }
+
+  /** Worker slots that logged requests to `path`. */
+  function workersServing(path: string): Set<unknown> {
+    return new Set(served(path).map((l) => l.worker));
+  }
+
+  /** The admin port's /metrics, parsed strictly (a duplicate series from a bad merge throws). */
+  async function scrape(): Promise<Sample[]> {
+    const res = await request(`${admin}/metrics`);
+    return parsePrometheus(await res.body.text());
+  }
+
+  async function readyz(): Promise<ReadyBody> {
+    const res = await request(`${admin}/readyz`);
+    return (await res.body.json()) as ReadyBody;
+  }
+
+  /** Wait (bounded) until the log holds `n` access-log lines for `path`: each line is written after its response. */
+  async function accessLogged(path: string, n: number): Promise<void> {
+    for (let i = 0; i < 100 && served(path).length < n; i++) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  it('two worker processes serve the one listener: each answers requests under load, and the access log names it', async () => {
+    const statuses = await load('/svc/items', 200, 16);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(up.seen.filter((r) => r.url === '/items')).toHaveLength(200);
+    await accessLogged('/svc/items', 200);
+    const lines = served('/svc/items');
+    expect(lines).toHaveLength(200);
+    expect(workersServing('/svc/items')).toEqual(new Set([1, 2]));
+    const pids = new Set(lines.map((l) => l.pid));
+    expect(pids.size).toBe(2);
+    expect(pids.has(gw.pid)).toBe(false); // the primary serves no request itself
+    const body = await readyz();
+    expect(body.ready).toBe(true);
+    expect(body.workers.map((w) => [w.worker, w.ready])).toEqual([
+      [1, true],
+      [2, true],
+    ]);
+    expect(new Set(body.workers.map((w) => w.pid))).toEqual(pids);
+    expect(body.workers.every((w) => w.version === body.version)).toBe(true);
+  });
+
+  it('/metrics on the admin port sums the counters of both workers exactly', async () => {
+    const statuses = await load('/svc/counted', 60, 12);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    await accessLogged('/svc/counted', 60);
+    // Both workers counted some of them: the sum below is an aggregation, not one worker's count.
+    expect(workersServing('/svc/counted')).toEqual(new Set([1, 2]));
+    const labels = { service: 'svc', route: '/svc/counted', method: 'GET', status_class: '2xx' };
+    const samples = await scrapeUntil(
+      scrape,
+      (s) => value(s, 'portcullis_http_requests_total', labels) === 60,
+    );
+    expect(value(samples, 'portcullis_http_requests_total', labels)).toBe(60);
+    expect(value(samples, 'portcullis_workers', { state: 'ready' })).toBe(2);
+    // One configuration served by the instance: an info gauge of 1, not 1 per worker.
+    const info = samples.filter((s) => s.name === 'portcullis_config_info');
+    expect(info.map((s) => s.value)).toEqual([1]);
+  });
+
+  it('a memory-store rate limit of 50 admits exactly 50 per instance across both workers', async () => {
+    const statuses = await load('/svc/limited', 3 * LIMIT, 16);
+    await accessLogged('/svc/limited', 3 * LIMIT);
+    expect(workersServing('/svc/limited')).toEqual(new Set([1, 2]));
+    expect(statuses.filter((s) => s === 200)).toHaveLength(LIMIT);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(2 * LIMIT);
+    expect(up.seen.filter((r) => r.url === '/limited')).toHaveLength(LIMIT);
+    // Both workers refused some: each saw the counter the other one advanced.
+    const denied = served('/svc/limited').filter((l) => l.status === 429);
+    expect(new Set(denied.map((l) => l.worker))).toEqual(new Set([1, 2]));
+  });
+
+  it('a policy file change reaches both workers, which switch to the same new version', async () => {
+    const before = await readyz();
+    expect((await load('/svc/guarded', 10)).every((s) => s === 200)).toBe(true);
+    await writeFile(
+      join(gw.dir, 'policies', 'guard.yaml'),
+      stringify([
+        { match: { service: 'svc', operations: ['guarded'] }, ipFilter: { deny: ['127.0.0.0/8'] } },
+      ]),
+    );
+    let after = before;
+    for (
+      let i = 0;
+      i < 200 &&
+      (after.version === before.version || !after.workers.every((w) => w.version === after.version));
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = await readyz();
+    }
+    expect(after.version).not.toBe(before.version);
+    expect(after.workers.map((w) => w.version)).toEqual([after.version, after.version]);
+    const statuses = await load('/svc/guarded', 40, 16);
+    expect(statuses.every((s) => s === 403)).toBe(true);
+    await accessLogged('/svc/guarded', 50);
+    const refused = served('/svc/guarded').filter((l) => l.status === 403);
+    expect(new Set(refused.map((l) => l.worker))).toEqual(new Set([1, 2]));
+    expect(up.seen.filter((r) => r.url === '/guarded')).toHaveLength(10);
+  });
+
+  it('a killed worker is replaced in its slot and both serve again', async () => {
+    const before = await readyz();
+    const victim = before.workers.find((w) => w.worker === 1);
+    expect(victim).toBeDefined();
+    process.kill(victim?.pid as number, 'SIGKILL');
+    let after = before;
+    for (let i = 0; i < 300; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = await readyz();
+      const slot1 = after.workers.find((w) => w.worker === 1);
+      if (slot1?.ready && slot1.pid !== victim?.pid) break;
+    }
+    const replacement = after.workers.find((w) => w.worker === 1);
+    expect(replacement?.ready).toBe(true);
+    expect(replacement?.pid).not.toBe(victim?.pid);
+    // The replacement loaded the configuration in force (the reload above included).
+    expect(replacement?.version).toBe(before.version);
+    expect(gw.logs.some((l) => l.msg === 'worker died; replacing it' && l.pid === victim?.pid)).toBe(true);
+
+    const statuses = await load('/svc/after', 100, 16);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    await accessLogged('/svc/after', 100);
+    const pids = new Set(served('/svc/after').map((l) => l.pid));
+    expect(pids).toEqual(new Set(after.workers.map((w) => w.pid)));
+    const samples = await scrapeUntil(scrape, (s) => value(s, 'portcullis_worker_restarts_total', {}) === 1);
+    expect(value(samples, 'portcullis_worker_restarts_total', {})).toBe(1);
+    // The rate-limit state lives in the primary: the dead worker took none of it along.
+    expect(await load('/svc/limited', 5)).toEqual([429, 429, 429, 429, 429]);
+  });
+
+  it('SIGTERM drains both workers: slow in-flight requests complete, then the primary exits 0', async () => {
+    const slowMs = 1500;
+    const count = 6;
+    const arrived = new Promise<void>((resolve) => {
+      let n = 0;
+      const onRequest = (req: { url?: string }) => {
+        if (!req.url?.startsWith('/slow') || ++n < count) return;
+        up.server.off('request', onRequest);
+        resolve();
+      };
+      up.server.on('request', onRequest);
+    });
+    // Each on its own connection, spread over the workers by the shared listener.
+    const inFlight = Array.from({ length: count }, async () => {
+      const dispatcher = new Agent({ connections: 1 });
+      agents.push(dispatcher);
+      const res = await request(`${gw.url}/svc/slow?ms=${slowMs}`, { dispatcher });
+      await res.body.dump();
+      return res.statusCode;
+    });
+    await arrived;
+    const exit = gw.stop();
+    expect(await Promise.all(inFlight)).toEqual(Array(count).fill(200));
+    expect(await exit).toBe(0);
+    const drained = served(`/svc/slow`).filter((l) => l.status === 200);
+    expect(drained).toHaveLength(count);
+    expect(new Set(drained.map((l) => l.worker))).toEqual(new Set([1, 2]));
+    const done = gw.logs.filter((l) => l.msg === 'shutdown complete');
+    // Both workers and the primary (the line without a worker field) finished their drain.
+    expect(new Set(done.map((l) => l.worker))).toEqual(new Set([1, 2, undefined]));
+  });
+});
