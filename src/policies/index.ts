@@ -5,6 +5,7 @@
  */
 import type { PolicyKind } from '../pipeline/types.ts';
 import { authPolicy } from './auth/auth.ts';
+import { compressPolicy } from './compress/compress.ts';
 import { corsPolicy } from './cors/cors.ts';
 import { headersPolicy } from './headers/headers.ts';
 import { ipFilterPolicy } from './ip-filter/ip-filter.ts';
@@ -23,4 +24,5 @@ export const POLICY_KINDS: readonly PolicyKind[] = [
   stickySessionPolicy,
   headersPolicy,
   corsPolicy,
+  compressPolicy,
 ] as unknown as readonly PolicyKind[];
