@@ -9,7 +9,7 @@ const CORPUS = fileURLToPath(new URL('../../../../shared/data/crs/crs-regression
 // The OWASP CRS corpus lives outside the project (shared/ next to the repository, as on CI);
 // where it is absent there is nothing to measure against.
 describe.skipIf(!existsSync(CORPUS))('WAF on the OWASP CRS regression corpus (npm run waf:corpus)', () => {
-  it('detects >= 97% of sqli, xss, rce and lfi attacks at paranoia 1 and blocks <= 2% of benign cases', () => {
+  it('detects >= 95% of held-back sqli, xss, rce and lfi attacks at paranoia 1; blocks <= 2% of CRS benign cases and <= 0.5% of the project benign corpus', () => {
     const run = spawnSync(process.execPath, [SCRIPT], { encoding: 'utf8', timeout: 120_000 });
     expect(run.stdout).toContain('Acceptance met.');
     expect(run.status).toBe(0);

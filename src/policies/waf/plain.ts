@@ -4,14 +4,14 @@
  * `document.cookie`, `../`, `4294967296`), so one set look-up per word decides whether the rules
  * that can match plain text need to run at all.
  */
-import { DISTINCT } from './shell.ts';
+import { COMMAND_NAMES } from './shell.ts';
 import { KEYWORDS, LOGIC, OPERATORS, STATEMENTS } from './sqli.ts';
 
 /**
  * Command names are matched only at the start of a value (a command line, see rce-command); the
  * shell rules look for these interpreters anywhere (`bash -c`, `perl -e`).
  */
-const COMMANDS = new Set<string>(DISTINCT);
+const COMMANDS = new Set<string>(COMMAND_NAMES);
 const INTERPRETERS = [
   'sh',
   'bash',

@@ -1,494 +1,37 @@
 /**
  * OS command injection: a command name in command position. Command position is the start of
  * the value or the place right after a shell separator (`;`, `|`, `&`, newline, backtick, `$(`,
- * `(`, `{`, `<(`), once the shell evasions are undone (see shellNormalize). Two dictionaries: names
- * that are not English words count even at the very start of a value (`whoami`, `cat /etc/x`), the
- * ambiguous ones (`time`, `ping`, `set`) only after a separator.
+ * `(`, `{`, `<(`), once the shell evasions are undone (see shellNormalize). The command names are
+ * the data lists unix-commands.txt and windows-commands.txt (lists.ts): a name that is not an
+ * English word counts after any separator; an ambiguous one (`time`, `ping`, `set`, `python`)
+ * only in clear shell context: glued to `;`/`&`/`|`, after a pipe, backtick or `$(`, or with a
+ * flag, path or address argument.
  */
+import { COMMANDS } from './lists.ts';
 
-/** Unix and Windows commands that no sentence starts with. */
-export const DISTINCT = [
-  'whoami',
-  'uname',
-  'ifconfig',
-  'ipconfig',
-  'netstat',
-  'nslookup',
-  'wget',
-  'curl',
-  'nc',
-  'ncat',
-  'netcat',
-  'socat',
-  'telnet',
-  'ssh',
-  'scp',
-  'sftp',
-  'tftp',
-  'rsync',
-  'nmap',
-  'bash',
-  'sh',
-  'zsh',
-  'ksh',
-  'csh',
-  'tcsh',
-  'dash',
-  'fish',
-  'busybox',
-  'python',
-  'python2',
-  'python3',
-  'perl',
-  'ruby',
-  'irb',
-  'php',
-  'lua',
-  'node',
-  'nodejs',
-  'java',
-  'jjs',
-  'nohup',
-  'chmod',
-  'chown',
-  'chgrp',
-  'chattr',
-  'passwd',
-  'useradd',
-  'usermod',
-  'userdel',
-  'sudo',
-  'visudo',
-  'crontab',
-  'cat',
-  'tac',
-  'ls',
-  'dir',
-  'id',
-  'ps',
-  'pwd',
-  'printf',
-  'base64',
-  'base32',
-  'xxd',
-  'hexdump',
-  'od',
-  'gzip',
-  'gunzip',
-  'zcat',
-  'zstd',
-  'zstdcat',
-  'xz',
-  'unxz',
-  'xzcat',
-  'bzip2',
-  'bunzip2',
-  'bzcat',
-  'tar',
-  'rmt-tar',
-  'unzip',
-  'awk',
-  'gawk',
-  'nawk',
-  'sed',
-  'grep',
-  'egrep',
-  'fgrep',
-  'xargs',
-  'strings',
-  'dd',
-  'rm',
-  'rmdir',
-  'wc',
-  'uniq',
-  'ansible',
-  'ansible-config',
-  'ansible-console',
-  'ansible-doc',
-  'ansible-galaxy',
-  'ansible-inventory',
-  'ansible-playbook',
-  'ansible-pull',
-  'ansible-vault',
-  'chef-client',
-  'chef-shell',
-  'chef-solo',
-  'chef-vault',
-  'knife',
-  'cscli',
-  'certutil',
-  'bcdboot',
-  'bcdedit',
-  'powershell',
-  'pwsh',
-  'cmd',
-  'cmd.exe',
-  'wmic',
-  'schtasks',
-  'bitsadmin',
-  'mshta',
-  'rundll32',
-  'regsvr32',
-  'cscript',
-  'wscript',
-  'reg',
-  'htop',
-  'lastlogin',
-  'aptitude',
-  'apt-get',
-  'yum',
-  'dnf',
-  'rpm',
-  'dpkg',
-  'systemctl',
-  'killall',
-  'pkill',
-  'flock',
-  'perf',
-  'env',
-  'printenv',
-  'uptime',
-  'hostname',
-  'lsof',
-  'tcpdump',
-  'iptables',
-  'mkfifo',
-  'mknod',
-  'openssl',
-  'gcc',
-  'cc',
-  'make',
-  'docker',
-  'kubectl',
-  'tee',
-  'nl',
-  'iwr',
-  'iex',
-  'iwmi',
-  'icm',
-  'sal',
-  'tasklist',
-  'taskkill',
-  'net1',
-  'sc',
-  'whoami.exe',
-  'getfacl',
-  'setfacl',
-  'readlink',
-  'realpath',
-  'stat',
-  'lsattr',
-  'dmesg',
-  'sysctl',
-  'modprobe',
-  'insmod',
-  'at',
-  'batch',
-  'expect',
-  'sshpass',
-  'ftp',
-  'rcp',
-  'rlogin',
-  'rsh',
-  'su',
-  'doas',
-  'pkexec',
-  'rev',
-  'fold',
-  'comm',
-  'bridge',
-  'paste',
-  'diff',
-  'cmp',
-  'look',
-  'column',
-  'iconv',
-  'uudecode',
-  'uuencode',
-  'shuf',
-  'split',
-  'csplit',
-  'ed',
-  'vi',
-  'vim',
-  'nano',
-  'emacs',
-  'less',
-  'more',
-  'head',
-  'tail',
-  'echo',
-  'type',
-  'who',
-  'ping',
-  'regedit',
-  'time',
-  'set',
-  'kill',
-  'sleep',
-  'find',
-  'sort',
-  'cut',
-  'tr',
-  'ln',
-  'cp',
-  'mv',
-  'touch',
-  'mkdir',
-  'cd',
-  'exec',
-  'eval',
-  'source',
-  'alias',
-  'export',
-  'unset',
-  'shutdown',
-  'reboot',
-  'halt',
-  'poweroff',
-  'mount',
-  'umount',
-  'nice',
-  'timeout',
-  'watch',
-  'strace',
-  'ltrace',
-  'gdb',
-  'ssh-keygen',
-  'nproc',
-  'lscpu',
-  'lsblk',
-  'fdisk',
-  'df',
-  'du',
-  'free',
-  'ip',
-  'route',
-  'arp',
-  'dig',
-  'host',
-  'traceroute',
-  'tracert',
-  'ver',
-  'systeminfo',
-  'net',
-  'start',
-  'call',
-  'del',
-  'copy',
-  'move',
-  'ren',
-  'attrib',
-  'icacls',
-  'cacls',
-  'takeown',
-  'vssadmin',
-  'wevtutil',
-  'fsutil',
-  'c89',
-  'c99',
-  'rmt',
-  'aa-disable',
-  'aa-enforce',
-  'aa-complain',
-  'aa-exec',
-  'aa-status',
-];
+/** Every command name (Unix and Windows), for the prefilter's first-word test. */
+export const COMMAND_NAMES: readonly string[] = [...COMMANDS.keys()];
 
-/** Names that are also ordinary words or too short to trust at the start of a value. */
-const AMBIGUOUS = new Set([
-  'dir',
-  'id',
-  'ps',
-  'od',
-  'dd',
-  'wc',
-  'java',
-  'node',
-  'make',
-  'cc',
-  'at',
-  'batch',
-  'expect',
-  'su',
-  'rev',
-  'fold',
-  'comm',
-  'bridge',
-  'paste',
-  'diff',
-  'look',
-  'column',
-  'split',
-  'ed',
-  'vi',
-  'less',
-  'more',
-  'head',
-  'tail',
-  'echo',
-  'type',
-  'who',
-  'ping',
-  'regedit',
-  'time',
-  'set',
-  'kill',
-  'sleep',
-  'find',
-  'sort',
-  'cut',
-  'tr',
-  'ln',
-  'cp',
-  'mv',
-  'touch',
-  'mkdir',
-  'cd',
-  'exec',
-  'eval',
-  'source',
-  'export',
-  'unset',
-  'shutdown',
-  'reboot',
-  'halt',
-  'mount',
-  'nice',
-  'timeout',
-  'watch',
-  'free',
-  'ip',
-  'route',
-  'host',
-  'ver',
-  'net',
-  'start',
-  'call',
-  'del',
-  'copy',
-  'move',
-  'ren',
-  'stat',
-  'env',
-  'uptime',
-  'tee',
-  'nl',
-  'sc',
-  'sal',
-  'icm',
-  'reg',
-  'knife',
-  'perf',
-  'php',
-  'cmd',
-  'df',
-  'du',
-  'dig',
-  'arp',
-  'ftp',
-  'strings',
-  'flock',
-  'sed',
-  'nc',
-  'ls',
-  'rm',
-  'cat',
-  'sh',
-  'tac',
-  'alias',
-]);
-
-/** Names people also write in prose about software: at the start of a value they need a flag or path after them. */
-const PROSE_NAMES = new Set([
-  'python',
-  'python2',
-  'python3',
-  'perl',
-  'ruby',
-  'php',
-  'node',
-  'nodejs',
-  'java',
-  'docker',
-  'kubectl',
-  'bash',
-  'curl',
-  'wget',
-  'ssh',
-  'make',
-  'openssl',
-  'busybox',
-  'expect',
-  'ansible',
-  'powershell',
-  'telnet',
-  'nmap',
-  'netcat',
-  'rsync',
-  'gcc',
-  'lua',
-  'fish',
-  'dash',
-  'tar',
-  'sudo',
-  'knife',
-  'irb',
-  'cmd',
-  'reg',
-  'sc',
-  'net',
-  'at',
-  'sal',
-]);
-
-/** Admin tools that, named alone, are a command and not a data value (`base64` or `gzip` alone are data). */
-const ALONE = new Set([
-  'whoami',
-  'ifconfig',
-  'ipconfig',
-  'netstat',
-  'nslookup',
-  'visudo',
-  'nohup',
-  'cscli',
-  'certutil',
-  'bcdboot',
-  'bcdedit',
-  'powershell',
-  'pwsh',
-  'wmic',
-  'schtasks',
-  'bitsadmin',
-  'mshta',
-  'rundll32',
-  'regsvr32',
-  'htop',
-  'aptitude',
-  'systeminfo',
-  'tasklist',
-  'printenv',
-  'crontab',
-  'useradd',
-  'usermod',
-  'userdel',
-  'ifconfig',
-  'uname',
-]);
-
-const escapeName = (w: string): string => w.replace(/[.-]/g, (c) => `\\${c}`);
-const alternation = (names: string[]): string => names.map(escapeName).join('|');
-const FREE_NAMES = alternation(DISTINCT.filter((w) => !AMBIGUOUS.has(w) && !PROSE_NAMES.has(w)));
-const ALONE_NAMES = alternation(
-  DISTINCT.filter((w) => ALONE.has(w) || (w.includes('-') && !AMBIGUOUS.has(w))),
-);
-const FLAGGED_NAMES = alternation(DISTINCT.filter((w) => PROSE_NAMES.has(w) || AMBIGUOUS.has(w)));
-
-const CLEAR = new Set(DISTINCT.filter((w) => !AMBIGUOUS.has(w)));
 const SEPARATOR = /[;|`\n&({<>]/g;
 const WORD = /[\w./-]{1,80}/y;
-const ARGUMENT = /\s+[-/%$~]/y;
+/** An argument only a command line has: a flag, a path, a variable, a quote, a URL, an address or a host name. */
+const ARGUMENT =
+  /\s+(?:(?:[\w.-]{1,30}\s+)?(?:--?[a-z0-9]|\/[\w.]|[%$~\\])|['"]|[a-z][a-z0-9+.-]{1,10}:\/\/|[\w-]+(?:\.[\w-]+)+(?:[:/\s]|$)|[\w.-]+@[\w.-]+)/y;
 const WORD_END = /[\s;|&<>(`)/,-]/;
+/** What may follow a glued ambiguous command (`;id`): the end, a separator or redirection, a number ending the command. */
+const CLOSES = /^\s*(?:$|[;|&<>`)\n]|\d+\s*(?:$|[;|&`)\n]))/;
+
+/** The command a word names: `/usr/bin/curl` names `curl`, `bcdboot/r` is `bcdboot` with a flag, `cmd.exe` is `cmd`. */
+function commandOf(w: string): string {
+  const slash = w.lastIndexOf('/');
+  let word = slash === -1 ? w : w.slice(slash + 1);
+  if (word.endsWith('.exe')) word = word.slice(0, -4);
+  if (slash !== -1 && !COMMANDS.has(word)) {
+    word = w.slice(0, w.indexOf('/'));
+    if (word.endsWith('.exe')) word = word.slice(0, -4);
+  }
+  return word;
+}
 
 /**
  * A command after a separator: `;cmd`, `|cmd`, `&&cmd`, `` `cmd ``, `$(cmd`, `\ncmd`, `<(cmd`,
@@ -503,13 +46,13 @@ function commandAfterSeparator(s: string): boolean {
     const c = s[at]!;
     if ((c === '<' || c === '>') && s[at + 1] !== '(') continue;
     const prev = s[at - 1];
-    // `$(`, `<(`, `>(`, `&&`, `||` are strong separators; `(` and `{` alone only introduce clear names.
+    // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
+    // names. A backtick is tight, not strong: markdown quotes code with it (`npm install`).
     const strong =
       c === '|' ||
-      c === '`' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
       (c === '&' && s[at + 1] === '&');
-    const tight = c === ';' || c === '\n' || c === '&' || c === '|';
+    const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
     if ((c === '&' || c === '|') && s[j] === c) j++;
     if ((c === '<' || c === '>') && s[j] === '(') j++;
@@ -522,33 +65,49 @@ function commandAfterSeparator(s: string): boolean {
     if (!w) continue;
     const after = k + w[0].length;
     if (after < s.length && !WORD_END.test(s[after]!)) continue;
-    // `/usr/bin/curl` names `curl`; `bcdboot/r` is `bcdboot` with a flag glued on.
-    const slash = w[0].lastIndexOf('/');
-    let word = slash === -1 ? w[0] : w[0].slice(slash + 1);
-    if (slash !== -1 && !CLEAR.has(word) && !AMBIGUOUS.has(word)) word = w[0].slice(0, w[0].indexOf('/'));
-    if (word.endsWith('.exe')) word = word.slice(0, -4);
-    if (CLEAR.has(word)) return true;
-    if (!AMBIGUOUS.has(word)) continue;
-    if ((tight && !spaced) || strong) return true;
-    if (tight && (c !== '|' || !spaced)) {
-      ARGUMENT.lastIndex = after;
-      if (ARGUMENT.test(s)) return true;
-    }
+    const info = COMMANDS.get(commandOf(w[0]));
+    if (info === undefined) continue;
+    if (!info.ambiguous) return true;
+    if (strong) return true;
+    if (!tight) continue;
+    // `;id`, `;set|x`, `;sleep 5`, `; ping -c 1 x`, `& type c:/x`; not `;top Something else`.
+    if (!spaced && CLOSES.test(s.slice(after, after + 24))) return true;
+    ARGUMENT.lastIndex = after;
+    if (ARGUMENT.test(s)) return true;
   }
   return false;
 }
 
-/** A command at the start of the value: `whoami`, `nohup ifconfig`, `cscli alerts list`, `python3 -m x`, `ls -la`. */
-const AT_START = new RegExp(
-  [
-    `^\\s*(?:${FREE_NAMES})(?:\\.exe)?(?:\\s+\\S|\\s*[;|&<>\`])`,
-    `^\\s*(?:${ALONE_NAMES})(?:\\.exe)?\\s*$`,
-    `^\\s*(?:${FLAGGED_NAMES})(?:\\.exe)?\\s+(?:[\\w.-]{1,30}\\s+)?(?:-{1,2}[a-z]|[/~$<>|])`,
-  ].join('|'),
-);
+const FIRST_WORD = /^\s*([\w./-]{1,80})/;
+/** After an ambiguous name at the start: a flag or path argument, possibly after one word (`ls foo -la`). */
+const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|])/;
+const ARGS_AFTER = /^(?:\s+\S|\s*[;|&<>`])/;
 
-/** A command name behind a backslash (`\\ls`), which the shell reads as the plain command. */
-const ESCAPED_COMMAND = new RegExp(`(?:^|[\\s;|&])\\\\(?:${alternation(DISTINCT)})(?:$|\\s)`);
+/**
+ * A command at the start of the value: `whoami`, `nohup ifconfig`, `cscli alerts list`,
+ * `python3 -m x`, `ls -la`. A clear name needs any argument (or, marked `!` or hyphenated, none);
+ * an ambiguous one a flag or path (`find / -name x`, not `find my order`).
+ */
+function commandAtStart(s: string): boolean {
+  const m = FIRST_WORD.exec(s);
+  if (!m) return false;
+  const name = commandOf(m[1] as string);
+  const info = COMMANDS.get(name);
+  if (info === undefined) return false;
+  const rest = s.slice(m[0].length);
+  if (rest.trim() === '') return info.alone || (!info.ambiguous && name.includes('-'));
+  if (!info.ambiguous && ARGS_AFTER.test(rest)) return true;
+  return FLAG_AFTER.test(rest);
+}
+
+/** A name behind a backslash (`\\ls`), which the shell reads as the plain command. */
+const ESCAPED_WORD = /(?:^|[\s;|&])\\([\w.-]{1,40})(?=$|\s)/g;
+function escapedCommand(s: string): boolean {
+  ESCAPED_WORD.lastIndex = 0;
+  for (let m = ESCAPED_WORD.exec(s); m; m = ESCAPED_WORD.exec(s))
+    if (COMMANDS.has(commandOf(m[1] as string))) return true;
+  return false;
+}
 
 /** An alias definition: the way to smuggle a command under another name (`alias a=curl&a …`). */
 const ALIAS = /(?:^|[\s;|&])alias\s+(?:[+-][\w+]{1,4}\s+)*[\w.-]{0,40}=|(?:^|[\s;|&])alias\s+[+-][\w+]/;
@@ -595,10 +154,10 @@ const WINDOWS_ENV =
   /%(?:systemroot|systemdrive|windir|comspec|programfiles|appdata|userprofile|temp|homedrive)%/;
 
 export const SHELL = {
-  ESCAPED_COMMAND,
+  escapedCommand,
   ALIAS,
   commandAfterSeparator,
-  AT_START,
+  commandAtStart,
   AMBIGUOUS_AT_START,
   BIN_PATH,
   SHELL_SYNTAX,

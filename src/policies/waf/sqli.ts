@@ -204,6 +204,7 @@ export function tokenize(s: string, quote?: '"' | "'" | '`'): Token[] {
       while (k < n && s.charCodeAt(k) <= 32) k++;
       let t: TokenType;
       if (w[0] === '@') t = 'v';
+      else if (w === 'true' || w === 'false') t = '1';
       else if (w === 'union') t = 'U';
       else if (STATEMENTS.has(w)) t = 'E';
       else if (LOGIC.has(w)) t = '&';
@@ -237,22 +238,45 @@ function isComparison(tok: Token | undefined): boolean {
   return tok !== undefined && (tok.t === 'o' || tok.t === '&') && COMPARISON.has(tok.v);
 }
 
-/** `& X op Y` (or `& X` closing the statement): the always-true/false clause of a tautology. */
-function logicClause(tokens: Token[], i: number): boolean {
+/** A literal operand: a number, a string, a variable or a function call's value. */
+const LITERAL = new Set<TokenType>(['1', 's', 'v', 'f']);
+
+/**
+ * `& X op Y` (or `& X` closing the statement): the always-true/false clause of a tautology.
+ * 0 when it is none; 1 when it compares names (`and rating > 4`, prose reads like this too);
+ * 2 when it compares literals or calls (`or 1=1`, `and 'a'='a'`, `and ascii(x)>64`) or is a bare
+ * literal closing the statement (`or 1--`).
+ */
+function logicClause(tokens: Token[], i: number): 0 | 1 | 2 {
   let j = i + 1;
   if (tokens[j]?.v === 'not') j++;
   while (tokens[j]?.t === '(') j++;
   const a = tokens[j];
-  if (!a || !OPERAND.has(a.t)) return false;
+  if (!a || !OPERAND.has(a.t)) return 0;
   const op = tokens[j + 1];
   if (isComparison(op)) {
     const b = tokens[j + 2];
-    return b !== undefined && (OPERAND.has(b.t) || b.t === '(' || b.t === 'k');
+    if (b === undefined || !(OPERAND.has(b.t) || b.t === '(' || b.t === 'k')) return 0;
+    if (LITERAL.has(a.t) || LITERAL.has(b.t) || b.t === '(') return a.t === 'n' && b.t !== 'f' ? 1 : 2;
+    // `x=x`: the same name on both sides is always true.
+    return a.v === b.v ? 2 : 1;
   }
+  // A bare literal closing the statement (`or 1--`, `or true`): weak alone, `pick 2 or 3` reads so too.
   const after = tokens[j + 1];
-  return (
-    (a.t === '1' || a.t === 's' || a.t === 'v') && (after === undefined || after.t === 'c' || after.t === ';')
-  );
+  return (a.t === '1' || a.t === 's' || a.t === 'v') &&
+    (after === undefined || after.t === 'c' || after.t === ';')
+    ? after === undefined
+      ? 1
+      : 2
+    : 0;
+}
+
+/** A stream that starts like an injected value in a numeric context: `1 or …`, `-1) and …`, `(1 …`. */
+function numericStart(tokens: Token[]): boolean {
+  let j = 0;
+  if (tokens[j]?.t === 'o' && tokens[j]?.v === '-') j++;
+  const first = tokens[j];
+  return first !== undefined && (first.t === '1' || first.t === '(' || first.t === ')' || first.t === 'v');
 }
 
 /** Statements that only make sense as SQL: `insert into x (`, `drop table`, `declare @x`, `exec xp_…`. */
@@ -262,8 +286,23 @@ function statement(tokens: Token[], i: number): boolean {
   const b = tokens[i + 2];
   if (!a) return false;
   switch (w) {
-    case 'select':
-      if (a.t === 'f' || a.t === '1' || a.t === 'v' || a.t === '(' || a.t === 's' || a.v === '*') return true;
+    case 'select': {
+      if (a.t === 'f') return true;
+      if (a.t === '(') return b !== undefined && (b.t === 'E' || b.t === '1' || b.t === 'f' || b.t === 'v');
+      // `select 1,2`, `select 'a' from`, `select * from`, `select @@version--`: not `select 2 items`.
+      if (a.t === '1' || a.t === 'v' || a.t === 's' || a.v === '*') {
+        if (b === undefined) return a.t !== 's';
+        return (
+          b.t === ',' ||
+          b.v === 'from' ||
+          b.t === 'c' ||
+          b.t === ';' ||
+          b.t === ')' ||
+          b.t === 'U' ||
+          b.v === 'into' ||
+          (b.t === 'o' && !COMPARISON.has(b.v))
+        );
+      }
       if (a.t === 'k' && a.v !== 'from') return b !== undefined && b.t !== 'n';
       if (a.t === 'n') {
         let j = i + 2;
@@ -278,6 +317,7 @@ function statement(tokens: Token[], i: number): boolean {
         );
       }
       return false;
+    }
     case 'insert':
       return (
         a.v === 'into' &&
@@ -325,9 +365,11 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
       if (tokens[j]?.v === 'select') return true;
     } else if (tok.t === ';' && tokens[i + 1]?.t === 'E') {
       return true;
-    } else if (tok.t === '&' && (tok.v !== 'not' || i > 0) && logicClause(tokens, i)) {
-      // `x or 1=1` as written needs a comparison; after a breakout any clause counts.
-      if (breakout || i > 0) return true;
+    } else if (tok.t === '&' && (tok.v !== 'not' || i > 0)) {
+      // After a breakout any clause counts (`x' or 'a'='a`); as written, a clause of literals
+      // (`x or 1=1`) or one after a numeric start (`1 and id>0`), not prose (`price < 9 and rating > 4`).
+      const clause = logicClause(tokens, i);
+      if (clause === 2 ? breakout || i > 0 : clause === 1 && (breakout || numericStart(tokens))) return true;
     } else if (tok.t === 'E' && statement(tokens, i)) {
       return true;
     }
@@ -337,11 +379,21 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
     while (tokens[j]?.t === ')') j++;
     const next = tokens[j];
     if (!next) return false;
-    if (next.t === 'c' || next.t === ';' || next.t === 'E' || next.t === 'U') return true;
+    if (next.t === 'c' || next.t === ';' || next.t === 'U') return true;
+    // `x' select …`, not a quoted word (`the 'select' element`).
+    if (next.t === 'E')
+      return (
+        statement(tokens, j) || /^(?:exec|execute|declare|shutdown)$/.test(next.v) || tokens[j + 1]?.t !== 's'
+      );
     if (next.t === 'k' && /^(?:order|group|having|into|waitfor|procedure|limit|union|where)$/.test(next.v))
       return true;
-    if (next.t === 'o' && COMPARISON.has(next.v) && tokens[j + 1] && OPERAND.has(tokens[j + 1]!.t))
-      return true;
+    if (next.t === 'o' && COMPARISON.has(next.v)) {
+      // `' = 1`, `' like 'a`, `' > x--`: not `x' is a prime variable`.
+      const b = tokens[j + 1];
+      const c = tokens[j + 2];
+      if (b && (LITERAL.has(b.t) || (b.t === 'n' && (!c || c.t === 'c' || c.t === ';' || c.t === '&'))))
+        return true;
+    }
     if (next.t === 'o' && (next.v === '+' || next.v === '||') && tokens[j + 1]?.t === 'f') return true;
     if (next.t === 'f' && tokens[j + 1]?.t === undefined) return false;
   }

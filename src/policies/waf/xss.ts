@@ -5,6 +5,8 @@
  * characters, which browsers ignore inside `java&#9;script:`.
  */
 
+import { HTML_EVENTS } from './lists.ts';
+
 /** Tags that run script, load resources or change how the page is parsed. */
 const DANGEROUS_TAG =
   /<\s*\/?\s*(?:[a-z]{0,20}:)?(?:script|svg|iframe|frame|frameset|object|embed|applet|meta|link|base|style|form|isindex|math|img|image|video|audio|source|body|html|input|button|details|marquee|template|noscript|xmp|textarea|title|vmlframe|import|animate|set|xss|plaintext|noembed|layer|ilayer|bgsound|keygen|dialog|portal|select|option)(?:[\s/>]|$)/;
@@ -12,8 +14,23 @@ const DANGEROUS_TAG =
 /** Any tag carrying an event handler or a script URL. */
 const TAG_WITH_HANDLER = /<[a-z][\w:-]{0,30}[\s/][^>]{0,400}?\bon[a-z]{3,40}\s*=/;
 
-/** An event-handler attribute, as injected into an existing tag (`" onmouseover=`). */
-const EVENT_HANDLER = /(?:^|[\s"'`;])(?:on[a-z]{3,40}|formaction|srcdoc|dynsrc|lowsrc|xlink:href)\s*=/;
+/**
+ * An attribute as injected into an existing tag: a real event handler (html-events.txt) or a
+ * script-loading attribute after any non-letter (`"onload=`, `/onerror=`, `1onfocus=`); any other
+ * `on…=` only after a blank, quote or `;` (a browser parses it as an attribute, whatever the
+ * name), so base64 (`…/onafe=`) and signatures (`…51onabcd=`) are data.
+ */
+const INJECTED_ATTRIBUTE = /(^|[^a-z])(on[a-z]{3,40}|formaction|srcdoc|dynsrc|lowsrc|xlink:href)\s*=/g;
+function eventHandler(lower: string): boolean {
+  INJECTED_ATTRIBUTE.lastIndex = 0;
+  for (let m = INJECTED_ATTRIBUTE.exec(lower); m; m = INJECTED_ATTRIBUTE.exec(lower)) {
+    const before = m[1] as string;
+    const name = m[2] as string;
+    if (HTML_EVENTS.has(name) || ((before === '' || /[\s"'`;]/.test(before)) && name.length >= 5))
+      return true;
+  }
+  return false;
+}
 
 /** Script-capable URL schemes (checked with whitespace/control characters removed). */
 const SCRIPT_SCHEME = /(?:java|vb|live|ecma)script:|data:(?:text\/html|[^,]{0,60};base64|[^,]{0,60},\s*<)/;
@@ -61,7 +78,7 @@ export function markupAfterBitStrip(decoded: string): boolean {
 export const XSS = {
   DANGEROUS_TAG,
   TAG_WITH_HANDLER,
-  EVENT_HANDLER,
+  eventHandler,
   CSS_SCRIPT,
   JS_SINK,
   JS_OBFUSCATION,

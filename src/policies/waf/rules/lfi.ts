@@ -1,3 +1,4 @@
+import { OS_FILES, WEB_FILES } from '../lists.ts';
 import { type Rule, SCORE } from '../types.ts';
 
 /** `../` in any spelling once decoded (`..\`, `..;/`, `.%2e/`, hex `0x2e`). */
@@ -30,6 +31,9 @@ const SENSITIVE_NAME = new RegExp(
   ].join('|'),
 );
 
+/** A path an application would open outside its own folder: absolute (`/x`, `~/x`, `c:/x`, `file:/x`) or with `../`. */
+const ABSOLUTE_OR_TRAVERSAL = /^\s*(?:[a-z]:|file:|~)?\/|\.\.\//;
+
 /** Local file inclusion and path traversal rules. */
 export const LFI_RULES: Rule[] = [
   {
@@ -50,12 +54,27 @@ export const LFI_RULES: Rule[] = [
     description:
       'Path of a file holding secrets or system state (/etc/passwd, .ssh/id_rsa, .env, agent configs, …)',
     test: (v) =>
+      ((v.path.includes('/') || v.path.includes('.') || v.path.includes('_')) &&
+        OS_FILES.match(v.path) !== undefined) ||
       (v.path.includes('/') && SENSITIVE_PATH.test(v.path)) ||
       ((v.path.includes('.') ||
         v.path.includes('id_') ||
         v.path.includes('_keys') ||
         v.path.includes('_hosts')) &&
         SENSITIVE_NAME.test(v.path)),
+  },
+  {
+    id: 'lfi-web-file',
+    family: 'lfi',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['path', 'query', 'body', 'cookie', 'header'],
+    description:
+      'Web-application file that is never served (.git/, .htaccess, wp-config.php, composer.json, *.sql dumps, …): in the URL path, or in an argument as an absolute path or after a traversal',
+    test: (v) =>
+      (v.path.includes('.') || v.path.includes('/')) &&
+      (v.target.kind === 'path' || ABSOLUTE_OR_TRAVERSAL.test(v.path)) &&
+      WEB_FILES.match(v.target.kind === 'path' ? v.path : v.path.replace(/^[a-z]{2,10}:/, '')) !== undefined,
   },
   {
     id: 'lfi-null-byte',

@@ -23,7 +23,7 @@ export const RCE_RULES: Rule[] = [
     test: (v) =>
       (CHAIN_SEPARATOR.test(v.lower) && SHELL.commandAfterSeparator(v.shell)) ||
       (ALIAS_OPERATOR.test(v.lower) && v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
-      (v.lower.includes('\\') && SHELL.ESCAPED_COMMAND.test(v.lower)),
+      (v.lower.includes('\\') && SHELL.escapedCommand(v.lower)),
   },
   {
     id: 'rce-command',
@@ -34,7 +34,7 @@ export const RCE_RULES: Rule[] = [
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'Value that is a command line (whoami, cat /etc/…, ansible …, /usr/bin/perl -e …)',
     test: (v) =>
-      SHELL.AT_START.test(v.shell) || SHELL.AMBIGUOUS_AT_START.test(v.shell) || SHELL.BIN_PATH.test(v.path),
+      SHELL.commandAtStart(v.shell) || SHELL.AMBIGUOUS_AT_START.test(v.shell) || SHELL.BIN_PATH.test(v.path),
   },
   {
     id: 'rce-shell-syntax',

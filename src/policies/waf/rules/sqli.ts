@@ -1,83 +1,25 @@
+import { SQL_FUNCTIONS } from '../lists.ts';
 import { detectSqli } from '../sqli.ts';
 import { type Rule, SCORE } from '../types.ts';
 
-/** SQL functions an injection calls (timing, file access, string building, fingerprinting). */
-const SQL_FUNCTIONS = [
-  'sleep',
-  'pg_sleep',
-  'benchmark',
-  'waitfor',
-  'load_file',
-  'extractvalue',
-  'updatexml',
-  'xmltype',
-  'dbms_pipe\\.receive_message',
-  'utl_inaddr\\.get_host_address',
-  'utl_http\\.request',
-  'name_const',
-  'make_set',
-  'elt',
-  'group_concat',
-  'concat',
-  'concat_ws',
-  'coalesce',
-  'char',
-  'nchar',
-  'chr',
-  'ascii',
-  'ord',
-  'hex',
-  'unhex',
-  'md5',
-  'sha1',
-  'compress',
-  'uncompress',
-  'decode',
-  'encode',
-  'substr',
-  'substring',
-  'mid',
-  'strcmp',
-  'trim',
-  'ltrim',
-  'rtrim',
-  'rand',
-  'pow',
-  'cos',
-  'sin',
-  'database',
-  'schema',
-  'user',
-  'current_user',
-  'session_user',
-  'system_user',
-  'version',
-  'db_name',
-  'schema_name',
-  'user_name',
-  'object_id',
-  'iif',
-  'ifnull',
-  'nullif',
-  'sqlite_version',
-  'sqlite_compileoption_used',
-  'sqlite_compileoption_get',
-  'json_extract',
-  'json_build_object',
-  'jsonb_pretty',
-  'starts_with',
-  'unistr',
-  'lo_get',
-  'lo_import',
-  'pg_read_file',
-  'pg_ls_dir',
-  'string_to_array',
-  'openrowset',
-  'div',
-  'opendatasource',
-];
+const escapeRe = (w: string): string => w.replace(/[.$@]/g, (c) => `\\${c}`);
+const CLEAR_FUNCTIONS = SQL_FUNCTIONS.filter((f) => !f.ambiguous).map((f) => escapeRe(f.name));
+const WORD_FUNCTIONS = SQL_FUNCTIONS.filter((f) => f.ambiguous).map((f) => escapeRe(f.name));
 
-const FUNCTION_CALL = new RegExp(`(?:^|[^\\w.$])(?:${SQL_FUNCTIONS.join('|')})\\s*[\\\\=]?\\s*\\(`);
+/**
+ * A call of an SQL function injections use (sql-functions.txt). Names that are not words count
+ * anywhere (`benchmark(`, `pg_sleep(`); word-like names (`char(`, `version(`, `user(`) only in SQL
+ * context: after a quote, an operator, a comma, a glued call (`concat(char(`) or an SQL keyword.
+ */
+const FUNCTION_CALL = new RegExp(
+  [
+    `(?:^|[^\\w.$@])(?:${CLEAR_FUNCTIONS.join('|')})\\s*[\\\\=]?\\s*\\(`,
+    // After a quote, an operator, a comma or a glued call: `'+char(`, `concat(char(`, `= user ()`.
+    `(?:[\\w)]\\(|['"\x60,=<>+|&*/%^-])\\s*(?:${WORD_FUNCTIONS.join('|')})\\s*\\(`,
+    // After an SQL keyword or at the start, glued to its parenthesis: `and user(`, `database(`; not `in case (x)`.
+    `(?:^\\s*|\\b(?:select|and|or|not|xor|where|union|having|by|when|then|else|like|from|in|is|return|values|exec|div|mod)\\s+)(?:${WORD_FUNCTIONS.join('|')})\\(`,
+  ].join('|'),
+);
 
 /** Names of system catalogues and sample databases, which no ordinary request mentions. */
 const SYSTEM_OBJECTS =

@@ -31,8 +31,7 @@ export const XSS_RULES: Rule[] = [
     score: SCORE.critical,
     kinds: NOT_FILENAMES,
     description: 'Event-handler attribute (onload=, onerror=, …) in or injected into a tag',
-    test: (v) =>
-      v.lower.includes('=') && (XSS.EVENT_HANDLER.test(v.lower) || XSS.TAG_WITH_HANDLER.test(v.lower)),
+    test: (v) => v.lower.includes('=') && (XSS.eventHandler(v.lower) || XSS.TAG_WITH_HANDLER.test(v.lower)),
   },
   {
     id: 'xss-script-url',

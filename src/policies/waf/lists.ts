@@ -1,0 +1,183 @@
+/**
+ * The WAF's word lists, loaded once from the data files in ./data (each documents its sources):
+ * shell and Windows commands, operating-system and web-application files, SQL functions, HTML
+ * event handlers. Rules read these lists; the prefilter (plain.ts) takes its trigger words from
+ * the rules that use them, so a name added to a list is never unreachable.
+ */
+import { readFileSync } from 'node:fs';
+
+/** One entry of a word list: the name and its markers (see the data files' headers). */
+export interface ListEntry {
+  name: string;
+  /** `~`: also an ordinary word or too short; counts only in clear context. */
+  ambiguous: boolean;
+  /** `!`: a command even alone. */
+  alone: boolean;
+}
+
+/** Names of the data files in ./data, without `.txt`. */
+export type ListName =
+  | 'unix-commands'
+  | 'windows-commands'
+  | 'os-files'
+  | 'web-files'
+  | 'sql-functions'
+  | 'html-events';
+
+/** Parse a list file's text: one entry a line, `#` comments, markers `~` and `!` after the name. */
+export function parseList(text: string): ListEntry[] {
+  const out: ListEntry[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const parts = line.split(/\s+/);
+    const markers = new Set(parts.slice(1));
+    // A name may hold a blank (`program files/`): markers are the trailing `~`/`!` words only.
+    const nameParts = parts.filter((p, i) => i === 0 || (p !== '~' && p !== '!'));
+    out.push({
+      name: nameParts.join(' ').toLowerCase(),
+      ambiguous: markers.has('~'),
+      alone: markers.has('!'),
+    });
+  }
+  return out;
+}
+
+const cache = new Map<ListName, ListEntry[]>();
+
+/** The entries of a data file (read once per process). */
+export function loadList(name: ListName): readonly ListEntry[] {
+  let list = cache.get(name);
+  if (!list) {
+    list = parseList(readFileSync(new URL(`./data/${name}.txt`, import.meta.url), 'utf8'));
+    cache.set(name, list);
+  }
+  return list;
+}
+
+/** How a command name counts (see the markers of unix-commands.txt). */
+export interface CommandInfo {
+  ambiguous: boolean;
+  alone: boolean;
+}
+
+/** Every Unix and Windows command name, merged (a name ambiguous in either list is ambiguous). */
+export const COMMANDS: ReadonlyMap<string, CommandInfo> = (() => {
+  const map = new Map<string, CommandInfo>();
+  for (const e of [...loadList('unix-commands'), ...loadList('windows-commands')]) {
+    const prev = map.get(e.name);
+    map.set(e.name, {
+      ambiguous: e.ambiguous || (prev?.ambiguous ?? false),
+      alone: e.alone || (prev?.alone ?? false),
+    });
+  }
+  return map;
+})();
+
+/** Where a value is cut into path tokens: blanks, quotes, shell and query punctuation, `:` of a drive or scheme. */
+const TOKEN_BREAK = /[\s=;|&,'"`<>()?:]+/;
+
+/**
+ * A list of file and folder paths matched segment by segment on a normalised path (lower-case,
+ * `/` separators). Entries: `a/b` (those segments in a row), `a/` (a folder: something below
+ * it), `name*` (a prefix of the last segment), `*.ext` (a suffix of the last segment).
+ */
+export class PathList {
+  /** Exact runs of segments, joined by `/`. */
+  readonly #exact = new Set<string>();
+  /** Folder runs (without the trailing `/`): match when a segment follows. */
+  readonly #folders = new Set<string>();
+  /** `dir/prefix*`: the run before the last segment (may be empty) → prefixes of the last segment. */
+  readonly #prefixes = new Map<string, string[]>();
+  readonly #suffixes: string[] = [];
+  /** Most segments in an entry: candidate runs are never longer. */
+  readonly #maxSegments: number;
+  /** Single-segment names a plain value (no `/`) can match: the prefilter's trigger words. */
+  readonly words: readonly string[];
+
+  constructor(entries: readonly ListEntry[]) {
+    let max = 1;
+    const words: string[] = [];
+    for (const { name } of entries) {
+      if (name.startsWith('*')) {
+        this.#suffixes.push(name.slice(1));
+        continue;
+      }
+      if (name.endsWith('*')) {
+        const body = name.slice(0, -1);
+        const slash = body.lastIndexOf('/');
+        const dir = slash === -1 ? '' : body.slice(0, slash);
+        const prefix = body.slice(slash + 1);
+        const list = this.#prefixes.get(dir) ?? [];
+        list.push(prefix);
+        this.#prefixes.set(dir, list);
+        max = Math.max(max, dir ? dir.split('/').length + 1 : 1);
+        continue;
+      }
+      if (name.endsWith('/')) {
+        const run = name.slice(0, -1);
+        this.#folders.add(run);
+        max = Math.max(max, run.split('/').length + 1);
+        continue;
+      }
+      this.#exact.add(name);
+      const n = name.split('/').length;
+      max = Math.max(max, n);
+      if (n === 1) words.push(name);
+    }
+    this.#maxSegments = max;
+    this.words = words;
+  }
+
+  /**
+   * The first entry found in `path` (the path view of a value), or undefined. The value is cut
+   * into path-shaped tokens at blanks and shell or query punctuation (`cat /etc/passwd`,
+   * `file=../.env`, `c:/windows/win.ini`), then each token's segments are tried.
+   */
+  match(path: string): string | undefined {
+    for (const token of path.split(TOKEN_BREAK)) {
+      if (!token) continue;
+      const hit = this.#matchToken(token);
+      if (hit !== undefined) return hit;
+    }
+    return undefined;
+  }
+
+  #matchToken(token: string): string | undefined {
+    const segments = token.split('/');
+    const n = segments.length;
+    for (let i = 0; i < n; i++) {
+      if (!segments[i]) continue;
+      let run = '';
+      for (let j = i; j < n && j - i < this.#maxSegments; j++) {
+        const seg = segments[j] as string;
+        if (!seg) break;
+        const dir = run;
+        run = run ? `${run}/${seg}` : seg;
+        if (this.#exact.has(run)) return run;
+        if (j + 1 < n && segments[j + 1] && this.#folders.has(run)) return `${run}/`;
+        const prefixes = this.#prefixes.get(dir);
+        if (prefixes)
+          for (const p of prefixes)
+            if (seg.startsWith(p) && seg.length > p.length) return `${dir ? `${dir}/` : ''}${p}*`;
+      }
+      // Suffixes (`*.sql`) apply to the last segment only: a file name, not a folder.
+      if (i === n - 1 && this.#suffixes.length > 0) {
+        const seg = segments[i] as string;
+        for (const s of this.#suffixes) if (seg.endsWith(s) && seg.length > s.length) return `*${s}`;
+      }
+    }
+    return undefined;
+  }
+}
+
+/** Operating-system files and dot-folders that hold secrets or system state. */
+export const OS_FILES = new PathList(loadList('os-files'));
+/** Web-application files that must never be served (configs, VCS folders, backups). */
+export const WEB_FILES = new PathList(loadList('web-files'));
+
+/** HTML event-handler attribute names (`onload`, `onpointerrawupdate`, …). */
+export const HTML_EVENTS: ReadonlySet<string> = new Set(loadList('html-events').map((e) => e.name));
+
+/** SQL function names; `ambiguous` ones count only in SQL context. */
+export const SQL_FUNCTIONS: readonly ListEntry[] = loadList('sql-functions');
