@@ -59,6 +59,11 @@ export const ERRORS = {
   },
   PC_STORE_UNAVAILABLE: { status: 503, type: 'store-unavailable', title: 'State store unavailable' },
   PC_UPSTREAM_UNAVAILABLE: { status: 503, type: 'no-healthy-upstream', title: 'No healthy upstream' },
+  PC_UPSTREAM_OVERLOADED: {
+    status: 503,
+    type: 'upstream-overloaded',
+    title: 'Upstream at its concurrency limit',
+  },
   PC_UPSTREAM_ERROR: { status: 502, type: 'upstream-error', title: 'Upstream connection failed' },
   PC_UPSTREAM_TIMEOUT: { status: 504, type: 'upstream-timeout', title: 'Upstream timed out' },
   PC_SHUTTING_DOWN: { status: 503, type: 'shutting-down', title: 'Gateway is shutting down' },

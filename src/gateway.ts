@@ -158,7 +158,14 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       })
     : undefined;
   const admin = config.admin
-    ? createAdmin({ runtime, store, metrics, isClosing: () => closing, config: config.admin })
+    ? createAdmin({
+        runtime,
+        store,
+        metrics,
+        isClosing: () => closing,
+        config: config.admin,
+        zone: config.zone,
+      })
     : undefined;
   if (config.watch) await runtime.watch();
 

@@ -23,7 +23,7 @@ import { PASS_THROUGH_METHODS, passThroughRoute } from './registry/pass-through.
 import type { Route, Service } from './registry/types.ts';
 import type { Store } from './state/store.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
-import { UpstreamGroup } from './upstream/group.ts';
+import { UpstreamEvents, UpstreamGroup } from './upstream/group.ts';
 
 /** Files loaded from the openapi and policies folders. */
 const CONFIG_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
@@ -92,6 +92,8 @@ export interface RuntimeOptions {
 
 export class Runtime {
   snapshot: Snapshot | null = null;
+  /** Ejections and circuit-breaker rejections of every upstream group (metrics subscribe). */
+  readonly upstreamEvents = new UpstreamEvents();
   private readonly dir: string;
   private readonly policiesDir: string;
   private readonly logger: Logger;
@@ -306,7 +308,15 @@ export class Runtime {
             service.settings.tls.servername
               ? await createUpstreamTlsOptions(service.settings.tls)
               : undefined;
-          group = new UpstreamGroup(service.name, service.settings, { logger: this.logger, connect });
+          // A changed upstream block: the same URLs keep their health, ejections and in-flight counts.
+          const previous = [...this.groups].find(([k]) => k.startsWith(`${service.name}\0`))?.[1];
+          group = new UpstreamGroup(service.name, service.settings, {
+            logger: this.logger,
+            connect,
+            zone: config.zone,
+            events: this.upstreamEvents,
+            previous,
+          });
           this.groups.set(key, group);
         }
         const basePath = service.settings.basePath === '/' ? '' : service.settings.basePath;
@@ -359,6 +369,7 @@ export class Runtime {
     for (const [key, group] of this.groups) {
       if (used.has(key)) continue;
       this.groups.delete(key);
+      group.retire();
       this.retiring.add(group);
       setTimeout(() => {
         if (this.retiring.delete(group)) void group.close();

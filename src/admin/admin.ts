@@ -3,7 +3,7 @@ import { describeRoutes } from '../registry/index.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Store } from '../state/store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
-import type { GroupStatus } from '../upstream/group.ts';
+import type { GroupStatus, GroupView } from '../upstream/group.ts';
 import {
   type AdminConfig,
   adminAllowedHosts,
@@ -34,6 +34,8 @@ export interface AdminDeps {
    * loopback names only.
    */
   config?: AdminConfig;
+  /** The gateway's zone (gateway.yaml `zone`), shown on /upstreams. Default: none. */
+  zone?: string;
   /** This machine's addresses, answered by default when `host` is a wildcard. Default: os.networkInterfaces(). */
   localAddresses?: LocalAddresses;
 }
@@ -84,12 +86,27 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
       return metrics.render();
     });
   }
+  // Operator-only (the admin port): upstream URLs are shown here, never to clients.
+  app.get('/upstreams', async (_req, reply) => {
+    const snapshot = deps.runtime.snapshot;
+    if (!snapshot) return reply.code(503).send({ services: {} });
+    return { version: snapshot.version, zone: deps.zone ?? null, services: upstreamGroups(snapshot) };
+  });
   app.get('/routes', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
     if (!snapshot) return reply.code(503).send({ routes: [] });
     return { version: snapshot.version, routes: describeRoutes(snapshot.table) };
   });
   return app;
+}
+
+/** Each forwarding service's upstream group, as GET /upstreams shows it. */
+function upstreamGroups(snapshot: NonNullable<Runtime['snapshot']>): Record<string, GroupView> {
+  const out: Record<string, GroupView> = {};
+  for (const e of snapshot.entries.values())
+    if (e.target) out[e.target.service] ??= e.target.group.describe();
+  for (const t of snapshot.passThrough.values()) out[t.service] ??= t.group.describe();
+  return out;
 }
 
 /** Each forwarding service's upstream group: upstreams, ejected, unhealthy (active checks), panic. */

@@ -19,6 +19,7 @@
  * | `PORTCULLIS_TRUST_PROXY`   | `trustProxy`            | comma-separated IP addresses / CIDRs      |
  * | `PORTCULLIS_LOG_LEVEL`     | `logLevel`              | fatal, error, warn, info, debug, trace, silent |
  * | `PORTCULLIS_WATCH`         | `watch`                 | true / false (also 1 / 0)                 |
+ * | `PORTCULLIS_ZONE`          | `zone`                  | the gateway's zone, for preferZone         |
  *
  * An empty variable counts as unset, so `FOO=${FOO:-}` in compose files does not override.
  * A value that cannot be read is a ConfigError issue with file `environment` and the
@@ -141,6 +142,12 @@ export const ENV_VARS: readonly EnvVar[] = [
     kind: 'boolean',
     pointer: '/watch',
     description: 'reload specs and policies on change',
+  },
+  {
+    name: 'PORTCULLIS_ZONE',
+    kind: 'string',
+    pointer: '/zone',
+    description: "the gateway's zone (upstreams of it are preferred by services with preferZone)",
   },
 ];
 

@@ -206,6 +206,7 @@ function applyDefaults(
       hideUpstreamIdentity: c.headers?.hideUpstreamIdentity ?? DEFAULTS.headers.hideUpstreamIdentity,
     },
     workers: c.workers === 'auto' ? availableParallelism() : (c.workers ?? DEFAULTS.workers),
+    ...(c.zone !== undefined && { zone: c.zone }),
     logLevel: c.logLevel ?? DEFAULTS.logLevel,
   };
 }

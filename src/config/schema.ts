@@ -226,6 +226,13 @@ export const GatewayConfigSchema = T.Object(
         },
       ),
     ),
+    zone: T.Optional(
+      T.String({
+        minLength: 1,
+        description:
+          'The zone (or rack, region) this gateway runs in; services with preferZone send traffic to upstreams of this zone while one is eligible. Env PORTCULLIS_ZONE. Default: none.',
+      }),
+    ),
     logLevel: T.Optional(
       T.Union(
         ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)),
@@ -291,5 +298,7 @@ export interface GatewayConfig {
   headers: { hideUpstreamIdentity: boolean };
   /** Worker processes (`auto` resolved to the core count); 1 = one process, no cluster. */
   workers: number;
+  /** The gateway's zone, for preferZone; absent: none. */
+  zone?: string;
   logLevel: string;
 }

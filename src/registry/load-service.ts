@@ -159,6 +159,8 @@ async function upstreamKeyOf(s: ServiceSettings): Promise<string> {
     loadBalancing: s.loadBalancing,
     healthCheck: s.healthCheck,
     passiveHealth: s.passiveHealth,
+    circuitBreaker: s.circuitBreaker,
+    preferZone: s.preferZone,
     tls: { ...s.tls, caDigest },
     timeoutMs: s.timeoutMs,
     connectTimeoutMs: s.connectTimeoutMs,

@@ -7,6 +7,8 @@ export interface UpstreamConfig {
   url: string;
   /** Relative share for `weighted` (and ip-hash ring points). Default 1. */
   weight: number;
+  /** Locality (zone, rack, region) the upstream runs in, for `preferZone`; absent: none. */
+  zone?: string;
 }
 
 export interface HealthCheckConfig {
@@ -31,6 +33,18 @@ export interface PassiveHealthConfig {
    * taken out. Default 0: only when every upstream is ejected.
    */
   panicThreshold: number;
+  /** Upstream answer statuses that count as failures (like Envoy's consecutive 5xx). */
+  statuses: number[];
+  /** Ceiling of the growing ejection time (`ejectMs` × ejections in a row). */
+  maxEjectMs: number;
+}
+
+/** Per-upstream concurrency limits: beyond them the gateway answers 503 instead of queueing. */
+export interface CircuitBreakerConfig {
+  /** Requests in flight to one upstream at most. */
+  maxRequests: number;
+  /** Requests waiting for a slot of one upstream at most (each waits up to `timeoutMs`). */
+  maxPending: number;
 }
 
 /** What makes an idempotent request go to another attempt (see x-portcullis `retryOn`). */
@@ -59,6 +73,9 @@ export interface ServiceSettings {
   loadBalancing: LoadBalancing;
   healthCheck?: HealthCheckConfig;
   passiveHealth: PassiveHealthConfig;
+  circuitBreaker: CircuitBreakerConfig;
+  /** Send traffic to upstreams of the gateway's own `zone` while one of them is eligible. */
+  preferZone: boolean;
   timeoutMs: number;
   connectTimeoutMs: number;
   /** Further attempts of an idempotent, replayable request (0-5). */

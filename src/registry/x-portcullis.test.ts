@@ -44,7 +44,15 @@ servers:
         { url: 'https://api.internal:8443/v2', weight: 1 },
       ],
       loadBalancing: 'round-robin',
-      passiveHealth: { failures: 3, ejectMs: 10000, panicThreshold: 0 },
+      passiveHealth: {
+        failures: 3,
+        ejectMs: 10000,
+        panicThreshold: 0,
+        statuses: [502, 503, 504],
+        maxEjectMs: 300000,
+      },
+      circuitBreaker: { maxRequests: 1024, maxPending: 1024 },
+      preferZone: false,
       timeoutMs: 10000,
       connectTimeoutMs: 3000,
       retries: 1,
@@ -82,7 +90,13 @@ x-portcullis:
       unhealthyAfter: 3,
       healthyAfter: 2,
     });
-    expect(s.passiveHealth).toEqual({ failures: 5, ejectMs: 10000, panicThreshold: 0 });
+    expect(s.passiveHealth).toEqual({
+      failures: 5,
+      ejectMs: 10000,
+      panicThreshold: 0,
+      statuses: [502, 503, 504],
+      maxEjectMs: 300000,
+    });
     expect(s.retries).toBe(0);
   });
 
@@ -99,7 +113,45 @@ x-portcullis:
     expect(s.retries).toBe(5);
     expect(s.retryOn).toEqual(['connect-failure', 502, 503, 504]);
     expect(s.retryBudget).toEqual({ percent: 50, burst: 10 });
-    expect(s.passiveHealth).toEqual({ failures: 3, ejectMs: 10000, panicThreshold: 50 });
+    expect(s.passiveHealth).toEqual({
+      failures: 3,
+      ejectMs: 10000,
+      panicThreshold: 50,
+      statuses: [502, 503, 504],
+      maxEjectMs: 300000,
+    });
+  });
+
+  it('accepts passive statuses, a ceiling of the ejection time, a circuit breaker and zones', () => {
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Zoned, version: '1' }
+x-portcullis:
+  upstreams: [{ url: http://127.0.0.1:4001, zone: eu-west-1a }, { url: http://127.0.0.1:4002, zone: eu-west-1b }]
+  preferZone: true
+  passiveHealth: { statuses: [500, 503], ejectMs: 5000, maxEjectMs: 60000 }
+  circuitBreaker: { maxRequests: 100 }
+`);
+    expect(s.upstreams).toEqual([
+      { url: 'http://127.0.0.1:4001', weight: 1, zone: 'eu-west-1a' },
+      { url: 'http://127.0.0.1:4002', weight: 1, zone: 'eu-west-1b' },
+    ]);
+    expect(s.preferZone).toBe(true);
+    expect(s.passiveHealth).toEqual({
+      failures: 3,
+      ejectMs: 5000,
+      panicThreshold: 0,
+      statuses: [500, 503],
+      maxEjectMs: 60000,
+    });
+    expect(s.circuitBreaker).toEqual({ maxRequests: 100, maxPending: 1024 });
+  });
+
+  it('an ejectMs above the default ceiling raises the ceiling with it', () => {
+    const s = settingsOf(`openapi: 3.1.0
+info: { title: Long, version: '1' }
+x-portcullis: { upstreams: [{ url: http://127.0.0.1:4001 }], passiveHealth: { ejectMs: 600000 } }
+`);
+    expect(s.passiveHealth.maxEjectMs).toBe(600000);
   });
 
   it('allows basePath "/" and a mock service without any upstream', () => {
@@ -213,6 +265,92 @@ x-portcullis: { mock: true, passiveHealth: { panicThreshold: 101 } }
       path: '/x-portcullis/passiveHealth/panicThreshold',
       line: 3,
       message: /<= 100/,
+    },
+    {
+      why: 'a misspelt passiveHealth field (status for statuses)',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { mock: true, passiveHealth: { status: [500] } }
+`,
+      path: '/x-portcullis/passiveHealth',
+      line: 3,
+      message: /status/,
+    },
+    {
+      why: 'a passive status outside 500-599',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { mock: true, passiveHealth: { statuses: [404] } }
+`,
+      path: '/x-portcullis/passiveHealth/statuses/0',
+      line: 3,
+      message: />= 500/,
+    },
+    {
+      why: 'a maxEjectMs below ejectMs',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  upstreams: [{ url: http://127.0.0.1:1 }]
+  passiveHealth: { ejectMs: 20000, maxEjectMs: 10000 }
+`,
+      path: '/x-portcullis/passiveHealth/maxEjectMs',
+      line: 5,
+      message: /below ejectMs/,
+    },
+    {
+      why: 'a misspelt circuitBreaker field',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { mock: true, circuitBreaker: { maxConnections: 10 } }
+`,
+      path: '/x-portcullis/circuitBreaker',
+      line: 3,
+      message: /maxConnections/,
+    },
+    {
+      why: 'a circuit breaker admitting no request',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { mock: true, circuitBreaker: { maxRequests: 0 } }
+`,
+      path: '/x-portcullis/circuitBreaker/maxRequests',
+      line: 3,
+      message: />= 1/,
+    },
+    {
+      why: 'preferZone misspelt',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis: { mock: true, preferZones: true }
+`,
+      path: '/x-portcullis',
+      line: 3,
+      message: /preferZones/,
+    },
+    {
+      why: 'an empty upstream zone',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  upstreams: [{ url: http://127.0.0.1:1, zone: '' }]
+`,
+      path: '/x-portcullis/upstreams/0/zone',
+      line: 4,
+      message: /./,
+    },
+    {
+      why: 'the same upstream URL twice',
+      yaml: `openapi: 3.1.0
+info: { title: A, version: '1' }
+x-portcullis:
+  upstreams:
+    - url: http://127.0.0.1:1/
+    - url: http://127.0.0.1:1
+`,
+      path: '/x-portcullis/upstreams/1/url',
+      line: 6,
+      message: /listed twice/,
     },
     {
       why: 'a non-http upstream URL',

@@ -25,7 +25,13 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
 const DEFAULT_RETRIES = 1;
 const DEFAULT_HEALTH = { intervalMs: 5_000, timeoutMs: 2_000, unhealthyAfter: 3, healthyAfter: 2 };
+/** Upstream answers that count as passive-health failures by default: the gateway-failure statuses. */
+export const DEFAULT_FAILURE_STATUSES: readonly number[] = [502, 503, 504];
+/** Ceiling of the growing ejection time (Envoy's max_ejection_time default). */
+const DEFAULT_MAX_EJECT_MS = 300_000;
 const DEFAULT_PASSIVE = { failures: 3, ejectMs: 10_000, panicThreshold: 0 };
+/** Envoy's circuit breaker defaults (max_requests, max_pending_requests), per upstream here. */
+export const DEFAULT_CIRCUIT_BREAKER = { maxRequests: 1024, maxPending: 1024 };
 /** What is retried when `retryOn` is not set: every failure before an answer, no status. */
 export const DEFAULT_RETRY_ON: readonly RetryOn[] = ['connect-failure', 'reset', 'timeout'];
 /** At most 20 % extra requests, plus 10 (Finagle's budget shape; Envoy's default percent). */
@@ -111,6 +117,13 @@ export const XPortcullisSchema = T.Object(
             weight: T.Optional(
               T.Integer({ minimum: 1, description: 'Relative share for weighted/ip-hash. Default 1.' }),
             ),
+            zone: T.Optional(
+              T.String({
+                minLength: 1,
+                description:
+                  'Locality the upstream runs in (zone, rack, region), compared with gateway.yaml `zone` when the service sets preferZone. Default: none.',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -160,13 +173,55 @@ export const XPortcullisSchema = T.Object(
                 'Panic mode (as Envoy): when fewer than this percent of the upstreams are un-ejected, or none is, ejections are ignored and requests are balanced over every upstream that active checks have not taken out, so the last upstream is never ejected. Logged and shown on /readyz. Default 0 (panic only when every upstream is ejected; Envoy uses 50).',
             }),
           ),
+          statuses: T.Optional(
+            T.Array(T.Integer({ minimum: 500, maximum: 599 }), {
+              uniqueItems: true,
+              description:
+                "Upstream answer statuses that count as failures, alongside refused, reset and timed-out connections (like Envoy's consecutive 5xx / gateway-failure outlier detection); any other answer ends the streak. Add 500 to eject on application errors too; [] counts connection failures only. Default [502, 503, 504].",
+            }),
+          ),
+          maxEjectMs: T.Optional(
+            positiveMs(
+              'Ceiling of the ejection time, which grows with each ejection in a row: ejectMs × the number of ejections, up to this. The count starts over once the upstream has served maxEjectMs without being ejected. Not below ejectMs. Default 300000 (or ejectMs, if larger).',
+            ),
+          ),
         },
         {
           additionalProperties: false,
           description:
-            'Ejection on proxied failures. Default { failures: 3, ejectMs: 10000, panicThreshold: 0 }.',
+            'Ejection on proxied failures (outlier detection). Default { failures: 3, ejectMs: 10000, panicThreshold: 0, statuses: [502, 503, 504], maxEjectMs: 300000 }.',
         },
       ),
+    ),
+    circuitBreaker: T.Optional(
+      T.Object(
+        {
+          maxRequests: T.Optional(
+            T.Integer({
+              minimum: 1,
+              description: 'Requests in flight to one upstream at most. Default 1024.',
+            }),
+          ),
+          maxPending: T.Optional(
+            T.Integer({
+              minimum: 0,
+              description:
+                'Requests waiting for one of its slots at most, each for up to timeoutMs. Default 1024.',
+            }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description:
+            "Per-upstream circuit breaker (as Envoy's max_requests and max_pending_requests): a request goes to an eligible upstream below maxRequests when there is one; when every one is full it waits for a slot of the chosen one, and past maxPending waiting (or after timeoutMs of waiting) it gets 503 PC_UPSTREAM_OVERLOADED with Retry-After instead of queueing without bound. Counted in portcullis_upstream_breaker_rejections_total. Default { maxRequests: 1024, maxPending: 1024 }.",
+        },
+      ),
+    ),
+    preferZone: T.Optional(
+      T.Boolean({
+        description:
+          "Send requests only to upstreams whose zone is the gateway's own (gateway.yaml zone, PORTCULLIS_ZONE) while one of them is eligible; when none is (ejected or down), fail over to the others, and back when one recovers. Needs gateway.yaml zone (a warning is logged without it). Default false.",
+      }),
     ),
     timeoutMs: T.Optional(positiveMs('Upstream response (headers and body idle) timeout. Default 10000.')),
     connectTimeoutMs: T.Optional(positiveMs('Upstream TCP/TLS connect timeout. Default 3000.')),
@@ -303,8 +358,15 @@ export function resolveSettings(
   if (x.upstreams) {
     x.upstreams.forEach((u, i) => {
       const url = normalizeUpstreamUrl(u.url);
-      if (typeof url === 'string') upstreams.push({ url, weight: u.weight ?? 1 });
-      else issues.push(at(`${EXTENSION_POINTER}/upstreams/${i}/url`, url.error));
+      if (typeof url !== 'string') issues.push(at(`${EXTENSION_POINTER}/upstreams/${i}/url`, url.error));
+      else if (upstreams.some((other) => other.url === url))
+        issues.push(at(`${EXTENSION_POINTER}/upstreams/${i}/url`, `upstream ${url} is listed twice`));
+      else
+        upstreams.push(
+          u.zone === undefined
+            ? { url, weight: u.weight ?? 1 }
+            : { url, weight: u.weight ?? 1, zone: u.zone },
+        );
     });
   } else {
     upstreams.push(...upstreamsFromServers(doc));
@@ -328,13 +390,29 @@ export function resolveSettings(
       issues.push(at(`${EXTENSION_POINTER}/tls/ca`, `cannot read CA file ${ca}`));
     }
   }
+  const ejectMs = x.passiveHealth?.ejectMs ?? DEFAULT_PASSIVE.ejectMs;
+  const maxEjectMs = x.passiveHealth?.maxEjectMs ?? Math.max(DEFAULT_MAX_EJECT_MS, ejectMs);
+  if (maxEjectMs < ejectMs)
+    issues.push(
+      at(
+        `${EXTENSION_POINTER}/passiveHealth/maxEjectMs`,
+        `maxEjectMs (${maxEjectMs}) is below ejectMs (${ejectMs}): the ceiling of the ejection time cannot be shorter than one ejection`,
+      ),
+    );
   if (issues.length > 0) throw new ConfigError(issues);
 
   const settings: ServiceSettings = {
     basePath: normalizeBasePath(x.basePath ?? defaultBasePath(doc, file)),
     upstreams,
     loadBalancing: (x.loadBalancing as LoadBalancing | undefined) ?? DEFAULT_LOAD_BALANCING,
-    passiveHealth: { ...DEFAULT_PASSIVE, ...x.passiveHealth },
+    passiveHealth: {
+      ...DEFAULT_PASSIVE,
+      ...x.passiveHealth,
+      statuses: [...(x.passiveHealth?.statuses ?? DEFAULT_FAILURE_STATUSES)],
+      maxEjectMs,
+    },
+    circuitBreaker: { ...DEFAULT_CIRCUIT_BREAKER, ...x.circuitBreaker },
+    preferZone: x.preferZone ?? false,
     timeoutMs: x.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     connectTimeoutMs: x.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     retries: x.retries ?? DEFAULT_RETRIES,

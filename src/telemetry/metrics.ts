@@ -164,6 +164,33 @@ export function createMetrics(runtime: Runtime): Metrics {
       }
     },
   });
+  // Per (service, upstream URL): series are created at 0 for every current upstream on scrape.
+  const ejections = new Counter({
+    name: 'portcullis_upstream_ejections_total',
+    help: 'Passive-health ejections of an upstream (consecutive failures: connection errors or counted 5xx answers).',
+    labelNames: ['service', 'upstream'],
+    registers,
+    collect() {
+      for (const group of currentGroups(runtime))
+        for (const t of group.targets) this.inc({ service: group.service, upstream: t.url }, 0);
+    },
+  });
+  const breakerRejections = new Counter({
+    name: 'portcullis_upstream_breaker_rejections_total',
+    help: "Requests the upstream's circuit breaker answered 503: max-pending (too many waiting) or pending-timeout (waited timeoutMs).",
+    labelNames: ['service', 'upstream', 'reason'],
+    registers,
+    collect() {
+      for (const group of currentGroups(runtime))
+        for (const t of group.targets)
+          for (const reason of ['max-pending', 'pending-timeout'])
+            this.inc({ service: group.service, upstream: t.url, reason }, 0);
+    },
+  });
+  runtime.upstreamEvents.subscribe({
+    ejected: (service, upstream) => ejections.inc({ service, upstream }),
+    breakerRejected: (service, upstream, reason) => breakerRejections.inc({ service, upstream, reason }),
+  });
 
   const upgrades = new Counter({
     name: 'portcullis_websocket_upgrades_total',

@@ -12,7 +12,7 @@ import { runResponseStages } from '../pipeline/response.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import type { RetryOn, ServiceSettings } from '../registry/types.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
-import { failedOnReusedSocket, type Upstream, type UpstreamGroup } from './group.ts';
+import { failedOnReusedSocket, type Upstream, type UpstreamGroup, type Waiting } from './group.ts';
 import type { Upgrade } from './websocket.ts';
 
 /**
@@ -270,10 +270,24 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     let tried: Upstream[] | undefined;
     let controller: Dispatcher.DispatchController | undefined;
     let done = false;
+    // Waiting for a circuit-breaker slot (see UpstreamGroup.admit).
+    let waiting: Waiting | undefined;
 
     res.once('close', () => {
+      waiting?.cancel();
       if (!done) controller?.abort(new Error('client closed the connection'));
     });
+    /** The circuit breaker of the chosen upstream refused the request: 503 with Retry-After. */
+    const overloaded = (): void => {
+      done = true;
+      writeProblem(
+        res,
+        new ProblemError('PC_UPSTREAM_OVERLOADED', undefined, { headers: { 'retry-after': '1' } }),
+        instance,
+        extraResponseHeaders,
+        rec,
+      );
+    };
 
     const preferred = extras?.upstream;
     /**
@@ -306,7 +320,6 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         );
         return;
       }
-      upstream.inFlight++;
       // sent: the request went out on a connection (else it failed to connect).
       let sent = false;
       let started = false;
@@ -319,7 +332,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
       const settle = () => {
         if (finished) return false;
         finished = true;
-        upstream.inFlight--;
+        group.release(upstream);
         return true;
       };
       const handler: Dispatcher.DispatchHandler = {
@@ -331,7 +344,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           if (statusCode < 200) return; // 1xx: the client's own 100-continue was answered by Node
           started = true;
           status = statusCode;
-          group.reportSuccess(upstream);
+          group.reportAnswer(upstream, statusCode);
           if (
             statusCode >= 502 &&
             statusCode <= 504 &&
@@ -364,7 +377,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         onRequestUpgrade(_c, statusCode, headers, socket) {
           if (!settle() || !ex.upgrade) return void socket.destroy();
           done = true;
-          group.reportSuccess(upstream);
+          group.reportAnswer(upstream, statusCode);
           rec?.upstreamEnd(target.service, upstream, statusCode);
           const invalid = ex.upgrade.upgraded(res, req.headers, headers, socket, extras, rec);
           if (invalid) writeProblem(res, invalid, instance, extraResponseHeaders, rec);
@@ -457,21 +470,27 @@ export function createForwarder(opts: ForwarderOptions): Forward {
           );
         },
       };
-      const path = upstream.pathPrefix + suffix;
-      const headers = upstreamHeaders(req, upstream, extras, target.identityHeaders);
-      rec?.upstreamStart(upstream, path, headers);
-      const opts: Dispatcher.DispatchOptions = {
-        origin: upstream.origin,
-        path,
-        method,
-        headers,
-        body: body as Dispatcher.DispatchOptions['body'],
-        headersTimeout: settings.timeoutMs,
-        bodyTimeout: settings.timeoutMs,
+      const dispatch = (): void => {
+        waiting = undefined;
+        const path = upstream.pathPrefix + suffix;
+        const headers = upstreamHeaders(req, upstream, extras, target.identityHeaders);
+        rec?.upstreamStart(upstream, path, headers);
+        const opts: Dispatcher.DispatchOptions = {
+          origin: upstream.origin,
+          path,
+          method,
+          headers,
+          body: body as Dispatcher.DispatchOptions['body'],
+          headersTimeout: settings.timeoutMs,
+          bodyTimeout: settings.timeoutMs,
+        };
+        if (ex.upgrade) opts.upgrade = 'websocket';
+        if (fresh) group.dispatchFresh(upstream, opts, handler);
+        else upstream.pool.dispatch(opts, handler);
       };
-      if (ex.upgrade) opts.upgrade = 'websocket';
-      if (fresh) group.dispatchFresh(upstream, opts, handler);
-      else upstream.pool.dispatch(opts, handler);
+      const admitted = group.admit(upstream, dispatch, overloaded);
+      if (admitted === null) overloaded();
+      else if (admitted !== true) waiting = admitted;
     };
     attempt(undefined, undefined);
   }

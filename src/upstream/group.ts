@@ -1,6 +1,11 @@
 import { buildConnector, Client, type Dispatcher, Pool } from 'undici';
 import type { Logger } from '../logger.ts';
-import type { RetryBudgetConfig, ServiceSettings } from '../registry/types.ts';
+import type {
+  CircuitBreakerConfig,
+  RetryBudgetConfig,
+  ServiceSettings,
+  UpstreamConfig,
+} from '../registry/types.ts';
 import { BALANCERS } from './balancers/index.ts';
 import type { Balancer, BalancerTarget, PickContext } from './balancers/types.ts';
 
@@ -55,9 +60,64 @@ export interface GroupStatus {
   panic: boolean;
 }
 
-/** One upstream server of a service, with its connection pool and health state. */
-export interface Upstream extends BalancerTarget {
+/** A request waiting for a circuit-breaker slot of an upstream (see UpstreamGroup.admit). */
+export interface Waiting {
+  /** The client went away: leave the queue (no-op once started or expired). */
+  cancel(): void;
+}
+
+interface Waiter extends Waiting {
+  start(): void;
+  timer: NodeJS.Timeout | undefined;
+  /** Started, expired or cancelled. */
+  over: boolean;
+}
+
+/**
+ * Health and load of one upstream URL of a service. Kept across reloads while the service lists
+ * the URL (a changed weight, zone, timeout or balancer builds a new group and Upstream, which take
+ * over this state), so health, ejections, in-flight counts and waiting requests survive them.
+ */
+export interface UpstreamState {
+  /** Active health state; true until active checks say otherwise. */
+  healthy: boolean;
+  /** Consecutive proxied-request failures (passive health). */
+  failures: number;
+  /** Epoch ms until which the upstream is ejected by passive health; 0 = not ejected. */
+  ejectedUntil: number;
+  /** Ejections in a row: the multiplier of ejectMs. Starts over after maxEjectMs back in service. */
+  ejections: number;
+  /** Epoch ms the last ejection ended (or will end). */
+  backAt: number;
+  probeFails: number;
+  probeOks: number;
+  /** Requests in flight (admitted by the circuit breaker), from every group sharing this state. */
+  inFlight: number;
+  /** Requests waiting for a circuit-breaker slot, oldest first. */
+  waiting: Waiter[];
+}
+
+function freshState(): UpstreamState {
+  return {
+    healthy: true,
+    failures: 0,
+    ejectedUntil: 0,
+    ejections: 0,
+    backAt: 0,
+    probeFails: 0,
+    probeOks: 0,
+    inFlight: 0,
+    waiting: [],
+  };
+}
+
+/** One upstream server of a service: its address, connection pool and (shared) health state. */
+export class Upstream implements BalancerTarget {
+  readonly id: string;
   readonly url: string;
+  readonly weight: number;
+  /** Locality, for preferZone; undefined when the upstream names none. */
+  readonly zone: string | undefined;
   /** `http://host:port`, what undici dials. */
   readonly origin: string;
   /** Path prefix from the upstream URL, without trailing slash ('' for none). */
@@ -65,14 +125,93 @@ export interface Upstream extends BalancerTarget {
   /** `host[:port]` as sent in the Host header. */
   readonly host: string;
   readonly pool: Pool;
+  readonly state: UpstreamState;
+
+  constructor(config: UpstreamConfig, pool: Pool, state: UpstreamState) {
+    const parsed = new URL(config.url);
+    this.id = config.url;
+    this.url = config.url;
+    this.weight = config.weight;
+    this.zone = config.zone;
+    this.origin = parsed.origin;
+    this.pathPrefix = parsed.pathname.replace(/\/+$/, '');
+    this.host = parsed.host;
+    this.pool = pool;
+    this.state = state;
+  }
+
+  /** Requests in flight (read by least-connections and random-two). */
+  get inFlight(): number {
+    return this.state.inFlight;
+  }
+  set inFlight(n: number) {
+    this.state.inFlight = n;
+  }
   /** Active health state; true until active checks say otherwise. */
-  healthy: boolean;
-  /** Consecutive proxied-request failures (passive health). */
-  failures: number;
-  /** Epoch ms until which the upstream is ejected by passive health; 0 = not ejected. */
-  ejectedUntil: number;
-  probeFails: number;
-  probeOks: number;
+  get healthy(): boolean {
+    return this.state.healthy;
+  }
+  /** Epoch ms until which the upstream is passively ejected; 0 = not ejected. */
+  get ejectedUntil(): number {
+    return this.state.ejectedUntil;
+  }
+}
+
+/** What happens to upstreams that metrics count (one sink per gateway; see Runtime.upstreamEvents). */
+export interface UpstreamEventSink {
+  /** Passive health ejected `upstream` of `service`. */
+  ejected?(service: string, upstream: string): void;
+  /** The circuit breaker answered 503: the waiting queue was full, or a request waited timeoutMs. */
+  breakerRejected?(service: string, upstream: string, reason: BreakerRejection): void;
+}
+
+/** Why the circuit breaker refused a request. */
+export type BreakerRejection = 'max-pending' | 'pending-timeout';
+
+/** Fans upstream events out to the sinks subscribed (metrics). */
+export class UpstreamEvents implements UpstreamEventSink {
+  private readonly sinks: UpstreamEventSink[] = [];
+  subscribe(sink: UpstreamEventSink): void {
+    this.sinks.push(sink);
+  }
+  ejected(service: string, upstream: string): void {
+    for (const s of this.sinks) s.ejected?.(service, upstream);
+  }
+  breakerRejected(service: string, upstream: string, reason: BreakerRejection): void {
+    for (const s of this.sinks) s.breakerRejected?.(service, upstream, reason);
+  }
+}
+
+/** One upstream as GET /upstreams shows it. */
+export interface UpstreamView {
+  url: string;
+  zone: string | null;
+  weight: number;
+  /** `unhealthy`: taken out by active checks; `ejected`: by passive health; else `healthy`. */
+  health: 'healthy' | 'ejected' | 'unhealthy';
+  /** ISO time the ejection ends; null when not ejected or when good probes end it. */
+  ejectedUntil: string | null;
+  /** Whether the balancer picks it now (true for an ejected one in panic; false out of zone). */
+  receivingTraffic: boolean;
+  consecutiveFailures: number;
+  /** Ejections in a row (the ejection time is ejectMs times this, capped at maxEjectMs). */
+  ejections: number;
+  inFlight: number;
+  /** Requests waiting for a circuit-breaker slot. */
+  pending: number;
+}
+
+/** One upstream group as GET /upstreams shows it. */
+export interface GroupView {
+  loadBalancing: string;
+  preferZone: boolean;
+  /** Panic mode: ejections ignored (see passiveHealth.panicThreshold). */
+  panic: boolean;
+  /** With preferZone: whether traffic stays in the gateway's zone (false: failed over). */
+  inZone: boolean | null;
+  circuitBreaker: CircuitBreakerConfig;
+  passiveHealth: { failures: number; statuses: number[]; ejectMs: number; maxEjectMs: number };
+  upstreams: UpstreamView[];
 }
 
 export interface UpstreamGroupDeps {
@@ -80,12 +219,22 @@ export interface UpstreamGroupDeps {
   /** Injectable clock for tests. Default Date.now. */
   now?: () => number;
   connect?: UpstreamConnectOptions;
+  /** The gateway's own zone (gateway.yaml `zone`), for preferZone. Default: none. */
+  zone?: string;
+  /** Where ejections and breaker rejections are reported. Default: nowhere. */
+  events?: UpstreamEventSink;
+  /**
+   * The group this one replaces (the same service before a reload changed its upstream block):
+   * upstreams with the same URL take over its health state, and the retry budget carries on.
+   */
+  previous?: UpstreamGroup;
 }
 
 /**
- * The upstreams of one service: pools, balancer, active and passive health. Created per distinct
- * upstream config and kept across reloads while that config is unchanged (so connections,
- * balancer position and health state survive a reload).
+ * The upstreams of one service: pools, balancer, active and passive health, circuit breakers.
+ * Created per distinct upstream config and kept across reloads while that config is unchanged (so
+ * connections, balancer position and health state survive a reload); a changed config builds a
+ * new group whose upstreams take over the state of the previous group's same URLs.
  */
 export class UpstreamGroup {
   readonly service: string;
@@ -94,6 +243,7 @@ export class UpstreamGroup {
   private readonly balancer: Balancer<Upstream>;
   private readonly logger: Logger;
   private readonly now: () => number;
+  private readonly events: UpstreamEventSink | undefined;
   /** Cached eligible list, recomputed when health changes or an ejection expires. */
   private eligibleCache: Upstream[];
   private nextExpiry = Number.POSITIVE_INFINITY;
@@ -104,6 +254,14 @@ export class UpstreamGroup {
   /** Panic mode (see `passiveHealth.panicThreshold`), as of the last recompute. */
   private panic = false;
   private readonly panicThreshold: number;
+  /** Answer statuses that count as passive-health failures, indexed by status. */
+  private readonly failureStatuses: Uint8Array;
+  /** The gateway's zone when the service prefers it; undefined otherwise. */
+  private readonly localZone: string | undefined;
+  /** With a localZone: whether the last recompute kept traffic in it. */
+  private inZone = true;
+  private readonly maxRequests: number;
+  private readonly maxPending: number;
   /** Unspent retries of the service's retry budget (a token bucket; see `retryBudget`). */
   private retryTokens: number;
   /** How undici dials this group's upstreams (connect timeout, TLS, reuse tracking). */
@@ -114,35 +272,48 @@ export class UpstreamGroup {
     this.settings = settings;
     this.logger = deps.logger;
     this.now = deps.now ?? Date.now;
+    this.events = deps.events;
     this.panicThreshold = settings.passiveHealth.panicThreshold;
-    this.retryTokens = settings.retryBudget.burst;
+    this.failureStatuses = new Uint8Array(600);
+    for (const status of settings.passiveHealth.statuses) this.failureStatuses[status] = 1;
+    this.maxRequests = settings.circuitBreaker.maxRequests;
+    this.maxPending = settings.circuitBreaker.maxPending;
+    this.retryTokens = Math.min(
+      deps.previous?.retryTokens ?? settings.retryBudget.burst,
+      settings.retryBudget.burst,
+    );
     this.connector = trackReuse(buildConnector({ timeout: settings.connectTimeoutMs, ...deps.connect }));
-    this.targets = settings.upstreams.map((u) => {
-      const parsed = new URL(u.url);
-      const pool = new Pool(parsed.origin, {
-        keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
-        headersTimeout: settings.timeoutMs,
-        bodyTimeout: settings.timeoutMs,
-        connect: this.connector,
-      });
-      return {
-        id: u.url,
-        url: u.url,
-        weight: u.weight,
-        origin: parsed.origin,
-        pathPrefix: parsed.pathname.replace(/\/+$/, ''),
-        host: parsed.host,
-        pool,
-        inFlight: 0,
-        healthy: true,
-        failures: 0,
-        ejectedUntil: 0,
-        probeFails: 0,
-        probeOks: 0,
-      };
-    });
+    const kept = new Map(deps.previous?.targets.map((t) => [t.url, t.state]));
+    this.targets = settings.upstreams.map(
+      (u) =>
+        new Upstream(
+          u,
+          new Pool(new URL(u.url).origin, {
+            keepAliveTimeout: UPSTREAM_KEEPALIVE_MS,
+            headersTimeout: settings.timeoutMs,
+            bodyTimeout: settings.timeoutMs,
+            connect: this.connector,
+          }),
+          kept.get(u.url) ?? freshState(),
+        ),
+    );
     this.balancer = BALANCERS[settings.loadBalancing](this.targets);
     this.eligibleCache = [...this.targets];
+    if (settings.preferZone) {
+      if (deps.zone === undefined)
+        this.logger.warn(
+          { service },
+          'preferZone is set but the gateway has no zone (gateway.yaml zone, PORTCULLIS_ZONE): every upstream is used alike',
+        );
+      else if (!this.targets.some((t) => t.zone === deps.zone))
+        this.logger.warn(
+          { service, zone: deps.zone },
+          "preferZone is set but no upstream is in the gateway's zone: every upstream is used alike",
+        );
+      this.localZone = deps.zone;
+      this.inZone = this.targets.some((t) => t.zone === deps.zone);
+    }
+    this.recompute();
   }
 
   /** Start active health checks, if configured. */
@@ -171,8 +342,13 @@ export class UpstreamGroup {
    * tried, when another is eligible). Null when none is eligible.
    */
   pick(ctx: PickContext, tried?: readonly Upstream[]): Upstream | null {
-    const eligible = this.eligible();
+    let eligible = this.eligible();
     if (eligible.length === 0) return null;
+    // Circuit breakers: an upstream at maxRequests sits out while another has a free slot.
+    if (eligible.some(this.isFull, this)) {
+      const open = eligible.filter((t) => !this.isFull(t));
+      if (open.length > 0) eligible = open;
+    }
     if (tried === undefined || tried.length === 0) return this.balancer.pick(eligible, ctx);
     const untried = eligible.filter((t) => !tried.includes(t));
     if (untried.length > 0) return this.balancer.pick(untried, ctx);
@@ -192,6 +368,57 @@ export class UpstreamGroup {
     client.dispatch({ ...opts, reset: true }, handler);
     // close() lets the queued request finish first.
     client.close().catch(() => undefined);
+  }
+
+  /**
+   * Take a slot of `t`'s circuit breaker for one request: below maxRequests `start` runs now and
+   * true is returned; else the request waits (FIFO) for a slot, `start` running once one frees,
+   * or `expired` after timeoutMs. Null, with nothing run, when maxPending already wait. Every
+   * started request must give its slot back with {@link release}.
+   */
+  admit(t: Upstream, start: () => void, expired: () => void): true | Waiting | null {
+    const s = t.state;
+    if (s.inFlight < this.maxRequests) {
+      s.inFlight++;
+      start();
+      return true;
+    }
+    if (s.waiting.length >= this.maxPending) {
+      this.events?.breakerRejected?.(this.service, t.url, 'max-pending');
+      return null;
+    }
+    const waiter: Waiter = {
+      start,
+      timer: undefined,
+      over: false,
+      cancel() {
+        if (waiter.over) return;
+        waiter.over = true;
+        clearTimeout(waiter.timer);
+        const i = s.waiting.indexOf(waiter);
+        if (i !== -1) s.waiting.splice(i, 1);
+      },
+    };
+    waiter.timer = setTimeout(() => {
+      waiter.cancel();
+      this.events?.breakerRejected?.(this.service, t.url, 'pending-timeout');
+      expired();
+    }, this.settings.timeoutMs);
+    s.waiting.push(waiter);
+    return waiter;
+  }
+
+  /** A request admitted to `t` ended: its slot goes to the oldest waiting request, if any. */
+  release(t: Upstream): void {
+    const s = t.state;
+    s.inFlight--;
+    while (s.waiting.length > 0 && s.inFlight < this.maxRequests) {
+      const waiter = s.waiting.shift() as Waiter;
+      waiter.over = true;
+      clearTimeout(waiter.timer);
+      s.inFlight++;
+      waiter.start();
+    }
   }
 
   /** A request was forwarded: the retry budget earns `percent`/100 of a retry, up to `burst`. */
@@ -220,27 +447,81 @@ export class UpstreamGroup {
     return { upstreams: this.targets.length, ejected, unhealthy, panic: this.panic };
   }
 
-  /** A proxied request to `t` got a response: the passive failure streak ends. */
-  reportSuccess(t: Upstream): void {
-    if (t.failures !== 0) t.failures = 0;
+  /**
+   * A proxied request to `t` got an answer: a status listed in passiveHealth.statuses is a failure,
+   * any other ends the failure streak.
+   */
+  reportAnswer(t: Upstream, status: number): void {
+    if (this.failureStatuses[status] === 1) this.reportFailure(t, `status ${status}`);
+    else if (t.state.failures !== 0) t.state.failures = 0;
   }
 
-  /** A proxied request to `t` failed before a response (refused, reset, timed out). */
+  /** A proxied request to `t` failed (refused, reset, timed out, or a status counted as failure). */
   reportFailure(t: Upstream, reason: string): void {
+    const s = t.state;
+    const now = this.now();
     // Failures of requests still in flight when it was ejected do not count towards the next ejection.
-    if (t.ejectedUntil > this.now()) return;
-    t.failures++;
-    const { failures, ejectMs } = this.settings.passiveHealth;
-    if (t.failures < failures) return;
-    t.failures = 0;
+    if (s.ejectedUntil > now) return;
+    s.failures++;
+    const { failures, ejectMs, maxEjectMs } = this.settings.passiveHealth;
+    if (s.failures < failures) return;
+    s.failures = 0;
+    s.ejections = ejectionsAt(s, now, maxEjectMs) + 1;
+    const ms = Math.min(ejectMs * s.ejections, maxEjectMs);
     // With active checks, an ejected upstream comes back only after healthyAfter good probes;
     // `healthy` stays the probes' verdict, which panic mode reads.
     if (this.settings.healthCheck) {
-      t.ejectedUntil = Number.POSITIVE_INFINITY;
-      t.probeOks = 0;
-    } else t.ejectedUntil = this.now() + ejectMs;
-    this.logger.warn({ service: this.service, upstream: t.url, reason, ejectMs }, 'upstream ejected');
+      s.ejectedUntil = Number.POSITIVE_INFINITY;
+      s.probeOks = 0;
+    } else {
+      s.ejectedUntil = now + ms;
+      s.backAt = s.ejectedUntil;
+    }
+    this.events?.ejected?.(this.service, t.url);
+    this.logger.warn(
+      {
+        service: this.service,
+        upstream: t.url,
+        reason,
+        ejections: s.ejections,
+        ejectMs: this.settings.healthCheck ? undefined : ms,
+      },
+      'upstream ejected',
+    );
     this.recompute();
+  }
+
+  /** Every upstream's health, load and limits, for GET /upstreams. */
+  describe(): GroupView {
+    this.eligible();
+    const now = this.now();
+    const serving = new Set(this.eligibleCache);
+    const { failures, statuses, ejectMs, maxEjectMs } = this.settings.passiveHealth;
+    return {
+      loadBalancing: this.settings.loadBalancing,
+      preferZone: this.settings.preferZone,
+      panic: this.panic,
+      inZone: this.localZone === undefined ? null : this.inZone,
+      circuitBreaker: { ...this.settings.circuitBreaker },
+      passiveHealth: { failures, statuses: [...statuses], ejectMs, maxEjectMs },
+      upstreams: this.targets.map((t) => {
+        const s = t.state;
+        const ejected = s.ejectedUntil > now;
+        return {
+          url: t.url,
+          zone: t.zone ?? null,
+          weight: t.weight,
+          health: !s.healthy ? 'unhealthy' : ejected ? 'ejected' : 'healthy',
+          ejectedUntil:
+            ejected && Number.isFinite(s.ejectedUntil) ? new Date(s.ejectedUntil).toISOString() : null,
+          receivingTraffic: serving.has(t),
+          consecutiveFailures: s.failures,
+          ejections: ejectionsAt(s, now, maxEjectMs),
+          inFlight: s.inFlight,
+          pending: s.waiting.length,
+        };
+      }),
+    };
   }
 
   /** The earliest time any upstream becomes eligible again (for Retry-After), in ms from now. */
@@ -256,9 +537,15 @@ export class UpstreamGroup {
    * no longer than `graceMs` (a pool whose close never settles, e.g. after some TLS errors, is
    * destroyed).
    */
+  /** Replaced by a reload: stop active checks (the successor probes the upstreams it kept). */
+  retire(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
   async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
+    this.retire();
     await Promise.all(
       this.targets.map(async (t) => {
         let timer: NodeJS.Timeout | undefined;
@@ -270,6 +557,10 @@ export class UpstreamGroup {
         if (outcome === 'expired') await t.pool.destroy().catch(() => undefined);
       }),
     );
+  }
+
+  private isFull(t: Upstream): boolean {
+    return t.state.inFlight >= this.maxRequests;
   }
 
   private recompute(): void {
@@ -288,7 +579,23 @@ export class UpstreamGroup {
       healthy.length > eligible.length &&
       (eligible.length === 0 || eligible.length * 100 < this.panicThreshold * this.targets.length);
     this.nextExpiry = next;
-    this.eligibleCache = panic ? healthy : eligible;
+    let chosen = panic ? healthy : eligible;
+    if (this.localZone !== undefined) {
+      const local = chosen.filter((t) => t.zone === this.localZone);
+      const inZone = local.length > 0;
+      if (inZone) chosen = local;
+      if (inZone !== this.inZone) {
+        this.inZone = inZone;
+        const fields = { service: this.service, zone: this.localZone };
+        if (inZone) this.logger.info(fields, "upstream group back in the gateway's zone");
+        else
+          this.logger.warn(
+            fields,
+            "no eligible upstream in the gateway's zone: failing over to the other zones",
+          );
+      }
+    }
+    this.eligibleCache = chosen;
     if (panic !== this.panic) {
       this.panic = panic;
       const fields = {
@@ -330,23 +637,29 @@ export class UpstreamGroup {
     }
     if (this.closed) return;
     if (ok) {
-      t.probeFails = 0;
-      t.probeOks++;
-      if ((!t.healthy || t.ejectedUntil > this.now()) && t.probeOks >= hc.healthyAfter) {
-        t.healthy = true;
-        t.ejectedUntil = 0;
-        t.failures = 0;
+      t.state.probeFails = 0;
+      t.state.probeOks++;
+      if ((!t.healthy || t.ejectedUntil > this.now()) && t.state.probeOks >= hc.healthyAfter) {
+        t.state.healthy = true;
+        if (t.state.ejectedUntil > 0) t.state.backAt = this.now();
+        t.state.ejectedUntil = 0;
+        t.state.failures = 0;
         this.logger.info({ service: this.service, upstream: t.url }, 'upstream healthy');
         this.recompute();
       }
     } else {
-      t.probeOks = 0;
-      t.probeFails++;
-      if (t.healthy && t.probeFails >= hc.unhealthyAfter) {
-        t.healthy = false;
+      t.state.probeOks = 0;
+      t.state.probeFails++;
+      if (t.healthy && t.state.probeFails >= hc.unhealthyAfter) {
+        t.state.healthy = false;
         this.logger.warn({ service: this.service, upstream: t.url }, 'upstream unhealthy (active check)');
         this.recompute();
       }
     }
   }
+}
+
+/** Ejections in a row of `s` as of `now`: they start over once it has been back for maxEjectMs. */
+function ejectionsAt(s: UpstreamState, now: number, maxEjectMs: number): number {
+  return s.ejections > 0 && s.ejectedUntil <= now && now - s.backAt >= maxEjectMs ? 0 : s.ejections;
 }

@@ -319,9 +319,15 @@ describe('retries', () => {
     await new Promise<void>((r) => failing.listen(0, '127.0.0.1', r));
     const failingUrl = `http://127.0.0.1:${(failing.address() as AddressInfo).port}`;
     const upstreams = [failingUrl, ...ups.map((u) => u.url)];
+    // statuses: []: the failing upstream stays in rotation (its 503s would eject it by default).
+    const passiveHealth = { statuses: [] };
     const gw = await startGateway({
-      on: spec({ basePath: '/on', upstreams, extra: { retries: 1, retryOn: ['connect-failure', 503] } }),
-      off: spec({ basePath: '/off', upstreams, extra: { retries: 1 } }),
+      on: spec({
+        basePath: '/on',
+        upstreams,
+        extra: { retries: 1, retryOn: ['connect-failure', 503], passiveHealth },
+      }),
+      off: spec({ basePath: '/off', upstreams, extra: { retries: 1, passiveHealth } }),
     });
     try {
       const on = [];

@@ -29,7 +29,7 @@ async function gateway(
     upstreams: upstreams.map((u) => u.url),
     settings: {
       basePath: '/shop',
-      passiveHealth: { failures: 1, ejectMs: 60_000, panicThreshold: 0 },
+      passiveHealth: { failures: 1, ejectMs: 60_000, panicThreshold: 0, statuses: [], maxEjectMs: 60_000 },
       retries: 1,
       ...extra,
     },
