@@ -33,6 +33,7 @@ function settings(urls: string[], extra: Partial<ServiceSettings> = {}): Service
     mock: false,
     passThrough: false,
     tls: { rejectUnauthorized: true },
+    websocket: false,
     ...extra,
   };
 }
@@ -200,14 +201,12 @@ describe('a group replacing another (reload)', () => {
     const after = new UpstreamGroup('svc', s, { logger, now: () => clock.now, previous: before });
     open.push(after);
     expect(
-      after
-        .describe()
-        .upstreams.map((u) => ({
-          url: u.url,
-          health: u.health,
-          ejections: u.ejections,
-          inFlight: u.inFlight,
-        })),
+      after.describe().upstreams.map((u) => ({
+        url: u.url,
+        health: u.health,
+        ejections: u.ejections,
+        inFlight: u.inFlight,
+      })),
     ).toEqual([
       { url: A, health: 'ejected', ejections: 1, inFlight: 0 },
       { url: B, health: 'healthy', ejections: 0, inFlight: 1 },
