@@ -208,6 +208,7 @@ describe('environment overrides', () => {
       want: ['10.0.0.0/8', 'fd00::/8', '127.0.0.1'],
     },
     { variable: 'PORTCULLIS_LOG_LEVEL', value: 'warn', pick: (c) => c.logLevel, want: 'warn' },
+    { variable: 'PORTCULLIS_ZONE', value: 'eu-west-1a', pick: (c) => c.zone, want: 'eu-west-1a' },
     { variable: 'PORTCULLIS_WATCH', value: 'false', pick: (c) => c.watch, want: false },
     { variable: 'PORTCULLIS_WATCH', value: 'TRUE', pick: (c) => c.watch, want: true },
   ];

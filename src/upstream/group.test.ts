@@ -216,5 +216,9 @@ describe('a group replacing another (reload)', () => {
     before.release(byUrl(before, B));
     expect(after.describe().upstreams[1]?.inFlight).toBe(0);
     expect(after.spendRetry()).toBe(false);
+    // A request of the old group fails after the swap: the new group stops sending there at once.
+    expect(after.eligible().map((t) => t.url)).toContain(B);
+    before.reportFailure(byUrl(before, B), 'ECONNRESET');
+    expect(after.eligible().map((t) => t.url)).toEqual(['http://127.0.0.1:4004']);
   });
 });

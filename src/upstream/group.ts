@@ -266,6 +266,8 @@ export class UpstreamGroup {
   private retryTokens: number;
   /** How undici dials this group's upstreams (connect timeout, TLS, reuse tracking). */
   private readonly connector: buildConnector.connector;
+  /** The group built to replace this one by a reload (it shares this group's upstream states). */
+  private successor: UpstreamGroup | undefined;
 
   constructor(service: string, settings: ServiceSettings, deps: UpstreamGroupDeps) {
     this.service = service;
@@ -284,6 +286,7 @@ export class UpstreamGroup {
     );
     this.connector = trackReuse(buildConnector({ timeout: settings.connectTimeoutMs, ...deps.connect }));
     const kept = new Map(deps.previous?.targets.map((t) => [t.url, t.state]));
+    if (deps.previous) deps.previous.successor = this;
     this.targets = settings.upstreams.map(
       (u) =>
         new Upstream(
@@ -488,7 +491,7 @@ export class UpstreamGroup {
       },
       'upstream ejected',
     );
-    this.recompute();
+    this.healthChanged();
   }
 
   /** Every upstream's health, load and limits, for GET /upstreams. */
@@ -557,6 +560,14 @@ export class UpstreamGroup {
         if (outcome === 'expired') await t.pool.destroy().catch(() => undefined);
       }),
     );
+  }
+
+  /**
+   * An upstream's health changed: recompute this group and the groups that replaced it, which
+   * share its upstreams' state (a request of the old group may end, and eject, after a reload).
+   */
+  private healthChanged(): void {
+    for (let g: UpstreamGroup | undefined = this; g; g = g.successor) g.recompute();
   }
 
   private isFull(t: Upstream): boolean {
@@ -645,7 +656,7 @@ export class UpstreamGroup {
         t.state.ejectedUntil = 0;
         t.state.failures = 0;
         this.logger.info({ service: this.service, upstream: t.url }, 'upstream healthy');
-        this.recompute();
+        this.healthChanged();
       }
     } else {
       t.state.probeOks = 0;
@@ -653,7 +664,7 @@ export class UpstreamGroup {
       if (t.healthy && t.state.probeFails >= hc.unhealthyAfter) {
         t.state.healthy = false;
         this.logger.warn({ service: this.service, upstream: t.url }, 'upstream unhealthy (active check)');
-        this.recompute();
+        this.healthChanged();
       }
     }
   }
