@@ -16,6 +16,7 @@ import { handle, type Lifecycle, redirect } from './lifecycle/handle.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { compileCidrs } from './net/cidr.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
+import { closeCacheStores } from './policies/cache/stores.ts';
 import { POLICY_KINDS } from './policies/index.ts';
 import { sendProblem, toProblem } from './problem.ts';
 import { Runtime, type RuntimeOptions } from './runtime.ts';
@@ -220,6 +221,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await Promise.all([...publicApps.map((a) => a.close()), sockets]);
       clearTimeout(force);
       await runtime.close();
+      await closeCacheStores(store);
       await store.close();
       await admin?.close();
       // Last: the spans of the drained requests are exported before the exporter stops.

@@ -11,7 +11,8 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { type Duplex, pipeline, Readable } from 'node:stream';
 import { ProblemError } from '../errors.ts';
 import { runResponseStages } from '../pipeline/response.ts';
-import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem } from '../problem.ts';
+import { type CacheIO, type RouteCache, serveCached } from '../policies/cache/serve.ts';
+import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem, toProblem } from '../problem.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import type { Forward, ForwardTarget } from '../upstream/forward.ts';
 import type { Exchange } from './exchange.ts';
@@ -131,3 +132,91 @@ export function writeProblem(
     stream?.close?.(0);
   }
 }
+
+/**
+ * Answer through the route's cache (the `cache` policy, policies/cache/serve.ts): from a stored
+ * response, or by forwarding through the cache, which stores what it may. The cache hands every
+ * answer back here (CACHE_IO) to be written, with the policies' response headers and edits.
+ */
+export function answerCached(
+  ex: Exchange,
+  forward: Forward,
+  to: ForwardTarget,
+  cache: RouteCache,
+): undefined {
+  ex.reply.hijack();
+  serveCached(ex, forward, to, cache, CACHE_IO);
+}
+
+/**
+ * The head of a cache answer as the client gets it: the policies' response headers and edits, then
+ * the response stages (compression: the cache keeps the upstream's bytes and each answer is encoded
+ * for its client), then the request id. Returns the stages' body streams, if any.
+ */
+function cacheHead(
+  ex: Exchange,
+  status: number,
+  headers: OutgoingHttpHeaders,
+): { status: number; streams: Duplex[] | undefined } {
+  const ctx = ex.ctx;
+  let streams: Duplex[] | undefined;
+  if (ctx) {
+    for (const name in ctx.responseHeaders) headers[name] = ctx.responseHeaders[name];
+    for (const edit of ctx.responseEdits) edit(status, headers);
+    if (ctx.responseStages) {
+      const head = { status, headers, method: ex.req.method, requestHeaders: ex.req.headers };
+      streams = runResponseStages(ctx.responseStages, head);
+      status = head.status;
+    }
+  }
+  headers[REQUEST_ID_HEADER] = ex.rec.id;
+  return { status, streams };
+}
+
+const NO_BODY_STATUSES = new Set([204, 304]);
+
+const CACHE_IO: CacheIO = {
+  complete(ex, status, headers, body) {
+    const res = ex.res;
+    if (res.headersSent || res.destroyed) return undefined;
+    const head = cacheHead(ex, status, headers);
+    res.writeHead(head.status, headers);
+    const bodyless = !body || ex.req.method === 'HEAD' || NO_BODY_STATUSES.has(head.status);
+    if (bodyless) {
+      for (const s of head.streams ?? []) s.destroy();
+      res.end();
+      return undefined;
+    }
+    ex.rec.bytes += body.length;
+    if (!head.streams) {
+      res.end(body);
+      return undefined;
+    }
+    pipeline([Readable.from([body]), ...head.streams, res], () => undefined);
+  },
+  open(ex, status, headers) {
+    const res = ex.res;
+    const head = cacheHead(ex, status, headers);
+    res.writeHead(head.status, headers);
+    const first = head.streams?.[0];
+    if (head.streams && first) pipeline([...head.streams, res], () => undefined);
+    const out: NodeJS.WritableStream & { destroy(err?: Error): void } = first ?? res;
+    return {
+      write(chunk) {
+        ex.rec.bytes += chunk.length;
+        return out.write(chunk);
+      },
+      onDrain: (fn) => out.once('drain', fn),
+      end: () => out.end(),
+      destroy: (err) => res.destroy(err),
+      onClose: (fn) => res.once('close', fn),
+    };
+  },
+  fail(ex, err) {
+    if (ex.res.headersSent) {
+      ex.res.destroy();
+      return;
+    }
+    writeProblem(ex.res, toProblem(err), ex.target.path, ex.ctx?.responseHeaders, ex.rec);
+  },
+};

@@ -22,6 +22,7 @@ import type { Route } from '../registry/types.ts';
 import type { RouteEntry } from '../runtime.ts';
 import type { Forward } from '../upstream/forward.ts';
 import {
+  answerCached,
   answerDirect,
   answerForward,
   answerMock,
@@ -147,6 +148,8 @@ function respond(ex: Exchange, lc: Lifecycle): undefined {
   const entry = ex.entry;
   if (entry?.mock) return answerMock(ex);
   if (!entry?.target) return answerProblem(ex, new ProblemError('PC_INTERNAL'));
+  const cache = ex.ctx?.cache;
+  if (cache) return answerCached(ex, lc.forward, entry.target, cache);
   answerForward(ex, lc.forward, entry.target);
 }
 

@@ -144,6 +144,7 @@ export function createContext(
     responseHeaders: {},
     responseEdits: [],
     responseStages: undefined,
+    cache: undefined,
     decisions: [],
     // Every optional field exists from the start: one hidden class for every context.
     identity: undefined,

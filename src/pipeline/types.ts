@@ -5,6 +5,7 @@ import type { GatewayConfig } from '../config/schema.ts';
 import type { Logger } from '../logger.ts';
 import type { RequestCookies } from '../net/cookies.ts';
 import type { RequestTarget } from '../net/target.ts';
+import type { RouteCache } from '../policies/cache/serve.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { Store } from '../state/store.ts';
 import type { ResponseStage } from './response.ts';
@@ -12,7 +13,8 @@ import type { ResponseStage } from './response.ts';
 /**
  * The phases a request passes, in order. The order lives here and nowhere else:
  * ipFilter → cors → waf → auth → rateLimit → validate → route (sticky sessions: upstream choice) →
- * headers (header rewriting).
+ * headers (header rewriting) → cache (last: nothing is looked up before every other policy accepted
+ * the request).
  *
  * CORS runs right after ipFilter (not with the header policies at the end) because browsers never
  * send credentials on a preflight: the gateway must answer it before auth would reject it, and a
@@ -27,6 +29,7 @@ export const PHASES = [
   'validate',
   'route',
   'headers',
+  'cache',
 ] as const;
 
 /** Phases that run for a CORS preflight of an operation whose OPTIONS the spec does not declare. */
@@ -105,6 +108,8 @@ export interface RequestContext {
   cookies?: RequestCookies;
   upstream?: UpstreamPreference;
   readonly decisions: Decision[];
+  /** Set by the cache policy: the lifecycle answers through this route's cache (lifecycle/answer.ts). */
+  cache?: RouteCache;
   /** Set by a policy that answers the request itself (e.g. a CORS preflight): nothing is forwarded. */
   answered?: boolean;
   /**

@@ -5,6 +5,7 @@
  */
 import type { PolicyKind } from '../pipeline/types.ts';
 import { authPolicy } from './auth/auth.ts';
+import { cachePolicy } from './cache/cache.ts';
 import { compressPolicy } from './compress/compress.ts';
 import { corsPolicy } from './cors/cors.ts';
 import { headersPolicy } from './headers/headers.ts';
@@ -25,4 +26,5 @@ export const POLICY_KINDS: readonly PolicyKind[] = [
   headersPolicy,
   corsPolicy,
   compressPolicy,
+  cachePolicy,
 ] as unknown as readonly PolicyKind[];
