@@ -41,6 +41,7 @@ const RATIOS: ReadonlyArray<readonly [string, string]> = [
   ['portcullis+policies', 'portcullis-bearer'],
   ['portcullis+waf', 'portcullis-post'],
   ['portcullis+telemetry', 'portcullis'],
+  ['portcullis+workers2', 'portcullis'],
 ];
 /** Issue 3: with auth.jwt + rateLimit (Redis) + ipFilter + validate, at least this share of the same request's req/s without policies. */
 const POLICIES_GOAL = 0.75;
@@ -321,7 +322,10 @@ async function measure(
       '--header',
       `${name}: ${value}`,
     ]),
-    ...[...target.proxies.map((c) => c.pid), upstream.pid].flatMap((pid) => ['--cpu-pid', String(pid)]),
+    ...[...target.proxies.map((c) => c.pid), ...(target.cpuPids ?? []), upstream.pid].flatMap((pid) => [
+      '--cpu-pid',
+      String(pid),
+    ]),
     ...(proxyCpu === null || target.proxies.length === 0 ? [] : ['--core', String(proxyCpu)]),
   ];
   const load = startNode('load', args, loadCpu);
@@ -353,7 +357,7 @@ function toRoundResult(
     const ticks = ticksOf(pids);
     return ticks === null || result.requests === 0 ? null : ((ticks / clkTck) * 1e6) / result.requests;
   };
-  const proxyPids = target.proxies.map((c) => c.pid);
+  const proxyPids = [...target.proxies.map((c) => c.pid), ...(target.cpuPids ?? [])];
   const proxyTicks = ticksOf(proxyPids);
   const core = result.core;
   return {

@@ -42,6 +42,8 @@ export interface RunningTarget {
   request?: LoadRequest;
   /** The proxy's processes: their CPU time is its cost, their death ends its run. Empty for `direct`. */
   proxies: Child[];
+  /** Further processes of the proxy that this script did not start (the workers of `workers: N`): their CPU counts too. */
+  cpuPids?: number[];
   stop(): Promise<void>;
 }
 
@@ -169,6 +171,7 @@ export function portcullisTarget(options: PortcullisTargetOptions): Target {
           url: `http://127.0.0.1:${port}${BASE_PATH}${options.path ?? '/hello'}`,
           request: prepared?.request ?? options.request,
           proxies: [child],
+          cpuPids: await workerPids(`http://127.0.0.1:${adminPort}/readyz`),
           stop,
         };
       } catch (err) {
@@ -235,6 +238,11 @@ export const TARGETS: readonly Target[] = [
     policies: { 'waf.yaml': '- match: { service: bench }\n  waf: { mode: block, paranoia: 1 }\n' },
   }),
   portcullisTarget({
+    name: 'portcullis+workers2',
+    description: 'portcullis with workers: 2 (primary + 2 workers, all on the proxy CPU), no policies',
+    gatewayYaml: 'workers: 2',
+  }),
+  portcullisTarget({
     name: 'portcullis+telemetry',
     description: 'portcullis, no policies, tracing on: 100% sampled, OTLP/HTTP to a local receiver',
     prepare: prepareTelemetry,
@@ -292,6 +300,13 @@ paths:
       responses:
         '200': { description: 'The request body, echoed' }
 `;
+}
+
+/** The worker pids /readyz lists with `workers: N` (none for one process). */
+async function workerPids(readyz: string): Promise<number[]> {
+  const res = await fetch(readyz, { signal: AbortSignal.timeout(5000) });
+  const body = (await res.json()) as { workers?: Array<{ pid: number }> };
+  return (body.workers ?? []).map((w) => w.pid).filter((pid) => pid > 0);
 }
 
 /** Polls `url` until it answers 200 with the store ok; rejects when `child` exits first or after READY_TIMEOUT_MS. */

@@ -32,18 +32,29 @@ interface ReadyBody {
 
 describe('workers: 2 (node:cluster)', () => {
   let up: TestUpstream;
+  /** Three upstreams of the `sticky` service, answering with their name in x-upstream. */
+  const pool: TestUpstream[] = [];
   let gw: CliGateway;
   let admin: string;
   const agents: Agent[] = [];
 
   beforeAll(async () => {
     up = await startUpstream({ name: 'svc' });
+    for (const name of ['a', 'b', 'c']) pool.push(await startUpstream({ name }));
     gw = await startCliGateway({
       config: { workers: 2, watch: true },
       startTimeoutMs: 45_000,
-      specs: { svc: spec({ basePath: '/svc', upstreams: [up.url], operations: OPERATIONS }) },
+      specs: {
+        svc: spec({ basePath: '/svc', upstreams: [up.url], operations: OPERATIONS }),
+        sticky: spec({
+          basePath: '/sticky',
+          upstreams: pool.map((u) => u.url),
+          operations: { 'GET /items': 'stickyItems' },
+        }),
+      },
       policies: {
         limits: [
+          { match: { service: 'sticky' }, stickySession: { cookie: 'pc_affinity', ttl: '1h' } },
           {
             match: { service: 'svc', operations: ['limited'] },
             rateLimit: { limit: LIMIT, window: '1d', key: 'ip' },
@@ -58,6 +69,7 @@ describe('workers: 2 (node:cluster)', () => {
     if (gw && gw.child.exitCode === null && gw.child.signalCode === null) await gw.stop();
     await Promise.all(agents.map((a) => a.destroy()));
     await up?.close();
+    await Promise.all(pool.map((u) => u.close()));
   });
 
   /** `count` GETs of `path` over `connections` keep-alive connections; the statuses, in order. */
@@ -148,6 +160,27 @@ describe('workers: 2 (node:cluster)', () => {
     // Both workers refused some: each saw the counter the other one advanced.
     const denied = served('/svc/limited').filter((l) => l.status === 429);
     expect(new Set(denied.map((l) => l.worker))).toEqual(new Set([1, 2]));
+  });
+
+  it('a sticky session holds across both workers: the binding lives in the primary', async () => {
+    const first = await request(`${gw.url}/sticky/items`);
+    await first.body.dump();
+    const cookie = String(first.headers['set-cookie']).split(';')[0] as string;
+    expect(cookie).toMatch(/^pc_affinity=/);
+    const home = first.headers['x-upstream'];
+    const dispatcher = new Agent({ connections: 16, pipelining: 1 });
+    agents.push(dispatcher);
+    const answered = await Promise.all(
+      Array.from({ length: 60 }, async () => {
+        const res = await request(`${gw.url}/sticky/items`, { dispatcher, headers: { cookie } });
+        await res.body.dump();
+        return res.headers['x-upstream'];
+      }),
+    );
+    await accessLogged('/sticky/items', 61);
+    expect(workersServing('/sticky/items')).toEqual(new Set([1, 2]));
+    // Round-robin over three upstreams would spread these; a per-worker store would bind twice.
+    expect(new Set(answered)).toEqual(new Set([home]));
   });
 
   it('a policy file change reaches both workers, which switch to the same new version', async () => {
