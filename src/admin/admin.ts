@@ -45,6 +45,8 @@ export interface ClusterStatus {
   workers: Array<{ worker: number; pid: number; ready: boolean; version: string | null }>;
   /** Per service, merged over the workers (the most ejected / unhealthy any worker sees; panic if any is). */
   upstreams: Record<string, GroupStatus>;
+  /** GET /upstreams' groups merged over the workers (see mergeGroupViews in src/cluster/primary.ts). */
+  groups: Record<string, GroupView>;
 }
 
 /**
@@ -90,7 +92,9 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
   app.get('/upstreams', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
     if (!snapshot) return reply.code(503).send({ services: {} });
-    return { version: snapshot.version, zone: deps.zone ?? null, services: upstreamGroups(snapshot) };
+    // With workers: N the primary forwards nothing: the workers' groups are the ones in use.
+    const services = deps.workers ? (await deps.workers()).groups : upstreamGroups(snapshot);
+    return { version: snapshot.version, zone: deps.zone ?? null, services };
   });
   app.get('/routes', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
@@ -101,7 +105,7 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
 }
 
 /** Each forwarding service's upstream group, as GET /upstreams shows it. */
-function upstreamGroups(snapshot: NonNullable<Runtime['snapshot']>): Record<string, GroupView> {
+export function upstreamGroups(snapshot: NonNullable<Runtime['snapshot']>): Record<string, GroupView> {
   const out: Record<string, GroupView> = {};
   for (const e of snapshot.entries.values())
     if (e.target) out[e.target.service] ??= e.target.group.describe();

@@ -26,7 +26,7 @@ import { createLogger, type Logger } from '../logger.ts';
 import { POLICY_KINDS } from '../policies/index.ts';
 import { Runtime, type Snapshot } from '../runtime.ts';
 import { createStore } from '../state/create-store.ts';
-import type { GroupStatus } from '../upstream/group.ts';
+import type { GroupStatus, GroupView, UpstreamView } from '../upstream/group.ts';
 import { WORKER_SLOT_VAR } from './identity.ts';
 import { serveStoreOps } from './ipc-store.ts';
 import { type FromPrimary, type FromWorker, isProtocolMessage, type WorkerStatus } from './protocol.ts';
@@ -258,7 +258,7 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
       };
     });
     const statuses = replies.flatMap((r) => (r?.pc === 'status' ? [r.status] : []));
-    return { workers, upstreams: mergeUpstreams(statuses) };
+    return { workers, upstreams: mergeUpstreams(statuses), groups: mergeGroupViews(statuses) };
   };
 
   const metrics = {
@@ -281,6 +281,7 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
         metrics,
         isClosing: () => stopping,
         config: config.admin,
+        zone: config.zone,
         workers: status,
       })
     : undefined;
@@ -393,6 +394,46 @@ function mergeUpstreams(statuses: readonly WorkerStatus[]): Record<string, Group
             panic: seen.panic || s.panic,
           }
         : s;
+    }
+  }
+  return out;
+}
+
+/** How bad each health is, for taking the worst over the workers. */
+const HEALTH_RANK: Record<UpstreamView['health'], number> = { healthy: 0, ejected: 1, unhealthy: 2 };
+
+/**
+ * GET /upstreams of the instance: per service and upstream URL, the worst health any worker sees
+ * (with the latest ejection end and the most failures and ejections), the in-flight and pending
+ * requests summed over the workers, traffic received if any worker sends it some, panic if any
+ * worker is in panic, in zone only if every worker is.
+ */
+export function mergeGroupViews(statuses: readonly WorkerStatus[]): Record<string, GroupView> {
+  const out: Record<string, GroupView> = {};
+  for (const { groups } of statuses) {
+    for (const [service, g] of Object.entries(groups)) {
+      const seen = out[service];
+      if (!seen) {
+        out[service] = { ...g, upstreams: g.upstreams.map((u) => ({ ...u })) };
+        continue;
+      }
+      seen.panic ||= g.panic;
+      if (seen.inZone !== null && g.inZone !== null) seen.inZone &&= g.inZone;
+      for (const u of g.upstreams) {
+        const m = seen.upstreams.find((x) => x.url === u.url);
+        if (!m) {
+          seen.upstreams.push({ ...u });
+          continue;
+        }
+        if (HEALTH_RANK[u.health] > HEALTH_RANK[m.health]) m.health = u.health;
+        if (u.ejectedUntil !== null && (m.ejectedUntil === null || u.ejectedUntil > m.ejectedUntil))
+          m.ejectedUntil = u.ejectedUntil;
+        m.receivingTraffic ||= u.receivingTraffic;
+        m.consecutiveFailures = Math.max(m.consecutiveFailures, u.consecutiveFailures);
+        m.ejections = Math.max(m.ejections, u.ejections);
+        m.inFlight += u.inFlight;
+        m.pending += u.pending;
+      }
     }
   }
   return out;

@@ -5,7 +5,7 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { StoreStatus } from '../state/store.ts';
-import type { GroupStatus } from '../upstream/group.ts';
+import type { GroupStatus, GroupView } from '../upstream/group.ts';
 
 /**
  * One store operation of a worker, as an array (small to encode): a rate-limit hit, a sticky
@@ -33,6 +33,8 @@ export type HitValue = [
 export interface WorkerStatus {
   version: string | null;
   upstreams: Record<string, GroupStatus>;
+  /** Its upstream groups as GET /upstreams shows them. */
+  groups: Record<string, GroupView>;
 }
 
 /** Worker → primary. */

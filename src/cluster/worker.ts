@@ -6,7 +6,7 @@
  * primary's shutdown (or when the primary is gone).
  */
 
-import { upstreamStatus } from '../admin/admin.ts';
+import { upstreamGroups, upstreamStatus } from '../admin/admin.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Gateway, ListenAddresses, WorkerRole } from '../gateway.ts';
 import type { Snapshot } from '../runtime.ts';
@@ -91,7 +91,11 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
         send({
           pc: 'status',
           id: m.id,
-          status: { version: snapshot?.version ?? null, upstreams: snapshot ? upstreamStatus(snapshot) : {} },
+          status: {
+            version: snapshot?.version ?? null,
+            upstreams: snapshot ? upstreamStatus(snapshot) : {},
+            groups: snapshot ? upstreamGroups(snapshot) : {},
+          },
         });
         break;
       }

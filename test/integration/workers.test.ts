@@ -242,7 +242,7 @@ describe('workers: 2 (node:cluster)', () => {
     expect(await load('/svc/limited', 5)).toEqual([429, 429, 429, 429, 429]);
   });
 
-  it('SIGTERM drains both workers: slow in-flight requests complete, then the primary exits 0', async () => {
+  it('SIGTERM drains both workers: slow in-flight requests (summed on /upstreams) complete, then the primary exits 0', async () => {
     const slowMs = 1500;
     const count = 6;
     const arrived = new Promise<void>((resolve) => {
@@ -263,6 +263,12 @@ describe('workers: 2 (node:cluster)', () => {
       return res.statusCode;
     });
     await arrived;
+    // The admin port's /upstreams is the instance's view: the in-flight requests of both workers.
+    const upstreams = await request(`${admin}/upstreams`);
+    const view = (await upstreams.body.json()) as {
+      services: Record<string, { upstreams: Array<{ url: string; inFlight: number }> }>;
+    };
+    expect(view.services.svc?.upstreams).toMatchObject([{ url: up.url, inFlight: count }]);
     const exit = gw.stop();
     expect(await Promise.all(inFlight)).toEqual(Array(count).fill(200));
     expect(await exit).toBe(0);
