@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { type IncomingMessage, ServerResponse } from 'node:http';
+import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type TLSSocket, Server as TlsServer } from 'node:tls';
@@ -11,6 +13,8 @@ import fastify, {
 import { createAdmin } from './admin/admin.ts';
 import type { GatewayConfig } from './config/schema.ts';
 import { createTlsOptions } from './config/tls.ts';
+import { ProblemError } from './errors.ts';
+import { writeProblem } from './lifecycle/answer.ts';
 import { Exchange } from './lifecycle/exchange.ts';
 import { handle, type Lifecycle, redirect } from './lifecycle/handle.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -299,23 +303,43 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
 }
 
 /**
- * WebSocket upgrades (HTTP/1.1 GET with `Upgrade: websocket`; Node emits 'upgrade' for those
- * only, other Upgrade requests stay ordinary requests) enter Fastify's routing like any request,
- * with a response bound to their socket: the lifecycle answers or refuses them as usual, and on
- * an upstream 101 upstream/websocket.ts takes the socket over. As @fastify/websocket does.
- * Returns where `enter` finds each upgrade request's socket.
+ * WebSocket upgrades enter Fastify's routing like any request, so the lifecycle answers or
+ * refuses them as usual, and on an upstream 101 upstream/websocket.ts takes the stream over:
+ * - HTTP/1.1: a GET with `Upgrade: websocket` (Node emits 'upgrade' for those only; other Upgrade
+ *   requests stay ordinary requests), with a response bound to its socket, as @fastify/websocket does;
+ * - HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` (the listener sends
+ *   SETTINGS_ENABLE_CONNECT_PROTOCOL), routed as the GET it stands for. Any other CONNECT is routed
+ *   as a CONNECT: no operation is one, so it gets a problem (404/405), never Node's bare 405.
+ * Returns where `enter` finds each upgrade request's socket or stream.
  */
-function acceptUpgrades(app: FastifyInstance, websockets: WebSockets): WeakMap<IncomingMessage, Upgrade> {
-  const upgrades = new WeakMap<IncomingMessage, Upgrade>();
+function acceptUpgrades(
+  app: FastifyInstance,
+  websockets: WebSockets,
+  http2: boolean,
+  logger: Logger,
+): WeakMap<IncomingMessage | Http2ServerRequest, Upgrade> {
+  const upgrades = new WeakMap<IncomingMessage | Http2ServerRequest, Upgrade>();
   const server = app.server as unknown as {
     shouldUpgradeCallback: (req: IncomingMessage) => boolean;
     on(event: 'upgrade', listener: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): void;
+    on(
+      event: 'connect',
+      listener: (req: IncomingMessage | Http2ServerRequest, res: Duplex | Http2ServerResponse) => void,
+    ): void;
   };
   server.shouldUpgradeCallback = wantsWebSocket;
+  const route = (req: IncomingMessage, res: ServerResponse, socket: Duplex) => {
+    try {
+      app.routing(req, res);
+    } catch (err) {
+      logger.warn({ err }, 'websocket upgrade failed');
+      socket.destroy();
+    }
+  };
   server.on('upgrade', function acceptUpgrade(req, socket, head) {
     // Node leaves an upgraded socket without an error listener: one error must not end the process.
     socket.on('error', () => socket.destroy());
-    const upgrade = websockets.begin(socket, head);
+    const upgrade = websockets.begin(socket, head, false);
     upgrades.set(req, upgrade);
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
@@ -326,8 +350,34 @@ function acceptUpgrades(app: FastifyInstance, websockets: WebSockets): WeakMap<I
       if (!upgrade.done) (socket as Socket).destroySoon();
       res.emit('close');
     });
-    app.routing(req, res);
+    route(req, res, socket);
   });
+  if (http2) {
+    server.on('connect', function acceptConnect(req, res) {
+      // An HTTP/1.1 CONNECT on the same listener: closed, as Node does without this listener.
+      if (!(req instanceof Http2ServerRequest) || !(res instanceof Http2ServerResponse)) {
+        (res as Duplex).destroy();
+        return;
+      }
+      if (req.headers[':protocol'] !== 'websocket') {
+        // A tunnel to somewhere (or another protocol): the gateway proxies operations, not CONNECT.
+        writeProblem(
+          res as unknown as ServerResponse,
+          new ProblemError('PC_METHOD_NOT_ALLOWED', 'CONNECT is only accepted for WebSockets (RFC 8441)'),
+          '',
+        );
+        return;
+      }
+      const upgrade = websockets.begin(res.stream, Buffer.alloc(0), true);
+      upgrades.set(req, upgrade);
+      // The upstream is spoken to in HTTP/1.1: its handshake needs a key, which h2 clients do not send.
+      req.headers['sec-websocket-key'] = randomBytes(16).toString('base64');
+      (req as { method: string }).method = 'GET';
+      // What `enter` looks for (IncomingMessage.upgrade on HTTP/1.1).
+      (req as { upgrade?: boolean }).upgrade = true;
+      route(req as unknown as IncomingMessage, res as unknown as ServerResponse, res.stream);
+    });
+  }
   return upgrades;
 }
 
@@ -371,7 +421,8 @@ function buildPublicApp(
     },
     ...(opts.tls
       ? opts.http2
-        ? { http2: true, https: { allowHTTP1: true, ...opts.tls } }
+        ? // enableConnectProtocol: WebSockets over HTTP/2 (RFC 8441 extended CONNECT, see acceptUpgrades).
+          { http2: true, https: { allowHTTP1: true, settings: { enableConnectProtocol: true }, ...opts.tls } }
         : { https: opts.tls }
       : {}),
   };
@@ -387,7 +438,7 @@ function buildPublicApp(
   });
 
   const lifecycle: Lifecycle = { forward, logger };
-  const upgrades = acceptUpgrades(app, websockets);
+  const upgrades = acceptUpgrades(app, websockets, opts.tls !== undefined && opts.http2 === true, logger);
   const redirectTo = opts.redirectTo;
   /** Where every request starts: one Exchange, observed from its first moment, then the lifecycle. */
   const enter = (req: FastifyRequest, reply: FastifyReply): void => {
@@ -398,7 +449,7 @@ function buildPublicApp(
     const ex = new Exchange(req, reply, rec, runtime.snapshot);
     if ((req.raw as { upgrade?: boolean }).upgrade) {
       ex.upgrade = upgrades.get(req.raw);
-      rec.websocket = ex.upgrade !== undefined;
+      if (ex.upgrade) rec.websocket = 'asked';
     }
     if (redirectTo) redirect(ex, redirectTo());
     else handle(ex, lifecycle);

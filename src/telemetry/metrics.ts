@@ -324,7 +324,7 @@ export function createMetrics(runtime: Runtime): Metrics {
 
 /** The `outcome` label of an answered upgrade request. */
 function upgradeOutcome(rec: RequestRecord, statusCode: number): string {
-  if (statusCode === 101) return 'upgraded';
+  if (rec.websocket === 'upgraded') return 'upgraded';
   if (statusCode === CLIENT_CLOSED) return 'aborted';
   if (rec.problem) return rec.problem.status >= 500 ? 'failed' : 'refused';
   return rec.attempts > 0 ? 'upstream-refused' : 'refused';

@@ -70,7 +70,7 @@ export function createObserver(opts: ObserverOptions): Observer {
     const complete = res.writableEnded;
     const status = complete || res.headersSent ? res.statusCode : CLIENT_CLOSED;
     metrics.requestDone(rec, status, ms / 1000);
-    if (rec.websocket) metrics.websocketUpgrade(rec, status);
+    if (rec.websocket !== 'no') metrics.websocketUpgrade(rec, status);
     if (accessLog) {
       let bytes = rec.bytes;
       if (rec.attempts === 0) bytes = Number(reply.getHeader('content-length') ?? 0) || 0;
@@ -94,7 +94,7 @@ export function createObserver(opts: ObserverOptions): Observer {
           code: rec.problem?.code,
           policies: rec.ctx ? notableDecisions(rec.ctx.decisions) : undefined,
           aborted: complete ? undefined : true,
-          websocket: rec.websocket ? true : undefined,
+          websocket: rec.websocket === 'no' ? undefined : true,
         },
         'request',
       );

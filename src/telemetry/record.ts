@@ -46,8 +46,8 @@ export class RequestRecord {
   upstreamMs = 0;
   /** Response body bytes relayed from the upstream. */
   bytes = 0;
-  /** A WebSocket upgrade request (counted and logged as one). */
-  websocket = false;
+  /** A WebSocket upgrade request (counted and logged as one): 'asked', then 'upgraded' once the upstream said 101. */
+  websocket: 'no' | 'asked' | 'upgraded' = 'no';
   /** The SERVER span, when tracing is on. */
   span: TraceSpan | undefined;
   private clientSpan: TraceSpan | undefined = undefined;

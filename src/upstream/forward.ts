@@ -249,7 +249,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     let body: NodeJS.ReadableStream | Buffer | null = null;
     if (extras?.body) body = extras.body;
     else if (buffered) body = buffered;
-    else if (hasBody(req.raw)) {
+    else if (!ex.upgrade && hasBody(req.raw)) {
       if (cl !== undefined && Number(cl) > bodyBytes) {
         writeProblem(res, new ProblemError('PC_BODY_TOO_LARGE'), instance, undefined, rec);
         return;

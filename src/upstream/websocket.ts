@@ -7,9 +7,9 @@
  * an upstream that answers anything but 101 has that answer passed on. On 101 the two sockets are
  * joined by a Tunnel that relays frames untouched (see net/websocket-frames.ts for why).
  *
- * HTTP/2 (RFC 8441 extended CONNECT) is not offered: the h2 listener does not send
- * SETTINGS_ENABLE_CONNECT_PROTOCOL, so a conforming client uses HTTP/1.1 for WebSockets, and a
- * CONNECT that comes anyway is routed like any request (no operation is a CONNECT: 404/405).
+ * Over HTTP/2 (RFC 8441) the client sends an extended CONNECT (`:protocol websocket`): it is
+ * routed as the GET it stands for, sent upstream as an HTTP/1.1 upgrade with a key of the
+ * gateway's, answered 200 once the upstream said 101, and the stream carries the same frames.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
@@ -74,17 +74,20 @@ export class Upgrade {
   readonly socket: Duplex;
   /** Bytes the client sent after its request headers (early frames), relayed first. */
   readonly head: Buffer;
-  /** The 101 went out: the socket is the tunnel's. */
+  /** An HTTP/2 extended CONNECT (RFC 8441): answered 200, the stream carries the frames. */
+  readonly h2: boolean;
+  /** The 101 (or h2 200) went out: the socket is the tunnel's. */
   done = false;
   /** The settings of the operation it reached (set by `refusal`). */
   settings: WebSocketSettings | undefined = undefined;
   service = '';
   private readonly hub: WebSockets;
 
-  constructor(hub: WebSockets, socket: Duplex, head: Buffer) {
+  constructor(hub: WebSockets, socket: Duplex, head: Buffer, h2: boolean) {
     this.hub = hub;
     this.socket = socket;
     this.head = head;
+    this.h2 = h2;
   }
 
   /**
@@ -151,12 +154,21 @@ export class Upgrade {
       for (const name in ctx.responseHeaders) out[name] = ctx.responseHeaders[name];
       for (const edit of ctx.responseEdits) edit(101, out);
     }
-    if (rec) out[REQUEST_ID_HEADER] = rec.id;
-    out.connection = 'Upgrade';
-    out.upgrade = 'websocket';
+    if (rec) {
+      out[REQUEST_ID_HEADER] = rec.id;
+      rec.websocket = 'upgraded';
+    }
     this.done = true;
-    res.writeHead(101, out);
-    res.end();
+    if (this.h2) {
+      // RFC 8441 §5: a 2xx answers the CONNECT; no Accept (the key was the gateway's), no connection headers.
+      delete out['sec-websocket-accept'];
+      res.writeHead(200, out);
+    } else {
+      out.connection = 'Upgrade';
+      out.upgrade = 'websocket';
+      res.writeHead(101, out);
+      res.end();
+    }
     this.hub.open(this, upstreamSocket, rec);
     return undefined;
   }
@@ -213,8 +225,9 @@ export class WebSockets {
   }
 
   /** Track an upgrade request's socket from the moment it arrives. */
-  begin(socket: Duplex, head: Buffer): Upgrade {
-    return new Upgrade(this, socket, head);
+  /** `socket`: the client's socket (HTTP/1.1) or stream (`h2`, RFC 8441). */
+  begin(socket: Duplex, head: Buffer, h2: boolean): Upgrade {
+    return new Upgrade(this, socket, head, h2);
   }
 
   open(upgrade: Upgrade, upstream: Duplex, rec: RequestRecord | undefined): void {
