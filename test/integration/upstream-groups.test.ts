@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
+import { startCliGateway } from '../helpers/cli.ts';
 import { captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { parsePrometheus, type Sample, scrapeUntil, value } from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -572,4 +573,42 @@ describe('GET /upstreams (admin port)', () => {
       await a.close();
     }
   });
+});
+
+describe('GET /upstreams with workers: 2', () => {
+  it('shows the workers’ groups merged (worst health, summed in-flight), not the idle primary’s', async () => {
+    const bad = await startScripted('bad');
+    const good = await startUpstream({ name: 'good' });
+    bad.answer(503);
+    const gw = await startCliGateway({
+      config: { workers: 2, zone: 'z1' },
+      startTimeoutMs: 45_000,
+      specs: {
+        svc: spec({
+          upstreams: [{ url: bad.url, zone: 'z2' }, { url: good.url }] as never,
+          extra: { retries: 0, passiveHealth: { failures: 1, ejectMs: 60_000 } },
+        }),
+      },
+    });
+    try {
+      // Fresh connections, so the kernel spreads them over both workers; each ejects bad on its turn.
+      for (let i = 0; i < 20; i++) {
+        const res = await request(`${gw.url}/svc/items`, { reset: true });
+        await res.body.dump();
+      }
+      const res = await request(`${gw.admin}/upstreams`);
+      const body = (await res.body.json()) as UpstreamsBody;
+      expect(body.zone).toBe('z1');
+      // Each worker ejected bad on its first turn; the merged view shows the worst any worker sees.
+      expect(body.services.svc?.upstreams).toEqual([
+        expect.objectContaining({ url: bad.url, zone: 'z2', health: 'ejected', inFlight: 0, pending: 0 }),
+        expect.objectContaining({ url: good.url, zone: null, health: 'healthy', inFlight: 0, pending: 0 }),
+      ]);
+      expect(body.services.svc?.upstreams[0]?.ejections).toBe(1);
+    } finally {
+      await gw.stop();
+      await bad.close();
+      await good.close();
+    }
+  }, 60_000);
 });
