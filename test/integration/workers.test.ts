@@ -3,7 +3,7 @@
  * sharing one listener, one memory store (in the primary) and one admin port. The tests run in
  * order on one instance: serving, metrics, rate limit, reload, a killed worker, and last SIGTERM.
  */
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -210,6 +210,25 @@ describe('workers: 2 (node:cluster)', () => {
     const refused = served('/svc/guarded').filter((l) => l.status === 403);
     expect(new Set(refused.map((l) => l.worker))).toEqual(new Set([1, 2]));
     expect(up.seen.filter((r) => r.url === '/guarded')).toHaveLength(10);
+  });
+
+  it('a policy file the primary rejects reaches no worker: both keep the last good version', async () => {
+    const before = await readyz();
+    const broken = join(gw.dir, 'policies', 'broken.yaml');
+    await writeFile(broken, stringify([{ match: { service: 'svc' }, rateLimit: { limit: 'many' } }]));
+    const rejected = () =>
+      gw.logs.some((l) => l.msg === 'policy file rejected' && String(l.file).endsWith('broken.yaml'));
+    for (let i = 0; i < 200 && !rejected(); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(rejected()).toBe(true);
+    const after = await readyz();
+    expect(after.version).toBe(before.version);
+    expect(after.workers.map((w) => w.version)).toEqual([before.version, before.version]);
+    // Only the primary read it: no worker logged anything about the file.
+    expect(
+      gw.logs.filter((l) => l.worker !== undefined && String(l.file ?? '').endsWith('broken.yaml')),
+    ).toEqual([]);
+    expect((await load('/svc/guarded', 10)).every((s) => s === 403)).toBe(true);
+    await rm(broken);
   });
 
   it('a killed worker is replaced in its slot and both serve again', async () => {
