@@ -149,7 +149,8 @@ function respond(ex: Exchange, lc: Lifecycle): undefined {
   if (entry?.mock) return answerMock(ex);
   if (!entry?.target) return answerProblem(ex, new ProblemError('PC_INTERNAL'));
   const cache = ex.ctx?.cache;
-  if (cache) return answerCached(ex, lc.forward, entry.target, cache);
+  // An upgrade is its own exchange, never answered from the cache nor stored in it.
+  if (cache && !ex.upgrade) return answerCached(ex, lc.forward, entry.target, cache);
   answerForward(ex, lc.forward, entry.target);
 }
 

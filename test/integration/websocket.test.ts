@@ -393,3 +393,82 @@ describe('WebSocket proxying', () => {
       .toBe(true);
   });
 });
+
+describe('WebSocket upgrades and the balancer, sticky sessions and the cache', () => {
+  let a: WsUpstream;
+  let b: WsUpstream;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    [a, b] = await Promise.all([startWsUpstream(), startWsUpstream()]);
+    gw = await startGateway(
+      {
+        pair: spec({
+          title: 'Pair',
+          basePath: '/pair',
+          upstreams: [a.url, b.url],
+          operations: {
+            'GET /echo': 'echo',
+            'GET /sticky/echo': 'stickyEcho',
+            'GET /cached/echo': 'cachedEcho',
+          },
+        }),
+      },
+      {},
+      {
+        policies: {
+          ws: [
+            { match: { service: 'pair', operations: ['stickyEcho'] }, stickySession: {} },
+            { match: { service: 'pair', operations: ['cachedEcho'] }, cache: { ttl: '1m' } },
+          ],
+        },
+      },
+    );
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await Promise.all([a?.close(), b?.close()]);
+  });
+
+  /** Open, echo once, close: which upstream took the socket. */
+  async function roundTrip(path: string, headers?: Record<string, string>): Promise<'a' | 'b'> {
+    const [seenA, seenB] = [a.seen.length, b.seen.length];
+    const ws = await connect(`${gw.url}${path}`, { headers });
+    expect((await echo(ws, 'ping')).data.toString()).toBe('ping');
+    ws.close();
+    await closed(ws);
+    const took = a.seen.length > seenA ? 'a' : 'b';
+    expect(a.seen.length - seenA + (b.seen.length - seenB)).toBe(1);
+    return took;
+  }
+
+  it('balances upgrades over the upstreams (round-robin)', async () => {
+    const took: string[] = [];
+    for (let i = 0; i < 4; i++) took.push(await roundTrip('/pair/echo'));
+    expect(took.filter((t) => t === 'a')).toHaveLength(2);
+    expect(took.filter((t) => t === 'b')).toHaveLength(2);
+  });
+
+  it('pins upgrades carrying the sticky cookie (set on the 101) to one upstream', async () => {
+    const ws = await connect(`${gw.url}/pair/sticky/echo`);
+    const setCookie = upgradeHeaders.get(ws)?.['set-cookie'];
+    ws.close();
+    await closed(ws);
+    expect(setCookie?.[0]).toMatch(/^pc_affinity=/);
+    const cookie = String(setCookie?.[0]).split(';')[0] as string;
+    const took = new Set<string>();
+    for (let i = 0; i < 4; i++) took.add(await roundTrip('/pair/sticky/echo', { cookie }));
+    expect(took.size).toBe(1);
+  });
+
+  it('never answers an upgrade from the cache', async () => {
+    // A plain GET stores the upstream's 200; the upgrade after it still goes upstream and opens.
+    const first = await fetch(`${gw.url}/pair/cached/echo`);
+    expect(first.status).toBe(200);
+    await first.text();
+    const again = await fetch(`${gw.url}/pair/cached/echo`);
+    await again.text();
+    expect(again.headers.get('cache-status')).toMatch(/hit/);
+    await roundTrip('/pair/cached/echo');
+  });
+});
