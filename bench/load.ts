@@ -24,6 +24,8 @@ export interface LoadResult {
   /** Latency percentiles over every response, ms, with µs resolution. */
   p50Ms: number;
   p99Ms: number;
+  /** Bytes received in the measured window (status line, headers and body, as on the wire). */
+  bytes: number;
   /** Responses whose status was not 2xx. */
   non2xx: number;
   /** Connection errors and timeouts (timeouts are also counted here). */
@@ -84,12 +86,14 @@ if (warmupSec > 0) await autocannon({ ...request, duration: warmupSec });
 // proxy's overhead is well below 1 ms, so the response times are kept here at full resolution.
 let samples = new Float64Array(INITIAL_SAMPLES);
 let sampleCount = 0;
+let bytes = 0;
 const pids = values['cpu-pid'];
 const core = values.core === undefined ? null : Number(values.core);
 const coreBefore = core === null ? null : readCoreTicks(core);
 const cpuBefore = pids.map((pid) => readCpuTicks(Number(pid)));
 const run = autocannon({ ...request, duration: Number(values.duration) });
-run.on('response', (_client: unknown, _status: number, _bytes: number, responseTimeMs: number) => {
+run.on('response', (_client: unknown, _status: number, resBytes: number, responseTimeMs: number) => {
+  bytes += resBytes;
   if (sampleCount === samples.length) {
     const grown = new Float64Array(samples.length * 2);
     grown.set(samples);
@@ -124,6 +128,7 @@ const output: LoadResult = {
   durationSec: result.duration,
   p50Ms: percentile(50),
   p99Ms: percentile(99),
+  bytes,
   non2xx: result.non2xx,
   errors: result.errors,
   timeouts: result.timeouts,

@@ -42,6 +42,7 @@ const RATIOS: ReadonlyArray<readonly [string, string]> = [
   ['portcullis+waf', 'portcullis-post'],
   ['portcullis+telemetry', 'portcullis'],
   ['portcullis+workers2', 'portcullis'],
+  ['portcullis+compress', 'portcullis-json10k'],
 ];
 /** Issue 3: with auth.jwt + rateLimit (Redis) + ipFilter + validate, at least this share of the same request's req/s without policies. */
 const POLICIES_GOAL = 0.75;
@@ -75,6 +76,8 @@ interface RoundResult {
   proxyCpuPct: number | null;
   /** Share of the proxy's CPU used by other processes during the run, %; null when unpinned. */
   otherLoadPct: number | null;
+  /** Bytes on the wire per response (status line, headers, body). */
+  bytesPerResp: number | null;
   requests: number;
   non2xx: number;
   errors: number;
@@ -89,6 +92,7 @@ interface Median {
   p99Ms: number;
   cpuUsPerReq: number | null;
   upstreamCpuUsPerReq: number | null;
+  bytesPerResp: number | null;
 }
 
 interface TargetReport {
@@ -375,6 +379,7 @@ function toRoundResult(
       proxyTicks === null || core === null || core.total === 0
         ? null
         : Math.max(0, (100 * (core.busy - proxyTicks)) / core.total),
+    bytesPerResp: result.requests === 0 ? null : result.bytes / result.requests,
     requests: result.requests,
     non2xx: result.non2xx,
     errors: result.errors,
@@ -393,6 +398,7 @@ function summarise(report: TargetReport): void {
     p99Ms: pick((r) => r.p99Ms)!,
     cpuUsPerReq: pick((r) => r.cpuUsPerReq),
     upstreamCpuUsPerReq: pick((r) => r.upstreamCpuUsPerReq),
+    bytesPerResp: pick((r) => r.bytesPerResp),
   };
   const sum = (f: (r: RoundResult) => number) => report.rounds.reduce((acc, r) => acc + f(r), 0);
   report.totals = {
@@ -467,9 +473,18 @@ function fmt(n: number | null | undefined, digits: number): string {
 }
 
 function printTable(reports: TargetReport[], ratios: Ratios): void {
-  const header = ['target', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'upstream µs/req', 'errors'];
+  const header = [
+    'target',
+    'req/s',
+    'p50 ms',
+    'p99 ms',
+    'CPU µs/req',
+    'upstream µs/req',
+    'bytes/resp',
+    'errors',
+  ];
   const rows = reports.map((r) => {
-    if (!r.median || !r.totals) return [r.name, 'SKIPPED', '', '', '', '', ''];
+    if (!r.median || !r.totals) return [r.name, 'SKIPPED', '', '', '', '', '', ''];
     const problems = r.totals.non2xx + r.totals.errors;
     return [
       r.name,
@@ -478,6 +493,7 @@ function printTable(reports: TargetReport[], ratios: Ratios): void {
       fmt(r.median.p99Ms, 2),
       fmt(r.median.cpuUsPerReq, 1),
       fmt(r.median.upstreamCpuUsPerReq, 1),
+      fmt(r.median.bytesPerResp, 0),
       problems === 0 ? '0' : `${r.totals.non2xx} non-2xx, ${r.totals.errors} err !!`,
     ];
   });

@@ -204,6 +204,9 @@ const BROWSER_POST: LoadRequest = {
   },
 };
 
+/** What Chrome and Firefox send: the compress policy's default order picks br from it. */
+const BROWSER_ACCEPT_ENCODING = 'gzip, deflate, br, zstd';
+
 /**
  * Every target, in table order. `--only` selects by name. Future entries (telemetry on, WAF on)
  * are each one portcullisTarget({...}) line here.
@@ -241,6 +244,19 @@ export const TARGETS: readonly Target[] = [
     name: 'portcullis+workers2',
     description: 'portcullis with workers: 2 (primary + 2 workers, all on the proxy CPU), no policies',
     gatewayYaml: 'workers: 2',
+  }),
+  portcullisTarget({
+    name: 'portcullis-json10k',
+    description: 'portcullis, no policies, GET of a 10 KB JSON body by a client accepting br/zstd/gzip',
+    path: '/json10k',
+    request: { headers: { 'accept-encoding': BROWSER_ACCEPT_ENCODING } },
+  }),
+  portcullisTarget({
+    name: 'portcullis+compress',
+    description: 'portcullis-json10k with `compress: {}` on the route (br, the default first choice)',
+    path: '/json10k',
+    request: { headers: { 'accept-encoding': BROWSER_ACCEPT_ENCODING } },
+    policies: { 'compress.yaml': '- match: { service: bench }\n  compress: {}\n' },
   }),
   portcullisTarget({
     name: 'portcullis+telemetry',
@@ -291,6 +307,11 @@ paths:
         - { name: name, in: query, schema: { type: string, maxLength: 32, pattern: '^[a-z]+$' } }
       responses:
         '200': { description: 'A small JSON greeting' }
+  /json10k:
+    get:
+      operationId: json10k
+      responses:
+        '200': { description: 'A 10 KB JSON list' }
   /echo:
     post:
       operationId: echo

@@ -170,7 +170,7 @@ describe.concurrent('portcullis CLI', () => {
       expect(stdout).toMatch(/^METHOD\s+PATH\s+OPERATION\s+SERVICE\s+UPSTREAMS\s+POLICIES/m);
       // The example policies, in phase order, each naming the rule that supplied it.
       expect(stdout).toMatch(
-        /^GET\s+\/petstore\/pets\s+listPets\s+petstore\s+\(mock\)\s+cors@petstore\.yaml#0 waf@petstore\.yaml#0 rateLimit@petstore\.yaml#0 headers@petstore\.yaml#0$/m,
+        /^GET\s+\/petstore\/pets\s+listPets\s+petstore\s+\(mock\)\s+cors@petstore\.yaml#0 waf@petstore\.yaml#0 rateLimit@petstore\.yaml#0 headers@petstore\.yaml#0 compress@petstore\.yaml#2$/m,
       );
       expect(stdout).toMatch(
         /^POST\s+\/petstore\/pets\s+createPet\s+petstore\s+\(mock\)\s+cors@petstore\.yaml#0 waf@petstore\.yaml#0 auth@petstore\.yaml#1 rateLimit@petstore\.yaml#1 validate@petstore\.yaml#1 headers@petstore\.yaml#0$/m,
