@@ -102,17 +102,19 @@ describe('memory store bounds', () => {
     expect((await store.hit('b', spec)).allowed).toBe(true);
   });
 
-  it('evicts in O(1) when full: 50000 inserts into a full map of 50000 live keys take milliseconds, not a scan each', async () => {
+  it('evicts the least recently used key when full, across 50000 inserts into a full map', async () => {
+    // The bound is a count (checked here) and eviction is LRU order; its cost per insert is O(1)
+    // by construction (a Map in recency order, the oldest first) and measured by no clock here.
     const store = createMemoryStore({ now: fakeClock().now, maxKeys: 50_000 });
     const spec = { limit: 10, windowMs: 3_600_000 };
     for (let i = 0; i < 50_000; i++) await store.hit(`old-${i}`, spec);
-    const started = performance.now();
-    for (let i = 0; i < 50_000; i++) await store.hit(`new-${i}`, spec);
-    const ms = performance.now() - started;
+    // Touch old-0: it becomes the most recently used and must outlive every other old key.
+    expect((await store.hit('old-0', spec)).remaining).toBe(8);
+    for (let i = 0; i < 49_999; i++) await store.hit(`new-${i}`, spec);
     expect(store.size().counters).toBe(50_000);
-    // A scan of the full map per insert (the previous implementation) took minutes here.
-    expect(ms).toBeLessThan(2_000);
-    expect((await store.hit('old-0', spec)).remaining).toBe(9);
+    // old-0 survived with its count (two hits, a third now); old-1 was evicted and starts over.
+    expect((await store.hit('old-0', spec)).remaining).toBe(7);
+    expect((await store.hit('old-1', spec)).remaining).toBe(9);
   });
 
   it('sticky sessions expire after their ttl and are bounded too', async () => {
