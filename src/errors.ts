@@ -66,6 +66,11 @@ export const ERRORS = {
   },
   PC_UPSTREAM_ERROR: { status: 502, type: 'upstream-error', title: 'Upstream connection failed' },
   PC_UPSTREAM_TIMEOUT: { status: 504, type: 'upstream-timeout', title: 'Upstream timed out' },
+  PC_SERVICE_WITHHELD: {
+    status: 503,
+    type: 'service-withheld',
+    title: 'Service not available: its configuration was rejected',
+  },
   PC_SHUTTING_DOWN: { status: 503, type: 'shutting-down', title: 'Gateway is shutting down' },
   PC_REQUEST_TIMEOUT: { status: 408, type: 'request-timeout', title: 'Request timed out' },
   PC_WEBSOCKET_REFUSED: {

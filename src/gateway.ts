@@ -45,6 +45,11 @@ export interface GatewayOptions {
    * here when `telemetry.otlp` is set, else none. Either way `close()` shuts it down.
    */
   tracing?: Tracing;
+  /**
+   * Refuse to start on any rejected spec or policy file (`start --strict`). Default false: start
+   * like a reload, serving what loads (see Runtime.load).
+   */
+  strict?: boolean;
   /** Set in a `workers: N` worker (src/cluster/worker.ts); absent in a single process. */
   worker?: WorkerRole;
 }
@@ -79,6 +84,8 @@ export interface Gateway {
   readonly httpsApp?: FastifyInstance;
   readonly admin?: FastifyInstance;
   listen(): Promise<ListenAddresses>;
+  /** What SIGHUP does: reload specs and policies now (as the watcher does on a change). */
+  reload(): Promise<void>;
   /** Graceful: stop accepting, drain in-flight requests (bounded by limits.shutdownGraceMs), close pools. */
   close(): Promise<void>;
 }
@@ -99,7 +106,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     beforeSwap: options.worker?.beforeSwap,
   });
   try {
-    await runtime.load();
+    await runtime.load(options.strict ? 'strict' : 'tolerant');
   } catch (err) {
     await store.close();
     throw err;
@@ -208,6 +215,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       const message = options.worker ? 'worker listening' : 'portcullis listening';
       logger.info({ ...out, version: runtime.snapshot?.version }, message);
       return out;
+    },
+    async reload() {
+      await runtime.reload();
     },
     async close() {
       closing = true;

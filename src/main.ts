@@ -30,10 +30,14 @@ Options:
   -v, --version         Print the version
 
 Run 'portcullis <command> --help' for a command's options.`,
-  start: `Usage: portcullis start [--config gateway.yaml]
+  start: `Usage: portcullis start [--config gateway.yaml] [--strict]
 
 Serves the services in the openapi folder (default ./openapi) with the policies in ./policies.
-Reloads specs on change; SIGTERM/SIGINT drain in-flight requests and exit 0.
+A spec or policy file that fails is handled as on a reload: it is reported (file:line, and on
+/readyz), the other services are served, and a failed policy file withholds the services it
+protects (503) until it is fixed; when it cannot be told which those are, start refuses.
+--strict refuses to start on any error, as validate does.
+Reloads specs and policies on change and on SIGHUP; SIGTERM/SIGINT drain in-flight requests and exit 0.
 Environment variables (PORTCULLIS_*) override the file; see README.`,
   validate: `Usage: portcullis validate [--config gateway.yaml] [--strict] [--json]
 
@@ -103,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
         const { runPrimary } = await import('./cluster/primary.ts');
         return runPrimary(config).catch(reportConfigError);
       }
-      return start(config);
+      return start(config, { strict: values.strict === true });
     case 'validate':
     case 'routes':
       return printRoutes(config, command, { json: values.json === true, strict: values.strict === true });
@@ -115,12 +119,12 @@ async function main(argv: string[]): Promise<number> {
 async function startWorker(): Promise<number> {
   const { receiveConfig, joinCluster } = await import('./cluster/worker.ts');
   const { config, sharedStore } = await receiveConfig();
-  return start(config, joinCluster(sharedStore));
+  return start(config, { worker: joinCluster(sharedStore) });
 }
 
 async function start(
   config: GatewayConfig,
-  worker?: import('./cluster/worker.ts').ClusterWorker,
+  { strict, worker }: { strict?: boolean; worker?: import('./cluster/worker.ts').ClusterWorker } = {},
 ): Promise<number> {
   // First of all, before telemetry, Redis or Fastify load: the nextTick workaround (tick-shape.ts).
   pinTickObjectShape();
@@ -135,7 +139,7 @@ async function start(
   const { createGateway } = await import('./gateway.ts');
   let gateway: Awaited<ReturnType<typeof createGateway>>;
   try {
-    gateway = await createGateway(config, { tracing, worker });
+    gateway = await createGateway(config, { tracing, worker, strict });
   } catch (err) {
     await tracing?.shutdown().catch(() => undefined);
     return reportConfigError(err);
@@ -171,6 +175,11 @@ async function start(
       );
     };
     if (worker) return worker.serve(gateway, addresses, stop);
+    process.on('SIGHUP', () => {
+      if (stopping) return;
+      gateway.logger.info({ signal: 'SIGHUP' }, 'reloading configuration');
+      gateway.reload().catch((err: unknown) => gateway.logger.error({ err }, 'reload failed'));
+    });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
@@ -219,7 +228,7 @@ async function printRoutes(
       healthChecks: false,
     });
     try {
-      const snapshot = await runtime.load();
+      const snapshot = await runtime.load('strict');
       const applied = new Map<string, RouteRow['policies']>();
       for (const e of snapshot.entries.values()) {
         applied.set(`${e.route.service} ${e.route.operationId}`, e.chain.applied);

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import { dirname, extname, join, resolve } from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import type { GatewayConfig } from './config/schema.ts';
 import { createUpstreamTlsOptions } from './config/tls.ts';
 import { readSource } from './config/yaml.ts';
-import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
+import { ConfigError, type ConfigIssue, formatIssue, ProblemError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { buildChain, EMPTY_CHAIN, type RouteChain, readBody } from './pipeline/chain.ts';
 import {
@@ -17,8 +17,8 @@ import {
   resolvePolicies,
 } from './pipeline/rules.ts';
 import type { PolicyKind } from './pipeline/types.ts';
-import type { MockResponder, RouteTable } from './registry/index.ts';
-import { buildRouteTable, createMockResponder, loadServiceFile } from './registry/index.ts';
+import type { MockResponder, RouteDescription, RouteTable } from './registry/index.ts';
+import { buildRouteTable, createMockResponder, describeRoutes, loadServiceFile } from './registry/index.ts';
 import { PASS_THROUGH_METHODS, passThroughRoute } from './registry/pass-through.ts';
 import type { Route, Service } from './registry/types.ts';
 import type { Store } from './state/store.ts';
@@ -31,6 +31,20 @@ const CONFIG_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 const RELOAD_DEBOUNCE_MS = 100;
 /** A replaced upstream group is closed this long after the swap, so requests still holding it finish. */
 const RETIRE_AFTER_MS = 30_000;
+const NO_NAMES: ReadonlySet<string> = new Set();
+/** A `$ref` to another file or a URL: such a spec can change without its own file changing. */
+const EXTERNAL_REF = /["']?\$ref["']?\s*:\s*["']?(?!#)/;
+
+/** The chain of every route of a withheld service: 503, whatever the request. */
+const WITHHELD_CHAIN: RouteChain = Object.freeze({
+  hooks: [
+    function serviceWithheld(): never {
+      throw new ProblemError('PC_SERVICE_WITHHELD');
+    },
+  ],
+  // First phase, so it runs for CORS preflights too; shown as `withheld` on /routes.
+  applied: [{ kind: 'withheld', phase: 'ipFilter', mode: 'enforce', file: 'rejected policy file', rule: 0 }],
+}) as RouteChain;
 
 /** What a matched route resolves to at request time; built once per route per snapshot. */
 export interface RouteEntry {
@@ -58,6 +72,8 @@ export interface Snapshot {
   passThroughEntries: ReadonlyMap<string, RouteEntry>;
   /** Policy rules in force (files in name order, rules in file order). */
   rules: readonly PolicyRule[];
+  /** Services whose policy file was rejected with no good version: they answer 503 (sorted names). */
+  withheld: readonly string[];
   version: string;
   loadedAt: Date;
 }
@@ -67,6 +83,26 @@ export interface ReloadResult {
   version: string;
   issues: ConfigIssue[];
 }
+
+/**
+ * A spec or policy file the last load attempt rejected, and what serves meanwhile (/readyz lists
+ * them). `last-good`: the file's last good version is in force; `not-served`: a spec with no good
+ * version, its service is not routed; `withheld`: a policy file with no good version, the services
+ * its rules name answer 503 until it is fixed (a failed policy never leaves a route unprotected);
+ * `previous-configuration`: the whole reload was refused and the previous configuration serves.
+ */
+export interface RejectedFile {
+  file: string;
+  kind: 'spec' | 'policy';
+  serving: 'last-good' | 'not-served' | 'withheld' | 'previous-configuration';
+  /** Services answering 503 PC_SERVICE_WITHHELD because of this file (`withheld` only). */
+  services?: string[];
+  /** `file:line: path: message` of each problem. */
+  errors: string[];
+}
+
+/** How a load treats a rejected file (see Runtime.load). */
+export type LoadMode = 'tolerant' | 'strict';
 
 /**
  * Holds the current snapshot and rebuilds it from the spec folder. A file that fails to load
@@ -100,6 +136,10 @@ export class Runtime {
   private readonly options: RuntimeOptions;
   private readonly lastGood = new Map<string, Service>();
   private readonly lastGoodRules = new Map<string, PolicyRule[]>();
+  /** Parsed specs by file, with the hash of the content they were parsed from (see loadService). */
+  private readonly parsed = new Map<string, { hash: string; service: Service }>();
+  /** What the last load attempt rejected (empty when everything loaded); /readyz lists it. */
+  rejected: RejectedFile[] = [];
   private readonly groups = new Map<string, UpstreamGroup>();
   private watcher: FSWatcher | undefined;
   private watching: Promise<void> | undefined;
@@ -124,18 +164,16 @@ export class Runtime {
   }
 
   /**
-   * Initial load: every file must be valid, or ConfigError lists all problems (nothing is served).
+   * Initial load, with the same rules as a reload (there is no last good version yet): a spec that
+   * fails is left out and the others are served; a policy file that fails withholds the services its
+   * rules name (they answer 503 until it is fixed). Throws ConfigError listing every problem when
+   * nothing can be served safely: a failed policy file whose targets cannot be told (unparsable, or
+   * a rule without `match.service`), a route table that does not build, or, with `mode: 'strict'`
+   * (`start --strict`, `validate`), any problem at all.
    */
-  async load(): Promise<Snapshot> {
-    const { services, issues } = await loadSpecs(this.dir);
-    const policies = await loadPolicies(this.policiesDir, this.options.kinds);
-    issues.push(...policies.issues);
-    if (issues.length === 0) issues.push(...checkRuleTargets(policies.rules, services).map((p) => p.issue));
-    if (issues.length > 0) throw new ConfigError(issues);
-    const snapshot = await this.build(services, policies.rules);
-    for (const s of services) this.lastGood.set(s.file, s);
-    for (const [file, rules] of policies.byFile) this.lastGoodRules.set(file, rules);
-    this.swap(snapshot);
+  async load(mode: LoadMode = 'tolerant'): Promise<Snapshot> {
+    const { result, snapshot } = await this.attempt(mode);
+    if (!snapshot) throw new ConfigError(result.issues);
     return snapshot;
   }
 
@@ -187,16 +225,58 @@ export class Runtime {
     await Promise.all(groups.map((g) => g.close()));
   }
 
+  /**
+   * Load one spec, reusing the Service parsed from the same content before: an unchanged spec keeps
+   * its Service and Route objects across reloads (so nothing keyed by them, such as compiled
+   * validators, is rebuilt). Specs with external `$ref`s or an upstream CA file are parsed again
+   * every time: what they depend on can change without their own file changing.
+   */
+  private async loadService(file: string): Promise<Service> {
+    const text = await readFile(file).catch(() => undefined);
+    const hash = text && createHash('sha256').update(text).digest('hex');
+    const cached = this.parsed.get(file);
+    if (hash && cached?.hash === hash) return cached.service;
+    const service = await loadServiceFile(file);
+    if (hash && !EXTERNAL_REF.test(text.toString('utf8')) && !service.settings.tls.ca)
+      this.parsed.set(file, { hash, service });
+    else this.parsed.delete(file);
+    return service;
+  }
+
   private run(): Promise<ReloadResult> {
-    const pending = this.doReload().finally(() => {
-      if (this.pending === pending) this.pending = undefined;
-    });
+    const pending = this.attempt('reload')
+      .then(({ result }) => result)
+      .finally(() => {
+        if (this.pending === pending) this.pending = undefined;
+      });
     this.pending = pending;
     return pending;
   }
 
-  private async doReload(): Promise<ReloadResult> {
-    if (this.closed) return { ok: false, version: this.snapshot?.version ?? '', issues: [] };
+  /**
+   * One load attempt, the same for start and reload (start has no last good versions). Swaps in
+   * the new snapshot when there is one; `rejected` lists what the attempt refused.
+   */
+  private async attempt(mode: LoadMode | 'reload'): Promise<{ result: ReloadResult; snapshot?: Snapshot }> {
+    const previousVersion = this.snapshot?.version ?? '';
+    if (this.closed) return { result: { ok: false, version: previousVersion, issues: [] } };
+    const rejected: RejectedFile[] = [];
+    const refuse = (issues: ConfigIssue[], message: string) => {
+      if (mode === 'reload') this.logger.error(`${message}; the previous configuration keeps serving`);
+      const files = new Set(issues.map((i) => i.file));
+      const listed = new Set(rejected.map((r) => r.file));
+      for (const file of files)
+        if (!listed.has(file))
+          rejected.push({ file, kind: 'policy', serving: 'previous-configuration', errors: [] });
+      for (const r of rejected) {
+        r.serving = 'previous-configuration';
+        r.errors = issues.filter((i) => i.file === r.file).map(formatIssue);
+      }
+      this.rejected = rejected;
+      const result = { ok: false, version: previousVersion, issues };
+      this.emit(result);
+      return { result };
+    };
     let files: string[];
     try {
       files = await listConfigFiles(this.dir);
@@ -208,16 +288,17 @@ export class Runtime {
         message: `cannot read spec folder: ${(cause as Error).message}`,
       };
       this.logger.error({ code: 'PC_CONFIG_INVALID', file: this.dir }, formatIssue(issue));
-      const result = { ok: false, version: this.snapshot?.version ?? '', issues: [issue] };
-      this.emit(result);
-      return result;
+      rejected.push({ file: this.dir, kind: 'spec', serving: 'previous-configuration', errors: [] });
+      return refuse([issue], 'spec folder unreadable');
     }
     const issues: ConfigIssue[] = [];
     const services: Service[] = [];
     const loaded = new Map<string, Service>();
+    /** Names of the services whose spec failed with no good version: not routed. */
+    const missing = new Set<string>();
     for (const file of files) {
       try {
-        const service = await loadServiceFile(file);
+        const service = await this.loadService(file);
         services.push(service);
         loaded.set(file, service);
       } catch (err) {
@@ -228,28 +309,33 @@ export class Runtime {
           this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
         this.logger.error(
           { file },
-          previous ? 'spec rejected; its last good version keeps serving' : 'spec rejected',
+          previous
+            ? 'spec rejected; its last good version keeps serving'
+            : 'spec rejected; its service is not served',
         );
         if (previous) services.push(previous);
+        else missing.add(basename(file, extname(file)));
+        rejected.push({
+          file,
+          kind: 'spec',
+          serving: previous ? 'last-good' : 'not-served',
+          errors: fileIssues.map(formatIssue),
+        });
       }
     }
-    const policies = await this.reloadPolicies(issues, services);
+    const policies = await this.reloadPolicies(issues, services, missing, rejected);
+    if (mode === 'strict' && issues.length > 0) return refuse(issues, 'configuration rejected');
+    if (policies.undecidable.length > 0)
+      return refuse(issues, 'a rejected policy file names no service its rules protect');
     let snapshot: Snapshot;
     try {
       if (policies.stale.length > 0) throw new ConfigError(policies.stale);
-      snapshot = await this.build(services, policies.rules);
+      snapshot = await this.build(services, policies.rules, policies.withheld);
     } catch (err) {
       const reported = new Set(issues.map(formatIssue));
       const buildIssues = issuesOf(err, this.dir).filter((i) => !reported.has(formatIssue(i)));
       for (const i of buildIssues) this.logger.error({ code: 'PC_CONFIG_INVALID' }, formatIssue(i));
-      this.logger.error('reload rejected; the previous configuration keeps serving');
-      const result = {
-        ok: false,
-        version: this.snapshot?.version ?? '',
-        issues: [...issues, ...buildIssues],
-      };
-      this.emit(result);
-      return result;
+      return refuse([...issues, ...buildIssues], 'configuration rejected');
     }
     if (this.options.beforeSwap && !(await this.options.beforeSwap(snapshot))) {
       this.restoreGroups();
@@ -271,15 +357,17 @@ export class Runtime {
     this.lastGoodRules.clear();
     for (const [file, rules] of policies.byFile) this.lastGoodRules.set(file, rules);
     const changed = snapshot.version !== this.snapshot?.version;
+    const initial = this.snapshot === null;
     this.swap(snapshot);
-    if (changed)
+    this.rejected = rejected;
+    if (changed && !initial)
       this.logger.info(
         { version: snapshot.version, services: snapshot.table.services.size },
         'configuration reloaded',
       );
     const result = { ok: issues.length === 0, version: snapshot.version, issues };
     this.emit(result);
-    return result;
+    return { result, snapshot };
   }
 
   private emit(result: ReloadResult): void {
@@ -287,7 +375,11 @@ export class Runtime {
   }
 
   /** Build a snapshot; reuses the upstream group of every service whose upstream config is unchanged. */
-  private async build(services: Service[], rules: PolicyRule[]): Promise<Snapshot> {
+  private async build(
+    services: Service[],
+    rules: PolicyRule[],
+    withheld: ReadonlySet<string> = NO_NAMES,
+  ): Promise<Snapshot> {
     const table = buildRouteTable(services);
     const compiled = compileRules(rules);
     const { config, store, logger, kinds } = this.options;
@@ -296,6 +388,16 @@ export class Runtime {
     const passThroughEntries = new Map<string, RouteEntry>();
     const used = new Set<string>();
     for (const service of table.services.values()) {
+      if (withheld.has(service.name)) {
+        // Its policy file was rejected with no good version: every request gets 503, nothing is forwarded.
+        for (const route of service.routes) entries.set(route, { route, service, chain: WITHHELD_CHAIN });
+        if (service.settings.passThrough && !service.settings.mock)
+          for (const m of PASS_THROUGH_METHODS) {
+            const route = passThroughRoute(service, m);
+            passThroughEntries.set(`${service.name} ${m}`, { route, service, chain: WITHHELD_CHAIN });
+          }
+        continue;
+      }
       let target: ForwardTarget | undefined;
       if (!service.settings.mock) {
         const key = `${service.name}\0${service.upstreamKey}`;
@@ -375,29 +477,52 @@ export class Runtime {
         if (this.retiring.delete(group)) void group.close();
       }, RETIRE_AFTER_MS).unref();
     }
-    const version = rules.length === 0 ? table.version : `${table.version.slice(0, 20)}${rulesHash(rules)}`;
-    return { table, entries, passThrough, passThroughEntries, rules, version, loadedAt: new Date() };
+    const version =
+      rules.length === 0 && withheld.size === 0
+        ? table.version
+        : `${table.version.slice(0, 20)}${rulesHash(rules, withheld)}`;
+    return {
+      table,
+      entries,
+      passThrough,
+      passThroughEntries,
+      rules,
+      withheld: [...withheld].sort(),
+      version,
+      loadedAt: new Date(),
+    };
   }
 
   /**
    * Re-read the policy folder. A file that fails (schema, or a `match` naming what `services` lack
    * or selecting nothing) keeps its last good rules (its issues are added to `issues` and logged).
+   * With no last good version (at start, or a new file), the services its rules name are
+   * `withheld` (answer 503) until it is fixed; when its rules do not all name their services
+   * (unparsable file, a rule without `match.service`), its issues come back as `undecidable` and
+   * the caller serves nothing new (start refuses, a reload keeps the previous configuration).
    * A last good version is checked again against `services`: where a spec change made one of its
    * rules name a missing operation, tag or path, or select nothing, applying the reload could leave
    * a route without its protection, so those issues come back as `stale` and the caller keeps the
-   * whole previous snapshot. Only a rule naming a service that is gone stays in force (it selects
-   * nothing of that service, and protects the others it names as before).
+   * whole previous snapshot. A rule naming a service that is gone, or whose spec was rejected
+   * (`missing`), stays in force: it selects nothing of that service, and protects the others it
+   * names as before.
    */
   private async reloadPolicies(
     issues: ConfigIssue[],
     services: readonly Service[],
-  ): Promise<LoadedPolicies & { stale: ConfigIssue[] }> {
+    missing: ReadonlySet<string>,
+    rejectedFiles: RejectedFile[],
+  ): Promise<LoadedPolicies & { stale: ConfigIssue[]; undecidable: ConfigIssue[]; withheld: Set<string> }> {
     const loaded = await loadPolicies(this.policiesDir, this.options.kinds);
     const rejected = [
       ...loaded.issues,
-      ...checkRuleTargets([...loaded.byFile.values()].flat(), services).map((p) => p.issue),
+      ...checkRuleTargets([...loaded.byFile.values()].flat(), services)
+        .filter((p) => !(p.service !== undefined && missing.has(p.service)))
+        .map((p) => p.issue),
     ];
-    if (rejected.length === 0) return { ...loaded, stale: [] };
+    const withheld = new Set<string>();
+    const undecidable: ConfigIssue[] = [];
+    if (rejected.length === 0) return { ...loaded, stale: [], undecidable, withheld };
     issues.push(...rejected);
     const failed = new Set(rejected.map((i) => i.file));
     for (const i of rejected) this.logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
@@ -405,20 +530,45 @@ export class Runtime {
     const kept: PolicyRule[] = [];
     for (const file of failed) {
       const previous = this.lastGoodRules.get(file);
-      this.logger.error(
-        { file },
-        previous ? 'policy file rejected; its last good version stays in force' : 'policy file rejected',
-      );
+      const errors = rejected.filter((i) => i.file === file).map(formatIssue);
       if (previous) {
+        this.logger.error({ file }, 'policy file rejected; its last good version stays in force');
         byFile.set(file, previous);
         kept.push(...previous);
-      } else byFile.delete(file);
+        rejectedFiles.push({ file, kind: 'policy', serving: 'last-good', errors });
+        continue;
+      }
+      byFile.delete(file);
+      const targets = await policyTargets(file);
+      if (!targets) {
+        this.logger.error(
+          { file },
+          'policy file rejected; its rules do not all name their services, so nothing it may protect can be served',
+        );
+        undecidable.push(...rejected.filter((i) => i.file === file));
+        rejectedFiles.push({ file, kind: 'policy', serving: 'previous-configuration', errors });
+        continue;
+      }
+      const names = [...targets].filter((n) => services.some((s) => s.name === n)).sort();
+      for (const n of names) withheld.add(n);
+      this.logger.error(
+        { file, services: names },
+        'policy file rejected; the services it protects are withheld (503) until it is fixed',
+      );
+      rejectedFiles.push({ file, kind: 'policy', serving: 'withheld', services: names, errors });
     }
     const stale = checkRuleTargets(kept, services)
       .filter((p) => !p.unknownService)
       .map((p) => p.issue);
     const ordered = [...byFile.keys()].sort();
-    return { byFile, rules: ordered.flatMap((f) => byFile.get(f) ?? []), issues: rejected, stale };
+    return {
+      byFile,
+      rules: ordered.flatMap((f) => byFile.get(f) ?? []),
+      issues: rejected,
+      stale,
+      undecidable,
+      withheld,
+    };
   }
 
   /**
@@ -530,13 +680,51 @@ export function findUncoveredSecurity(snapshot: Snapshot): ConfigIssue[] {
   return issues;
 }
 
+/** A route as `/routes` and `portcullis routes --json` show it: the table row plus its policies, in phase order. */
+export type RouteRow = RouteDescription & { policies: RouteChain['applied'] };
+
+/** The route table of a snapshot with each route's policies (pass-through routes are not listed). */
+export function describeSnapshot(snapshot: Snapshot): RouteRow[] {
+  const applied = new Map<string, RouteChain['applied']>();
+  for (const e of snapshot.entries.values())
+    applied.set(`${e.route.service} ${e.route.operationId}`, e.chain.applied);
+  return describeRoutes(snapshot.table).map((r) => ({
+    ...r,
+    policies: applied.get(`${r.service} ${r.operationId}`) ?? [],
+  }));
+}
+
+/**
+ * The services a policy file's rules name, read from its raw YAML; undefined when that cannot be
+ * told: the file does not parse, is not a list, or a rule has no `match.service` (string or list of
+ * strings), so it may select routes of any service.
+ */
+async function policyTargets(file: string): Promise<Set<string> | undefined> {
+  let value: unknown;
+  try {
+    value = (await readSource(file)).value;
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(value)) return undefined;
+  const names = new Set<string>();
+  for (const rule of value) {
+    const service = (rule as { match?: { service?: unknown } } | null)?.match?.service;
+    const listed = Array.isArray(service) ? service : [service];
+    if (listed.length === 0 || !listed.every((n): n is string => typeof n === 'string' && n !== ''))
+      return undefined;
+    for (const n of listed) names.add(n);
+  }
+  return names;
+}
+
 function escapePointer(segment: string): string {
   return segment.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
-function rulesHash(rules: readonly PolicyRule[]): string {
+function rulesHash(rules: readonly PolicyRule[], withheld: ReadonlySet<string>): string {
   return createHash('sha1')
-    .update(JSON.stringify(rules.map((r) => [r.file, r.match, r.policies])))
+    .update(JSON.stringify([rules.map((r) => [r.file, r.match, r.policies]), [...withheld].sort()]))
     .digest('hex')
     .slice(0, 20);
 }

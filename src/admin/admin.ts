@@ -1,6 +1,5 @@
 import fastify, { type FastifyInstance } from 'fastify';
-import { describeRoutes } from '../registry/index.ts';
-import type { Runtime } from '../runtime.ts';
+import { describeSnapshot, type Runtime } from '../runtime.ts';
 import type { Store } from '../state/store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import type { GroupStatus, GroupView } from '../upstream/group.ts';
@@ -64,16 +63,24 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
   app.get('/readyz', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
     const cluster = await deps.workers?.();
+    const rejected = deps.runtime.rejected;
+    const served = snapshot ? snapshot.table.services.size - snapshot.withheld.length : 0;
+    // Ready while anything is served; rejected files are listed, they do not unready what works.
     const ready =
       snapshot !== null &&
       !deps.isClosing() &&
+      (served > 0 || rejected.length === 0) &&
       (cluster === undefined || cluster.workers.some((w) => w.ready));
     reply.code(ready ? 200 : 503);
     return {
       ready,
       version: snapshot?.version ?? null,
       loadedAt: snapshot?.loadedAt.toISOString() ?? null,
-      services: snapshot ? snapshot.table.services.size : 0,
+      services: served,
+      // Spec and policy files the last load refused, with what serves meanwhile and file:line errors.
+      rejected,
+      // Services answering 503 until their rejected policy file is fixed.
+      withheld: snapshot?.withheld ?? [],
       // A down store degrades (policies apply their onStoreError) but does not make the gateway unready.
       store: deps.store.status(),
       // Per service; a group in panic (every upstream, or too many, ejected) degrades, it does not unready.
@@ -99,7 +106,8 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
   app.get('/routes', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
     if (!snapshot) return reply.code(503).send({ routes: [] });
-    return { version: snapshot.version, routes: describeRoutes(snapshot.table) };
+    // Each route with its policies in phase order, as `portcullis routes --json` prints them.
+    return { version: snapshot.version, routes: describeSnapshot(snapshot) };
   });
   return app;
 }

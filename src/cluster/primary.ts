@@ -341,6 +341,11 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
     return 1;
   }
   if (config.watch) await runtime.watch();
+  // SIGHUP reloads specs and policies as a file change does (the reload is voted by every worker).
+  process.on('SIGHUP', () => {
+    logger.info({ signal: 'SIGHUP' }, 'reloading configuration');
+    runtime.reload().catch((err: unknown) => logger.error({ err }, 'reload failed'));
+  });
   logger.info(
     { ...firstAddresses, admin: adminAddress, version: runtime.snapshot?.version, workers: config.workers },
     'portcullis listening',

@@ -139,7 +139,9 @@ function afterChain(ex: Exchange, lc: Lifecycle): undefined {
 
 function policyFailed(ex: Exchange, lc: Lifecycle, err: unknown): undefined {
   const problem = toProblem(err);
-  if (problem.status >= 500) lc.logger.error({ err, code: problem.code, reqId: ex.rec.id }, 'policy failed');
+  // A withheld service's 503 is the configuration's doing, logged when it was rejected, not per request.
+  if (problem.status >= 500 && problem.code !== 'PC_SERVICE_WITHHELD')
+    lc.logger.error({ err, code: problem.code, reqId: ex.rec.id }, 'policy failed');
   answerProblem(ex, problem);
 }
 

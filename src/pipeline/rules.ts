@@ -192,6 +192,8 @@ export interface RuleTargetProblem {
    * so it cannot leave another route unprotected (see Runtime on reload).
    */
   unknownService: boolean;
+  /** The service name that is not loaded (with `unknownService`). */
+  service?: string;
 }
 
 /**
@@ -209,10 +211,10 @@ export function checkRuleTargets(
   const problems: RuleTargetProblem[] = [];
   for (const rule of rules) {
     const before = problems.length;
-    const report = (pointer: string, message: string, unknownService = false) => {
+    const report = (pointer: string, message: string, service?: string) => {
       const path = `/${rule.index}/match${pointer}`;
       const issue = { file: rule.file, line: rule.lineOf?.(path), path, message };
-      problems.push({ rule, issue, unknownService });
+      problems.push({ rule, issue, unknownService: service !== undefined, service });
     };
     const m = rule.match;
     const selected: Service[] = m.service === undefined ? [...services] : [];
@@ -225,7 +227,7 @@ export function checkRuleTargets(
           report(
             listed ? `/service/${i}` : '/service',
             `no service "${name}"${didYouMean(name, byName.keys())}`,
-            true,
+            name,
           );
       });
     }

@@ -24,6 +24,8 @@ export interface CliGatewayOptions {
   policies?: Record<string, unknown>;
   /** How long the child may take to print its "listening" line. Default 15000 (`workers: N` starts N+1 processes). */
   startTimeoutMs?: number;
+  /** Extra `portcullis start` arguments (e.g. `--strict`). */
+  args?: string[];
 }
 
 export interface CliGateway {
@@ -75,7 +77,7 @@ export async function startCliGateway(opts: CliGatewayOptions = {}): Promise<Cli
 
   // A clean environment: PORTCULLIS_* variables of the developer's shell must not leak in.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PORTCULLIS_')));
-  const child = spawn(process.execPath, [BIN, 'start', '--config', configFile], {
+  const child = spawn(process.execPath, [BIN, 'start', '--config', configFile, ...(opts.args ?? [])], {
     cwd: dir,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

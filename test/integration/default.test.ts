@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { killChildren, REPO_ROOT, type RunningCli, startCli } from '../helpers/spawn.ts';
+import { killChildren, REPO_ROOT, type RunningCli, runCli, startCli } from '../helpers/spawn.ts';
 
 /**
  * `npm start` on a fresh clone: the repo's openapi/ examples in mock mode, nothing else installed.
@@ -86,6 +86,24 @@ describe('embedded default (npm start in the repo root)', () => {
       'POST /petstore/pets createPet',
     ]);
     expect(petstore.every((r) => r.mock)).toBe(true);
+  });
+
+  it('/routes shows each route with its policies, exactly as `portcullis routes --json` prints them', async () => {
+    const res = await request(`${admin}/routes`);
+    const served = (await res.body.json()) as { routes: Array<{ operationId: string; policies: unknown[] }> };
+    const cli = await runCli(['routes', '--json'], { cwd: REPO_ROOT });
+    expect(cli.code).toBe(0);
+    const printed = JSON.parse(cli.stdout) as { routes: unknown[] };
+    expect(served.routes).toEqual(printed.routes);
+    const createPet = served.routes.find((r) => r.operationId === 'createPet');
+    expect(createPet?.policies).toContainEqual(
+      expect.objectContaining({
+        kind: 'auth',
+        mode: 'enforce',
+        file: join(REPO_ROOT, 'policies/petstore.yaml'),
+        rule: 1,
+      }),
+    );
   });
 
   it('keeps the admin endpoints off the public port', async () => {

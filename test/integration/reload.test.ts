@@ -1,4 +1,4 @@
-import { rename } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -270,6 +270,40 @@ describe('reload() called directly', () => {
     expect(await status('/a/items')).toEqual({ status: 200, upstream: 'a' });
     // Unchanged upstream config: the same pool, so the kept-alive connection is reused.
     expect(upA.connections()).toBe(connections);
+  });
+
+  it('an unchanged spec keeps its Service, Route objects and compiled validators across reloads', async () => {
+    await fresh();
+    await gw.writePolicyRaw('b.yaml', '- match: { service: b }\n  validate: { request: true }\n');
+    expect(await gw.gateway.runtime.reload()).toMatchObject({ ok: true });
+    const entriesOf = (service: string) =>
+      [...(gw.gateway.runtime.snapshot?.entries.values() ?? [])].filter((e) => e.service.name === service);
+    const before = entriesOf('b');
+    const beforeA = entriesOf('a');
+    expect(before.map((e) => e.chain.applied.map((p) => p.kind))).toEqual(before.map(() => ['validate']));
+
+    // Another spec changes, then b is rewritten byte for byte: b is not parsed or compiled again.
+    await gw.writeSpec('a', specA(A_OPS_PLUS));
+    expect(await gw.gateway.runtime.reload()).toMatchObject({ ok: true });
+    await gw.writeSpec('b', specB());
+    expect(await gw.gateway.runtime.reload()).toMatchObject({ ok: true });
+    const after = entriesOf('b');
+    expect(after[0]?.service).toBe(before[0]?.service);
+    expect(after.map((e) => e.route)).toEqual(before.map((e) => e.route));
+    for (const [i, e] of after.entries()) {
+      expect(e.route).toBe(before[i]?.route);
+      expect(e.chain.hooks[0]).toBe(before[i]?.chain.hooks[0]);
+    }
+    // The changed spec got new objects.
+    expect(entriesOf('a')[0]?.service).not.toBe(beforeA[0]?.service);
+
+    // Editing b itself parses it again.
+    await gw.writeSpec('b', specB('/b2'));
+    expect(await gw.gateway.runtime.reload()).toMatchObject({ ok: true });
+    expect(entriesOf('b')[0]?.service).not.toBe(before[0]?.service);
+    expect(entriesOf('b')[0]?.chain.hooks[0]).not.toBe(before[0]?.chain.hooks[0]);
+    await gw.writeSpec('b', specB());
+    await rm(join(gw.dir, 'policies', 'b.yaml'));
   });
 
   it('rejects an invalid file with issues naming it, and keeps its last good routes', async () => {

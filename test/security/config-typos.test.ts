@@ -6,7 +6,7 @@
  * - `portcullis validate` exits 1 with `file:line: /json/path: message` for each kind of typo
  *   (unknown service, operationId, tag; a path pattern or a method matching nothing; a match that
  *   selects no route), and for a jwt without audience;
- * - `portcullis start` refuses to serve with such a file;
+ * - `portcullis start` withholds the service such a file protects (503, nothing forwarded);
  * - on reload a typo'd policy file is rejected and its last good version keeps protecting the
  *   route (401, the upstream receives nothing); a spec rename that would orphan a rule rejects the
  *   reload;
@@ -256,24 +256,42 @@ paths:
   });
 });
 
-describe('portcullis start: a typo in match serves nothing', () => {
-  test('exit 1 before listening, naming file:line', async () => {
-    const started = startCliGateway({
-      specs: { petstore: parse(petstore()) },
+describe('portcullis start: a typo in match withholds the service it protects', () => {
+  test('petstore answers 503 service-withheld, nothing reaches its upstream, /readyz names file:line', async () => {
+    const upstream = await startUpstream({ name: 'pets' });
+    const gw = await startCliGateway({
+      specs: { petstore: parse(petstore(upstream.url)) },
       policies: {
         petstore: policyWith('{ service: petstore, operations: [createPets] }'),
       },
     });
-    const err = await started.then(
-      async (gw) => {
-        await gw.stop();
-        throw new Error('the gateway started');
-      },
-      (e: unknown) => e as Error,
-    );
-    expect(err.message).toMatch(/exited with 1 before listening/);
-    expect(err.message).toMatch(TYPOS[1]?.expected as RegExp);
-    expect(err.message).toMatch(/1 configuration error\(s\); nothing started/);
+    try {
+      for (const [method, path] of [
+        ['POST', '/petstore/pets'],
+        ['GET', '/petstore/pets'],
+      ] as const) {
+        const res = await fetch(`${gw.url}${path}`, { method });
+        expect(res.status).toBe(503);
+        expect(await res.json()).toMatchObject({ type: expect.stringMatching(/service-withheld$/) });
+      }
+      expect(upstream.seen.filter((r) => r.url !== '/health')).toHaveLength(0);
+      const ready = await fetch(`${gw.admin}/readyz`);
+      // Nothing is served: not ready; the file and its error are listed.
+      expect(ready.status).toBe(503);
+      const body = (await ready.json()) as { rejected: Array<Record<string, unknown>>; withheld: string[] };
+      expect(body.withheld).toEqual(['petstore']);
+      expect(body.rejected).toEqual([
+        expect.objectContaining({
+          kind: 'policy',
+          serving: 'withheld',
+          services: ['petstore'],
+          errors: [expect.stringMatching(TYPOS[1]?.expected as RegExp)],
+        }),
+      ]);
+    } finally {
+      await gw.stop();
+      await upstream.close();
+    }
   });
 });
 

@@ -5,7 +5,7 @@ import fastQuerystring from 'fast-querystring';
 import { ProblemError } from '../../errors.ts';
 import { cookiesOf } from '../../net/cookies.ts';
 import { hasBody } from '../../net/read-body.ts';
-import type { PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
+import type { Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { ajvFor, type Dialect, toJsonSchema } from './openapi-schema.ts';
 
 /** Most violations listed in one 400 (the rest are counted). */
@@ -88,30 +88,49 @@ export const validatePolicy: PolicyKind<typeof ValidateSchema> = {
   phase: 'validate',
   schema: ValidateSchema,
   create(config, deps) {
-    const op = deps.route.operation as Json;
-    const dialect: Dialect = String(deps.service.document.openapi).startsWith('3.1') ? '3.1' : '3.0';
-    const ajv = ajvFor(deps.service.document, dialect);
-    const compile = (schema: unknown): ValidateFunction | undefined =>
-      schema === undefined ? undefined : ajv.compile(toJsonSchema(schema, dialect));
-    const params = ((op.parameters as Json[] | undefined) ?? []).map((p) => compileParam(p, compile));
-    const body = compileBody(op.requestBody as Json | undefined, compile);
-    const pathParams = compilePathMatcher(deps);
-    const maxBytes = config.maxBodyBytes ?? deps.config.limits.bodyBytes;
-    const checkResponse = config.response ? responseChecker(op, deps) : undefined;
-    const checkRequest = config.request !== false && (params.length > 0 || body !== undefined);
-
-    // Synchronous unless a JSON body has to be read: a GET is checked without a promise.
-    return function validate(ctx) {
-      if (checkResponse) ctx.responseEdits.push((status, headers) => checkResponse(ctx, status, headers));
-      if (!checkRequest) return;
-      const errors: Violation[] = [];
-      if (params.length > 0) checkParams(ctx, params, pathParams, errors);
-      const reading = body ? checkBody(ctx, body, maxBytes, errors, deps) : undefined;
-      if (reading) return reading.then(() => report(errors));
-      report(errors);
-    };
+    // An unchanged spec keeps its Route objects across reloads (Runtime.loadService): its compiled
+    // validators are reused rather than compiled again.
+    const key = `${JSON.stringify(config)}\0${deps.config.limits.bodyBytes}`;
+    let byConfig = COMPILED.get(deps.route);
+    const cached = byConfig?.get(key);
+    if (cached) return cached;
+    const hook = createValidate(config, deps);
+    if (!byConfig) {
+      byConfig = new Map();
+      COMPILED.set(deps.route, byConfig);
+    }
+    byConfig.set(key, hook);
+    return hook;
   },
 };
+
+/** Validate hooks by route, then by policy config and body limit (see validatePolicy.create). */
+const COMPILED = new WeakMap<object, Map<string, Hook>>();
+
+function createValidate(config: Static<typeof ValidateSchema>, deps: PolicyDeps): Hook {
+  const op = deps.route.operation as Json;
+  const dialect: Dialect = String(deps.service.document.openapi).startsWith('3.1') ? '3.1' : '3.0';
+  const ajv = ajvFor(deps.service.document, dialect);
+  const compile = (schema: unknown): ValidateFunction | undefined =>
+    schema === undefined ? undefined : ajv.compile(toJsonSchema(schema, dialect));
+  const params = ((op.parameters as Json[] | undefined) ?? []).map((p) => compileParam(p, compile));
+  const body = compileBody(op.requestBody as Json | undefined, compile);
+  const pathParams = compilePathMatcher(deps);
+  const maxBytes = config.maxBodyBytes ?? deps.config.limits.bodyBytes;
+  const checkResponse = config.response ? responseChecker(op, deps) : undefined;
+  const checkRequest = config.request !== false && (params.length > 0 || body !== undefined);
+
+  // Synchronous unless a JSON body has to be read: a GET is checked without a promise.
+  return function validate(ctx) {
+    if (checkResponse) ctx.responseEdits.push((status, headers) => checkResponse(ctx, status, headers));
+    if (!checkRequest) return;
+    const errors: Violation[] = [];
+    if (params.length > 0) checkParams(ctx, params, pathParams, errors);
+    const reading = body ? checkBody(ctx, body, maxBytes, errors, deps) : undefined;
+    if (reading) return reading.then(() => report(errors));
+    report(errors);
+  };
+}
 
 /** Throw the violations found, if any, as one 400. */
 function report(errors: Violation[]): void {
