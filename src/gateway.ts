@@ -4,6 +4,7 @@ import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type TLSSocket, Server as TlsServer } from 'node:tls';
+import { type FSWatcher, watch } from 'chokidar';
 import fastify, {
   type FastifyInstance,
   type FastifyReply,
@@ -11,14 +12,16 @@ import fastify, {
   LogController,
 } from 'fastify';
 import { createAdmin } from './admin/admin.ts';
+import { applyLive, diffSettings } from './config/live.ts';
+import { loadGatewayConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/schema.ts';
-import { createTlsOptions } from './config/tls.ts';
-import { ProblemError } from './errors.ts';
+import { createTlsOptions, type SniCallback } from './config/tls.ts';
+import { ConfigError, formatIssue, ProblemError } from './errors.ts';
 import { writeProblem } from './lifecycle/answer.ts';
 import { Exchange } from './lifecycle/exchange.ts';
 import { handle, type Lifecycle, redirect } from './lifecycle/handle.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { compileCidrs } from './net/cidr.ts';
+import { type CidrMatcher, compileCidrs } from './net/cidr.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
 import { closeCacheStores } from './policies/cache/stores.ts';
 import { POLICY_KINDS } from './policies/index.ts';
@@ -30,11 +33,13 @@ import { createMetrics, type Metrics } from './telemetry/metrics.ts';
 import { createObserver, type ObservedReply, type Observer } from './telemetry/observer.ts';
 import { REQUEST_ID_HEADER } from './telemetry/record.ts';
 import type { Tracing } from './telemetry/types.ts';
-import { createForwarder, type Forward } from './upstream/forward.ts';
+import { createForwarder } from './upstream/forward.ts';
 import { type Upgrade, WebSockets, wantsWebSocket } from './upstream/websocket.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
+/** gateway.yaml and certificate edits closer together than this are applied as one reload. */
+const SETTINGS_DEBOUNCE_MS = 100;
 /** Failed trace exports and dropped spans are logged at most this often. */
 const TRACE_WARN_INTERVAL_MS = 60_000;
 
@@ -84,8 +89,15 @@ export interface Gateway {
   readonly httpsApp?: FastifyInstance;
   readonly admin?: FastifyInstance;
   listen(): Promise<ListenAddresses>;
-  /** What SIGHUP does: reload specs and policies now (as the watcher does on a change). */
+  /**
+   * What SIGHUP does (and the file watch, with `watch: true`): re-read gateway.yaml and apply its
+   * live fields (config/live.ts; the others are logged as needing a restart), re-read the
+   * certificates (new handshakes get them; a broken pair keeps the old one), reload specs and
+   * policies.
+   */
   reload(): Promise<void>;
+  /** Apply an already loaded gateway.yaml as reload() does (for a process that loads it elsewhere). */
+  applySettings(next: GatewayConfig): Promise<void>;
   /** Graceful: stop accepting, drain in-flight requests (bounded by limits.shutdownGraceMs), close pools. */
   close(): Promise<void>;
 }
@@ -128,39 +140,32 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       logger.warn({ spansExported: stats.exported, spansDropped: stats.dropped }, message);
     };
   }
-  const trustProxy = compileCidrs(config.trustProxy);
   const metrics = createMetrics(runtime);
-  const observer = createObserver({
-    logger,
-    metrics,
-    tracer: tracing?.tracer,
-    trustProxy,
-    accessLog: config.telemetry.accessLog,
-  });
-
-  const forward = createForwarder({
-    trustProxy,
-    hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
-    bodyBytes: config.limits.bodyBytes,
-    logger,
-  });
-
-  const websockets = new WebSockets({
+  // What the gateway.yaml live fields shape (config/live.ts), rebuilt and swapped on a reload.
+  const live = liveParts(config, { logger, metrics, tracing });
+  const websocketOptions = {
     logger,
     hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
-    opened: (service) => metrics.websocketOpen(service, 1),
-    closed: (service) => metrics.websocketOpen(service, -1),
-  });
-  const build = (opts: PublicAppOptions) =>
-    buildPublicApp(config, runtime, forward, logger, observer, websockets, opts);
+    opened: (service: string) => metrics.websocketOpen(service, 1),
+    closed: (service: string) => metrics.websocketOpen(service, -1),
+  };
+  const websockets = new WebSockets(websocketOptions);
+  const build = (opts: PublicAppOptions) => buildPublicApp(config, runtime, live, logger, websockets, opts);
 
   const https = config.listen.https;
-  const httpsApp = https
-    ? build({
-        tls: await createTlsOptions(https, config.file ?? 'gateway.yaml'),
-        http2: https.http2,
-      })
-    : undefined;
+  const configFile = config.file ?? 'gateway.yaml';
+  let tls = https ? await createTlsOptions(https, configFile) : undefined;
+  const httpsApp =
+    https && tls
+      ? build({
+          // The SNI map is looked up through `tls`, replaced when the certificates are reloaded.
+          tls: {
+            ...tls,
+            SNICallback: (name: string, cb: Parameters<SniCallback>[1]) => tls?.SNICallback(name, cb),
+          },
+          http2: https.http2,
+        })
+      : undefined;
   const http = config.listen.http;
   // The bound port, not the configured one: port 0 means "any free port".
   const httpsPort = () => (httpsApp?.server.address() as AddressInfo | null)?.port ?? https?.port ?? 443;
@@ -181,6 +186,95 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     : undefined;
   if (config.watch) await runtime.watch();
 
+  let current = config;
+  /**
+   * Re-read the certificate files and apply them to new handshakes (same listener, same PID). A
+   * pair that fails keeps the old certificates serving; the error names the file and field.
+   */
+  const reloadCertificates = async (settings: GatewayConfig): Promise<boolean> => {
+    const listener = settings.listen.https;
+    if (!httpsApp || !listener) return true;
+    try {
+      const next = await createTlsOptions(listener, configFile);
+      const { SNICallback: _sni, ALPNProtocols: _alpn, ...context } = next;
+      (httpsApp.server as unknown as TlsServer).setSecureContext(context);
+      tls = next;
+      logger.info({ cert: listener.cert, sni: Object.keys(listener.sni) }, 'certificates reloaded');
+      return true;
+    } catch (err) {
+      const issues =
+        err instanceof ConfigError
+          ? err.issues
+          : [{ file: configFile, path: '/listen/https', message: String(err) }];
+      for (const i of issues)
+        logger.error({ code: 'PC_CONFIG_INVALID', file: i.file, field: i.path }, formatIssue(i));
+      logger.error('certificates rejected; the previous ones keep serving');
+      return false;
+    }
+  };
+  /** Apply the live fields of `next` (config/live.ts); log the others as needing a restart. */
+  const applySettings = async (next: GatewayConfig): Promise<void> => {
+    const change = diffSettings(current, next);
+    if (change.restart.length > 0)
+      logger.warn(
+        { fields: change.restart },
+        'gateway.yaml change needs a restart to take effect; not applied',
+      );
+    const applied = applyLive(current, next);
+    // Certificates are re-read even when their paths did not change: the files may have.
+    const certificatesOk = await reloadCertificates(applied);
+    const settings = certificatesOk ? applied : { ...applied, listen: current.listen };
+    const fields = change.live.filter((f) => certificatesOk || !f.startsWith('/listen/'));
+    if (fields.length === 0) return;
+    current = settings;
+    logger.level = settings.logLevel;
+    tracing?.setSampleRatio?.(settings.telemetry.sampleRatio);
+    Object.assign(live, liveParts(settings, { logger, metrics, tracing }, live));
+    websocketOptions.hideUpstreamIdentity = settings.headers.hideUpstreamIdentity;
+    for (const a of [app, httpsApp]) if (a) applyServerLimits(a.server, settings.limits);
+    // Policies read limits (a body read never goes past limits.bodyBytes): rebuild the chains.
+    runtime.setConfig(settings);
+    await runtime.reload();
+    logger.info({ fields }, 'gateway.yaml reloaded');
+  };
+  /** Re-read gateway.yaml (when there is one) and the certificates, then the specs and policies. */
+  const reloadAll = async (): Promise<void> => {
+    if (closing) return;
+    if (config.file) {
+      let next: GatewayConfig | undefined;
+      try {
+        next = await loadGatewayConfig({ file: config.file });
+      } catch (err) {
+        const issues =
+          err instanceof ConfigError ? err.issues : [{ file: configFile, path: '', message: String(err) }];
+        for (const i of issues) logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
+        logger.error('gateway.yaml rejected; the running settings are kept');
+      }
+      if (next) await applySettings(next);
+      else await reloadCertificates(current);
+    } else await reloadCertificates(current);
+    await runtime.reload();
+  };
+  let settingsWatcher: FSWatcher | undefined;
+  if (config.watch) {
+    const files = [config.file, ...certificateFiles(config)].filter((f): f is string => f !== undefined);
+    if (files.length > 0) {
+      let debounce: NodeJS.Timeout | undefined;
+      settingsWatcher = watch(files, { ignoreInitial: true });
+      settingsWatcher.on('all', () => {
+        clearTimeout(debounce);
+        debounce = setTimeout(
+          () => void reloadAll().catch((err: unknown) => logger.error({ err }, 'reload failed')),
+          SETTINGS_DEBOUNCE_MS,
+        );
+      });
+      settingsWatcher.on('error', (err) =>
+        logger.error({ err, code: 'PC_WATCH_FAILED' }, 'gateway.yaml / certificate watcher failed'),
+      );
+      await new Promise<void>((ready) => settingsWatcher?.once('ready', () => ready()));
+    }
+  }
+
   const addr = (a: FastifyInstance, scheme: string) => {
     const info = a.server.address() as AddressInfo;
     const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
@@ -188,7 +282,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   };
 
   return {
-    config,
+    get config() {
+      return current;
+    },
     runtime,
     logger,
     store,
@@ -216,11 +312,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       logger.info({ ...out, version: runtime.snapshot?.version }, message);
       return out;
     },
-    async reload() {
-      await runtime.reload();
-    },
+    reload: reloadAll,
+    applySettings,
     async close() {
       closing = true;
+      await settingsWatcher?.close();
       // Open WebSockets get their close frame (1001) first; the grace period below bounds them too.
       const sockets = websockets.goingAway();
       const publicApps = [app, httpsApp].filter((a): a is FastifyInstance => a !== undefined);
@@ -230,7 +326,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       const force = setTimeout(() => {
         for (const d of drains) d.destroyAll();
         websockets.destroyAll();
-      }, config.limits.shutdownGraceMs);
+      }, current.limits.shutdownGraceMs);
       force.unref();
       await Promise.all([...publicApps.map((a) => a.close()), sockets]);
       clearTimeout(force);
@@ -391,6 +487,53 @@ function acceptUpgrades(
   return upgrades;
 }
 
+/** What the live gateway.yaml fields shape; replaced as a whole (Object.assign) on a reload. */
+interface LiveParts {
+  trust: CidrMatcher;
+  observer: Observer;
+  /** Read per request by the lifecycle: its `forward` is swapped in place. */
+  lifecycle: Lifecycle;
+}
+
+function liveParts(
+  config: GatewayConfig,
+  deps: { logger: Logger; metrics: Metrics; tracing?: Tracing },
+  previous?: LiveParts,
+): LiveParts {
+  const trust = compileCidrs(config.trustProxy);
+  const forward = createForwarder({
+    trustProxy: trust,
+    hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
+    bodyBytes: config.limits.bodyBytes,
+    logger: deps.logger,
+  });
+  const observer = createObserver({
+    logger: deps.logger,
+    metrics: deps.metrics,
+    tracer: deps.tracing?.tracer,
+    trustProxy: trust,
+    accessLog: config.telemetry.accessLog,
+  });
+  const lifecycle = previous?.lifecycle ?? { forward, logger: deps.logger };
+  lifecycle.forward = forward;
+  return { trust, observer, lifecycle };
+}
+
+/** Server timeouts from `limits`; also applied to a running server on reload (new requests get them). */
+function applyServerLimits(server: FastifyInstance['server'], limits: GatewayConfig['limits']): void {
+  const s = server as { headersTimeout?: number; requestTimeout?: number; keepAliveTimeout?: number };
+  s.headersTimeout = limits.headersTimeoutMs;
+  s.requestTimeout = limits.requestTimeoutMs;
+  s.keepAliveTimeout = limits.keepAliveTimeoutMs;
+}
+
+/** Every certificate and key file of the HTTPS listener (watched for rotation). */
+function certificateFiles(config: GatewayConfig): string[] {
+  const https = config.listen.https;
+  if (!https) return [];
+  return [https.cert, https.key, ...Object.values(https.sni).flatMap((p) => [p.cert, p.key])];
+}
+
 interface PublicAppOptions {
   tls?: object;
   http2?: boolean;
@@ -401,9 +544,8 @@ interface PublicAppOptions {
 function buildPublicApp(
   config: GatewayConfig,
   runtime: Runtime,
-  forward: Forward,
+  live: LiveParts,
   logger: Logger,
-  observer: Observer,
   websockets: WebSockets,
   opts: PublicAppOptions,
 ): FastifyInstance {
@@ -414,7 +556,10 @@ function buildPublicApp(
     // No per-request child logger: nothing logs through req.log (the observer writes the access
     // log), and creating one costs about 1 µs a request.
     childLoggerFactory: (parent: Logger) => parent,
-    trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
+    // Read per request, so a reloaded trustProxy applies to request.ip at once.
+    trustProxy: function trustedProxy(address: string) {
+      return live.trust(address);
+    },
     bodyLimit: config.limits.bodyBytes,
     requestTimeout: config.limits.requestTimeoutMs,
     keepAliveTimeout: config.limits.keepAliveTimeoutMs,
@@ -438,7 +583,7 @@ function buildPublicApp(
   };
   // fastify()'s overloads pick a server type from literal options; these are built at run time.
   const app = fastify(serverOptions as Parameters<typeof fastify>[0]) as unknown as FastifyInstance;
-  (app.server as { headersTimeout?: number }).headersTimeout = config.limits.headersTimeoutMs;
+  applyServerLimits(app.server, config.limits);
   trackConnections(app.server);
 
   // Bodies are never parsed here: they stream to the upstream untouched.
@@ -447,14 +592,14 @@ function buildPublicApp(
     done(null, undefined);
   });
 
-  const lifecycle: Lifecycle = { forward, logger };
+  const lifecycle = live.lifecycle;
   const upgrades = acceptUpgrades(app, websockets, opts.tls !== undefined && opts.http2 === true, logger);
   const redirectTo = opts.redirectTo;
   /** Where every request starts: one Exchange, observed from its first moment, then the lifecycle. */
   const enter = (req: FastifyRequest, reply: FastifyReply): void => {
     const url = req.raw.url ?? '/';
     const q = url.indexOf('?');
-    const rec = observer.begin(req, reply as unknown as ObservedReply, q === -1 ? url : url.slice(0, q));
+    const rec = live.observer.begin(req, reply as unknown as ObservedReply, q === -1 ? url : url.slice(0, q));
     reply.header(REQUEST_ID_HEADER, rec.id);
     const ex = new Exchange(req, reply, rec, runtime.snapshot);
     if ((req.raw as { upgrade?: boolean }).upgrade) {

@@ -158,6 +158,14 @@ export class Runtime {
     this.logger = options.logger;
   }
 
+  /**
+   * Use `config` from the next reload on (gateway.yaml's live fields changed; see config/live.ts).
+   * The spec and policy folders stay those of the start.
+   */
+  setConfig(config: GatewayConfig): void {
+    this.options.config = config;
+  }
+
   /** Called after every reload attempt (tests, metrics). */
   onReload(listener: (r: ReloadResult) => void): void {
     this.listeners.push(listener);
@@ -337,7 +345,8 @@ export class Runtime {
       for (const i of buildIssues) this.logger.error({ code: 'PC_CONFIG_INVALID' }, formatIssue(i));
       return refuse([...issues, ...buildIssues], 'configuration rejected');
     }
-    if (this.options.beforeSwap && !(await this.options.beforeSwap(snapshot))) {
+    // The start is not voted: each worker loads the files the primary loaded before forking it.
+    if (mode === 'reload' && this.options.beforeSwap && !(await this.options.beforeSwap(snapshot))) {
       this.restoreGroups();
       const issue = {
         file: this.dir,
@@ -350,7 +359,7 @@ export class Runtime {
       );
       const result = { ok: false, version: this.snapshot?.version ?? '', issues: [...issues, issue] };
       this.emit(result);
-      return result;
+      return { result };
     }
     for (const file of this.lastGood.keys()) if (!files.includes(file)) this.lastGood.delete(file);
     for (const [file, s] of loaded) this.lastGood.set(file, s);

@@ -208,14 +208,16 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
   const url = tracesUrl(telemetry.otlp);
   const names = telemetry.propagators;
   const propagator = createPropagator(names);
-  const rootSampler = new TraceIdRatioBasedSampler(telemetry.sampleRatio);
-  const fixedRootDecision: SamplingResult | undefined =
-    telemetry.sampleRatio >= 1
-      ? { decision: SamplingDecision.RECORD_AND_SAMPLED }
-      : telemetry.sampleRatio <= 0
-        ? { decision: SamplingDecision.NOT_RECORD }
-        : undefined;
-  const sampler = new ParentBasedSampler({ root: rootSampler });
+  // Replaced by setSampleRatio (a gateway.yaml reload); the parent-based sampler delegates to it.
+  let rootSampler = new TraceIdRatioBasedSampler(telemetry.sampleRatio);
+  let fixedRootDecision = fixedDecision(telemetry.sampleRatio);
+  const sampler = new ParentBasedSampler({
+    root: {
+      shouldSample: (...args: Parameters<TraceIdRatioBasedSampler['shouldSample']>) =>
+        rootSampler.shouldSample(...args),
+      toString: () => rootSampler.toString(),
+    },
+  });
   const ids = new PooledIdGenerator();
   const resource = defaultResource()
     .merge(detectResources({ detectors: [envDetector, hostDetector, osDetector, processDetector] }))
@@ -459,6 +461,10 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
   };
 
   const tracing: Tracing = {
+    setSampleRatio(ratio) {
+      rootSampler = new TraceIdRatioBasedSampler(ratio);
+      fixedRootDecision = fixedDecision(ratio);
+    },
     tracer: requestTracer,
     stats: queue.stats,
     onError: undefined,
@@ -527,4 +533,11 @@ function originOf(origin: string): { address: string; port: number } {
   const url = new URL(origin);
   const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
   return remember(origins, origin, { address: url.hostname, port });
+}
+
+/** A new trace at ratio 1 (or 0) is always (never) sampled, without asking the ratio sampler. */
+function fixedDecision(ratio: number): SamplingResult | undefined {
+  if (ratio >= 1) return { decision: SamplingDecision.RECORD_AND_SAMPLED };
+  if (ratio <= 0) return { decision: SamplingDecision.NOT_RECORD };
+  return undefined;
 }

@@ -70,6 +70,8 @@ export interface Tracing {
   readonly stats: { readonly exported: number; readonly dropped: number };
   /** Told about failed exports and dropped spans; the gateway sets it to a rate-limited warning. */
   onError: ((message: string) => void) | undefined;
+  /** Sample new traces at this ratio from now on (gateway.yaml reload of telemetry.sampleRatio). */
+  setSampleRatio?(ratio: number): void;
   /** Flush, stop exporting and unregister the global providers (a later start works again). */
   shutdown(): Promise<void>;
 }
