@@ -55,6 +55,8 @@ Prints the route table: method, public path, operationId, service, upstreams.`,
 
 /** Exit code for a command line that cannot be understood (unknown command or option). */
 const EXIT_USAGE = 2;
+/** Exit code of a `workers: N` worker the primary did not admit (EX_CONFIG): it is retried with backoff. */
+const EXIT_NOT_ADMITTED = 78;
 
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseCommandLine>;
@@ -143,6 +145,10 @@ async function start(
   } catch (err) {
     await tracing?.shutdown().catch(() => undefined);
     return reportConfigError(err);
+  }
+  if (worker && !(await worker.admit(gateway))) {
+    await gateway.close().catch(() => undefined);
+    return EXIT_NOT_ADMITTED;
   }
   let addresses: Awaited<ReturnType<typeof gateway.listen>>;
   try {

@@ -195,6 +195,24 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
         worker.send({ pc: 'config', config: workerConfig, store: sharedStore ? 'primary' : 'own' });
         break;
       }
+      case 'loaded': {
+        const current = runtime.snapshot?.version;
+        const admit = (ok: boolean) => {
+          if (worker.isConnected()) worker.send({ pc: 'admit', ok });
+        };
+        // At start every process read the same files; later, a replacement must match the version in force.
+        if (!started || !current || m.version === current) admit(true);
+        else
+          void vote([slot], current).then((ok) => {
+            if (!ok)
+              logger.warn(
+                { worker: slot.index, pid: worker.process.pid, version: m.version, inForce: current },
+                'worker cannot build the configuration in force (a file on disk changed or is invalid): not admitted, retried',
+              );
+            admit(ok);
+          });
+        break;
+      }
       case 'store':
         void serveStoreOps(store, m.ops).then((results) => {
           if (worker.isConnected()) worker.send({ pc: 'store', results });
@@ -207,7 +225,15 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
         logger.info({ worker: slot.index, pid: worker.process.pid, version: m.version }, 'worker ready');
         const current = runtime.snapshot?.version;
         // Started while a reload was on its way (files changed meanwhile): bring it to the primary's version.
-        if (started && current && m.version !== current) void vote([slot], current);
+        if (started && current && m.version !== current)
+          void vote([slot], current).then((ok) => {
+            if (ok) return;
+            logger.warn(
+              { worker: slot.index, pid: worker.process.pid },
+              'worker left behind a reload: replacing it',
+            );
+            worker.kill();
+          });
         if (!started && slots.every((s) => s.ready)) onAllReady?.();
         break;
       }

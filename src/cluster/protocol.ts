@@ -40,6 +40,7 @@ export interface WorkerStatus {
 /** Worker → primary. */
 export type FromWorker =
   | { pc: 'hello' }
+  | { pc: 'loaded'; version: string }
   | { pc: 'ready'; version: string; addresses: { http?: string; https?: string } }
   | { pc: 'store'; ops: StoreOp[] }
   | { pc: 'prepared'; round: number; version: string | null }
@@ -50,6 +51,7 @@ export type FromWorker =
 export type FromPrimary =
   | { pc: 'config'; config: GatewayConfig; store: 'primary' | 'own' }
   | { pc: 'store'; results: StoreResult[] }
+  | { pc: 'admit'; ok: boolean }
   | { pc: 'reload'; round: number }
   | { pc: 'commit'; round: number; ok: boolean }
   | { pc: 'metrics'; id: number }

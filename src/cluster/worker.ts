@@ -16,6 +16,12 @@ import { type FromPrimary, type FromWorker, isProtocolMessage } from './protocol
 /** The worker's side of the cluster: what createGateway takes, and the wiring once it listens. */
 export interface ClusterWorker extends WorkerRole {
   /**
+   * Before listening: whether the primary admits this worker. It does when the worker built the
+   * configuration in force (or rebuilt it on the primary's request); a worker that cannot (a file
+   * on disk changed or broke since the primary loaded it) must not serve, and exits to be retried.
+   */
+  admit(gateway: Gateway): Promise<boolean>;
+  /**
    * Once listening: tell the primary, answer its reload, metrics and status requests, and call
    * `stop` once, on the primary's shutdown, on SIGTERM, or when the primary is gone.
    */
@@ -57,6 +63,7 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
   let voted = false;
   const commits = new Map<number, (ok: boolean) => void>();
   let gateway: Gateway | undefined;
+  let admitted: ((ok: boolean) => void) | undefined;
   let stopOnce: ((reason: string) => void) | undefined;
 
   const reload = async (r: number) => {
@@ -76,6 +83,10 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
         break;
       case 'reload':
         void reload(m.round);
+        break;
+      case 'admit':
+        admitted?.(m.ok);
+        admitted = undefined;
         break;
       case 'commit':
         commits.get(m.round)?.(m.ok);
@@ -106,6 +117,7 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
   });
   process.once('disconnect', () => {
     store?.disconnected();
+    admitted?.(false);
     for (const commit of commits.values()) commit(false);
     commits.clear();
     stopOnce?.('primary gone');
@@ -120,6 +132,14 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
         if (!process.connected) return resolve(false);
         commits.set(r, resolve);
         send({ pc: 'prepared', round: r, version: snapshot.version });
+      });
+    },
+    admit(gw) {
+      gateway = gw;
+      if (!process.connected) return Promise.resolve(false);
+      return new Promise<boolean>((resolve) => {
+        admitted = resolve;
+        send({ pc: 'loaded', version: gw.runtime.snapshot?.version ?? '' });
       });
     },
     serve(gw, addresses, stop) {

@@ -101,6 +101,12 @@ describe('workers: 2 (node:cluster)', () => {
     return parsePrometheus(await res.body.text());
   }
 
+  /** Poll `check` every 50 ms until it holds or `timeoutMs` passed (the assertion after it says what failed). */
+  async function until(check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+
   async function readyz(): Promise<ReadyBody> {
     const res = await request(`${admin}/readyz`);
     return (await res.body.json()) as ReadyBody;
@@ -260,6 +266,44 @@ describe('workers: 2 (node:cluster)', () => {
     // The rate-limit state lives in the primary: the dead worker took none of it along.
     expect(await load('/svc/limited', 5)).toEqual([429, 429, 429, 429, 429]);
   });
+
+  it('a replacement that cannot build the configuration in force never serves; it starts once the file is fixed', async () => {
+    const broken = join(gw.dir, 'policies', 'broken.yaml');
+    const rejections = () =>
+      gw.logs.filter((l) => l.msg === 'policy file rejected' && l.worker === undefined).length;
+    const seen = rejections();
+    await writeFile(broken, stringify([{ match: { service: 'svc' }, rateLimit: { limit: 'many' } }]));
+    await until(() => rejections() > seen);
+    const before = await readyz();
+    const victim = before.workers.find((w) => w.worker === 2)?.pid as number;
+    process.kill(victim, 'SIGKILL');
+    // A replacement read the broken file, was refused (it would serve another configuration) and died.
+    const failedReplacement = () =>
+      gw.logs.some((l) => l.msg === 'worker died; replacing it' && l.worker === 2 && l.pid !== victim);
+    await until(failedReplacement, 30_000);
+    const meanwhile = await readyz();
+    expect(meanwhile.workers.find((w) => w.worker === 2)?.ready).toBe(false);
+    // Worker 1 alone serves, with the last good policies.
+    const marker = served('/svc/guarded').length;
+    expect((await load('/svc/guarded', 10)).every((s) => s === 403)).toBe(true);
+    await accessLogged('/svc/guarded', marker + 10);
+    expect(
+      new Set(
+        served('/svc/guarded')
+          .slice(marker)
+          .map((l) => l.worker),
+      ),
+    ).toEqual(new Set([1]));
+
+    await rm(broken);
+    let after = meanwhile;
+    await until(async () => {
+      after = await readyz();
+      return after.workers.every((w) => w.ready);
+    }, 40_000);
+    expect(after.workers.map((w) => w.version)).toEqual([before.version, before.version]);
+    expect(after.workers.find((w) => w.worker === 2)?.pid).not.toBe(victim);
+  }, 90_000);
 
   it('SIGTERM drains both workers: slow in-flight requests (summed on /upstreams) complete, then the primary exits 0', async () => {
     const slowMs = 1500;
