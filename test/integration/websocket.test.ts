@@ -10,6 +10,7 @@ import { type IncomingHttpHeaders, request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from '../helpers/otlp.ts';
 import { parsePrometheus, type Sample, scrapeUntil, value } from '../helpers/prometheus.ts';
 import { startWsUpstream, type WsUpstream } from '../helpers/ws-upstream.ts';
 
@@ -470,5 +471,57 @@ describe('WebSocket upgrades and the balancer, sticky sessions and the cache', (
     await again.text();
     expect(again.headers.get('cache-status')).toMatch(/hit/);
     await roundTrip('/pair/cached/echo');
+  });
+});
+
+describe('WebSocket upgrades in traces', () => {
+  let receiver: OtlpReceiver;
+  let up: WsUpstream;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    up = await startWsUpstream();
+    gw = await startGateway(
+      { svc: spec({ basePath: '/svc', upstreams: [up.url], operations: { 'GET /echo': 'echo' } }) },
+      { telemetry: { otlp: receiver.url, serviceName: 'gw-ws', sampleRatio: 1 } },
+    );
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await up?.close();
+    await receiver?.close();
+  });
+
+  it('covers the upgrade with a SERVER span (101) and the upstream handshake with its CLIENT span', async () => {
+    const ws = await connect(`${gw.url}/svc/echo`);
+    const requestId = upgradeHeaders.get(ws)?.['x-request-id'];
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(up.seen.at(-1)?.headers.traceparent));
+    expect(m).not.toBeNull();
+    const traceId = m?.[1] as string;
+    let spans: ReceivedSpan[] = [];
+    await expect
+      .poll(
+        async () => {
+          await gw.gateway.tracing?.forceFlush();
+          spans = receiver.spans.filter((s) => s.traceId === traceId);
+          return spans.length;
+        },
+        { timeout: 10_000, interval: 50 },
+      )
+      .toBe(2);
+    const server = spans.find((s) => s.kind === 2);
+    const client = spans.find((s) => s.kind === 3);
+    expect(server).toMatchObject({
+      name: 'GET /svc/echo',
+      attributes: { 'http.response.status_code': 101, 'portcullis.request_id': requestId },
+    });
+    expect(client).toMatchObject({
+      parentSpanId: server?.spanId,
+      spanId: m?.[2],
+      attributes: { 'http.response.status_code': 101 },
+    });
+    ws.close();
+    await closed(ws);
   });
 });
