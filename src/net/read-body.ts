@@ -22,6 +22,8 @@ export interface BodyHeaders {
   headers: Record<string, string | string[] | undefined>;
   /** HTTP/2 compat requests: the stream, ended with the headers when there is no body. */
   stream?: { endAfterHeaders?: boolean };
+  /** A WebSocket upgrade (HTTP/1.1, or an HTTP/2 extended CONNECT the gateway marked so). */
+  upgrade?: boolean;
 }
 
 /**
@@ -29,8 +31,11 @@ export interface BodyHeaders {
  * `Transfer-Encoding` or a non-zero `Content-Length` (RFC 9112 §6.3); HTTP/2 by the stream staying
  * open after the headers, since DATA frames need no `content-length` (RFC 9113 §8.1). A policy that
  * inspects bodies and a forwarder that sends them must agree on this, or a body goes unchecked.
+ * A WebSocket upgrade has none: what follows its headers (an h2 CONNECT's open stream too) are
+ * frames, which no policy may read as a body.
  */
 export function hasBody(req: BodyHeaders): boolean {
+  if (req.upgrade === true) return false;
   const stream = req.stream;
   if (stream) return stream.endAfterHeaders !== true;
   const h = req.headers;

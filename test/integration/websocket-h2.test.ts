@@ -92,6 +92,8 @@ describe('WebSockets over HTTP/2 (RFC 8441)', () => {
               match: { service: 'svc', operations: ['keyedEcho'] },
               auth: { apiKey: { keysFile: 'secrets/keys.yaml' } },
             },
+            // Body-reading policies: the open stream of a CONNECT is frames, never a body to read.
+            { match: { service: 'svc', operations: ['echo'] }, waf: {}, validate: {} },
           ],
         },
       },
