@@ -1,4 +1,5 @@
 import fastify, { type FastifyInstance } from 'fastify';
+import { purgeCache } from '../policies/cache/purge.ts';
 import { describeSnapshot, type Runtime } from '../runtime.ts';
 import type { Store } from '../state/store.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
@@ -103,6 +104,8 @@ export function createAdmin(deps: AdminDeps): FastifyInstance {
     const services = deps.workers ? (await deps.workers()).groups : upstreamGroups(snapshot);
     return { version: snapshot.version, zone: deps.zone ?? null, services };
   });
+  // Cache purges (the `cache` policy's stores): POST {"url": "/path?query"} or {"prefix": "/path/"}.
+  app.post('/cache/purge', async (req, reply) => purgeCache(req, reply, deps.store));
   app.get('/routes', async (_req, reply) => {
     const snapshot = deps.runtime.snapshot;
     if (!snapshot) return reply.code(503).send({ routes: [] });

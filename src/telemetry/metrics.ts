@@ -54,6 +54,8 @@ interface RequestChildren {
   latency: Array<{ observe(v: number): void } | undefined>;
   /** Rate-limit decision counters of this route, by outcome. */
   rateLimit: Map<string, { inc(): void }>;
+  /** Cache outcome counters of this route, by result (hit, stale, revalidated, miss, uncacheable, bypass). */
+  cache: Map<string, { inc(): void }>;
   labels: { service: string; route: string; method: string };
 }
 
@@ -96,6 +98,13 @@ export function createMetrics(runtime: Runtime): Metrics {
     registry,
     'portcullis_rate_limit_decisions_total',
     'Rate-limit decisions: allow, deny, would-deny (dry-run), error (store down).',
+  );
+  // Hot too: every request of a cached route records its outcome.
+  const cacheResults = new HotCounter(
+    registry,
+    'portcullis_cache_requests_total',
+    'Requests of cached routes by result: hit, stale (served stale), revalidated (304 upstream), miss (stored), ' +
+      'uncacheable (forwarded, not storable), bypass (other methods, dry-run).',
   );
   const authFailures = new Counter({
     name: 'portcullis_auth_failures_total',
@@ -218,7 +227,13 @@ export function createMetrics(runtime: Runtime): Metrics {
     const key = `${service}\0${route}\0${method}`;
     let c = bySeries.get(key);
     if (!c) {
-      c = { count: [], latency: [], rateLimit: new Map(), labels: { service, route, method } };
+      c = {
+        count: [],
+        latency: [],
+        rateLimit: new Map(),
+        cache: new Map(),
+        labels: { service, route, method },
+      };
       bySeries.set(key, c);
     }
     return c;
@@ -271,6 +286,13 @@ export function createMetrics(runtime: Runtime): Metrics {
         if (!counter) {
           counter = rateLimit.child({ service, route, outcome: d.outcome });
           c.rateLimit.set(d.outcome, counter);
+        }
+        counter.inc();
+      } else if (d.policy === 'cache' && d.reason !== undefined) {
+        let counter = c.cache.get(d.reason);
+        if (!counter) {
+          counter = cacheResults.child({ service, route, result: d.reason });
+          c.cache.set(d.reason, counter);
         }
         counter.inc();
       } else if (d.policy === 'auth' && (d.outcome === 'deny' || d.outcome === 'would-deny')) {

@@ -142,6 +142,13 @@ async function lookup(
   const headers = ex.req.headers;
   const url = cacheKey(ex.target);
   const reqcc = requestControl(headers);
+  // A fetch of this URL in flight (a miss or a validation) is about to store it: wait for it first.
+  const inflight = followed || rc.dryRun ? undefined : rc.inflight.get(url);
+  if (inflight) {
+    await Promise.race([inflight, delay(rc.coalesceTimeoutMs)]);
+    if (ex.res.destroyed) return;
+    followed = true;
+  }
   const entry = await rc.store.get(url, (names) => variantOf(headers, names));
   if (ex.res.destroyed) return;
   const now = Date.now();

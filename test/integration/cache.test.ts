@@ -1,0 +1,559 @@
+/**
+ * The `cache` policy through a real gateway, against a real upstream whose answers each test
+ * scripts per path, with both stores: memory, and a real redis-server. Then two gateway instances
+ * sharing one Redis cache: an entry stored through one is served by the other, and a purge or an
+ * unsafe method through one invalidates it for both.
+ *
+ * Staleness comes from the upstream's `Age` header (a response already older than its max-age),
+ * never from waiting.
+ */
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+  request,
+  type Server,
+} from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { parsePrometheus, scrapeUntil, total } from '../helpers/prometheus.ts';
+import { startRedis, type TestRedis } from '../helpers/redis.ts';
+
+interface Scripted {
+  status?: number;
+  headers?: OutgoingHttpHeaders;
+  body?: string;
+  /** Answer after this many ms (coalescing). */
+  delayMs?: number;
+}
+type Script = (req: { method: string; headers: IncomingHttpHeaders; n: number }) => Scripted;
+
+/** An upstream whose answer per path (no query) is scripted by the test; it records every request. */
+class ScriptedUpstream {
+  readonly scripts = new Map<string, Script>();
+  readonly seen: Array<{ method: string; path: string; url: string; headers: IncomingHttpHeaders }> = [];
+  server!: Server;
+  url = '';
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const url = req.url ?? '/';
+      const path = url.split('?')[0] ?? '/';
+      req.resume();
+      req.on('end', () => {
+        this.seen.push({ method: req.method ?? '', path, url, headers: req.headers });
+        const n = this.hits(path);
+        const script = this.scripts.get(path);
+        const out = script ? script({ method: req.method ?? '', headers: req.headers, n }) : { status: 404 };
+        const send = () => {
+          const body = out.body ?? `body of ${path} #${n}`;
+          res.writeHead(out.status ?? 200, { 'content-type': 'text/plain', ...out.headers });
+          res.end(req.method === 'HEAD' || out.status === 304 ? undefined : body);
+        };
+        if (out.delayMs) setTimeout(send, out.delayMs);
+        else send();
+      });
+    });
+    await new Promise<void>((ok) => this.server.listen(0, '127.0.0.1', ok));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  /** Requests this upstream got for `path`. */
+  hits(path: string): number {
+    return this.seen.filter((s) => s.path === path).length;
+  }
+
+  last(path: string) {
+    return this.seen.filter((s) => s.path === path).at(-1);
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((ok) => this.server.close(() => ok()));
+  }
+}
+
+const API_KEY = 'cache-test-key-0123456789';
+process.env.PORTCULLIS_CACHE_TEST_KEYS = `tester=${API_KEY}`;
+
+function spec(upstream: string) {
+  const get = (operationId: string) => ({
+    get: {
+      operationId,
+      parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+      responses: { '200': { description: 'ok' } },
+    },
+  });
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Svc', version: '1.0.0' },
+    'x-portcullis': { basePath: '/svc', upstreams: [{ url: upstream }], passThrough: true, retries: 0 },
+    paths: {
+      '/ttl/{id}': get('ttl'),
+      '/targeted/{id}': get('targeted'),
+      '/small/{id}': get('small'),
+      '/keyed/{id}': get('keyed'),
+    },
+  };
+}
+
+const RULES = [
+  { match: { service: 'svc' }, cache: {} },
+  { match: { service: 'svc', operations: ['ttl'] }, cache: { ttl: '1h' } },
+  { match: { service: 'svc', operations: ['targeted'] }, cache: { targeted: 'Acme-Cache-Control' } },
+  { match: { service: 'svc', operations: ['small'] }, cache: { maxEntryBytes: 16 } },
+  {
+    match: { service: 'svc', operations: ['keyed'] },
+    auth: { apiKey: { keysEnv: 'PORTCULLIS_CACHE_TEST_KEYS' } },
+  },
+];
+
+let counter = 0;
+/** A path no other test uses. */
+const fresh = (prefix = 'p') => `/${prefix}-${++counter}`;
+
+async function get(gw: TestGateway, path: string, headers: Record<string, string> = {}, method = 'GET') {
+  const r = await fetch(gw.url + path, { method, headers });
+  return { status: r.status, headers: r.headers, body: await r.text() };
+}
+
+/** A GET with exactly these headers (fetch adds its own to conditional requests). */
+function rawGet(gw: TestGateway, path: string, headers: Record<string, string>) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((ok, fail) => {
+    const req = request(gw.url + path, { headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        body += c;
+      });
+      res.on('end', () => ok({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', fail);
+    req.end();
+  });
+}
+
+describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind) => {
+  const up = new ScriptedUpstream();
+  let redis: TestRedis | undefined;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    await up.start();
+    if (storeKind === 'redis') redis = await startRedis();
+    gw = await startGateway({ svc: spec(up.url) }, redis ? { state: { redis: redis.url } } : {}, {
+      policies: { cache: RULES },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await up.close();
+    await redis?.stop();
+  });
+
+  /** Script `path` (under the upstream, without /svc) and return the public path. */
+  const script = (path: string, s: Script) => {
+    up.scripts.set(path, s);
+    return `/svc${path}`;
+  };
+
+  it('reuses a fresh response (max-age): one upstream request, Age and Cache-Status on the hit', async () => {
+    const p = fresh();
+    const pub = script(p, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    const a = await get(gw, pub);
+    const b = await get(gw, pub);
+    expect(a.status).toBe(200);
+    expect(a.headers.get('cache-status')).toMatch(/^Portcullis; fwd=uri-miss; fwd-status=200; stored$/);
+    expect(a.headers.get('age')).toBeNull();
+    expect(b.body).toBe(a.body);
+    expect(b.headers.get('age')).toMatch(/^\d+$/);
+    expect(b.headers.get('cache-status')).toMatch(/^Portcullis; hit; ttl=\d+$/);
+    expect(b.headers.get('x-request-id')).not.toBe(a.headers.get('x-request-id'));
+    expect(up.hits(p)).toBe(1);
+  });
+
+  it.each([
+    ['no-store', 'no-store, max-age=60'],
+    ['private', 'private, max-age=60'],
+    ['max-age=0', 'max-age=0'],
+    ['an invalid max-age', 'max-age=60a'],
+  ])('never serves a stored %s response', async (_what, cc) => {
+    const p = fresh();
+    const pub = script(p, () => ({ headers: { 'cache-control': cc } }));
+    await get(gw, pub);
+    const b = await get(gw, pub);
+    expect(b.status).toBe(200);
+    expect(b.headers.get('age')).toBeNull();
+    expect(up.hits(p)).toBe(2);
+  });
+
+  it('prefers s-maxage over max-age (shared cache)', async () => {
+    const p = fresh();
+    const pub = script(p, () => ({ headers: { 'cache-control': 'max-age=0, s-maxage=60' } }));
+    await get(gw, pub);
+    await get(gw, pub);
+    expect(up.hits(p)).toBe(1);
+  });
+
+  it("obeys CDN-Cache-Control over Cache-Control, and a rule's targeted field over both", async () => {
+    const p = fresh();
+    const pub = script(p, () => ({
+      headers: { 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=60' },
+    }));
+    await get(gw, pub);
+    await get(gw, pub);
+    expect(up.hits(p)).toBe(1);
+
+    const id = fresh('t');
+    const t = script(`/targeted${id}`, () => ({
+      headers: {
+        'cache-control': 'max-age=60',
+        'cdn-cache-control': 'max-age=60',
+        'acme-cache-control': 'no-store',
+      },
+    }));
+    await get(gw, t);
+    await get(gw, t);
+    expect(up.hits(`/targeted${id}`)).toBe(2);
+  });
+
+  it('revalidates a no-cache response with its ETag; a 304 refreshes the stored headers', async () => {
+    const p = fresh();
+    const pub = script(p, ({ headers, n }) =>
+      n === 1
+        ? { headers: { 'cache-control': 'no-cache', etag: '"v1"', 'x-version': 'one' }, body: 'payload' }
+        : headers['if-none-match'] === '"v1"'
+          ? { status: 304, headers: { etag: '"v1"', 'x-version': 'two' } }
+          : { body: 'unexpected full answer' },
+    );
+    await get(gw, pub);
+    const b = await get(gw, pub);
+    expect(b.status).toBe(200);
+    expect(b.body).toBe('payload');
+    expect(b.headers.get('x-version')).toBe('two');
+    expect(b.headers.get('cache-status')).toBe('Portcullis; fwd=stale; fwd-status=304');
+    expect(up.last(p)?.headers['if-none-match']).toBe('"v1"');
+  });
+
+  it('validates a stale must-revalidate response with If-Modified-Since', async () => {
+    const lm = 'Wed, 01 Jan 2020 00:00:00 GMT';
+    const p = fresh();
+    const pub = script(p, ({ headers, n }) =>
+      n === 1
+        ? { headers: { 'cache-control': 'max-age=10, must-revalidate', age: '100', 'last-modified': lm } }
+        : {
+            status: headers['if-modified-since'] === lm ? 304 : 500,
+            headers: { 'cache-control': 'max-age=60' },
+          },
+    );
+    const a = await get(gw, pub);
+    const b = await get(gw, pub);
+    expect(b.status).toBe(200);
+    expect(b.body).toBe(a.body);
+    expect(up.hits(p)).toBe(2);
+    // The 304 made it fresh again (max-age=60): the third comes from the store.
+    const c = await get(gw, pub);
+    expect(c.headers.get('cache-status')).toMatch(/hit/);
+    expect(up.hits(p)).toBe(2);
+  });
+
+  it('keeps variants apart by Vary (secondary keys)', async () => {
+    const p = fresh();
+    const pub = script(p, ({ headers }) => ({
+      headers: { 'cache-control': 'max-age=60', vary: 'Accept-Language' },
+      body: `lang ${headers['accept-language']}`,
+    }));
+    expect((await get(gw, pub, { 'accept-language': 'en' })).body).toBe('lang en');
+    expect((await get(gw, pub, { 'accept-language': 'fr' })).body).toBe('lang fr');
+    expect((await get(gw, pub, { 'accept-language': 'en' })).body).toBe('lang en');
+    expect((await get(gw, pub, { 'accept-language': 'fr' })).body).toBe('lang fr');
+    expect(up.hits(p)).toBe(2);
+    const star = fresh();
+    const s = script(star, () => ({ headers: { 'cache-control': 'max-age=60', vary: '*' } }));
+    await get(gw, s);
+    await get(gw, s);
+    expect(up.hits(star)).toBe(2);
+  });
+
+  it('never reuses a response to a request with Authorization unless it is public, s-maxage or must-revalidate', async () => {
+    const p = fresh();
+    const pub = script(p, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    await get(gw, pub, { authorization: 'Bearer alice' });
+    await get(gw, pub, { authorization: 'Bearer bob' });
+    expect(up.hits(p)).toBe(2);
+    const q = fresh();
+    const pubQ = script(q, () => ({ headers: { 'cache-control': 'public, max-age=60' } }));
+    await get(gw, pubQ, { authorization: 'Bearer alice' });
+    await get(gw, pubQ, { authorization: 'Bearer bob' });
+    expect(up.hits(q)).toBe(1);
+  });
+
+  it('never stores Set-Cookie: only the client whose request fetched the response gets it', async () => {
+    const p = fresh();
+    const pub = script(p, () => ({
+      headers: { 'cache-control': 'max-age=60', 'set-cookie': 'session=alice' },
+    }));
+    const a = await get(gw, pub);
+    const b = await get(gw, pub);
+    expect(a.headers.get('set-cookie')).toBe('session=alice');
+    expect(b.headers.get('cache-status')).toMatch(/hit/);
+    expect(b.headers.get('set-cookie')).toBeNull();
+    expect(up.hits(p)).toBe(1);
+  });
+
+  it("answers HEAD from the GET entry, a Range from the stored full response, and a client's If-None-Match with 304", async () => {
+    const p = fresh();
+    const pub = script(p, () => ({
+      headers: { 'cache-control': 'max-age=60', etag: '"abc"' },
+      body: '0123456789',
+    }));
+    await get(gw, pub);
+    const head = await get(gw, pub, {}, 'HEAD');
+    expect(head.status).toBe(200);
+    expect(head.body).toBe('');
+    expect(head.headers.get('content-length')).toBe('10');
+    const range = await get(gw, pub, { range: 'bytes=2-5' });
+    expect(range.status).toBe(206);
+    expect(range.body).toBe('2345');
+    expect(range.headers.get('content-range')).toBe('bytes 2-5/10');
+    const suffix = await get(gw, pub, { range: 'bytes=-3' });
+    expect(suffix.body).toBe('789');
+    const outside = await get(gw, pub, { range: 'bytes=20-' });
+    expect(outside.status).toBe(416);
+    expect(outside.headers.get('content-range')).toBe('bytes */10');
+    // node:http, not fetch: fetch adds Cache-Control: no-cache to a conditional request (Fetch standard).
+    const cond = await rawGet(gw, pub, { 'if-none-match': 'W/"abc"' });
+    expect(cond.status).toBe(304);
+    expect(cond.headers.etag).toBe('"abc"');
+    expect(cond.headers['cache-status']).toMatch(/hit/);
+    expect(up.seen.filter((s) => s.path === p).map((s) => [s.method, s.headers.range])).toEqual([
+      ['GET', undefined],
+    ]);
+  });
+
+  it('invalidates the URL and the same-origin Location / Content-Location after a successful unsafe method', async () => {
+    const p = fresh();
+    const other = fresh();
+    const third = fresh();
+    const pub = script(p, ({ method }) =>
+      method === 'POST'
+        ? {
+            status: 201,
+            headers: { location: `/svc${other}`, 'content-location': `http://elsewhere.example/svc${third}` },
+          }
+        : { headers: { 'cache-control': 'max-age=60' } },
+    );
+    const pubOther = script(other, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    const pubThird = script(third, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    for (const x of [pub, pubOther, pubThird]) await get(gw, x);
+    const post = await get(gw, pub, {}, 'POST');
+    expect(post.status).toBe(201);
+    expect(post.headers.get('cache-status')).toBe('Portcullis; fwd=method; fwd-status=201');
+    await get(gw, pub);
+    await get(gw, pubOther);
+    await get(gw, pubThird);
+    expect(up.hits(p)).toBe(3); // GET, POST, GET again
+    expect(up.hits(other)).toBe(2);
+    expect(up.hits(third)).toBe(1); // another origin's URL is not this cache's to drop
+  });
+
+  it('keeps the entry after a failed unsafe method', async () => {
+    const p = fresh();
+    const pub = script(p, ({ method }) =>
+      method === 'DELETE' ? { status: 500 } : { headers: { 'cache-control': 'max-age=60' } },
+    );
+    await get(gw, pub);
+    expect((await get(gw, pub, {}, 'DELETE')).status).toBe(500);
+    expect((await get(gw, pub)).headers.get('cache-status')).toMatch(/hit/);
+    expect(up.hits(p)).toBe(2);
+  });
+
+  it('serves stale while revalidating in the background (stale-while-revalidate)', async () => {
+    const p = fresh();
+    const pub = script(p, ({ n }) => ({
+      headers: { 'cache-control': 'max-age=10, stale-while-revalidate=600', age: n === 1 ? '20' : '0' },
+      body: `version ${n}`,
+    }));
+    await get(gw, pub);
+    const stale = await get(gw, pub);
+    expect(stale.body).toBe('version 1');
+    expect(stale.headers.get('cache-status')).toMatch(/detail=stale-while-revalidate/);
+    await vi.waitFor(() => expect(up.hits(p)).toBe(2));
+    await vi.waitFor(async () => expect((await get(gw, pub)).body).toBe('version 2'));
+  });
+
+  it('serves stale on an upstream error within stale-if-error, and passes the error on without it', async () => {
+    const p = fresh();
+    const pub = script(p, ({ n }) =>
+      n === 1
+        ? { headers: { 'cache-control': 'max-age=10, stale-if-error=600', age: '20' }, body: 'good' }
+        : { status: 503, body: 'down' },
+    );
+    await get(gw, pub);
+    const b = await get(gw, pub);
+    expect(b.status).toBe(200);
+    expect(b.body).toBe('good');
+    expect(b.headers.get('cache-status')).toMatch(/detail=stale-if-error; fwd-status=503/);
+
+    const q = fresh();
+    const pubQ = script(q, ({ n }) =>
+      n === 1 ? { headers: { 'cache-control': 'max-age=10', age: '20' } } : { status: 503, body: 'down' },
+    );
+    await get(gw, pubQ);
+    expect((await get(gw, pubQ)).status).toBe(503);
+  });
+
+  it('coalesces concurrent misses of one URL into one upstream request', async () => {
+    const p = fresh();
+    const pub = script(p, () => ({ headers: { 'cache-control': 'max-age=60' }, delayMs: 300 }));
+    const answers = await Promise.all(Array.from({ length: 8 }, () => get(gw, pub)));
+    expect(answers.map((a) => a.status)).toEqual(Array(8).fill(200));
+    expect(new Set(answers.map((a) => a.body)).size).toBe(1);
+    expect(up.hits(p)).toBe(1);
+  });
+
+  it('keys entries by the canonical target: another spelling of the same path is the same entry', async () => {
+    const p = fresh('enc');
+    const pub = script(`${p}/a`, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    await get(gw, pub);
+    const b = await get(gw, pub.replace(/\/a$/, '/%61'));
+    expect(b.headers.get('cache-status')).toMatch(/hit/);
+    expect(up.hits(`${p}/a`)).toBe(1);
+    const q = await get(gw, `${pub}?x=1`);
+    expect(q.headers.get('cache-status')).toMatch(/uri-miss/);
+  });
+
+  it('runs the policies before the cache: a stored answer is never served to a request auth rejects', async () => {
+    const id = fresh('k');
+    const pub = script(`/keyed${id}`, () => ({ headers: { 'cache-control': 'public, max-age=60' } }));
+    expect((await get(gw, pub, { 'x-api-key': API_KEY })).status).toBe(200);
+    expect((await get(gw, pub, { 'x-api-key': API_KEY })).headers.get('cache-status')).toMatch(/hit/);
+    const anonymous = await get(gw, pub);
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.body).not.toContain('body of');
+    expect(up.hits(`/keyed${id}`)).toBe(1);
+  });
+
+  it("gives a response that states no freshness the rule's ttl, and nothing without one", async () => {
+    const id = fresh('ttl');
+    const pub = script(`/ttl${id}`, () => ({}));
+    await get(gw, pub);
+    expect((await get(gw, pub)).headers.get('cache-status')).toMatch(/hit; ttl=(3599|3600)/);
+    const p = fresh();
+    const plain = script(p, () => ({}));
+    await get(gw, plain);
+    await get(gw, plain);
+    expect(up.hits(p)).toBe(2);
+  });
+
+  it('streams a body above maxEntryBytes through uncached', async () => {
+    const id = fresh('s');
+    const pub = script(`/small${id}`, () => ({
+      headers: { 'cache-control': 'max-age=60' },
+      body: 'x'.repeat(100),
+    }));
+    expect((await get(gw, pub)).body).toBe('x'.repeat(100));
+    expect((await get(gw, pub)).body).toBe('x'.repeat(100));
+    expect(up.hits(`/small${id}`)).toBe(2);
+  });
+
+  it('purges by URL and by prefix on the admin port, and counts hits and misses in /metrics', async () => {
+    const base = fresh('purge');
+    const paths = [`${base}/a`, `${base}/b`, `${fresh('keep')}`];
+    const pubs = paths.map((p) => script(p, () => ({ headers: { 'cache-control': 'max-age=60' } })));
+    for (const x of pubs) await get(gw, x);
+    const admin = gw.addresses.admin as string;
+    const purge = (body: unknown) =>
+      fetch(`${admin}/cache/purge`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const one = await purge({ url: pubs[0] });
+    expect(await one.json()).toEqual({ purged: 1 });
+    expect((await get(gw, pubs[0] as string)).headers.get('cache-status')).toMatch(/uri-miss/);
+    const prefix = await purge({ prefix: `/svc${base}/` });
+    expect(await prefix.json()).toEqual({ purged: 2 });
+    expect((await get(gw, pubs[1] as string)).headers.get('cache-status')).toMatch(/uri-miss/);
+    expect((await get(gw, pubs[2] as string)).headers.get('cache-status')).toMatch(/hit/);
+    const bad = await purge({ url: 'no-slash' });
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get('content-type')).toMatch(/problem\+json/);
+    const scrape = async () => parsePrometheus(await (await fetch(`${admin}/metrics`)).text());
+    const samples = await scrapeUntil(
+      scrape,
+      (m) => total(m, 'portcullis_cache_requests_total', { result: 'hit' }) > 0,
+    );
+    expect(
+      total(samples, 'portcullis_cache_requests_total', { service: 'svc', result: 'miss' }),
+    ).toBeGreaterThan(0);
+    expect(total(samples, 'portcullis_cache_requests_total', { result: 'bypass' })).toBeGreaterThan(0);
+  });
+});
+
+describe('two gateway instances sharing one Redis cache', () => {
+  const up = new ScriptedUpstream();
+  let redis: TestRedis;
+  let a: TestGateway;
+  let b: TestGateway;
+
+  beforeAll(async () => {
+    await up.start();
+    redis = await startRedis();
+    const config = { state: { redis: redis.url } };
+    a = await startGateway({ svc: spec(up.url) }, config, { policies: { cache: RULES } });
+    b = await startGateway({ svc: spec(up.url) }, config, { policies: { cache: RULES } });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await up.close();
+    await redis?.stop();
+  });
+
+  it('serves through one what the other stored, and holds it in Redis under a versioned key', async () => {
+    const p = fresh('shared');
+    up.scripts.set(p, () => ({ headers: { 'cache-control': 'max-age=60' }, body: 'stored by a' }));
+    expect((await get(a, `/svc${p}`)).body).toBe('stored by a');
+    const fromB = await get(b, `/svc${p}`);
+    expect(fromB.body).toBe('stored by a');
+    expect(fromB.headers.get('cache-status')).toMatch(/hit/);
+    expect(up.hits(p)).toBe(1);
+    const client = new Redis(redis.url);
+    try {
+      expect(await client.exists(`pc:v1:cache:/svc${p}`)).toBe(1);
+      expect(await client.pttl(`pc:v1:cache:/svc${p}`)).toBeGreaterThan(0);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('a purge through one instance invalidates the entry for both', async () => {
+    const p = fresh('shared');
+    up.scripts.set(p, ({ n }) => ({ headers: { 'cache-control': 'max-age=60' }, body: `v${n}` }));
+    await get(a, `/svc${p}`);
+    const r = await fetch(`${b.addresses.admin}/cache/purge`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ url: `/svc${p}` }),
+    });
+    expect(await r.json()).toEqual({ purged: 1 });
+    expect((await get(a, `/svc${p}`)).body).toBe('v2');
+    expect((await get(b, `/svc${p}`)).body).toBe('v2');
+    expect(up.hits(p)).toBe(2);
+  });
+
+  it('an unsafe method through one instance invalidates the entry for both', async () => {
+    const p = fresh('shared');
+    up.scripts.set(p, ({ method, n }) =>
+      method === 'PUT' ? { status: 204 } : { headers: { 'cache-control': 'max-age=60' }, body: `v${n}` },
+    );
+    await get(b, `/svc${p}`);
+    expect((await get(a, `/svc${p}`)).body).toBe('v1');
+    expect((await get(a, `/svc${p}`, {}, 'PUT')).status).toBe(204);
+    expect((await get(b, `/svc${p}`)).body).toBe('v3');
+    expect((await get(a, `/svc${p}`)).body).toBe('v3');
+  });
+});
