@@ -196,6 +196,47 @@ describe('WebSocket proxying', () => {
     await closed(ws);
   });
 
+  it('holds the upstream back while the client does not read (backpressure), then delivers every byte', async () => {
+    const opened = up.nextConnection();
+    const ws = await connect(`${gw.url}/svc/echo`);
+    const upstreamSide = await opened;
+    const MESSAGES = 64;
+    const chunk = Buffer.alloc(1024 * 1024, 0x5a);
+    ws.pause();
+    for (let i = 0; i < MESSAGES; i++) upstreamSide.send(chunk);
+    // Wait until the upstream stops getting rid of its queue: with backpressure it stalls once the
+    // kernel buffers on the way are full (a few MiB each), without it the gateway would take it all.
+    const samples: number[] = [];
+    await expect
+      .poll(
+        () => {
+          samples.push(upstreamSide.bufferedAmount);
+          const last = samples.slice(-5);
+          // Stalled, after some bytes went out (so the flow had started).
+          return (
+            last.length === 5 &&
+            last.every((v) => v === last[0]) &&
+            (last[0] as number) < MESSAGES * chunk.length
+          );
+        },
+        { timeout: 20_000, interval: 50 },
+      )
+      .toBe(true);
+    expect(samples.at(-1)).toBeGreaterThan(32 * 1024 * 1024);
+    let received = 0;
+    const all = new Promise<void>((resolve) => {
+      ws.on('message', (data: Buffer) => {
+        received += data.length;
+        if (received === MESSAGES * chunk.length) resolve();
+      });
+    });
+    ws.resume();
+    await all;
+    expect(upstreamSide.bufferedAmount).toBe(0);
+    ws.close();
+    await closed(ws);
+  });
+
   it('forwards the handshake as for any request and answers with the upstream 101 headers', async () => {
     const before = up.seen.length;
     const ws = await connect(`${gw.url}/svc/echo?room=7`, { protocols: ['chat.v1', 'chat.v2'] });
