@@ -108,7 +108,12 @@ export interface Gateway {
  */
 export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   pinTickObjectShape(); // early, before the store connects (see tick-shape.ts); once per process
-  const logger = options.logger ?? createLogger(config.logLevel);
+  const logger =
+    options.logger ??
+    createLogger(config.logLevel, undefined, {
+      format: config.logFormat,
+      bufferBytes: config.logBufferBytes,
+    });
   const store = options.worker?.store ?? (await createStore(config.state, logger));
   const runtime = new Runtime({
     config,
@@ -513,6 +518,7 @@ function liveParts(
     tracer: deps.tracing?.tracer,
     trustProxy: trust,
     accessLog: config.telemetry.accessLog,
+    accessLogSample: config.telemetry.accessLogSample,
   });
   const lifecycle = previous?.lifecycle ?? { forward, logger: deps.logger };
   lifecycle.forward = forward;

@@ -30,14 +30,16 @@ Options:
   -v, --version         Print the version
 
 Run 'portcullis <command> --help' for a command's options.`,
-  start: `Usage: portcullis start [--config gateway.yaml] [--strict]
+  start: `Usage: portcullis start [--config gateway.yaml] [--strict] [--pretty]
 
 Serves the services in the openapi folder (default ./openapi) with the policies in ./policies.
 A spec or policy file that fails is handled as on a reload: it is reported (file:line, and on
 /readyz), the other services are served, and a failed policy file withholds the services it
 protects (503) until it is fixed; when it cannot be told which those are, start refuses.
 --strict refuses to start on any error, as validate does.
-Reloads specs and policies on change and on SIGHUP; SIGTERM/SIGINT drain in-flight requests and exit 0.
+Reloads specs and policies on change and on SIGHUP; SIGTERM/SIGINT drain in-flight requests,
+write out the buffered log lines and exit 0. --pretty logs human-readable lines for a terminal
+(logFormat: pretty).
 Environment variables (PORTCULLIS_*) override the file; see README.`,
   validate: `Usage: portcullis validate [--config gateway.yaml] [--strict] [--json]
 
@@ -105,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'start':
+      if (values.pretty === true) config.logFormat = 'pretty';
       if (config.workers > 1) {
         const { runPrimary } = await import('./cluster/primary.ts');
         return runPrimary(config).catch(reportConfigError);
@@ -170,8 +173,12 @@ async function start(
       stopping = true;
       gateway.logger.info({ signal }, 'shutting down: draining in-flight requests');
       gateway.close().then(
-        () => {
+        async () => {
           gateway.logger.info('shutdown complete');
+          // Every access-log line of the drained requests reaches stdout (bounded: a stalled
+          // stdout must not hold the exit).
+          const { flushLogs } = await import('./logger.ts');
+          await flushLogs();
           resolveExit(0);
         },
         (err: unknown) => {
@@ -331,6 +338,7 @@ function parseCommandLine(argv: string[]) {
       version: { type: 'boolean', short: 'v' },
       json: { type: 'boolean' },
       strict: { type: 'boolean' },
+      pretty: { type: 'boolean' },
     },
   });
 }

@@ -63,7 +63,10 @@ type Reply = Extract<FromWorker, { pc: 'metrics' | 'status' | 'prepared' }>;
  * configuration does not load (nothing is forked then).
  */
 export async function runPrimary(config: GatewayConfig): Promise<number> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, {
+    format: config.logFormat,
+    bufferBytes: config.logBufferBytes,
+  });
   const store = await createStore(config.state, logger);
   const sharedStore = store.kind === 'memory';
   let round = 0;

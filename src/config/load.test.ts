@@ -46,6 +46,7 @@ describe('loadGatewayConfig without a file', () => {
         sampleRatio: 1,
         propagators: ['tracecontext', 'baggage'],
         accessLog: true,
+        accessLogSample: 1,
       },
       trustProxy: [],
       limits: {
@@ -58,6 +59,8 @@ describe('loadGatewayConfig without a file', () => {
       headers: { hideUpstreamIdentity: true },
       workers: 1,
       logLevel: 'info',
+      logFormat: 'json',
+      logBufferBytes: 4194304,
     } satisfies GatewayConfig);
   });
 
@@ -120,6 +123,7 @@ describe('loadGatewayConfig with a full file', () => {
         sampleRatio: 0.25,
         propagators: ['tracecontext', 'baggage'],
         accessLog: true,
+        accessLogSample: 0.1,
       },
       trustProxy: ['10.0.0.0/8', '::1', '192.168.1.7'],
       limits: {
@@ -132,6 +136,8 @@ describe('loadGatewayConfig with a full file', () => {
       headers: { hideUpstreamIdentity: false },
       workers: 3,
       logLevel: 'debug',
+      logFormat: 'pretty',
+      logBufferBytes: 65536,
     } satisfies GatewayConfig);
   });
 

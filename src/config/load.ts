@@ -46,6 +46,7 @@ export const DEFAULTS = {
     sampleRatio: 1,
     propagators: ['tracecontext', 'baggage'],
     accessLog: true,
+    accessLogSample: 1,
   },
   limits: {
     bodyBytes: 1_048_576,
@@ -57,6 +58,8 @@ export const DEFAULTS = {
   headers: { hideUpstreamIdentity: true },
   workers: 1,
   logLevel: 'info',
+  logFormat: 'json',
+  logBufferBytes: 4 * 1024 * 1024,
 } as const;
 
 const checkGatewayConfig = compileCheck(GatewayConfigSchema);
@@ -184,7 +187,11 @@ function applyDefaults(
     propagators: [
       ...((c.telemetry?.propagators as TelemetryPropagator[] | undefined) ?? DEFAULTS.telemetry.propagators),
     ],
-    accessLog: c.telemetry?.accessLog ?? DEFAULTS.telemetry.accessLog,
+    accessLog: c.telemetry?.accessLog !== false,
+    accessLogSample:
+      typeof c.telemetry?.accessLog === 'object'
+        ? (c.telemetry.accessLog.sample ?? DEFAULTS.telemetry.accessLogSample)
+        : DEFAULTS.telemetry.accessLogSample,
   };
   if (c.telemetry?.otlp !== undefined) telemetry.otlp = c.telemetry.otlp;
   return {
@@ -208,6 +215,8 @@ function applyDefaults(
     workers: c.workers === 'auto' ? availableParallelism() : (c.workers ?? DEFAULTS.workers),
     ...(c.zone !== undefined && { zone: c.zone }),
     logLevel: c.logLevel ?? DEFAULTS.logLevel,
+    logFormat: c.logFormat ?? DEFAULTS.logFormat,
+    logBufferBytes: c.logBufferBytes ?? DEFAULTS.logBufferBytes,
   };
 }
 

@@ -164,9 +164,28 @@ export const GatewayConfigSchema = T.Object(
             ),
           ),
           accessLog: T.Optional(
-            T.Boolean({
-              description: 'One JSON access-log line per request, at level info. Default true.',
-            }),
+            T.Union(
+              [
+                T.Boolean(),
+                T.Object(
+                  {
+                    sample: T.Optional(
+                      T.Number({
+                        minimum: 0,
+                        maximum: 1,
+                        description:
+                          'Share of successful requests logged (answered below 400, nothing denied). Denials and errors are always logged. Default 1.',
+                      }),
+                    ),
+                  },
+                  { additionalProperties: false },
+                ),
+              ],
+              {
+                description:
+                  'One access-log line per request, at level info: true, false, or { sample } to log a share of the successful ones. Default true.',
+              },
+            ),
           ),
         },
         { additionalProperties: false },
@@ -239,6 +258,19 @@ export const GatewayConfigSchema = T.Object(
         { description: 'pino log level. Default info.' },
       ),
     ),
+    logFormat: T.Optional(
+      T.Union([T.Literal('json'), T.Literal('pretty')], {
+        description:
+          'json: one JSON object per line (for log shippers). pretty: coloured, human-readable lines for a terminal (`start --pretty`). Default json.',
+      }),
+    ),
+    logBufferBytes: T.Optional(
+      T.Integer({
+        minimum: 4096,
+        description:
+          'Bytes of log lines held while stdout is slower than the gateway; past this, lines are dropped and counted in portcullis_log_lines_dropped_total instead of slowing requests. Default 4194304 (4 MiB).',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -286,6 +318,8 @@ export interface GatewayConfig {
     sampleRatio: number;
     propagators: TelemetryPropagator[];
     accessLog: boolean;
+    /** Share of successful requests in the access log (`accessLog: { sample }`). */
+    accessLogSample: number;
   };
   trustProxy: string[];
   limits: {
@@ -301,4 +335,6 @@ export interface GatewayConfig {
   /** The gateway's zone, for preferZone; absent: none. */
   zone?: string;
   logLevel: string;
+  logFormat: 'json' | 'pretty';
+  logBufferBytes: number;
 }

@@ -90,6 +90,7 @@ export function handle(ex: Exchange, lc: Lifecycle): undefined {
   const ctx = createContext(req, ex.reply, entry.route, entry.service, match?.params ?? NO_PARAMS, target);
   ex.ctx = ctx;
   rec.ctx = ctx;
+  rec.chain = entry.chain;
   let pending: void | Promise<void>;
   try {
     pending = runChain(entry.chain, ctx, ex.preflight ? PREFLIGHT_PHASES : undefined);

@@ -1,8 +1,10 @@
+import { basename } from 'node:path';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { canonicalTarget, type RequestTarget } from '../net/target.ts';
 import type { Route, Service } from '../registry/types.ts';
+import { REQUEST_ID_HEADER } from '../telemetry/record.ts';
 import type { ResolvedPolicy } from './rules.ts';
 import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
 
@@ -54,7 +56,8 @@ export async function buildChain(
         { cause: err },
       );
     }
-    hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, hook, deps.logger) : hook);
+    const rule = `${basename(p.rule.file)}#${p.rule.index}`;
+    hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, rule, hook, deps.logger) : hook);
     applied.push({ kind: p.kind.name, phase: p.kind.phase, mode, file: p.rule.file, rule: p.rule.index });
   }
   const index = applied.findIndex((a) => a.phase === 'auth');
@@ -78,13 +81,16 @@ export async function buildChain(
  * headers, stickySession) never throw, and their decisions are the dry-run's whole output.
  * Would-deny and "what it would do" decisions log at info; a plain allow at debug.
  */
-function dryRun(policy: string, hook: Hook, logger: Logger): Hook {
+function dryRun(policy: string, rule: string, hook: Hook, logger: Logger): Hook {
   const log = (ctx: RequestContext, from: number) => {
     for (let i = from; i < ctx.decisions.length; i++) {
       const d = ctx.decisions[i] as Decision;
       if (d.policy !== policy) continue;
       const entry = {
+        // The request's id, as in its access-log line and X-Request-Id.
+        reqId: ctx.reply.getHeader(REQUEST_ID_HEADER),
         policy,
+        rule,
         outcome: d.outcome,
         reason: d.reason,
         detail: d.detail,

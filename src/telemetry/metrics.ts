@@ -14,6 +14,7 @@
  */
 
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { droppedLogLines } from '../logger.ts';
 import { clientNetwork } from '../net/client-network.ts';
 import type { Decision } from '../pipeline/types.ts';
 import type { Route } from '../registry/types.ts';
@@ -144,6 +145,15 @@ export function createMetrics(runtime: Runtime): Metrics {
       this.reset();
       const version = runtime.snapshot?.version;
       if (version) this.set({ version }, 1);
+    },
+  });
+  new Counter({
+    name: 'portcullis_log_lines_dropped_total',
+    help: 'Log lines (access log included) dropped because stdout did not keep up and the log buffer (logBufferBytes) was full.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(droppedLogLines());
     },
   });
   new Gauge({

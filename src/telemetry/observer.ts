@@ -8,7 +8,7 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
-import type { Decision } from '../pipeline/types.ts';
+import { createAccessLog } from './access-log.ts';
 import type { Metrics } from './metrics.ts';
 import { REQUEST_ID_HEADER, RequestRecord } from './record.ts';
 import type { RequestTracer } from './types.ts';
@@ -47,6 +47,8 @@ export interface ObserverOptions {
   trustProxy: CidrMatcher;
   /** Write one access-log line per request (telemetry.accessLog). Default true. */
   accessLog?: boolean;
+  /** Share of successful requests logged (telemetry.accessLog.sample). Default 1. */
+  accessLogSample?: number;
 }
 
 /** Observes requests; `begin` once per request, before anything can answer it. */
@@ -60,7 +62,13 @@ export interface Observer {
 
 export function createObserver(opts: ObserverOptions): Observer {
   const { logger, metrics, tracer, trustProxy } = opts;
-  const accessLog = opts.accessLog !== false && logger.isLevelEnabled('info');
+  const accessLog =
+    opts.accessLog === false
+      ? undefined
+      : createAccessLog(logger, {
+          sample: opts.accessLogSample,
+          traceId: tracer ? (rec) => (rec.span ? tracer.traceId(rec.span) : undefined) : undefined,
+        });
 
   const finish = (rec: RequestRecord, reply: ObservedReply) => {
     const res = reply.raw;
@@ -71,33 +79,10 @@ export function createObserver(opts: ObserverOptions): Observer {
     const status = complete || res.headersSent ? res.statusCode : CLIENT_CLOSED;
     metrics.requestDone(rec, status, ms / 1000);
     if (rec.websocket !== 'no') metrics.websocketUpgrade(rec, status);
-    if (accessLog) {
+    if (accessLog !== undefined) {
       let bytes = rec.bytes;
       if (rec.attempts === 0) bytes = Number(reply.getHeader('content-length') ?? 0) || 0;
-      const route = rec.route;
-      logger.info(
-        {
-          reqId: rec.id,
-          traceId: rec.span && tracer ? tracer.traceId(rec.span) : undefined,
-          clientIp: rec.clientIp,
-          method: rec.method,
-          path: rec.path,
-          route: rec.template,
-          service: route?.service ?? rec.passThrough,
-          operationId: route?.operationId,
-          status,
-          bytes,
-          durationMs: round(ms),
-          upstreamMs: rec.attempts > 0 ? round(rec.upstreamMs) : undefined,
-          upstream: rec.upstream,
-          retries: rec.attempts > 1 ? rec.attempts - 1 : undefined,
-          code: rec.problem?.code,
-          policies: rec.ctx ? notableDecisions(rec.ctx.decisions) : undefined,
-          aborted: complete ? undefined : true,
-          websocket: rec.websocket === 'no' ? undefined : true,
-        },
-        'request',
-      );
+      accessLog(rec, status, bytes, ms, !complete);
     }
     if (rec.span && tracer) tracer.endServer(rec.span, rec, status, end);
   };
@@ -130,24 +115,4 @@ export function createObserver(opts: ObserverOptions): Observer {
       return rec;
     },
   };
-}
-
-/**
- * The decisions worth a line in the access log: denials and dry-run would-denials (allows are the
- * normal case), each with its reason and, for the WAF, the rule ids and score. Never payloads.
- */
-function notableDecisions(decisions: readonly Decision[]): Array<Record<string, unknown>> | undefined {
-  const out: Array<Record<string, unknown>> = [];
-  for (const d of decisions) {
-    if (d.outcome === 'allow') continue;
-    const entry: Record<string, unknown> = { policy: d.policy, outcome: d.outcome, reason: d.reason };
-    if (d.detail?.rules !== undefined) entry.rules = d.detail.rules;
-    if (d.detail?.score !== undefined) entry.score = d.detail.score;
-    out.push(entry);
-  }
-  return out.length > 0 ? out : undefined;
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
 }

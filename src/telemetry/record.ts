@@ -1,4 +1,5 @@
 import type { ProblemError } from '../errors.ts';
+import type { RouteChain } from '../pipeline/chain.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import { publicTemplate } from '../registry/load-service.ts';
 import type { Route } from '../registry/types.ts';
@@ -36,6 +37,8 @@ export class RequestRecord {
   passThrough: string | undefined = undefined;
   /** The policy context (decisions), on routes with policies. */
   ctx: RequestContext | undefined = undefined;
+  /** The route's policy chain (which rule applied each policy), with `ctx`. */
+  chain: RouteChain | undefined = undefined;
   /** The rejection sent, if any. */
   problem: ProblemError | undefined = undefined;
   /** URL of the upstream of the last attempt. */

@@ -1,0 +1,143 @@
+/**
+ * The access log: one JSON line per request, the same line pino would write for
+ * `logger.info({...}, 'request')`, built as one string (no intermediate object, no redaction
+ * pass: it never holds headers) and handed to the logger's destination, so it costs a few
+ * string concatenations. Parts that only change with the config (route, service, operationId)
+ * are serialised once per route.
+ *
+ * The line is an audit trail: every denial and dry-run would-deny is listed under `policies`
+ * with the policy kind, the rule that applied it (`file#index`, as `portcullis routes` prints),
+ * the reason code and, for the WAF, the rule ids and score; `subject` is the authenticated
+ * caller when auth accepted one.
+ */
+import { basename } from 'node:path';
+import { pino } from 'pino';
+import type { Logger } from '../logger.ts';
+import type { RouteChain } from '../pipeline/chain.ts';
+import type { Decision } from '../pipeline/types.ts';
+import type { Route } from '../registry/types.ts';
+import type { RequestRecord } from './record.ts';
+
+/** pino's numeric level of `info`: the access log's level. */
+const INFO = 30;
+
+export interface AccessLogOptions {
+  /**
+   * Share of successful requests logged (0..1): a request answered below 400, with no problem
+   * and no denial or would-deny, is logged with this probability. Everything else always is.
+   * Default 1.
+   */
+  sample?: number;
+  /** The trace id of a request's span, when tracing is on. */
+  traceId?: (rec: RequestRecord) => string | undefined;
+}
+
+/**
+ * Writes one access-log line for a finished request (or skips it: level above info, sampling).
+ * `aborted`: the response was not complete (the client went away).
+ */
+export type AccessLog = (
+  rec: RequestRecord,
+  status: number,
+  bytes: number,
+  durationMs: number,
+  aborted: boolean,
+) => void;
+
+/** The logger's own pieces the line is built from (pino internals, read per line: a child logger or a level change applies). */
+interface PinoInternals {
+  levelVal: number;
+}
+
+const chindingsSym = pino.symbols.chindingsSym as unknown as string;
+const streamSym = pino.symbols.streamSym as unknown as string;
+
+export function createAccessLog(logger: Logger, options: AccessLogOptions = {}): AccessLog {
+  const sample = options.sample ?? 1;
+  const traceIdOf = options.traceId;
+  const bag = logger as unknown as Record<string, unknown> & PinoInternals;
+  return function accessLog(rec, status, bytes, durationMs, aborted) {
+    if (bag.levelVal > INFO) return;
+    const policies = rec.ctx ? notableDecisions(rec.ctx.decisions, rec.chain) : undefined;
+    const problem = rec.problem;
+    if (sample < 1 && status < 400 && problem === undefined && policies === undefined) {
+      if (Math.random() >= sample) return;
+    }
+    // `time` and the bindings (`name`, a worker's `worker`) exactly as pino writes them.
+    let line = `{"level":30,"time":${Date.now()}${bag[chindingsSym] as string},"reqId":"${rec.id}"`;
+    const traceId = traceIdOf?.(rec);
+    if (traceId !== undefined) line += `,"traceId":"${traceId}"`;
+    line += `,"clientIp":${JSON.stringify(rec.clientIp)},"method":${JSON.stringify(rec.method)},"path":${JSON.stringify(rec.path)}`;
+    const route = rec.route;
+    if (route !== undefined) line += routeFields(route, rec.template);
+    else if (rec.passThrough !== undefined) line += `,"service":${JSON.stringify(rec.passThrough)}`;
+    line += `,"status":${status},"bytes":${bytes},"durationMs":${round(durationMs)}`;
+    if (rec.attempts > 0) {
+      line += `,"upstreamMs":${round(rec.upstreamMs)}`;
+      if (rec.upstream !== undefined) line += `,"upstream":${JSON.stringify(rec.upstream)}`;
+      if (rec.attempts > 1) line += `,"retries":${rec.attempts - 1}`;
+    }
+    if (problem !== undefined) line += `,"code":"${problem.code}"`;
+    const subject = rec.ctx?.identity?.subject;
+    if (subject !== undefined) line += `,"subject":${JSON.stringify(subject)}`;
+    if (policies !== undefined) line += `,"policies":${JSON.stringify(policies)}`;
+    if (aborted) line += ',"aborted":true';
+    if (rec.websocket !== 'no') line += ',"websocket":true';
+    line += ',"msg":"request"}\n';
+    (bag[streamSym] as pino.DestinationStream).write(line);
+  };
+}
+
+const routeFragments = new WeakMap<Route, string>();
+
+/** `,"route":…,"service":…,"operationId":…` of a route, serialised once. */
+function routeFields(route: Route, template: string | undefined): string {
+  let fragment = routeFragments.get(route);
+  if (fragment === undefined) {
+    fragment = '';
+    if (template !== undefined) fragment += `,"route":${JSON.stringify(template)}`;
+    fragment += `,"service":${JSON.stringify(route.service)}`;
+    if (route.operationId !== undefined) fragment += `,"operationId":${JSON.stringify(route.operationId)}`;
+    routeFragments.set(route, fragment);
+  }
+  return fragment;
+}
+
+/** One denial or would-deny as logged. */
+interface LoggedDecision {
+  policy: string;
+  outcome: Decision['outcome'];
+  /** `file#index` of the rule that applied the policy (basename of the policy file). */
+  rule?: string;
+  reason?: string;
+  rules?: unknown;
+  score?: unknown;
+}
+
+/**
+ * The decisions worth a line in the access log: denials, errors and dry-run would-denials
+ * (allows are the normal case), each with its rule and reason and, for the WAF, the rule ids and
+ * score. Never payloads.
+ */
+export function notableDecisions(
+  decisions: readonly Decision[],
+  chain: RouteChain | undefined,
+): LoggedDecision[] | undefined {
+  let out: LoggedDecision[] | undefined;
+  for (const d of decisions) {
+    if (d.outcome === 'allow') continue;
+    const applied = chain?.applied.find((a) => a.kind === d.policy);
+    const entry: LoggedDecision = { policy: d.policy, outcome: d.outcome };
+    if (applied) entry.rule = `${basename(applied.file)}#${applied.rule}`;
+    entry.reason = d.reason;
+    if (d.detail?.rules !== undefined) entry.rules = d.detail.rules;
+    if (d.detail?.score !== undefined) entry.score = d.detail.score;
+    if (out === undefined) out = [entry];
+    else out.push(entry);
+  }
+  return out;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

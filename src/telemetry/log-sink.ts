@@ -1,0 +1,203 @@
+/**
+ * Where log lines go: an asynchronous, batched, bounded writer on a file descriptor (stdout).
+ *
+ * pino's default destination writes every line with a synchronous write(2): one system call per
+ * request, and a stdout that reads slowly (a busy log shipper, a terminal, a full pipe) stops the
+ * event loop. Here lines are appended to a buffer and written in batches by libuv's thread pool,
+ * one write in flight at a time (lines keep their order). When the sink falls behind, the buffer
+ * grows up to `maxBufferBytes`; past it new lines are dropped and counted (`dropped`, exported as
+ * `portcullis_log_lines_dropped_total`), so a stalled stdout costs log lines, never requests.
+ *
+ * A batch never splits a line and, unless one line alone is longer, stays within PIPE_BUF (4096
+ * bytes): writes that small are atomic on a pipe, so processes sharing one stdout (cluster
+ * workers) never interleave parts of lines.
+ *
+ * Not a library's: sonic-boom (pino.destination) has the buffer bound but flushes synchronously
+ * at exit, which never returns when the sink is stalled; shutdown here waits a bounded time.
+ */
+import { write as fsWrite, writeSync } from 'node:fs';
+
+/** Largest write that is atomic on a pipe (Linux PIPE_BUF). */
+const ATOMIC_WRITE_BYTES = 4096;
+/** A write in flight for longer than this at exit means the sink is stalled, ms. */
+const STALLED_MS = 1000;
+/** Delay before retrying a write that the sink refused for now (EAGAIN), ms. */
+const RETRY_MS = 20;
+
+export interface LogSinkOptions {
+  /** File descriptor written to. Default 1 (stdout). */
+  fd?: number;
+  /** Bytes held while the sink is slower than the log; past this, lines are dropped and counted. Default 4 MiB. */
+  maxBufferBytes?: number;
+  /** Longest a line waits in the buffer before its batch is written, ms. Default 50. */
+  maxDelayMs?: number;
+}
+
+/** A pino destination (`write(line)`) that batches, bounds and never blocks; see the module comment. */
+export class LogSink {
+  /** Lines dropped because the buffer was full (or the sink is gone: EPIPE). */
+  dropped = 0;
+  private readonly fd: number;
+  private readonly maxBufferBytes: number;
+  private readonly maxDelayMs: number;
+  /** Lines waiting, whole lines each (pino writes one line per call). */
+  private lines: string[] = [];
+  /** Length of `lines` plus the batch in flight, in UTF-16 units (bytes for the ASCII a log holds). */
+  private bufferedBytes = 0;
+  /** A write is in flight. */
+  private writing = false;
+  /** Length of the batch in flight (UTF-16 units, as counted in `bufferedBytes`). */
+  private inFlight = 0;
+  /** performance.now() when the write in flight was started. */
+  private writeStartedAt = 0;
+  private timer: NodeJS.Timeout | undefined = undefined;
+  /** The sink refused for good (EPIPE, EBADF): every further line is dropped. */
+  private broken = false;
+  /** Resolved whenever the buffer becomes empty with nothing in flight. */
+  private idle: Array<(written: boolean) => void> = [];
+
+  constructor(options: LogSinkOptions = {}) {
+    this.fd = options.fd ?? 1;
+    this.maxBufferBytes = options.maxBufferBytes ?? 4 * 1024 * 1024;
+    this.maxDelayMs = options.maxDelayMs ?? 50;
+  }
+
+  /** Lines held (waiting or being written): 0 once everything reached the sink. */
+  get pendingBytes(): number {
+    return this.bufferedBytes;
+  }
+
+  /** Queue one line (ending in `\n`). Returns false when it was dropped. */
+  write(line: string): boolean {
+    if (this.broken || this.bufferedBytes + line.length > this.maxBufferBytes) {
+      this.dropped++;
+      return false;
+    }
+    this.lines.push(line);
+    this.bufferedBytes += line.length;
+    if (!this.writing) {
+      if (this.bufferedBytes >= ATOMIC_WRITE_BYTES) this.writeBatch();
+      else if (this.timer === undefined) {
+        this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
+        this.timer.unref();
+      }
+    }
+    return true;
+  }
+
+  /**
+   * Write everything buffered; resolves true once it reached the sink, false when that took
+   * longer than `timeoutMs` (a stalled sink: what is left is lost at exit).
+   */
+  flush(timeoutMs: number): Promise<boolean> {
+    if (this.broken) return Promise.resolve(false);
+    if (this.bufferedBytes === 0) return Promise.resolve(true);
+    if (!this.writing) this.writeBatch();
+    return new Promise((resolve) => {
+      const timeout = setTimeout(() => resolve(false), timeoutMs);
+      this.idle.push((written) => {
+        clearTimeout(timeout);
+        resolve(written);
+      });
+    });
+  }
+
+  /**
+   * Last resort at process exit (no event loop left): write what is buffered synchronously,
+   * unless the write in flight has been waiting on the sink for over STALLED_MS (a stalled
+   * sink: a synchronous write could wait forever).
+   */
+  flushSync(): void {
+    if (this.broken || (this.writing && performance.now() - this.writeStartedAt > STALLED_MS)) return;
+    this.clearTimer();
+    try {
+      while (this.lines.length > 0) {
+        const batch = this.takeBatch();
+        writeSync(this.fd, batch);
+        this.bufferedBytes -= batch.length;
+      }
+    } catch {
+      // EAGAIN on a non-blocking sink, EPIPE: nothing more can be done at exit.
+    }
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  /** Whole lines from the front, up to ATOMIC_WRITE_BYTES (or one longer line). */
+  private takeBatch(): string {
+    const lines = this.lines;
+    let bytes = lines[0]!.length;
+    let n = 1;
+    while (n < lines.length && bytes + lines[n]!.length <= ATOMIC_WRITE_BYTES) bytes += lines[n++]!.length;
+    const batch = n === 1 ? lines[0]! : lines.slice(0, n).join('');
+    this.lines = n === lines.length ? [] : lines.slice(n);
+    return batch;
+  }
+
+  private writeBatch(): void {
+    this.clearTimer();
+    if (this.writing || this.lines.length === 0) return;
+    this.writing = true;
+    this.writeStartedAt = performance.now();
+    const batch = this.takeBatch();
+    this.inFlight = batch.length;
+    this.send(batch);
+  }
+
+  private send(data: string | Buffer): void {
+    fsWrite(this.fd, data as string, null, 'utf8', (err, written) => {
+      if (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN' || code === 'EBUSY') {
+          setTimeout(() => this.send(data), RETRY_MS).unref();
+          return;
+        }
+        this.fail(data);
+        return;
+      }
+      const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+      if (written < bytes) {
+        // A partial write (a file on a full disk, a signal): the rest, as bytes.
+        const rest = (typeof data === 'string' ? Buffer.from(data) : data).subarray(written);
+        this.send(rest);
+        return;
+      }
+      this.bufferedBytes -= this.inFlight;
+      this.writing = false;
+      this.next();
+    });
+  }
+
+  /** After a write: the next batch now if a full one waits, else on the timer, else idle. */
+  private next(): void {
+    if (this.lines.length === 0) {
+      this.bufferedBytes = 0;
+      const waiting = this.idle;
+      this.idle = [];
+      for (const resolve of waiting) resolve(true);
+    } else if (this.bufferedBytes >= ATOMIC_WRITE_BYTES || this.idle.length > 0) {
+      this.writeBatch();
+    } else if (this.timer === undefined) {
+      this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
+      this.timer.unref();
+    }
+  }
+
+  /** The sink is gone (EPIPE, EBADF...): drop what is held and every later line. */
+  private fail(inFlight: string | Buffer): void {
+    this.broken = true;
+    this.writing = false;
+    const count = (s: string) => s.split('\n').length - 1;
+    this.dropped += count(inFlight.toString()) + this.lines.reduce((n, l) => n + count(l), 0);
+    this.lines = [];
+    this.bufferedBytes = 0;
+    const waiting = this.idle;
+    this.idle = [];
+    for (const resolve of waiting) resolve(false);
+  }
+}
