@@ -1,6 +1,7 @@
 /**
- * Setup of the `portcullis+policies` target: the bench route with auth.jwt, rateLimit (Redis),
- * ipFilter and validate, so the table shows what a realistic policy chain costs per request.
+ * Setup of the `portcullis+policies` target: the bench route with the full chain, auth.jwt,
+ * rateLimit (Redis), ipFilter, validate and waf (paranoia 1), so the table shows what a realistic
+ * policy chain costs per request.
  *
  * - JWT without an IdP: an RS256 key pair generated here, its JWKS served by a tiny node:http
  *   server in this (orchestrator) process on 127.0.0.1, one long-lived token sent by the load as
@@ -40,6 +41,7 @@ export async function preparePolicies(context: TargetContext): Promise<PreparedT
     jwt: { jwksUri: '${jwks.url}', issuer: '${ISSUER}', audience: ${AUDIENCE} }
   rateLimit: { limit: ${RATE_LIMIT}, window: 1m, key: subject }
   validate: {}
+  waf: { mode: block, paranoia: 1 }
 `;
     const server = jwks;
     return {

@@ -79,18 +79,29 @@ export function pinSelf(cpu: number): boolean {
  * `cpu` is a number (taskset execs node, so the PID is node's). Stdin is a pipe that the
  * bench's own children watch: they exit when it closes. Output is kept as a bounded tail.
  */
-export function startNode(name: string, args: string[], cpu: number | null): Child {
-  return startProcess(name, process.execPath, args, cpu);
+export function startNode(
+  name: string,
+  args: string[],
+  cpu: number | null,
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Child {
+  return startProcess(name, process.execPath, args, cpu, options);
 }
 
 /**
  * Starts any `command` (e.g. redis-server) like startNode: pinned to `cpu` via taskset when it is
  * a number, stdin a pipe, output kept as a bounded tail, stopped by PID with the others.
  */
-export function startProcess(name: string, executable: string, args: string[], cpu: number | null): Child {
+export function startProcess(
+  name: string,
+  executable: string,
+  args: string[],
+  cpu: number | null,
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Child {
   const [command, argv] =
     cpu === null ? [executable, args] : ['taskset', ['-c', String(cpu), executable, ...args]];
-  const proc = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], ...options });
   // A missing executable is reported by the throw below; the async 'error' must not crash the bench.
   proc.once('error', () => undefined);
   if (proc.pid === undefined) throw new Error(`could not start ${name}: ${command} ${argv.join(' ')}`);
@@ -249,4 +260,25 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Resident memory of a process, bytes: now (VmRSS) and the highest so far (VmHWM). */
+export interface Memory {
+  rss: number;
+  peak: number;
+}
+
+/** Reads VmRSS and VmHWM from /proc/<pid>/status; null when the process is gone or /proc is absent. */
+export function readMemory(pid: number): Memory | null {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return null;
+  }
+  const kib = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
+  const rss = kib('VmRSS');
+  const peak = kib('VmHWM');
+  return Number.isFinite(rss) && Number.isFinite(peak) ? { rss, peak } : null;
 }

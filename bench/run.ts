@@ -21,11 +21,12 @@ import {
   pinSelf,
   planPinning,
   readJsonLine,
+  readMemory,
   startNode,
   stopAllChildren,
   stopChild,
 } from './processes.ts';
-import { BASE_PATH, type RunningTarget, TARGETS, type Target } from './targets.ts';
+import { BASE_PATH, measureExampleIdle, type RunningTarget, TARGETS, type Target } from './targets.ts';
 
 const BENCH_DIR = import.meta.dirname;
 const RESULT_FILE = join(BENCH_DIR, '..', '.bench', 'last.json');
@@ -34,6 +35,9 @@ const LOAD_SLACK_MS = 30_000;
 /** Above this share of the proxy's CPU taken by other processes, a run is flagged as disturbed. */
 const OTHER_LOAD_WARN_PCT = 10;
 const RATIOS: ReadonlyArray<readonly [string, string]> = [
+  ['portcullis', 'plain-undici'],
+  ['portcullis', 'portcullis-nolog'],
+  ['portcullis', 'nginx'],
   ['portcullis', 'reference'],
   ['portcullis', 'direct'],
   ['reference', 'direct'],
@@ -50,8 +54,21 @@ const POLICIES_GOAL = 0.75;
 const WAF_GOAL = 0.85;
 /** Issue 4: telemetry on (100% sampling, exporting to a local receiver) keeps at least this share of req/s. */
 const TELEMETRY_GOAL = 0.85;
+/** Issue 14: with defaults (access log on), CPU per request at most the plain undici proxy's... */
+const DEFAULTS_CPU_GOAL = 1.0;
+/** ...and at most 5% above the same gateway with the access log off. */
+const ACCESS_LOG_CPU_GOAL = 1.05;
+/** Issue 14: the full chain keeps at least this share of the bare gateway's req/s. */
+const FULL_CHAIN_GOAL = 0.8;
+/** Issue 14: resident memory of the gateway, bytes: idle with the example configuration, peak under the bench load. */
+const IDLE_RSS_GOAL = 100 * 1024 * 1024;
+const PEAK_RSS_GOAL = 150 * 1024 * 1024;
+/** Targets also measured with one connection (the latency a single client sees), as `<name>@1conn`. */
+const LATENCY_TARGETS = ['direct', 'nginx', 'plain-undici', 'portcullis'];
+/** Settle time after a target started before its idle RSS is read, ms. */
+const IDLE_SETTLE_MS = 1000;
 /** Width of the target name column in round lines. */
-const NAME_WIDTH = Math.max(12, ...TARGETS.map((t) => t.name.length));
+const NAME_WIDTH = Math.max(12, ...TARGETS.map((t) => t.name.length + 6));
 
 interface Options {
   duration: number;
@@ -102,6 +119,10 @@ interface TargetReport {
   skipped?: string;
   /** Why the target stopped being measured part-way (its process exited); absent when it did not. */
   died?: string;
+  /** Skipped because it is optional (e.g. nginx not installed): not a problem of the run. */
+  optional?: boolean;
+  /** Resident memory of the proxy processes, bytes: after start (idle) and the highest reached (peak, read at the end). */
+  memory?: { idle: number; peak: number };
   median?: Median;
   totals?: { requests: number; non2xx: number; errors: number; timeouts: number };
   rounds: RoundResult[];
@@ -181,6 +202,11 @@ async function main(): Promise<number> {
   const reports = new Map<string, TargetReport>(
     targets.map((t) => [t.name, { name: t.name, description: t.description, rounds: [] }]),
   );
+  for (const t of targets) {
+    if (!LATENCY_TARGETS.includes(t.name)) continue;
+    const name = `${t.name}@1conn`;
+    reports.set(name, { name, description: `${t.name}, 1 connection`, rounds: [] });
+  }
 
   try {
     const upstream = startNode('upstream', [join(BENCH_DIR, 'upstream.ts')], loadCpu);
@@ -200,19 +226,27 @@ async function main(): Promise<number> {
         });
         running.set(target.name, started);
         await preflight(target, started);
+        await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+        const idle = sumMemory(started, 'rss');
+        if (idle !== null) report.memory = { idle, peak: idle };
       } catch (err) {
         report.skipped = (err as Error).message;
-        console.error(`\n*** SKIPPED ${target.name}: ${report.skipped.trim()}\n`);
+        if (target.optional) {
+          report.optional = true;
+          console.log(`(${target.name} not measured: ${report.skipped.trim()})`);
+        } else console.error(`\n*** SKIPPED ${target.name}: ${report.skipped.trim()}\n`);
         await running.get(target.name)?.stop();
         running.delete(target.name);
       }
     }
     const measured = targets.filter((t) => running.has(t.name));
+    for (const t of targets) if (!running.has(t.name)) reports.delete(`${t.name}@1conn`);
     if (measured.length === 0) throw new Error('no target could be started');
 
     const perRun = options.warmup + options.duration;
+    const latencyTargets = measured.filter((t) => LATENCY_TARGETS.includes(t.name));
     const estimate = Math.ceil(
-      options.rounds * measured.length * (perRun + 0.5) +
+      options.rounds * (measured.length + latencyTargets.length) * (perRun + 0.5) +
         measured.length * (options.firstWarmup - options.warmup),
     );
     console.log(
@@ -240,7 +274,27 @@ async function main(): Promise<number> {
           );
         }
       }
+      // The latency one client sees: one connection, so no queueing in the proxy.
+      for (const target of latencyTargets) {
+        if (reports.get(target.name)!.died) continue;
+        const report = reports.get(`${target.name}@1conn`)!;
+        const started = running.get(target.name)!;
+        const proxyCpu = pinning?.proxyCpu ?? null;
+        const single = { ...options, connections: 1 };
+        const result = await measure(started, upstream, single, options.warmup, loadCpu, proxyCpu);
+        const roundResult = toRoundResult(round, result, started, upstream, clkTck);
+        report.rounds.push(roundResult);
+        console.log(
+          `round ${round}/${options.rounds}  ${report.name.padEnd(NAME_WIDTH)} ${formatRound(roundResult)}`,
+        );
+      }
     }
+    for (const target of measured) {
+      const report = reports.get(target.name)!;
+      const peak = sumMemory(running.get(target.name)!, 'peak');
+      if (report.memory && peak !== null) report.memory.peak = peak;
+    }
+    const exampleIdle = targets.some((t) => t.name === 'portcullis') ? await measureExampleIdle() : null;
 
     for (const report of reports.values()) summarise(report);
     const ratios = computeRatios([...reports.values()]);
@@ -266,6 +320,7 @@ async function main(): Promise<number> {
         `${a} / ${b} req/s = ${fmt(r, 2)}${perRound} (${issue} goal >= ${goal}: ${r >= goal ? 'met' : 'NOT met'})`,
       );
     }
+    printLeanGoals(reports, ratios, exampleIdle);
     const failed = printProblems([...reports.values()]);
     await writeReport({
       options,
@@ -274,6 +329,7 @@ async function main(): Promise<number> {
       clkTck,
       reports: [...reports.values()],
       ratios,
+      exampleIdleRss: exampleIdle,
     });
     console.log(`\nWritten: ${RESULT_FILE}`);
     return failed ? 1 : 0;
@@ -446,15 +502,117 @@ function computeRatios(reports: TargetReport[]): Ratios {
  * req/s of `a` over `b` round by round: each round runs both back to back, so these ratios are
  * free of the drift between rounds that the ratio of medians still carries.
  */
-function pairedRatios(a: TargetReport | undefined, b: TargetReport | undefined): number[] {
+function pairedRatios(
+  a: TargetReport | undefined,
+  b: TargetReport | undefined,
+  metric: (r: RoundResult) => number | null = (r) => r.reqPerSec,
+): number[] {
   if (!a || !b) return [];
   const out: number[] = [];
   for (const ra of a.rounds) {
     const rb = b.rounds.find((r) => r.round === ra.round);
-    if (rb && rb.reqPerSec > 0 && ra.errors + ra.non2xx + rb.errors + rb.non2xx === 0)
-      out.push(ra.reqPerSec / rb.reqPerSec);
+    if (!rb || ra.errors + ra.non2xx + rb.errors + rb.non2xx !== 0) continue;
+    const x = metric(ra);
+    const y = metric(rb);
+    if (x !== null && y !== null && y > 0) out.push(x / y);
   }
   return out;
+}
+
+/** Sum of the proxy processes' VmRSS or VmHWM, bytes; null for `direct` or when unreadable. */
+function sumMemory(target: RunningTarget, field: 'rss' | 'peak'): number | null {
+  if (target.proxies.length === 0) return null;
+  let sum = 0;
+  for (const child of target.proxies) {
+    const memory = readMemory(child.pid);
+    if (memory === null) return null;
+    sum += memory[field];
+  }
+  return sum;
+}
+
+const MB = 1024 * 1024;
+
+/**
+ * Issue 14's acceptance lines: each ratio of medians with, where both targets ran every round,
+ * the per-round paired ratios and their median (the figure to trust on a noisy machine).
+ */
+function printLeanGoals(
+  reports: Map<string, TargetReport>,
+  ratios: Ratios,
+  exampleIdle: number | null,
+): void {
+  const lines: string[] = [];
+  const paired = (a: string, b: string, metric: (r: RoundResult) => number | null) => {
+    const values = pairedRatios(reports.get(a), reports.get(b), metric);
+    return values.length > 1
+      ? `; per round ${values.map((x) => fmt(x, 2)).join(' ')}, median ${fmt(median(values), 2)}`
+      : '';
+  };
+  const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
+  const cpu = (r: RoundResult) => r.cpuUsPerReq;
+  const p99 = (r: RoundResult) => r.p99Ms;
+  const ratioLine = (
+    a: string,
+    b: string,
+    label: string,
+    key: 'cpuUsPerReq' | 'p99Ms' | 'reqPerSec',
+    metric: (r: RoundResult) => number | null,
+    goal: number,
+    atMost: boolean,
+  ) => {
+    const r = ratios[`${a}/${b}`]?.[key];
+    if (r == null) return;
+    const ok = atMost ? r <= goal : r >= goal;
+    lines.push(
+      `${a} / ${b} ${label} = ${fmt(r, 2)}${paired(a, b, metric)} (goal ${atMost ? '<=' : '>='} ${goal}: ${verdict(ok)})`,
+    );
+  };
+  ratioLine('portcullis', 'plain-undici', 'CPU/req', 'cpuUsPerReq', cpu, DEFAULTS_CPU_GOAL, true);
+  ratioLine('portcullis', 'portcullis-nolog', 'CPU/req', 'cpuUsPerReq', cpu, ACCESS_LOG_CPU_GOAL, true);
+  ratioLine('portcullis', 'plain-undici', 'p99', 'p99Ms', p99, 1, true);
+  // Added latency at one connection: each proxy's p50 minus the upstream's own (direct), paired per round.
+  const added = (name: string) => {
+    const proxy = reports.get(`${name}@1conn`);
+    const direct = reports.get('direct@1conn');
+    if (!proxy?.median || !direct?.median) return null;
+    return proxy.median.p50Ms - direct.median.p50Ms;
+  };
+  const ours = added('portcullis');
+  const floor = added('plain-undici');
+  if (ours !== null && floor !== null) {
+    const perRound: number[] = [];
+    for (const r of reports.get('portcullis@1conn')!.rounds) {
+      const d = reports.get('direct@1conn')!.rounds.find((x) => x.round === r.round);
+      const u = reports.get('plain-undici@1conn')!.rounds.find((x) => x.round === r.round);
+      if (d && u && u.p50Ms - d.p50Ms > 0) perRound.push((r.p50Ms - d.p50Ms) / (u.p50Ms - d.p50Ms));
+    }
+    const nginx = added('nginx');
+    lines.push(
+      `added p50 at 1 connection: portcullis ${fmt(ours * 1000, 0)} µs, plain-undici ${fmt(floor * 1000, 0)} µs${nginx === null ? '' : `, nginx ${fmt(nginx * 1000, 0)} µs`}; ratio ${fmt(ours / floor, 2)}${perRound.length > 1 ? `; per round ${perRound.map((x) => fmt(x, 2)).join(' ')}, median ${fmt(median(perRound), 2)}` : ''} (goal <= 1: ${verdict(ours <= floor)})`,
+    );
+  }
+  const memory = reports.get('portcullis')?.memory;
+  if (exampleIdle !== null)
+    lines.push(
+      `idle RSS, example configuration (./openapi, ./policies): ${fmt(exampleIdle / MB, 0)} MB (goal <= ${IDLE_RSS_GOAL / MB}: ${verdict(exampleIdle <= IDLE_RSS_GOAL)})`,
+    );
+  if (memory)
+    lines.push(
+      `portcullis RSS idle ${fmt(memory.idle / MB, 0)} MB, peak under load ${fmt(memory.peak / MB, 0)} MB (goal peak <= ${PEAK_RSS_GOAL / MB}: ${verdict(memory.peak <= PEAK_RSS_GOAL)})`,
+    );
+  ratioLine(
+    'portcullis+policies',
+    'portcullis-bearer',
+    'req/s (full chain vs bare)',
+    'reqPerSec',
+    (r) => r.reqPerSec,
+    FULL_CHAIN_GOAL,
+    false,
+  );
+  if (lines.length === 0) return;
+  console.log('\nIssue 14 (lean and fast with the defaults on):');
+  for (const line of lines) console.log(`  ${line}`);
 }
 
 function formatRound(r: RoundResult): string {
@@ -481,19 +639,21 @@ function printTable(reports: TargetReport[], ratios: Ratios): void {
     'CPU µs/req',
     'upstream µs/req',
     'bytes/resp',
+    'RSS idle→peak MB',
     'errors',
   ];
   const rows = reports.map((r) => {
-    if (!r.median || !r.totals) return [r.name, 'SKIPPED', '', '', '', '', '', ''];
+    if (!r.median || !r.totals) return [r.name, 'SKIPPED', '', '', '', '', '', '', ''];
     const problems = r.totals.non2xx + r.totals.errors;
     return [
       r.name,
       fmt(r.median.reqPerSec, 0),
-      fmt(r.median.p50Ms, 2),
+      fmt(r.median.p50Ms, 3),
       fmt(r.median.p99Ms, 2),
       fmt(r.median.cpuUsPerReq, 1),
       fmt(r.median.upstreamCpuUsPerReq, 1),
       fmt(r.median.bytesPerResp, 0),
+      r.memory ? `${fmt(r.memory.idle / MB, 0)}→${fmt(r.memory.peak / MB, 0)}` : '',
       problems === 0 ? '0' : `${r.totals.non2xx} non-2xx, ${r.totals.errors} err !!`,
     ];
   });
@@ -530,7 +690,7 @@ function printProblems(reports: TargetReport[]): boolean {
   const lines: string[] = [];
   for (const report of reports) {
     if (report.died) lines.push(`${report.name}: ${report.died} (output above)`);
-    if (report.skipped)
+    if (report.skipped && !report.optional)
       lines.push(`${report.name}: SKIPPED — ${report.skipped.split('\n')[0]} (output above)`);
     for (const r of report.rounds) {
       if (r.non2xx + r.errors === 0) continue;
@@ -564,6 +724,7 @@ async function writeReport(report: {
   clkTck: number;
   reports: TargetReport[];
   ratios: Ratios;
+  exampleIdleRss: number | null;
 }): Promise<void> {
   await mkdir(join(RESULT_FILE, '..'), { recursive: true });
   const json = {
@@ -577,6 +738,7 @@ async function writeReport(report: {
     clkTck: report.clkTck,
     targets: report.reports,
     ratios: report.ratios,
+    exampleIdleRss: report.exampleIdleRss,
   };
   await writeFile(RESULT_FILE, `${JSON.stringify(json, null, 2)}\n`);
 }

@@ -10,8 +10,9 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { nginxTarget } from './nginx.ts';
 import { preparePolicies, prepareSameRequest } from './policies.ts';
-import { type Child, freePort, readJsonLine, startNode, stopChild } from './processes.ts';
+import { type Child, freePort, readJsonLine, readMemory, startNode, stopChild } from './processes.ts';
 import { prepareTelemetry } from './telemetry.ts';
 
 const BENCH_DIR = import.meta.dirname;
@@ -75,6 +76,8 @@ export interface Target {
   description: string;
   /** Starts the target; throws with a readable reason when it cannot, and the target is skipped. */
   start(context: TargetContext): Promise<RunningTarget>;
+  /** Skipping it (e.g. nginx not installed) is a note, not a problem of the run. Default false. */
+  optional?: boolean;
 }
 
 /** The upstream itself, no proxy: the ceiling the proxies are measured against. */
@@ -92,6 +95,26 @@ export const referenceTarget: Target = {
   description: 'Fastify + @fastify/http-proxy, default options',
   async start({ upstreamUrl, proxyCpu }) {
     const child = startNode('reference', [join(BENCH_DIR, 'reference.ts'), upstreamUrl], proxyCpu);
+    try {
+      const { port } = await readJsonLine<{ port: number }>(child);
+      return {
+        url: `http://127.0.0.1:${port}${BASE_PATH}/hello`,
+        proxies: [child],
+        stop: () => stopChild(child),
+      };
+    } catch (err) {
+      await stopChild(child);
+      throw err;
+    }
+  },
+};
+
+/** node:http + one undici Pool, nothing else (bench/plain-undici.ts): the floor for a Node proxy. */
+export const plainUndiciTarget: Target = {
+  name: 'plain-undici',
+  description: 'plain node:http + undici Pool proxy, no framework',
+  async start({ upstreamUrl, proxyCpu }) {
+    const child = startNode('plain-undici', [join(BENCH_DIR, 'plain-undici.ts'), upstreamUrl], proxyCpu);
     try {
       const { port } = await readJsonLine<{ port: number }>(child);
       return {
@@ -208,16 +231,27 @@ const BROWSER_POST: LoadRequest = {
 const BROWSER_ACCEPT_ENCODING = 'gzip, deflate, br, zstd';
 
 /**
- * Every target, in table order. `--only` selects by name. Future entries (telemetry on, WAF on)
- * are each one portcullisTarget({...}) line here.
+ * Every target, in table order. `--only` selects by name. Gateways run with their defaults (log
+ * level info: the access log is on, to stdout, read by the bench as a log shipper would).
  */
 export const TARGETS: readonly Target[] = [
   directTarget,
+  nginxTarget,
+  plainUndiciTarget,
   referenceTarget,
-  portcullisTarget({ name: 'portcullis' }),
+  portcullisTarget({
+    name: 'portcullis',
+    description: 'portcullis gateway, defaults (access log on, to stdout), no policies',
+  }),
+  portcullisTarget({
+    name: 'portcullis-nolog',
+    description: 'portcullis with telemetry.accessLog: false',
+    gatewayYaml: 'telemetry: { accessLog: false }',
+  }),
   portcullisTarget({
     name: 'portcullis+policies',
-    description: 'portcullis, one route with auth.jwt + rateLimit (Redis) + ipFilter + validate',
+    description:
+      'portcullis, the full chain: auth.jwt (RS256) + rateLimit (Redis) + ipFilter + validate + waf',
     path: '/hello?name=bench',
     prepare: preparePolicies,
   }),
@@ -282,7 +316,6 @@ async function writePortcullisConfig(
     `admin: { port: ${config.adminPort}, host: 127.0.0.1 }`,
     'openapi: ./openapi',
     'policies: ./policies',
-    'logLevel: warn',
     'watch: false',
     config.extra ?? '',
   ].join('\n');
@@ -356,4 +389,37 @@ async function waitForReady(child: Child, url: string): Promise<void> {
   throw new Error(
     `${child.name}: ${url} not 200 after ${READY_TIMEOUT_MS} ms (${last}):\n${child.outputTail()}`,
   );
+}
+
+/** How long the example gateway idles before its RSS is read, ms. */
+const EXAMPLE_SETTLE_MS = 2000;
+
+/**
+ * Idle resident memory (bytes) of `portcullis start` with the repository's example
+ * configuration (./openapi, ./policies, defaults otherwise: what `npm start` runs), on free
+ * loopback ports; null when it could not start (the reason is printed).
+ */
+export async function measureExampleIdle(): Promise<number | null> {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PORTCULLIS_'))),
+    PORTCULLIS_HTTP_PORT: String(port),
+    PORTCULLIS_HTTP_HOST: '127.0.0.1',
+    PORTCULLIS_ADMIN_PORT: String(adminPort),
+    PORTCULLIS_ADMIN_HOST: '127.0.0.1',
+  };
+  const child = startNode('example', [join(REPO_DIR, 'bin', 'portcullis.js'), 'start'], null, {
+    cwd: REPO_DIR,
+    env,
+  });
+  try {
+    await waitForReady(child, `http://127.0.0.1:${adminPort}/readyz`);
+    await new Promise((r) => setTimeout(r, EXAMPLE_SETTLE_MS));
+    return readMemory(child.pid)?.rss ?? null;
+  } catch (err) {
+    console.error(`\n*** example configuration: ${(err as Error).message}\n`);
+    return null;
+  } finally {
+    await stopChild(child);
+  }
 }
