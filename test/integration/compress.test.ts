@@ -30,6 +30,8 @@ function jsonBody(n: number): Buffer {
 
 const BODY = jsonBody(20_000);
 const SMALL = jsonBody(200);
+/** A body of known length far above minBytes: compressed as a stream, without intermediate flushes. */
+const LARGE = jsonBody(300_000);
 const ETAG = '"v1-abc"';
 
 const decoders: Record<string, (b: Buffer) => Promise<Buffer>> = {
@@ -58,6 +60,10 @@ function handle(req: IncomingMessage, res: ServerResponse, sse: Sse): void {
         'content-md5': 'x',
       });
       res.end(BODY);
+      return;
+    case '/large':
+      res.writeHead(200, { ...json, 'content-length': LARGE.length });
+      res.end(LARGE);
       return;
     case '/problem':
       res.writeHead(404, { 'content-type': 'application/problem+json', 'content-length': BODY.length });
@@ -133,6 +139,7 @@ const OPERATIONS = Object.fromEntries(
   [
     'json',
     'problem',
+    'large',
     'chunked',
     'small',
     'encoded',
@@ -242,6 +249,13 @@ describe('compress policy', () => {
       expect(res.headers['accept-ranges']).toBeUndefined();
       expect(res.body.length).toBeLessThan(BODY.length / 2);
       expect((await decoders[enc]?.(res.body))?.equals(BODY)).toBe(true);
+    });
+
+    it('decodes a 300 KB body of known length back to the exact upstream bytes', async () => {
+      const res = await fetchRaw(`${base}/large`, enc);
+      expect(res.headers['content-encoding']).toBe(enc);
+      expect(res.headers['content-length']).toBeUndefined();
+      expect((await decoders[enc]?.(res.body))?.equals(LARGE)).toBe(true);
     });
 
     it('decodes a chunked (unknown length) body back to the exact upstream bytes', async () => {
