@@ -342,3 +342,93 @@ paths:
     expect(issues[0]?.message).toMatch(/cannot read file/);
   });
 });
+
+describe('websocket (x-portcullis of the service and of GET operations)', () => {
+  const spec = (service: string, operations: string) => `openapi: 3.1.0
+info: { title: Ws, version: 1.0.0 }
+x-portcullis: { upstreams: [{ url: 'http://127.0.0.1:4001' }]${service} }
+paths:
+${operations}`;
+
+  it('defaults to allowed with 5 minutes idle and 24 hours in all; an operation overrides its service', async () => {
+    const service = await loadServiceFile(
+      write(
+        'ws-ok.yaml',
+        spec(
+          ', websocket: { idleTimeoutMs: 1000 }',
+          `  /a:
+    get:
+      operationId: a
+      responses: { '200': { description: ok } }
+  /b:
+    get:
+      operationId: b
+      x-portcullis: { websocket: false }
+      responses: { '200': { description: ok } }
+  /c:
+    get:
+      operationId: c
+      x-portcullis: { websocket: { maxLifetimeMs: 5000 } }
+      responses: { '200': { description: ok } }
+`,
+        ),
+      ),
+    );
+    expect(service.settings.websocket).toEqual({ idleTimeoutMs: 1000, maxLifetimeMs: 86_400_000 });
+    const [a, b, c] = service.routes;
+    expect(a?.websocket).toBeUndefined();
+    expect(b?.websocket).toBe(false);
+    expect(c?.websocket).toEqual({ idleTimeoutMs: 1000, maxLifetimeMs: 5000 });
+    const plain = await loadServiceFile(
+      write(
+        'ws-default.yaml',
+        spec('', `  /a: { get: { operationId: a, responses: { '200': { description: ok } } } }\n`),
+      ),
+    );
+    expect(plain.settings.websocket).toEqual({ idleTimeoutMs: 300_000, maxLifetimeMs: 86_400_000 });
+  });
+
+  it.each([
+    {
+      why: 'a typo in an operation x-portcullis',
+      operations: `  /a:
+    get:
+      operationId: a
+      x-portcullis: { websockets: false }
+      responses: { '200': { description: ok } }
+`,
+      path: '/paths/~1a/get/x-portcullis',
+      message: /websockets/,
+    },
+    {
+      why: 'websocket on a POST operation (upgrades are GET requests)',
+      operations: `  /a:
+    post:
+      operationId: a
+      x-portcullis: { websocket: true }
+      responses: { '200': { description: ok } }
+`,
+      path: '/paths/~1a/post/x-portcullis/websocket',
+      message: /GET operations only/,
+    },
+    {
+      why: 'a zero timeout',
+      operations: `  /a:
+    get:
+      operationId: a
+      x-portcullis: { websocket: { idleTimeoutMs: 0 } }
+      responses: { '200': { description: ok } }
+`,
+      path: '/paths/~1a/get/x-portcullis/websocket',
+      message: /./,
+    },
+  ])('rejects $why, naming the field and its line', async ({ operations, path, message }) => {
+    const file = write('ws-bad.yaml', spec('', operations));
+    const issues = await issuesOf(file);
+    const issue = issues.find((i) => i.path.startsWith(path));
+    expect(issue, JSON.stringify(issues)).toBeDefined();
+    expect(issue?.file).toBe(file);
+    expect(issue?.line).toBeGreaterThan(3);
+    expect(issue?.message).toMatch(message);
+  });
+});

@@ -46,6 +46,9 @@ export const DEFAULT_WEBSOCKET: Readonly<WebSocketSettings> = {
 };
 
 const positiveMs = (description: string) => T.Integer({ minimum: 1, description });
+/** The longest timer Node keeps (about 24.8 days); a longer one would fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+const timerMs = (description: string) => T.Integer({ minimum: 1, maximum: MAX_TIMER_MS, description });
 
 /**
  * `websocket`, on a service (the default of its GET operations) or on one GET operation (its own
@@ -57,12 +60,12 @@ export const WebSocketSchema = T.Union(
     T.Object(
       {
         idleTimeoutMs: T.Optional(
-          positiveMs(
+          timerMs(
             'Close a socket that carried no frame either way (pings and pongs count) for this long: a close frame 1001 to the client and to the upstream. Default 300000 (5 minutes).',
           ),
         ),
         maxLifetimeMs: T.Optional(
-          positiveMs(
+          timerMs(
             'Close a socket open this long, busy or not (1001 both ways). Default 86400000 (24 hours).',
           ),
         ),
