@@ -15,6 +15,7 @@ import {
   type Server,
 } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { gunzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -95,6 +96,7 @@ function spec(upstream: string) {
       '/targeted/{id}': get('targeted'),
       '/small/{id}': get('small'),
       '/keyed/{id}': get('keyed'),
+      '/packed/{id}': get('packed'),
     },
   };
 }
@@ -104,6 +106,7 @@ const RULES = [
   { match: { service: 'svc', operations: ['ttl'] }, cache: { ttl: '1h' } },
   { match: { service: 'svc', operations: ['targeted'] }, cache: { targeted: 'Acme-Cache-Control' } },
   { match: { service: 'svc', operations: ['small'] }, cache: { maxEntryBytes: 16 } },
+  { match: { service: 'svc', operations: ['packed'] }, compress: {} },
   {
     match: { service: 'svc', operations: ['keyed'] },
     auth: { apiKey: { keysEnv: 'PORTCULLIS_CACHE_TEST_KEYS' } },
@@ -121,18 +124,20 @@ async function get(gw: TestGateway, path: string, headers: Record<string, string
 
 /** A GET with exactly these headers (fetch adds its own to conditional requests). */
 function rawGet(gw: TestGateway, path: string, headers: Record<string, string>) {
-  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((ok, fail) => {
-    const req = request(gw.url + path, { headers }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string; raw: Buffer }>(
+    (ok, fail) => {
+      const req = request(gw.url + path, { headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const raw = Buffer.concat(chunks);
+          ok({ status: res.statusCode ?? 0, headers: res.headers, body: raw.toString(), raw });
+        });
       });
-      res.on('end', () => ok({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-    req.on('error', fail);
-    req.end();
-  });
+      req.on('error', fail);
+      req.end();
+    },
+  );
 }
 
 describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind) => {
@@ -446,6 +451,22 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
     await get(gw, plain);
     await get(gw, plain);
     expect(up.hits(p)).toBe(2);
+  });
+
+  it('keeps the upstream bytes and compresses each answer for its client (compress on the same route)', async () => {
+    const id = fresh('z');
+    const text = 'compressible text '.repeat(200);
+    const pub = script(`/packed${id}`, () => ({ headers: { 'cache-control': 'max-age=60' }, body: text }));
+    const br = await rawGet(gw, pub, { 'accept-encoding': 'br' });
+    expect(br.headers['content-encoding']).toBe('br');
+    const fromStore = await rawGet(gw, pub, { 'accept-encoding': 'gzip' });
+    expect(fromStore.headers['cache-status']).toMatch(/hit/);
+    expect(fromStore.headers['content-encoding']).toBe('gzip');
+    expect(gunzipSync(fromStore.raw).toString()).toBe(text);
+    const plain = await rawGet(gw, pub, {});
+    expect(plain.headers['content-encoding']).toBeUndefined();
+    expect(plain.body).toBe(text);
+    expect(up.hits(`/packed${id}`)).toBe(1);
   });
 
   it('streams a body above maxEntryBytes through uncached', async () => {

@@ -38,8 +38,8 @@ export const CacheSchema = T.Object(
       T.Union([T.Literal('enforce'), T.Literal('dry-run')], {
         default: 'enforce',
         description:
-          'dry-run looks every request up and records what it would have served (span event, decision ' +
-          '`would` in the log) but always forwards, and stores nothing. Default enforce.',
+          'dry-run looks up and stores as usual and records what it would have served (decision `bypass` with ' +
+          '`wouldServe`, span event) but forwards every request. Default enforce.',
       }),
     ),
     ttl: T.Optional(

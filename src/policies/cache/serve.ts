@@ -256,6 +256,8 @@ function seconds(d: Directives, name: string): number {
 }
 
 function record(ex: Exchange, result: CacheResult, detail?: Record<string, unknown>): void {
+  // dry-run recorded its one decision (what it would have served) at the lookup.
+  if ((ex.ctx?.cache as RouteCache | undefined)?.dryRun && result !== 'bypass') return;
   const d: Decision = { policy: 'cache', outcome: 'allow', reason: result };
   if (detail) d.detail = detail;
   ex.ctx?.decisions.push(d);
