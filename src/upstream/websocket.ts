@@ -352,6 +352,7 @@ class Tunnel {
       if (s.frames.atBoundary) this.sendClose(s);
     }
     this.destroyIn(CLOSE_TIMEOUT_MS);
+    this.endIfStopped();
   }
 
   /** Destroy both sockets now. */
@@ -412,12 +413,15 @@ class Tunnel {
     s.stopping = false;
     s.stopped = true;
     if (!s.to.destroyed && s.to.writable) s.to.write(closeFrame(GOING_AWAY, this.closeReason, s.masked));
-    // The other way is still relayed until it stops too; once both have, end the sockets.
-    if (this.up.stopped && this.down.stopped) {
-      this.up.to.end();
-      this.down.to.end();
-      this.destroyIn(CLOSE_LINGER_MS);
-    }
+    this.endIfStopped();
+  }
+
+  /** The other way is relayed until it stops too; once both have, end the sockets. */
+  private endIfStopped(): void {
+    if (!this.up.stopped || !this.down.stopped) return;
+    this.up.to.end();
+    this.down.to.end();
+    this.destroyIn(CLOSE_LINGER_MS);
   }
 
   private deadline = Number.POSITIVE_INFINITY;
