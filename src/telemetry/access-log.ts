@@ -84,7 +84,10 @@ export function createAccessLog(logger: Logger, options: AccessLogOptions = {}):
     if (aborted) line += ',"aborted":true';
     if (rec.websocket !== 'no') line += ',"websocket":true';
     line += ',"msg":"request"}\n';
-    (bag[streamSym] as pino.DestinationStream).write(line);
+    // The stdout writer lets access-log lines wait a little for a fuller batch (log-sink.ts).
+    const out = bag[streamSym] as pino.DestinationStream & { writeDeferred?: (line: string) => boolean };
+    if (out.writeDeferred !== undefined) out.writeDeferred(line);
+    else out.write(line);
   };
 }
 

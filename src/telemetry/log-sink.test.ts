@@ -34,7 +34,7 @@ describe('LogSink', () => {
   test('a buffer past maxBufferBytes drops new lines and counts them', async () => {
     const sink = new LogSink({ fd, maxBufferBytes: 1000, maxDelayMs: 10_000 });
     const line = `${'x'.repeat(99)}\n`;
-    const kept = Array.from({ length: 30 }, () => sink.write(line)).filter(Boolean).length;
+    const kept = Array.from({ length: 30 }, () => sink.writeDeferred(line)).filter(Boolean).length;
     expect(kept).toBe(10);
     expect(sink.dropped).toBe(20);
     expect(await sink.flush(5000)).toBe(true);
@@ -43,10 +43,21 @@ describe('LogSink', () => {
 
   test('flushSync writes what is buffered (process exit)', () => {
     const sink = new LogSink({ fd, maxDelayMs: 10_000 });
-    sink.write('a\n');
+    sink.writeDeferred('a\n');
     sink.write('b\n');
     sink.flushSync();
     expect(readFileSync(file, 'utf8')).toBe('a\nb\n');
+  });
+
+  test('a plain write goes out at the end of the event-loop turn; a deferred one waits for its timer', async () => {
+    const sink = new LogSink({ fd, maxDelayMs: 10_000 });
+    sink.writeDeferred('access\n');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(readFileSync(file, 'utf8')).toBe('');
+    sink.write('reloaded\n');
+    await expect
+      .poll(() => readFileSync(file, 'utf8'), { timeout: 5000, interval: 5 })
+      .toBe('access\nreloaded\n');
   });
 
   test('a descriptor that refuses writes (EBADF) drops and counts every line instead of throwing', async () => {

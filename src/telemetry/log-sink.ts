@@ -29,7 +29,7 @@ export interface LogSinkOptions {
   fd?: number;
   /** Bytes held while the sink is slower than the log; past this, lines are dropped and counted. Default 4 MiB. */
   maxBufferBytes?: number;
-  /** Longest a line waits in the buffer before its batch is written, ms. Default 50. */
+  /** Longest an access-log line (writeDeferred) waits for a fuller batch, ms. Default 20. */
   maxDelayMs?: number;
 }
 
@@ -51,6 +51,10 @@ export class LogSink {
   /** performance.now() when the write in flight was started. */
   private writeStartedAt = 0;
   private timer: NodeJS.Timeout | undefined = undefined;
+  /** A write is scheduled for the end of this event-loop turn (setImmediate). */
+  private soon = false;
+  /** A line of `write` (not `writeDeferred`) waits: the next batch goes out without waiting for the timer. */
+  private prompt = false;
   /** The sink refused for good (EPIPE, EBADF): every further line is dropped. */
   private broken = false;
   /** Resolved whenever the buffer becomes empty with nothing in flight. */
@@ -59,7 +63,7 @@ export class LogSink {
   constructor(options: LogSinkOptions = {}) {
     this.fd = options.fd ?? 1;
     this.maxBufferBytes = options.maxBufferBytes ?? 4 * 1024 * 1024;
-    this.maxDelayMs = options.maxDelayMs ?? 50;
+    this.maxDelayMs = options.maxDelayMs ?? 20;
   }
 
   /** Lines held (waiting or being written): 0 once everything reached the sink. */
@@ -67,23 +71,49 @@ export class LogSink {
     return this.bufferedBytes;
   }
 
-  /** Queue one line (ending in `\n`). Returns false when it was dropped. */
+  /**
+   * Queue one line (ending in `\n`), written at the end of this event-loop turn with whatever
+   * else was logged in it: pino's lines (startup, reloads, warnings), which an operator (or a
+   * test) reads as they happen. Returns false when it was dropped.
+   */
   write(line: string): boolean {
+    if (!this.queue(line)) return false;
+    this.prompt = true;
+    if (!this.writing && !this.soon) {
+      this.soon = true;
+      setImmediate(this.writeSoon);
+    }
+    return true;
+  }
+
+  /**
+   * Queue one line that may wait up to `maxDelayMs` for a fuller batch: the access log, one line
+   * per request. Returns false when it was dropped.
+   */
+  writeDeferred(line: string): boolean {
+    if (!this.queue(line)) return false;
+    if (!this.writing && this.timer === undefined && !this.soon) {
+      this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
+      this.timer.unref();
+    }
+    return true;
+  }
+
+  private queue(line: string): boolean {
     if (this.broken || this.bufferedBytes + line.length > this.maxBufferBytes) {
       this.dropped++;
       return false;
     }
     this.lines.push(line);
     this.bufferedBytes += line.length;
-    if (!this.writing) {
-      if (this.bufferedBytes >= ATOMIC_WRITE_BYTES) this.writeBatch();
-      else if (this.timer === undefined) {
-        this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
-        this.timer.unref();
-      }
-    }
+    if (!this.writing && this.bufferedBytes >= ATOMIC_WRITE_BYTES) this.writeBatch();
     return true;
   }
+
+  private readonly writeSoon = () => {
+    this.soon = false;
+    this.writeBatch();
+  };
 
   /**
    * Write everything buffered; resolves true once it reached the sink, false when that took
@@ -142,6 +172,7 @@ export class LogSink {
   private writeBatch(): void {
     this.clearTimer();
     if (this.writing || this.lines.length === 0) return;
+    this.prompt = false;
     this.writing = true;
     this.writeStartedAt = performance.now();
     const batch = this.takeBatch();
@@ -180,7 +211,7 @@ export class LogSink {
       const waiting = this.idle;
       this.idle = [];
       for (const resolve of waiting) resolve(true);
-    } else if (this.bufferedBytes >= ATOMIC_WRITE_BYTES || this.idle.length > 0) {
+    } else if (this.bufferedBytes >= ATOMIC_WRITE_BYTES || this.idle.length > 0 || this.prompt) {
       this.writeBatch();
     } else if (this.timer === undefined) {
       this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
