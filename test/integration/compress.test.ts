@@ -343,6 +343,13 @@ describe('compress policy', () => {
     expect(res.body.length).toBe(0);
   });
 
+  it('a 304 to a client validating its identity copy (strong tag) keeps the strong tag', async () => {
+    const res = await fetchRaw(`${base}/not-modified`, 'gzip', { 'if-none-match': ETAG });
+    expect(res.status).toBe(304);
+    expect(res.headers.etag).toBe(ETAG);
+    expect(res.headers.vary).toBe('Accept-Encoding');
+  });
+
   it('a 204 stays empty', async () => {
     const res = await fetchRaw(`${base}/empty`, 'gzip');
     expect(res.status).toBe(204);

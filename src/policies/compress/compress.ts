@@ -38,6 +38,8 @@ export const DEFAULT_BROTLI_QUALITY = 4;
 export const DEFAULT_ZSTD_LEVEL = 3;
 /** Brotli window: 512 KiB (ngx_brotli's default), which bounds each compressor's memory. */
 const BROTLI_WINDOW_BITS = 19;
+/** Zstandard window: 512 KiB too (level 3 would take 2 MiB on a large body). */
+const ZSTD_WINDOW_LOG = 19;
 /** Distinct Accept-Encoding values remembered per route (browsers and clients send few). */
 const NEGOTIATION_MEMO = 256;
 /** Headers that describe the uncompressed bytes: wrong once the body is compressed. */
@@ -197,7 +199,7 @@ function createCompressStage(
     }
     return zlib.createZstdCompress({
       flush: streaming ? c.ZSTD_e_flush : c.ZSTD_e_continue,
-      params: { [c.ZSTD_c_compressionLevel]: zstdLevel },
+      params: { [c.ZSTD_c_compressionLevel]: zstdLevel, [c.ZSTD_c_windowLog]: ZSTD_WINDOW_LOG },
     });
   }
 
@@ -209,8 +211,7 @@ function createCompressStage(
       addVary(h);
       const status = head.status;
       if (status === 304) {
-        // Refreshes what the client holds: the compressed answer's (weak) tag when it gets one.
-        if (chosen(head.requestHeaders['accept-encoding'])) weakenEtag(h);
+        if (holdsCompressed(head, chosen)) weakenEtag(h);
         return undefined;
       }
       if (status < 200 || status === 204 || status === 205 || status === 206) return undefined;
@@ -250,6 +251,22 @@ function addVary(h: OutgoingHttpHeaders): void {
     if (t === '*' || t === 'accept-encoding') return;
   }
   h.vary = `${value}, Accept-Encoding`;
+}
+
+/**
+ * Whether a 304 refreshes a compressed copy, so that its tag must be the weak one that copy has:
+ * when the client validates with If-None-Match, whether it sent the weak form of the upstream's
+ * tag; otherwise whether its Accept-Encoding would get it a compressed answer.
+ */
+function holdsCompressed(
+  head: ResponseHead,
+  chosen: (acceptEncoding: string | string[] | undefined) => Encoding | undefined,
+): boolean {
+  const etag = head.headers.etag;
+  if (typeof etag !== 'string' || !etag.startsWith('"')) return false;
+  const inm = head.requestHeaders['if-none-match'];
+  if (inm !== undefined) return (Array.isArray(inm) ? inm.join(',') : inm).includes(`W/${etag}`);
+  return chosen(head.requestHeaders['accept-encoding']) !== undefined;
 }
 
 /** A strong ETag becomes weak: the compressed bytes are not the upstream's bytes. */
