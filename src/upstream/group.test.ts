@@ -186,6 +186,27 @@ describe('locality', () => {
 });
 
 describe('a group replacing another (reload)', () => {
+  it('a reload that turns active checks off readmits what they had down, and times out a probe-bound ejection', () => {
+    const hc = { path: '/health', intervalMs: 60_000, timeoutMs: 1_000, unhealthyAfter: 1, healthyAfter: 1 };
+    const { group: before, clock } = groupOf(settings([A, B, C], { healthCheck: hc }));
+    byUrl(before, A).state.healthy = false; // as a failed probe leaves it
+    before.reportFailure(byUrl(before, B), 'ECONNREFUSED'); // ejected until good probes
+    expect(before.describe().upstreams.map((u) => [u.health, u.ejectedUntil])).toEqual([
+      ['unhealthy', null],
+      ['ejected', null],
+      ['healthy', null],
+    ]);
+    const after = new UpstreamGroup('svc', settings([A, B, C]), {
+      logger,
+      now: () => clock.now,
+      previous: before,
+    });
+    open.push(after);
+    expect(after.describe().upstreams.map((u) => u.health)).toEqual(['healthy', 'ejected', 'healthy']);
+    clock.now += 10_000;
+    expect(after.eligible().map((t) => t.url)).toEqual([A, B, C]);
+  });
+
   it('takes over the state of the same URLs; new ones start healthy; the retry budget carries on', () => {
     const { group: before, clock } = groupOf(settings([A, B, C]));
     before.reportFailure(byUrl(before, A), 'ECONNREFUSED');

@@ -287,6 +287,7 @@ export class UpstreamGroup {
     this.connector = trackReuse(buildConnector({ timeout: settings.connectTimeoutMs, ...deps.connect }));
     const kept = new Map(deps.previous?.targets.map((t) => [t.url, t.state]));
     if (deps.previous) deps.previous.successor = this;
+    if (!settings.healthCheck) for (const state of kept.values()) this.dropProbeVerdicts(state);
     this.targets = settings.upstreams.map(
       (u) =>
         new Upstream(
@@ -568,6 +569,21 @@ export class UpstreamGroup {
    */
   private healthChanged(): void {
     for (let g: UpstreamGroup | undefined = this; g; g = g.successor) g.recompute();
+  }
+
+  /**
+   * Active checks were turned off by a reload: their verdicts no longer hold (nothing would ever
+   * revise them). An upstream they had down is back; one ejected until good probes is ejected for
+   * ejectMs instead.
+   */
+  private dropProbeVerdicts(s: UpstreamState): void {
+    s.healthy = true;
+    s.probeFails = 0;
+    s.probeOks = 0;
+    if (s.ejectedUntil === Number.POSITIVE_INFINITY) {
+      s.ejectedUntil = this.now() + this.settings.passiveHealth.ejectMs;
+      s.backAt = s.ejectedUntil;
+    }
   }
 
   private isFull(t: Upstream): boolean {
