@@ -47,6 +47,7 @@ const RATIOS: ReadonlyArray<readonly [string, string]> = [
   ['portcullis+telemetry', 'portcullis'],
   ['portcullis+workers2', 'portcullis'],
   ['portcullis+compress', 'portcullis-json10k'],
+  ['portcullis+cache', 'portcullis-json10k'],
 ];
 /** Issue 3: with auth.jwt + rateLimit (Redis) + ipFilter + validate, at least this share of the same request's req/s without policies. */
 const POLICIES_GOAL = 0.75;

@@ -293,6 +293,14 @@ export const TARGETS: readonly Target[] = [
     policies: { 'compress.yaml': '- match: { service: bench }\n  compress: {}\n' },
   }),
   portcullisTarget({
+    name: 'portcullis+cache',
+    description:
+      'portcullis-json10k with `cache: { ttl: 60s }` on the route (memory store): answers from the cache',
+    path: '/json10k',
+    request: { headers: { 'accept-encoding': BROWSER_ACCEPT_ENCODING } },
+    policies: { 'cache.yaml': '- match: { service: bench }\n  cache: { ttl: 60s }\n' },
+  }),
+  portcullisTarget({
     name: 'portcullis+telemetry',
     description: 'portcullis, no policies, tracing on: 100% sampled, OTLP/HTTP to a local receiver',
     prepare: prepareTelemetry,
