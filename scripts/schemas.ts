@@ -15,7 +15,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { GatewayConfigSchema } from '../src/config/schema.ts';
 import { ruleSchema } from '../src/pipeline/rules.ts';
 import { POLICY_KINDS } from '../src/policies/index.ts';
-import { XPortcullisSchema } from '../src/registry/x-portcullis.ts';
+import { OperationXPortcullisSchema, XPortcullisSchema } from '../src/registry/x-portcullis.ts';
 
 /** The JSON Schema draft every file declares. */
 export const DRAFT = 'http://json-schema.org/draft-07/schema#';
@@ -206,6 +206,24 @@ export function renderSchemas(): Record<string, JsonObject> {
         properties: {
           openapi: { type: 'string', description: 'OpenAPI version of the document, e.g. 3.1.0.' },
           'x-portcullis': xPortcullisBody(),
+          paths: {
+            type: 'object',
+            additionalProperties: {
+              type: 'object',
+              properties: {
+                get: {
+                  type: 'object',
+                  properties: {
+                    'x-portcullis': {
+                      ...toEditorSchema(OperationXPortcullisSchema),
+                      description:
+                        "What one GET operation sets for itself over its service's x-portcullis: websocket.",
+                    },
+                  },
+                },
+              },
+            },
+          },
         },
       },
     ),
