@@ -534,7 +534,7 @@ function applyServerLimits(server: FastifyInstance['server'], limits: GatewayCon
 }
 
 /** Every certificate and key file of the HTTPS listener (watched for rotation). */
-function certificateFiles(config: GatewayConfig): string[] {
+export function certificateFiles(config: GatewayConfig): string[] {
   const https = config.listen.https;
   if (!https) return [];
   return [https.cert, https.key, ...Object.values(https.sni).flatMap((p) => [p.cert, p.key])];

@@ -52,6 +52,7 @@ export type FromPrimary =
   | { pc: 'config'; config: GatewayConfig; store: 'primary' | 'own' }
   | { pc: 'store'; results: StoreResult[] }
   | { pc: 'admit'; ok: boolean }
+  | { pc: 'settings'; config: GatewayConfig }
   | { pc: 'reload'; round: number }
   | { pc: 'commit'; round: number; ok: boolean }
   | { pc: 'metrics'; id: number }

@@ -61,6 +61,8 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
   /** The primary's reload round being voted on, and the commits awaited, by round. */
   let round = 0;
   let voted = false;
+  /** True while a reload the primary asked for runs (any other is local: a settings change). */
+  let inRound = false;
   const commits = new Map<number, (ok: boolean) => void>();
   let gateway: Gateway | undefined;
   let admitted: ((ok: boolean) => void) | undefined;
@@ -69,7 +71,12 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
   const reload = async (r: number) => {
     round = r;
     voted = false;
-    await gateway?.runtime.reload();
+    inRound = true;
+    try {
+      await gateway?.runtime.reload();
+    } finally {
+      inRound = false;
+    }
     // Nothing built (every file rejected, or shut down): vote for no version, which aborts the round.
     if (!voted) send({ pc: 'prepared', round: r, version: null });
   };
@@ -110,6 +117,9 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
         });
         break;
       }
+      case 'settings':
+        void gateway?.applySettings(m.config);
+        break;
       case 'shutdown':
         stopOnce?.('shutdown (primary)');
         break;
@@ -126,6 +136,8 @@ export function joinCluster(sharedStore: boolean): ClusterWorker {
   return {
     store,
     beforeSwap(snapshot: Snapshot): Promise<boolean> {
+      // A local rebuild (gateway.yaml settings applied) may swap only what every worker serves.
+      if (!inRound) return Promise.resolve(snapshot.version === gateway?.runtime.snapshot?.version);
       voted = true;
       const r = round;
       return new Promise<boolean>((resolve) => {

@@ -3,11 +3,11 @@
  * sharing one listener, one memory store (in the primary) and one admin port. The tests run in
  * order on one instance: serving, metrics, rate limit, reload, a killed worker, and last SIGTERM.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { type CliGateway, startCliGateway } from '../helpers/cli.ts';
 import { spec } from '../helpers/gateway.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../helpers/otlp.ts';
@@ -22,6 +22,7 @@ const OPERATIONS = {
   'GET /limited': 'limited',
   'GET /guarded': 'guarded',
   'GET /after': 'after',
+  'POST /upload': 'upload',
   'GET /slow': 'slow',
 };
 
@@ -329,6 +330,36 @@ describe('workers: 2 (node:cluster)', () => {
     expect(after.workers.map((w) => w.version)).toEqual([before.version, before.version]);
     expect(after.workers.find((w) => w.worker === 2)?.pid).not.toBe(victim);
   }, 90_000);
+
+  it('a gateway.yaml live setting (limits.bodyBytes) reaches both workers on SIGHUP', async () => {
+    const file = join(gw.dir, 'gateway.yaml');
+    const doc = parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(file, stringify({ ...doc, limits: { bodyBytes: 64 } }));
+    process.kill(gw.pid, 'SIGHUP');
+    const post = async (dispatcher?: Agent) => {
+      const res = await request(`${gw.url}/svc/upload`, {
+        method: 'POST',
+        body: 'x'.repeat(1000),
+        dispatcher,
+      });
+      await res.body.dump();
+      return res.statusCode;
+    };
+    await until(async () => (await post()) === 413);
+    const marker = served('/svc/upload').length;
+    const dispatcher = new Agent({ connections: 8 });
+    agents.push(dispatcher);
+    const statuses = await Promise.all(Array.from({ length: 40 }, () => post(dispatcher)));
+    expect(statuses).toEqual(Array(40).fill(413));
+    await accessLogged('/svc/upload', marker + 40);
+    expect(
+      new Set(
+        served('/svc/upload')
+          .slice(marker)
+          .map((l) => l.worker),
+      ),
+    ).toEqual(new Set([1, 2]));
+  });
 
   it('SIGTERM drains both workers: slow in-flight requests (summed on /upstreams) complete, then the primary exits 0', async () => {
     const slowMs = 1500;
