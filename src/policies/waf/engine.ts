@@ -7,7 +7,7 @@ import { isAscii } from 'node:buffer';
 import { parseCookies } from '../../net/cookies.ts';
 import { bodyTargets, pushForm } from './body.ts';
 import { MultipartError, parseMultipart } from './multipart.ts';
-import { plainHasTrigger, proseHasTrigger } from './plain.ts';
+import { Prefilter } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
 import { fullDecode, pathNormalize, shellNormalize, sqlNormalize } from './transforms.ts';
 import {
@@ -458,6 +458,8 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
       forKind.filter((r) => r.plain || r.prose),
     );
   }
+  // Built from the triggers of the rules this engine runs (see plain.ts).
+  const prefilter = new Prefilter(rules.filter((r) => r.plain));
   const exclusions = compileExclusions(options.exclusions ?? []);
   const hasExclusions = exclusions.size > 0;
   const signature = JSON.stringify([paranoia, options.exclusions ?? []]);
@@ -486,9 +488,9 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
    */
   const rulesFor = (target: Target, view: LazyView): readonly Rule[] | undefined => {
     if (PLAIN.test(target.value))
-      return plainHasTrigger(view.lower) ? plainByKind.get(target.kind) : undefined;
+      return prefilter.plain(view.lower) ? plainByKind.get(target.kind) : undefined;
     if (!PROSE_KINDS.has(target.kind) || !PROSE.test(target.value)) return byKind.get(target.kind);
-    return (proseHasTrigger(view.lower) ? proseTriggeredByKind : proseByKind).get(target.kind);
+    return (prefilter.prose(view.lower) ? proseTriggeredByKind : proseByKind).get(target.kind);
   };
 
   /**

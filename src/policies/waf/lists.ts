@@ -74,8 +74,24 @@ export const COMMANDS: ReadonlyMap<string, CommandInfo> = (() => {
   return map;
 })();
 
-/** Where a value is cut into path tokens: blanks, quotes, shell and query punctuation, `:` of a drive or scheme. */
-const TOKEN_BREAK = /[\s=;|&,'"`<>()?:]+/;
+/** A path token of a value: the value is cut at blanks, quotes, shell and query punctuation, `:` of a drive or scheme. */
+const PATH_TOKEN = /[^\s=;|&,'"`<>()?:]+/g;
+/** PATH_TOKEN's break characters below 128, as a table for the scan around a gate character. */
+const BREAKS = new Uint8Array(128);
+for (const c of ' \t\n\r\f\v=;|&,\'"`<>()?:') BREAKS[c.charCodeAt(0)] = 1;
+function isBreak(c: number): boolean {
+  return c < 128
+    ? BREAKS[c] === 1
+    : c === 0xa0 ||
+        c === 0x2028 ||
+        c === 0x2029 ||
+        (c >= 0x2000 && c <= 0x200a) ||
+        c === 0x1680 ||
+        c === 0x202f ||
+        c === 0x205f ||
+        c === 0x3000 ||
+        c === 0xfeff;
+}
 
 /**
  * A list of file and folder paths matched segment by segment on a normalised path (lower-case,
@@ -90,6 +106,8 @@ export class PathList {
   /** `dir/prefix*`: the run before the last segment (may be empty) → prefixes of the last segment. */
   readonly #prefixes = new Map<string, string[]>();
   readonly #suffixes: string[] = [];
+  /** True when every entry needs `/`, `.` or `_`: tokens without one are skipped unread. */
+  readonly #gated: boolean;
   /** Most segments in an entry: candidate runs are never longer. */
   readonly #maxSegments: number;
   /** Single-segment names a plain value (no `/`) can match: the prefilter's trigger words. */
@@ -127,6 +145,11 @@ export class PathList {
     }
     this.#maxSegments = max;
     this.words = words;
+    // Entries without `/`, `.` or `_` (none today) would need every token tried.
+    this.#gated =
+      words.every((w) => /[._]/.test(w)) &&
+      [...this.#prefixes].every(([dir, list]) => dir !== '' || list.every((p) => /[._]/.test(p))) &&
+      this.#suffixes.every((x) => /[._]/.test(x));
   }
 
   /**
@@ -135,11 +158,49 @@ export class PathList {
    * `file=../.env`, `c:/windows/win.ini`), then each token's segments are tried.
    */
   match(path: string): string | undefined {
-    for (const token of path.split(TOKEN_BREAK)) {
-      if (!token) continue;
-      const hit = this.#matchToken(token);
+    if (this.#gated) {
+      // Only tokens holding `/`, `.` or `_` can match: find those characters, take their tokens.
+      const n = path.length;
+      for (let i = 0; i < n; i++) {
+        const c = path.charCodeAt(i);
+        if (c !== 47 && c !== 46 && c !== 95) continue;
+        let start = i;
+        while (start > 0 && !isBreak(path.charCodeAt(start - 1))) start--;
+        let end = i + 1;
+        while (end < n && !isBreak(path.charCodeAt(end))) end++;
+        i = end;
+        // Trailing dots end a sentence (and Windows drops them from a file name: `boot.ini.`).
+        let last = end;
+        while (last > start && path.charCodeAt(last - 1) === 46) last--;
+        if (last === start) continue;
+        const token = path.slice(start, last);
+        if (last < end && !token.includes('.') && !token.includes('_') && !token.includes('/')) continue;
+        const hit = this.#matchAny(token);
+        if (hit !== undefined) return hit;
+      }
+      return undefined;
+    }
+    PATH_TOKEN.lastIndex = 0;
+    for (let m = PATH_TOKEN.exec(path); m; m = PATH_TOKEN.exec(path)) {
+      const hit = this.#matchAny(m[0]);
       if (hit !== undefined) return hit;
     }
+    return undefined;
+  }
+
+  #matchAny(token: string): string | undefined {
+    // Most tokens are words: one segment, no folder run to build.
+    return token.includes('/') ? this.#matchToken(token) : this.#matchSegment(token, '', true);
+  }
+
+  /** A lone segment (a word without `/`): an exact name, a prefix entry without folder, a suffix entry. */
+  #matchSegment(seg: string, dir: string, last: boolean): string | undefined {
+    if (!dir && this.#exact.has(seg)) return seg;
+    const prefixes = this.#prefixes.get(dir);
+    if (prefixes)
+      for (const p of prefixes)
+        if (seg.startsWith(p) && seg.length > p.length) return `${dir ? `${dir}/` : ''}${p}*`;
+    if (last) for (const s of this.#suffixes) if (seg.endsWith(s) && seg.length > s.length) return `*${s}`;
     return undefined;
   }
 

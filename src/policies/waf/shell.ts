@@ -9,11 +9,29 @@
  */
 import { COMMANDS } from './lists.ts';
 
+/** Interpreters the shell-syntax rule looks for anywhere (`bash -c`, `perl -e`). */
+export const INTERPRETERS: readonly string[] = [
+  'sh',
+  'bash',
+  'zsh',
+  'ksh',
+  'csh',
+  'tcsh',
+  'dash',
+  'perl',
+  'ruby',
+  'python',
+  'python2',
+  'python3',
+  'php',
+  'node',
+];
+
 /** Every command name (Unix and Windows), for the prefilter's first-word test. */
 export const COMMAND_NAMES: readonly string[] = [...COMMANDS.keys()];
 
 const SEPARATOR = /[;|`\n&({<>]/g;
-const WORD = /[\w./-]{1,80}/y;
+const WORD = /[\w./+-]{1,80}/y;
 /** An argument only a command line has: a flag, a path, a variable, a quote, a URL, an address or a host name. */
 const ARGUMENT =
   /\s+(?:(?:[\w.-]{1,30}\s+)?(?:--?[a-z0-9]|\/[\w.]|[%$~\\])|['"]|[a-z][a-z0-9+.-]{1,10}:\/\/|[\w-]+(?:\.[\w-]+)+(?:[:/\s]|$)|[\w.-]+@[\w.-]+)/y;
@@ -78,7 +96,7 @@ function commandAfterSeparator(s: string): boolean {
   return false;
 }
 
-const FIRST_WORD = /^\s*([\w./-]{1,80})/;
+const FIRST_WORD = /^\s*([\w./+-]{1,80})/;
 /** After an ambiguous name at the start: a flag or path argument, possibly after one word (`ls foo -la`). */
 const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|])/;
 const ARGS_AFTER = /^(?:\s+\S|\s*[;|&<>`])/;

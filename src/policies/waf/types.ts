@@ -46,7 +46,38 @@ export interface View {
   readonly path: string;
 }
 
-/** A detection rule: compiled at load, run per value. */
+/** An attack a rule must catch: a query value, or a value of another kind. */
+export type Example = string | { kind: TargetKind; key: string; value: string };
+
+/** The normalised form of a value a rule reads (see View). */
+export type ViewName = 'decoded' | 'lower' | 'sql' | 'shell' | 'path';
+
+/**
+ * What makes a plain value (letters, digits, blanks, `_ - . , @`; see PLAIN in engine.ts) worth
+ * running a rule: the prefilter (plain.ts) is built from the enabled rules' triggers, so a word
+ * added to a rule's list always reaches it. Words are cut at blanks, `,` and `@`, and also
+ * between `.` and `-` (as `\b` cuts them in a pattern).
+ */
+export interface Triggers {
+  /** Words (lower-case) anywhere in the value. */
+  readonly words?: Iterable<string>;
+  /** Words that count only as the value's first word (command names). */
+  readonly firstWords?: Iterable<string>;
+  /**
+   * A pattern over one word, for what a list cannot hold (prefixes, extensions, hex); it must need
+   * a character other than a letter (it is only tried on words holding one).
+   */
+  readonly word?: RegExp;
+  /** A pattern over the whole lower-cased value (digit runs, `..`, `union` glued to a word). */
+  readonly value?: RegExp;
+}
+
+/**
+ * A detection rule as data: who it is (id, family, paranoia, score), where it looks (kinds),
+ * what it reads (view), how it decides (operator: a pattern, a phrase list from ./data, or a
+ * tokenizer's verdict) and which words make it worth running (triggers). `test` is the compiled
+ * operator.
+ */
 export interface Rule {
   /** Stable id, shown to clients and in logs (`sqli-tautology`). */
   readonly id: string;
@@ -58,6 +89,18 @@ export interface Rule {
   readonly kinds?: readonly TargetKind[];
   /** Short description (docs and logs). */
   readonly description: string;
+  /** The view the operator reads. */
+  readonly view: ViewName;
+  /**
+   * How the rule decides, for docs and `portcullis waf-test`: `pattern`, `phrases:<list>` (a
+   * data file in ./data), `paths:<list>` (segment-wise path list), `tokenizer:sql`,
+   * `grammar:shell`, `decoder`.
+   */
+  readonly operator: string;
+  /** Words that make a plain value worth running the rule; required when `plain` is set. */
+  readonly triggers?: Triggers;
+  /** Attack values the rule must catch (as a query value), checked by the rule tests. */
+  readonly examples: readonly Example[];
   /**
    * True when the rule can match a value made only of letters, digits, blanks, `_`, `-`, `.`,
    * `,` and `@` (a command line, SQL keywords). Other rules are skipped for such values, the

@@ -38,6 +38,10 @@ const ABSOLUTE_OR_TRAVERSAL = /^\s*(?:[a-z]:|file:|~)?\/|\.\.\//;
 export const LFI_RULES: Rule[] = [
   {
     id: 'lfi-traversal',
+    view: 'path',
+    operator: 'pattern',
+    triggers: { value: /\.\.|0x/ },
+    examples: ['../../etc/passwd', '..\\..\\windows', '..;/admin', '0x2e0x2e/'],
     plain: true,
     family: 'lfi',
     paranoia: 1,
@@ -47,6 +51,22 @@ export const LFI_RULES: Rule[] = [
   },
   {
     id: 'lfi-sensitive-file',
+    view: 'path',
+    operator: 'paths:os-files+pattern',
+    triggers: {
+      words: [...OS_FILES.words, 'known_hosts', 'authorized_keys'],
+      word: /^\.|\.\.|\.(?:sql|bak|dump|db|sqlite3?)\b|^id_/,
+    },
+    examples: [
+      '/etc/shadow',
+      'id_rsa',
+      '.bash_history',
+      'c:\\windows\\win.ini',
+      '/proc/self/environ',
+      '~/.aws/credentials',
+      'boot.ini',
+      '/var/run/secrets/kubernetes.io/serviceaccount/token',
+    ],
     plain: true,
     family: 'lfi',
     paranoia: 1,
@@ -65,6 +85,14 @@ export const LFI_RULES: Rule[] = [
   },
   {
     id: 'lfi-web-file',
+    view: 'path',
+    operator: 'paths:web-files',
+    examples: [
+      { kind: 'path', key: 'path', value: '/.git/config' },
+      '/var/www/html/wp-config.php',
+      '../.env',
+      { kind: 'path', key: 'path', value: '/backup/db.sql' },
+    ],
     family: 'lfi',
     paranoia: 1,
     score: SCORE.critical,
@@ -78,6 +106,9 @@ export const LFI_RULES: Rule[] = [
   },
   {
     id: 'lfi-null-byte',
+    view: 'decoded',
+    operator: 'pattern',
+    examples: ['../../etc/passwd%00.png'],
     family: 'lfi',
     paranoia: 1,
     score: SCORE.critical,

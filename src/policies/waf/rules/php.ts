@@ -15,6 +15,9 @@ const SCRIPT_FILE = /\.(?:php\d?|phtml|phar|pht|phps|inc|asp|aspx|jsp|jspx|cgi|p
 export const PHP_RULES: Rule[] = [
   {
     id: 'php-function',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['system("id")', 'eval($_POST[x])'],
     family: 'php',
     paranoia: 1,
     score: SCORE.critical,
@@ -24,6 +27,9 @@ export const PHP_RULES: Rule[] = [
   },
   {
     id: 'php-syntax',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['<?php echo 1; ?>', '$_SERVER'],
     family: 'php',
     paranoia: 1,
     score: SCORE.critical,
@@ -32,6 +38,10 @@ export const PHP_RULES: Rule[] = [
   },
   {
     id: 'php-script-filename',
+    view: 'lower',
+    operator: 'pattern',
+    triggers: { word: /\.(?:php\d?|phtml|phar|pht|phps|inc|asp|aspx|jsp|jspx|cgi|pl|py|sh)$/ },
+    examples: [{ kind: 'header', key: 'header:x-filename', value: 'shell.php' }],
     plain: true,
     family: 'php',
     paranoia: 1,

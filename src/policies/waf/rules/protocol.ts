@@ -108,6 +108,9 @@ export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
 export const PROTOCOL_RULES: Rule[] = [
   {
     id: 'protocol-header-injection',
+    view: 'decoded',
+    operator: 'pattern',
+    examples: ['x%0d%0aSet-Cookie: a=b'],
     family: 'protocol',
     paranoia: 1,
     score: SCORE.critical,

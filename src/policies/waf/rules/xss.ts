@@ -18,6 +18,9 @@ const NOT_FILENAMES: readonly TargetKind[] = [
 export const XSS_RULES: Rule[] = [
   {
     id: 'xss-tag',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['<script>alert(1)</script>', '<svg/onload=x>', '<iframe src=x>'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -26,6 +29,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-event-handler',
+    view: 'lower',
+    operator: 'phrases:html-events+pattern',
+    examples: ['" onmouseover="alert(1)', '<x onpointerrawupdate=y>', '/onerror=alert(1)'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -35,6 +41,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-script-url',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['javascript:alert(1)', 'java\tscript:x'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -43,6 +52,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-css',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['expression(alert(1))', "@import 'x'"],
     prose: true,
     family: 'xss',
     paranoia: 1,
@@ -52,6 +64,10 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-js-sink',
+    view: 'lower',
+    operator: 'pattern',
+    triggers: { words: ['document', 'window', 'location', 'string'] },
+    examples: ['document.cookie', 'alert(1)', 'window.location', 'String.fromCharCode(88)'],
     plain: true,
     family: 'xss',
     paranoia: 1,
@@ -61,6 +77,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-js-obfuscation',
+    view: 'sql',
+    operator: 'pattern',
+    examples: ["top['al'+'ert'](1)", '!![]'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -69,6 +88,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-xml',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['<!ENTITY x SYSTEM "file:///etc/passwd">'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -78,6 +100,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-ssi',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['<!--#exec cmd="id"-->'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -86,6 +111,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-evasion',
+    view: 'decoded',
+    operator: 'pattern',
+    examples: ['+ADw-script+AD4-'],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
@@ -97,6 +125,9 @@ export const XSS_RULES: Rule[] = [
   },
   {
     id: 'xss-any-tag',
+    view: 'lower',
+    operator: 'pattern',
+    examples: ['<b>x</b>'],
     family: 'xss',
     paranoia: 2,
     score: SCORE.error,
