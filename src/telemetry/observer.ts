@@ -75,7 +75,8 @@ export function createObserver(opts: ObserverOptions): Observer {
     const end = performance.now();
     const ms = end - rec.start;
     // writableEnded, not writableFinished: HTTP/2 compat responses have only the former.
-    const complete = res.writableEnded;
+    // An upgraded HTTP/2 WebSocket is observed when its 200 is out; its stream stays open (RFC 8441).
+    const complete = res.writableEnded || rec.websocket === 'upgraded';
     const status = complete || res.headersSent ? res.statusCode : CLIENT_CLOSED;
     metrics.requestDone(rec, status, ms / 1000);
     if (rec.websocket !== 'no') metrics.websocketUpgrade(rec, status);
@@ -111,7 +112,13 @@ export function createObserver(opts: ObserverOptions): Observer {
           req.headers,
         );
       }
-      reply.raw.once('close', () => finish(rec, reply));
+      const end = () => {
+        if (rec.observed) return;
+        rec.observed = true;
+        finish(rec, reply);
+      };
+      reply.raw.once('close', end);
+      rec.observedNow = end;
       return rec;
     },
   };

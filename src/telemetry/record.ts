@@ -51,6 +51,13 @@ export class RequestRecord {
   bytes = 0;
   /** A WebSocket upgrade request (counted and logged as one): 'asked', then 'upgraded' once the upstream said 101. */
   websocket: 'no' | 'asked' | 'upgraded' = 'no';
+  /** The end-of-request accounting ran (metrics, access log, span end). */
+  observed = false;
+  /**
+   * Run the end-of-request accounting now rather than when the response closes: for an HTTP/2
+   * WebSocket, whose response stream stays open as the socket (the observer sets it).
+   */
+  observedNow: () => void = NOTHING;
   /** The SERVER span, when tracing is on. */
   span: TraceSpan | undefined;
   private clientSpan: TraceSpan | undefined = undefined;
@@ -120,6 +127,8 @@ export class RequestRecord {
     }
   }
 }
+
+function NOTHING(): void {}
 
 /** Client span names per route and upstream (the same string every time: cheap to look up by). */
 const clientNames = new WeakMap<Route, Map<Upstream, string>>();

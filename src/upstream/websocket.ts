@@ -163,6 +163,8 @@ export class Upgrade {
       // RFC 8441 §5: a 2xx answers the CONNECT; no Accept (the key was the gateway's), no connection headers.
       delete out['sec-websocket-accept'];
       res.writeHead(200, out);
+      // Logged, counted and traced now, like a 101: the stream stays open as the socket.
+      rec?.observedNow();
     } else {
       out.connection = 'Upgrade';
       out.upgrade = 'websocket';

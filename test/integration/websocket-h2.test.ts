@@ -14,7 +14,7 @@ import {
 } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
-import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { startWsUpstream, type WsUpstream } from '../helpers/ws-upstream.ts';
 
 const API_KEY = 'k-websocket-h2-0123456789';
@@ -61,6 +61,7 @@ describe('WebSockets over HTTP/2 (RFC 8441)', () => {
   let ca: string;
   let session: ClientHttp2Session;
   let origin: string;
+  const logs = captureLogs();
 
   beforeAll(async () => {
     up = await startWsUpstream({ protocols: ['chat.v2'] });
@@ -85,6 +86,7 @@ describe('WebSockets over HTTP/2 (RFC 8441)', () => {
       },
       { listen: { https: { port: 0, host: '127.0.0.1', ...pair } } },
       {
+        logger: logs.logger,
         files: { 'policies/secrets/keys.yaml': `robot: ${API_KEY}\n` },
         policies: {
           ws: [
@@ -155,6 +157,12 @@ describe('WebSockets over HTTP/2 (RFC 8441)', () => {
     expect(seen?.url).toBe('/echo?room=1');
     expect(seen?.headers['x-forwarded-proto']).toBe('https');
     expect(seen?.headers['sec-websocket-key']).toMatch(/^[A-Za-z0-9+/]{22}==$/);
+    // The upgrade is logged once answered, while its stream stays open as the socket.
+    await expect
+      .poll(() =>
+        logs.lines.find((l) => l.msg === 'request' && l.websocket === true && l.route === '/svc/echo'),
+      )
+      .toMatchObject({ method: 'GET', status: 200, service: 'svc' });
     const next = frameReader(stream);
     stream.write(clientFrame(0x1, Buffer.from('hello over h2')));
     const echoed = await next();
