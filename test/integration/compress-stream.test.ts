@@ -19,7 +19,7 @@ const BIG = 50 * MB;
 const WARM = 10 * MB;
 /**
  * How far the gateway's peak resident memory may rise while 3 x 50 MB flow through compressors:
- * less than one body (measured here: 5-8 MiB). Holding back the input is caught by the gate below
+ * less than one body (measured here: 5-15 MiB). Holding back the input is caught by the gate below
  * whatever the memory.
  */
 const MAX_GROWTH = 50 * MB;
