@@ -33,7 +33,7 @@ import { createMetrics, type Metrics } from './telemetry/metrics.ts';
 import { createObserver, type ObservedReply, type Observer } from './telemetry/observer.ts';
 import { REQUEST_ID_HEADER } from './telemetry/record.ts';
 import type { Tracing } from './telemetry/types.ts';
-import { createForwarder } from './upstream/forward.ts';
+import { createForwarder, type Forward } from './upstream/forward.ts';
 import { type Upgrade, WebSockets, wantsWebSocket } from './upstream/websocket.ts';
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
@@ -57,6 +57,12 @@ export interface GatewayOptions {
   strict?: boolean;
   /** Set in a `workers: N` worker (src/cluster/worker.ts); absent in a single process. */
   worker?: WorkerRole;
+  /**
+   * `portcullis explain` / `test` (src/explain.ts): requests are injected, `forward` replaces the
+   * forwarder (it calls no upstream), active health checks do not run, and `onExchange` sees each
+   * request's Exchange as it enters. Default: absent (a serving gateway).
+   */
+  offline?: { forward: Forward; onExchange(ex: Exchange): void };
 }
 
 /** What a cluster worker's gateway takes from its primary. */
@@ -121,6 +127,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     store,
     kinds: POLICY_KINDS,
     beforeSwap: options.worker?.beforeSwap,
+    healthChecks: options.offline ? false : undefined,
   });
   try {
     await runtime.load(options.strict ? 'strict' : 'tolerant');
@@ -147,7 +154,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   }
   const metrics = createMetrics(runtime);
   // What the gateway.yaml live fields shape (config/live.ts), rebuilt and swapped on a reload.
-  const live = liveParts(config, { logger, metrics, tracing });
+  const live = liveParts(config, { logger, metrics, tracing, forward: options.offline?.forward });
   const websocketOptions = {
     logger,
     hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
@@ -155,7 +162,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     closed: (service: string) => metrics.websocketOpen(service, -1),
   };
   const websockets = new WebSockets(websocketOptions);
-  const build = (opts: PublicAppOptions) => buildPublicApp(config, runtime, live, logger, websockets, opts);
+  const build = (opts: PublicAppOptions) =>
+    buildPublicApp(config, runtime, live, logger, websockets, {
+      ...opts,
+      onExchange: options.offline?.onExchange,
+    });
 
   const https = config.listen.https;
   const configFile = config.file ?? 'gateway.yaml';
@@ -234,7 +245,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     current = settings;
     logger.level = settings.logLevel;
     tracing?.setSampleRatio?.(settings.telemetry.sampleRatio);
-    Object.assign(live, liveParts(settings, { logger, metrics, tracing }, live));
+    Object.assign(
+      live,
+      liveParts(settings, { logger, metrics, tracing, forward: options.offline?.forward }, live),
+    );
     websocketOptions.hideUpstreamIdentity = settings.headers.hideUpstreamIdentity;
     for (const a of [app, httpsApp]) if (a) applyServerLimits(a.server, settings.limits);
     // Policies read limits (a body read never goes past limits.bodyBytes): rebuild the chains.
@@ -502,16 +516,18 @@ interface LiveParts {
 
 function liveParts(
   config: GatewayConfig,
-  deps: { logger: Logger; metrics: Metrics; tracing?: Tracing },
+  deps: { logger: Logger; metrics: Metrics; tracing?: Tracing; forward?: Forward },
   previous?: LiveParts,
 ): LiveParts {
   const trust = compileCidrs(config.trustProxy);
-  const forward = createForwarder({
-    trustProxy: trust,
-    hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
-    bodyBytes: config.limits.bodyBytes,
-    logger: deps.logger,
-  });
+  const forward =
+    deps.forward ??
+    createForwarder({
+      trustProxy: trust,
+      hideUpstreamIdentity: config.headers.hideUpstreamIdentity,
+      bodyBytes: config.limits.bodyBytes,
+      logger: deps.logger,
+    });
   const observer = createObserver({
     logger: deps.logger,
     metrics: deps.metrics,
@@ -545,6 +561,8 @@ interface PublicAppOptions {
   http2?: boolean;
   /** When set, every request is redirected to HTTPS on the port it returns. */
   redirectTo?: () => number;
+  /** See GatewayOptions.offline. */
+  onExchange?: (ex: Exchange) => void;
 }
 
 function buildPublicApp(
@@ -608,6 +626,7 @@ function buildPublicApp(
     const rec = live.observer.begin(req, reply as unknown as ObservedReply, q === -1 ? url : url.slice(0, q));
     reply.header(REQUEST_ID_HEADER, rec.id);
     const ex = new Exchange(req, reply, rec, runtime.snapshot);
+    opts.onExchange?.(ex);
     if ((req.raw as { upgrade?: boolean }).upgrade) {
       ex.upgrade = upgrades.get(req.raw);
       if (ex.upgrade) rec.websocket = 'asked';

@@ -22,6 +22,8 @@ Commands:
   start       Run the gateway (HTTP/HTTPS listeners and the admin port)
   validate    Load gateway.yaml, specs and policies; print the route table; exit 1 on any error
   routes      Print the route table (--json for JSON)
+  explain     What the gateway would do with one request, calling no upstream
+  test        Run a file of requests with expected outcomes (for CI); exit 1 on a mismatch
   help        Show help for a command ('portcullis help start')
 
 Options:
@@ -50,10 +52,31 @@ file:line: field: problem for every error.
 
 Operations whose spec declares security that no auth policy enforces are printed as warnings
 (exit 0); --strict makes them errors.`,
+  explain: `Usage: portcullis explain <METHOD> <path> [-H 'name: value']... [--body <text> | --body-file <file>]
+                          [--ip <address>] [--config gateway.yaml] [--json]
+
+Runs the request through the gateway in this process, as start would serve it, and prints the
+canonical target (or why it is refused), the route matched, each policy in phase order with its
+rule (file#rule) and what it decided, the upstream group, and the answer. No upstream is called:
+a request that would be forwarded says so. State is in memory and fresh (a rate limit sees the
+first request of its window); a JWT is verified against the IdP's keys when they can be fetched.
+Exits 1 on a configuration error.`,
+  test: `Usage: portcullis test <cases.yaml> [--config gateway.yaml] [--json]
+
+Runs each case of the file through the gateway as explain does and compares the outcome:
+  - name: creating a pet needs an API key
+    request: { method: POST, path: /petstore/pets, headers: { content-type: application/json }, body: { name: Rex } }
+    expect: { status: 401, route: createPet, decisions: { auth: deny } }
+expect takes status, route (operationId), service, code (PC_...), forwarded (true/false) and
+decisions (policy kind: allow | deny | would-deny | error | not-reached). Prints ok / FAIL per
+case with what differed; exits 1 on any mismatch or configuration error.`,
   routes: `Usage: portcullis routes [--config gateway.yaml] [--json]
 
 Prints the route table: method, public path, operationId, service, upstreams.`,
 };
+
+/** Arguments a command takes after its name (the others take none). */
+const POSITIONALS: Record<string, number> = { explain: 2, test: 1 };
 
 /** Exit code for a command line that cannot be understood (unknown command or option). */
 const EXIT_USAGE = 2;
@@ -90,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE[command]);
     return 0;
   }
-  const extra = positionals.slice(1);
+  const extra = positionals.slice(1 + (POSITIONALS[command] ?? 0));
   if (extra.length > 0) {
     console.error(`portcullis: unexpected argument "${extra[0]}"\n\n${USAGE[command]}`);
     return EXIT_USAGE;
@@ -113,6 +136,9 @@ async function main(argv: string[]): Promise<number> {
         return runPrimary(config).catch(reportConfigError);
       }
       return start(config, { strict: values.strict === true });
+    case 'explain':
+    case 'test':
+      return explainOrTest(config, command, positionals.slice(1), values);
     case 'validate':
     case 'routes':
       return printRoutes(config, command, { json: values.json === true, strict: values.strict === true });
@@ -337,10 +363,91 @@ function parseCommandLine(argv: string[]) {
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
       json: { type: 'boolean' },
+      header: { type: 'string', short: 'H', multiple: true },
+      body: { type: 'string' },
+      'body-file': { type: 'string' },
+      ip: { type: 'string' },
       strict: { type: 'boolean' },
       pretty: { type: 'boolean' },
     },
   });
+}
+
+/** `portcullis explain METHOD PATH` and `portcullis test FILE` (src/explain.ts). */
+async function explainOrTest(
+  config: GatewayConfig,
+  command: 'explain' | 'test',
+  args: string[],
+  values: ReturnType<typeof parseCommandLine>['values'],
+): Promise<number> {
+  const usage = () => {
+    console.error(
+      `portcullis: ${command} needs ${command === 'explain' ? 'a method and a path' : 'a cases file'}\n\n${USAGE[command]}`,
+    );
+    return EXIT_USAGE;
+  };
+  const { createExplainer, formatExplanation, readCases, mismatches } = await import('./explain.ts');
+  if (command === 'explain') {
+    const [method, path] = args;
+    if (!method || !path?.startsWith('/')) return usage();
+    const headers: Record<string, string> = {};
+    for (const h of values.header ?? []) {
+      const colon = h.indexOf(':');
+      if (colon <= 0) {
+        console.error(`portcullis: -H "${h}" is not "name: value"`);
+        return EXIT_USAGE;
+      }
+      headers[h.slice(0, colon).trim().toLowerCase()] = h.slice(colon + 1).trim();
+    }
+    let body = values.body;
+    if (values['body-file'] !== undefined) {
+      const { readFile } = await import('node:fs/promises');
+      body = await readFile(values['body-file'], 'utf8');
+    }
+    let explainer: Awaited<ReturnType<typeof createExplainer>>;
+    try {
+      explainer = await createExplainer(config);
+    } catch (err) {
+      return reportConfigError(err);
+    }
+    try {
+      const e = await explainer.explain({ method, path, headers, body, ip: values.ip });
+      console.log(values.json ? JSON.stringify(e, null, 2) : formatExplanation(e));
+      return 0;
+    } finally {
+      await explainer.close();
+    }
+  }
+  const [file] = args;
+  if (!file) return usage();
+  let cases: Awaited<ReturnType<typeof readCases>>;
+  let explainer: Awaited<ReturnType<typeof createExplainer>>;
+  try {
+    cases = await readCases(file);
+    explainer = await createExplainer(config);
+  } catch (err) {
+    return reportConfigError(err);
+  }
+  let failed = 0;
+  const results: Array<{ name: string; ok: boolean; mismatches: string[] }> = [];
+  try {
+    for (const c of cases) {
+      const found = mismatches(c, await explainer.explain(c.request));
+      if (found.length > 0) failed++;
+      results.push({ name: c.name, ok: found.length === 0, mismatches: found });
+      if (values.json) continue;
+      console.log(
+        `${found.length === 0 ? 'ok  ' : 'FAIL'}  ${c.name}${found.length > 0 ? `  (${file}:${c.line})` : ''}`,
+      );
+      for (const m of found) console.log(`        ${m}`);
+    }
+  } finally {
+    await explainer.close();
+  }
+  if (values.json)
+    console.log(JSON.stringify({ cases: results, passed: cases.length - failed, failed }, null, 2));
+  else console.log(`\n${cases.length} case(s): ${cases.length - failed} passed, ${failed} failed.`);
+  return failed > 0 ? 1 : 0;
 }
 
 function reportConfigError(err: unknown): number {
