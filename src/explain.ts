@@ -274,18 +274,20 @@ export async function readCases(file: string): Promise<TestCase[]> {
     throw new ConfigError(issues);
   }
   const cases: TestCase[] = [];
-  value.forEach((raw: unknown, i: number) => {
+  for (const [i, raw] of (value as unknown[]).entries()) {
     const at = `/${i}`;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       issue(at, 'must be a map');
-      return;
+      continue;
     }
     const c = raw as Record<string, unknown>;
     for (const k of Object.keys(c)) if (!CASE_KEYS.has(k)) issue(`${at}/${k}`, `unknown field "${k}"`);
     if (typeof c.name !== 'string' || c.name === '') issue(`${at}/name`, 'must be a non-empty string');
     const req = c.request as Record<string, unknown> | undefined;
-    if (typeof req !== 'object' || req === null)
-      return issue(`${at}/request`, 'must be a map with method and path');
+    if (typeof req !== 'object' || req === null) {
+      issue(`${at}/request`, 'must be a map with method and path');
+      continue;
+    }
     for (const k of Object.keys(req))
       if (!REQUEST_KEYS.has(k)) issue(`${at}/request/${k}`, `unknown field "${k}"`);
     if (typeof req.method !== 'string' || !/^[A-Za-z]+$/.test(req.method))
@@ -329,7 +331,7 @@ export async function readCases(file: string): Promise<TestCase[]> {
       },
       expect: exp as TestCase['expect'],
     });
-  });
+  }
   if (issues.length > 0) throw new ConfigError(issues);
   return cases;
 }
