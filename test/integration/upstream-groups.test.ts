@@ -2,8 +2,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
+import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { startCliGateway } from '../helpers/cli.ts';
 import { captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { h2Request } from '../helpers/h2.ts';
 import { parsePrometheus, type Sample, scrapeUntil, value } from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -346,6 +348,35 @@ describe('circuit breaker', () => {
       await gw.close();
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('holds for HTTP/2 clients too: the refused stream gets 503 problem+json with Retry-After', async () => {
+    const up = await startScripted('only');
+    up.hold();
+    const ca = await createCa();
+    const certDir = await makeCertDir();
+    const pair = await writeCerts(certDir, 'gw', await ca.issue({ names: ['localhost'] }));
+    const gw = await startGateway(
+      { svc: spec({ upstreams: [up.url], extra: { circuitBreaker: { maxRequests: 1, maxPending: 0 } } }) },
+      { listen: { https: { port: 0, host: '127.0.0.1', ...pair } } },
+    );
+    try {
+      const origin = `https://localhost:${new URL(gw.addresses.https ?? '').port}`;
+      const held = h2Request(origin, ca.cert, '/svc/items');
+      await until('one stream held upstream', () => up.held() === 1);
+      const refused = await h2Request(origin, ca.cert, '/svc/items/7');
+      expect(refused.status).toBe(503);
+      expect(refused.headers['retry-after']).toBe('1');
+      expect(JSON.parse(refused.body)).toMatchObject({ code: 'PC_UPSTREAM_OVERLOADED' });
+      up.releaseAll();
+      expect((await held).status).toBe(200);
+      expect(up.hits()).toBe(1);
+    } finally {
+      up.releaseAll();
+      await gw.close();
+      await up.close();
+      await removeCertDir(certDir);
     }
   });
 
