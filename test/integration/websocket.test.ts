@@ -25,6 +25,8 @@ const OPERATIONS = {
   'GET /keyed/echo': 'keyedEcho',
   'GET /limited/echo': 'limitedEcho',
   'GET /items': 'listItems',
+  'GET /waf/echo': 'wafEcho',
+  'GET /denied/echo': 'deniedEcho',
   'GET /bad-accept': 'badAccept',
   'GET /bad-protocol': 'badProtocol',
 };
@@ -168,6 +170,8 @@ describe('WebSocket proxying', () => {
               match: { service: 'svc', operations: ['limitedEcho'] },
               rateLimit: { limit: RATE_LIMIT, window: '1m', key: 'ip' },
             },
+            { match: { service: 'svc', operations: ['wafEcho'] }, waf: {} },
+            { match: { service: 'svc', operations: ['deniedEcho'] }, ipFilter: { deny: ['127.0.0.1/32'] } },
           ],
         },
       },
@@ -352,6 +356,27 @@ describe('WebSocket proxying', () => {
     }
     const [code] = (await upstreamClosed) as [number, Buffer];
     expect(code).toBe(1001);
+  });
+
+  it('runs ipFilter and the WAF (target and headers) on the upgrade, nothing upstream', async () => {
+    const before = up.seen.length;
+    const denied = await refused(`${gw.url}/svc/denied/echo`);
+    expect(denied.status).toBe(403);
+    expect(JSON.parse(denied.body).code).toBe('PC_IP_DENIED');
+    const inQuery = await refused(`${gw.url}/svc/waf/echo?room=${encodeURIComponent("1' OR '1'='1")}`);
+    expect(inQuery.status).toBe(403);
+    expect(JSON.parse(inQuery.body).code).toBe('PC_WAF_BLOCKED');
+    const inHeader = await refused(`${gw.url}/svc/waf/echo`, {
+      'x-room': '<script>alert(document.cookie)</script>',
+    });
+    expect(inHeader.status).toBe(403);
+    expect(JSON.parse(inHeader.body).code).toBe('PC_WAF_BLOCKED');
+    expect(up.seen.length).toBe(before);
+    // A clean upgrade on the same operation opens, and its frames are never judged as a body.
+    const ws = await connect(`${gw.url}/svc/waf/echo?room=7`);
+    expect((await echo(ws, "1' OR '1'='1")).data.toString()).toBe("1' OR '1'='1");
+    ws.close();
+    await closed(ws);
   });
 
   it('applies the rate limit to upgrades', async () => {
