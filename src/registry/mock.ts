@@ -3,9 +3,13 @@
  * Everything (which response, which media type, the serialised body) is decided once per
  * route at load; a request gets the same precomputed, frozen response.
  */
-import { sample } from 'openapi-sampler';
+
 import { ProblemError } from '../errors.ts';
+import { lazyModule } from '../lazy.ts';
 import type { Route } from './types.ts';
+
+/** openapi-sampler, loaded when the first mock route needs a generated example. */
+const sampler = lazyModule<typeof import('openapi-sampler')>('openapi-sampler');
 
 /** Header marking a response the gateway made up instead of an upstream. */
 export const MOCK_HEADER = 'x-portcullis-mock';
@@ -77,7 +81,10 @@ function precompute(route: Route): MockResponse | { error: string } {
     value = found.value;
   } else if (media.schema) {
     try {
-      value = sample(media.schema as Parameters<typeof sample>[0], { skipWriteOnly: true, quiet: true });
+      value = sampler().sample(media.schema as Parameters<ReturnType<typeof sampler>['sample']>[0], {
+        skipWriteOnly: true,
+        quiet: true,
+      });
     } catch (err) {
       return {
         error: `${where}: cannot generate a sample from the ${mediaType} schema: ${(err as Error).message}`,

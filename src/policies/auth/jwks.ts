@@ -1,4 +1,8 @@
-import { createLocalJWKSet, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
+import type { JSONWebKeySet, JWK, JWTVerifyGetKey } from 'jose';
+import { lazyModule } from '../../lazy.ts';
+
+/** jose, loaded when the first key set arrives. */
+const jose = lazyModule<typeof import('jose')>('jose');
 
 /** A failed fetch is not retried sooner than this, so an IdP outage is not hammered by every request. */
 const FAILED_FETCH_BACKOFF_MS = 1000;
@@ -101,7 +105,7 @@ export class JwksClient {
     this.inflight = this.fetchKeys()
       .then(
         (jwks) => {
-          this.keySet = createLocalJWKSet(jwks);
+          this.keySet = jose().createLocalJWKSet(jwks);
           this.kids = new Set(jwks.keys.map((k) => k.kid).filter((k): k is string => typeof k === 'string'));
           this.loadedAt = this.now();
         },

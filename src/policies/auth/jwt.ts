@@ -1,9 +1,13 @@
 import { createHash } from 'node:crypto';
 import { type Static, Type } from '@sinclair/typebox';
-import { type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose';
+import type { JWTPayload, JWTVerifyGetKey } from 'jose';
+import { lazyModule } from '../../lazy.ts';
 import type { RequestContext } from '../../pipeline/types.ts';
 import { JwksClient, JwksUnavailableError, sharedJwksClient } from './jwks.ts';
 import { type AuthMethod, type AuthOutcome, configError, quote } from './method.ts';
+
+/** jose, loaded when the first JWT verifier is built. */
+const jose = lazyModule<typeof import('jose')>('jose');
 
 /** Algorithms accepted against a JWKS when `algorithms` is not set: asymmetric only. */
 export const DEFAULT_ASYMMETRIC_ALGORITHMS = [
@@ -284,6 +288,7 @@ function failure(err: unknown): { ok: false; reason: JwtFailureReason; descripti
  * (no key source, short secret, HMAC with a JWKS...).
  */
 export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {}): JwtVerifier {
+  const { jwtVerify } = jose();
   const now = opts.now ?? Date.now;
   const { secret, algorithms } = resolveKeyConfig(config, opts.env ?? process.env);
   const toleranceSec = config.clockToleranceSec ?? 5;

@@ -18,7 +18,7 @@ import { DURATION_PATTERN, parseDuration } from '../../config/duration.ts';
 import { ConfigError } from '../../errors.ts';
 import type { PolicyKind } from '../../pipeline/types.ts';
 import type { RouteCache } from './serve.ts';
-import { cacheStoresFor } from './stores.ts';
+import { cacheStoresFor, loadRedisCacheStore } from './stores.ts';
 
 /** The targeted field every cache of this kind obeys (RFC 9213), after any configured one. */
 const CDN_CACHE_CONTROL = 'cdn-cache-control';
@@ -132,7 +132,7 @@ export const cachePolicy: PolicyKind<typeof CacheSchema> = {
   name: 'cache',
   phase: 'cache',
   schema: CacheSchema,
-  create(config, deps) {
+  async create(config, deps) {
     if (deps.service.settings.mock)
       throw new ConfigError([
         {
@@ -141,6 +141,9 @@ export const cachePolicy: PolicyKind<typeof CacheSchema> = {
           message: `service ${deps.service.name} answers from its spec (mock: true): there is no upstream response to cache`,
         },
       ]);
+    const state = deps.config.state;
+    if (config.store !== 'memory' && (state.redis || state.sentinel || state.cluster))
+      await loadRedisCacheStore();
     const stores = cacheStoresFor(deps.store, deps.config, deps.logger);
     const store = config.store === 'memory' ? stores.memory() : stores.state();
     const targeted = [

@@ -8,7 +8,7 @@ import type { GatewayConfig } from '../../config/schema.ts';
 import type { Logger } from '../../logger.ts';
 import type { Store } from '../../state/store.ts';
 import { createMemoryCacheStore } from './memory-store.ts';
-import { createRedisCacheStore } from './redis-store.ts';
+import type { createRedisCacheStore as CreateRedisCacheStore } from './redis-store.ts';
 import type { CacheStore } from './store.ts';
 
 export interface CacheStores {
@@ -23,6 +23,17 @@ export interface CacheStores {
 }
 
 const byGateway = new WeakMap<Store, CacheStores>();
+
+/** The Redis cache store's factory, once loadRedisCacheStore() ran. */
+let createRedisCacheStore: typeof CreateRedisCacheStore | undefined;
+
+/**
+ * Load the Redis cache store (and ioredis) before a route whose `state` names Redis creates its
+ * stores: a gateway without Redis never loads it.
+ */
+export async function loadRedisCacheStore(): Promise<void> {
+  createRedisCacheStore ??= (await import('./redis-store.ts')).createRedisCacheStore;
+}
 
 /** The cache stores of the gateway that owns `gatewayStore` (created on first use). */
 export function cacheStoresFor(gatewayStore: Store, config: GatewayConfig, logger: Logger): CacheStores {
@@ -40,6 +51,8 @@ export function cacheStoresFor(gatewayStore: Store, config: GatewayConfig, logge
     },
     state() {
       if (!hasRedis) return this.memory();
+      if (!createRedisCacheStore)
+        throw new Error('loadRedisCacheStore() must run before the Redis cache store is used');
       redis ??= createRedisCacheStore(state, logger);
       return redis;
     },

@@ -6,7 +6,7 @@ import { ProblemError } from '../../errors.ts';
 import { cookiesOf } from '../../net/cookies.ts';
 import { hasBody } from '../../net/read-body.ts';
 import type { Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
-import { ajvFor, type Dialect, toJsonSchema } from './openapi-schema.ts';
+import type { Dialect } from './openapi-schema.ts';
 
 /** Most violations listed in one 400 (the rest are counted). */
 export const MAX_REPORTED_ERRORS = 20;
@@ -87,7 +87,9 @@ export const validatePolicy: PolicyKind<typeof ValidateSchema> = {
   name: 'validate',
   phase: 'validate',
   schema: ValidateSchema,
-  create(config, deps) {
+  async create(config, deps) {
+    // Ajv's 2020 and draft-07 dialects and ajv-formats load only when a route validates.
+    openapiSchema ??= await import('./openapi-schema.ts');
     // An unchanged spec keeps its Route objects across reloads (Runtime.loadService): its compiled
     // validators are reused rather than compiled again.
     const key = `${JSON.stringify(config)}\0${deps.config.limits.bodyBytes}`;
@@ -104,12 +106,16 @@ export const validatePolicy: PolicyKind<typeof ValidateSchema> = {
   },
 };
 
+/** The schema compilers (openapi-schema.ts), once the first validate route was created. */
+let openapiSchema: typeof import('./openapi-schema.ts') | undefined;
+
 /** Validate hooks by route, then by policy config and body limit (see validatePolicy.create). */
 const COMPILED = new WeakMap<object, Map<string, Hook>>();
 
 function createValidate(config: Static<typeof ValidateSchema>, deps: PolicyDeps): Hook {
   const op = deps.route.operation as Json;
   const dialect: Dialect = String(deps.service.document.openapi).startsWith('3.1') ? '3.1' : '3.0';
+  const { ajvFor, toJsonSchema } = openapiSchema as typeof import('./openapi-schema.ts');
   const ajv = ajvFor(deps.service.document, dialect);
   const compile = (schema: unknown): ValidateFunction | undefined =>
     schema === undefined ? undefined : ajv.compile(toJsonSchema(schema, dialect));

@@ -6,6 +6,7 @@
 import { isAscii } from 'node:buffer';
 import { parseCookies } from '../../net/cookies.ts';
 import { bodyTargets, pushForm } from './body.ts';
+import { DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES } from './limits.ts';
 import { MultipartError, parseMultipart } from './multipart.ts';
 import { Prefilter } from './plain.ts';
 import { REQUEST_RULES, RULES } from './rules/index.ts';
@@ -32,10 +33,7 @@ const PROSE = /^[A-Za-z0-9 _.,@'-]*$/;
 /** Kinds judged with the prose shortcut: payload values, which are judged on every request. */
 const PROSE_KINDS: ReadonlySet<TargetKind> = new Set(['query', 'body']);
 
-/** Default `maxValues`: values inspected in one request (names and values of every kind together). */
-export const DEFAULT_MAX_VALUES = 4096;
-/** Default `maxValueBytes`: the longest single value inspected. */
-export const DEFAULT_MAX_VALUE_BYTES = 64 * 1024;
+export { DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES };
 /** Id of the match added for a multipart body that is rejected (see multipart.ts). */
 export const MULTIPART_RULE = 'multipart-invalid';
 

@@ -175,14 +175,14 @@ describe('waf policy', () => {
     expect((await send({ article: { title: '<style>p{}</style>' } })).statusCode).toBe(403);
   });
 
-  test('an unknown rule id in an exclusion is a config error naming its path', () => {
-    expect(() =>
+  test('an unknown rule id in an exclusion is a config error naming its path', async () => {
+    await expect(
       wafPolicy.create({ exclusions: [{ target: 'query:q', rules: ['sqli-nope'] }] }, {
         config: { limits: { bodyBytes: 1 } },
       } as unknown as PolicyDeps),
-    ).toThrow(ConfigError);
+    ).rejects.toThrow(ConfigError);
     try {
-      wafPolicy.create({ exclusions: [{ target: 'query:q', rules: ['sqli-nope'] }] }, {
+      await wafPolicy.create({ exclusions: [{ target: 'query:q', rules: ['sqli-nope'] }] }, {
         config: { limits: { bodyBytes: 1 } },
       } as unknown as PolicyDeps);
     } catch (err) {
@@ -231,11 +231,11 @@ describe('waf policy', () => {
     expect(res.json()).toMatchObject({ code: 'PC_BAD_REQUEST', reason: 'multipart-disposition' });
   });
 
-  test('an excluded rule id that no longer exists (waf-body-over-limit) is a config error, not silently ignored', () => {
-    expect(() =>
+  test('an excluded rule id that no longer exists (waf-body-over-limit) is a config error, not silently ignored', async () => {
+    await expect(
       wafPolicy.create({ exclusions: [{ target: 'body:x', rules: ['waf-body-over-limit'] }] }, {
         config: { limits: { bodyBytes: 1 } },
       } as unknown as PolicyDeps),
-    ).toThrow(ConfigError);
+    ).rejects.toThrow(ConfigError);
   });
 });

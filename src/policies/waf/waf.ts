@@ -3,8 +3,7 @@ import { ConfigError, type ConfigIssue, ProblemError } from '../../errors.ts';
 import { cookiesOf } from '../../net/cookies.ts';
 import { hasBody } from '../../net/read-body.ts';
 import type { PolicyKind, RequestContext } from '../../pipeline/types.ts';
-import { compileEngine, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES } from './engine.ts';
-import { REQUEST_RULES, RULES } from './rules/index.ts';
+import { DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES } from './limits.ts';
 import type { InspectResult } from './types.ts';
 
 /** Default anomaly threshold: one critical rule (score 5) blocks, weaker signals must add up. */
@@ -115,7 +114,8 @@ export const WafSchema = T.Object(
 
 export type WafConfig = Static<typeof WafSchema>;
 
-const KNOWN_RULE_IDS = new Set([...RULES.map((r) => r.id), ...REQUEST_RULES.map((r) => r.id)]);
+/** Every rule id, for checking `exclusions`; computed when the first WAF route is created. */
+let knownRuleIds: Set<string> | undefined;
 
 function limitProblem(limit: WafLimit, max: number): ProblemError {
   return limit === 'bodyBytes'
@@ -144,7 +144,14 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
   name: 'waf',
   phase: 'waf',
   schema: WafSchema,
-  create(config, deps) {
+  async create(config, deps) {
+    // The engine and its rules load only when a route uses the WAF.
+    const [{ compileEngine }, { REQUEST_RULES, RULES }] = await Promise.all([
+      import('./engine.ts'),
+      import('./rules/index.ts'),
+    ]);
+    knownRuleIds ??= new Set([...RULES.map((r) => r.id), ...REQUEST_RULES.map((r) => r.id)]);
+    const KNOWN_RULE_IDS = knownRuleIds;
     const issues: ConfigIssue[] = [];
     (config.exclusions ?? []).forEach((ex, i) => {
       ex.rules?.forEach((id, j) => {
