@@ -42,6 +42,8 @@ const STABLE_AFTER_MS = 10_000;
 const RESPAWN_BASE_MS = 100;
 /** The longest delay between replacements of a crash-looping worker. */
 const RESPAWN_MAX_MS = 30_000;
+/** The first delay before the primary re-reads the files after a round that did not commit; doubles per failure. */
+const RETRY_BASE_MS = 500;
 /** How long a worker may take to rebuild a reload and vote, before the round is aborted. */
 const VOTE_TIMEOUT_MS = 30_000;
 /** How long a worker may take to answer a metrics or status request (it is left out past that). */
@@ -114,6 +116,22 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
   };
 
   /** One vote: every voter rebuilds from the files; all must get `version` for the swap to happen. */
+  /**
+   * After a round that did not commit (files changed while the workers read them, a worker died
+   * mid-vote): read the files again, later and later while it keeps failing, so the instance
+   * converges without waiting for the next file event.
+   */
+  let retryDelay = 0;
+  let retryTimer: NodeJS.Timeout | undefined;
+  const retryReload = () => {
+    if (retryTimer || stopping) return;
+    retryDelay = Math.min(Math.max(RETRY_BASE_MS, retryDelay * 2), RESPAWN_MAX_MS);
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      if (!stopping) void runtime.reload();
+    }, retryDelay);
+  };
+
   const vote = (voters: Slot[], version: string): Promise<boolean> => {
     const run = async () => {
       const r = ++round;
@@ -125,12 +143,16 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
         v ? v.pc === 'prepared' && v.version === version : !voters[i]?.worker?.isConnected(),
       );
       for (const s of voters) if (s.worker?.isConnected()) s.worker.send({ pc: 'commit', round: r, ok });
-      if (ok) for (const s of voters) s.version = version;
-      else
+      if (ok) {
+        for (const s of voters) s.version = version;
+        retryDelay = 0;
+      } else {
         logger.error(
           { version, votes: votes.map((v) => (v?.pc === 'prepared' ? v.version : null)) },
           'reload not committed: the workers did not all build this version; the last good configuration keeps serving everywhere',
         );
+        retryReload();
+      }
       return ok;
     };
     const next = rounds.then(run, run);
@@ -352,6 +374,7 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
 
   const shutdown = async (): Promise<void> => {
     for (const s of slots) clearTimeout(s.respawn);
+    clearTimeout(retryTimer);
     const running = slots.flatMap((s) => (s.worker ? [s.worker] : []));
     await Promise.all(
       running.map(
@@ -391,6 +414,9 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
     return 1;
   }
   started = true;
+  // Files changed while the processes started: bring every worker to the primary's version.
+  const inForce = runtime.snapshot?.version;
+  for (const s of slots) if (inForce && s.version !== inForce) void vote([s], inForce);
   let adminAddress: string | undefined;
   try {
     if (admin && config.admin) {
