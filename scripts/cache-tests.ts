@@ -232,7 +232,10 @@ function report(suites: SuiteGroup[], results: Results, _suiteDir: string): void
       else if (g === 'fail') {
         c.fail++;
         failures.push(`${s.id}: ${t.id} ${describe(results[t.id], t)}`);
-      } else if (g === 'optional-fail') c.opt++;
+      } else if (g === 'optional-fail') {
+        c.opt++;
+        others.push(`${s.id}: ${t.id} [optimal] ${describe(results[t.id], t)}`);
+      }
       else {
         if (g === 'dependency') c.dep++;
         else if (g === 'setup') c.setup++;

@@ -11,7 +11,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { type Duplex, pipeline, Readable } from 'node:stream';
 import { ProblemError } from '../errors.ts';
 import { runResponseStages } from '../pipeline/response.ts';
-import { type CacheIO, type RouteCache, serveCached } from '../policies/cache/serve.ts';
+import { CACHE_STATUS_NAME, type CacheIO, type RouteCache, serveCached } from '../policies/cache/serve.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem, toProblem } from '../problem.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
 import type { Forward, ForwardTarget } from '../upstream/forward.ts';
@@ -24,6 +24,9 @@ export function answerProblem(ex: Exchange, err: ProblemError): undefined {
   if (reply.sent || reply.raw.headersSent) return;
   const headers = ex.ctx?.responseHeaders;
   if (headers) reply.headers(headers);
+  // A cached route's every answer says what the cache did: here, nothing (a policy answered first).
+  if (ex.entry?.chain.applied.some((a) => a.kind === 'cache'))
+    reply.header('cache-status', `${CACHE_STATUS_NAME}; fwd=bypass; detail=${err.code}`);
   sendProblem(ex.req, reply, err, ex.target.path);
 }
 

@@ -437,6 +437,7 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
     expect((await get(gw, pub, { 'x-api-key': API_KEY })).headers.get('cache-status')).toMatch(/hit/);
     const anonymous = await get(gw, pub);
     expect(anonymous.status).toBe(401);
+    expect(anonymous.headers.get('cache-status')).toBe('Portcullis; fwd=bypass; detail=PC_UNAUTHORIZED');
     expect(anonymous.body).not.toContain('body of');
     expect(up.hits(`/keyed${id}`)).toBe(1);
   });

@@ -603,15 +603,13 @@ function revalidateInBackground(
     remoteAddress: src.raw.socket.remoteAddress,
     encrypted: (src.raw.socket as { encrypted?: boolean }).encrypted,
   };
-  const req = {
+  // The client's request may be long gone when this one is sent: a copy of what the forwarder reads
+  // (headers, client address, socket facts), without a body. Its stream is never read (no body).
+  const req: Forwarding['req'] = {
     method: 'GET',
     headers,
     ip: src.ip,
-    raw: Object.assign(new (class Empty {})(), {
-      url: src.raw.url,
-      headers,
-      socket,
-    }) as unknown as Forwarding['req']['raw'],
+    raw: { url: src.raw.url, headers, socket } as unknown as Forwarding['req']['raw'],
   };
   const set: Record<string, string> = {};
   const etag = header(entry.headers, 'etag');
@@ -659,7 +657,7 @@ function revalidateInBackground(
   };
   const tap = new Tap(handler, rc.maxEntryBytes, true);
   const forwarding: Forwarding = {
-    req: req as unknown as Forwarding['req'],
+    req,
     res: tap as unknown as Forwarding['res'],
     target: ex.target,
     ctx: extrasFor(ex, rc, set, CLIENT_CONDITIONALS),
