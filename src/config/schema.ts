@@ -133,6 +133,14 @@ export const GatewayConfigSchema = T.Object(
           connectTimeoutMs: T.Optional(
             T.Integer({ minimum: 1, description: 'Redis connect timeout. Default 2000.' }),
           ),
+          cacheMemoryBytes: T.Optional(
+            T.Integer({
+              minimum: 1,
+              description:
+                'Bound of the in-memory response cache (the `cache` policy with no Redis, or `store: memory`): ' +
+                'bodies and headers, least recently used out first; one per process. Default 67108864 (64 MiB).',
+            }),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -311,6 +319,8 @@ export interface GatewayConfig {
     cluster?: { nodes: string[] };
     commandTimeoutMs?: number;
     connectTimeoutMs?: number;
+    /** Bound of the memory response cache, bytes (default 64 MiB, see policies/cache). */
+    cacheMemoryBytes?: number;
   };
   telemetry: {
     otlp?: string;

@@ -579,3 +579,33 @@ describe('two gateway instances sharing one Redis cache', () => {
     expect((await get(a, `/svc${p}`)).body).toBe('v3');
   });
 });
+
+describe('memory cache bound (gateway.yaml state.cacheMemoryBytes)', () => {
+  const up = new ScriptedUpstream();
+  let gw: TestGateway;
+  beforeAll(async () => {
+    await up.start();
+    gw = await startGateway(
+      { svc: spec(up.url) },
+      { state: { cacheMemoryBytes: 5000 } },
+      { policies: { cache: RULES } },
+    );
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await up.close();
+  });
+
+  it('drops the least recently used entry to stay within the bound', async () => {
+    const [a, b, c] = [fresh('lru'), fresh('lru'), fresh('lru')];
+    for (const p of [a, b, c])
+      up.scripts.set(p, () => ({ headers: { 'cache-control': 'max-age=60' }, body: 'x'.repeat(2000) }));
+    await get(gw, `/svc${a}`);
+    await get(gw, `/svc${b}`);
+    expect((await get(gw, `/svc${a}`)).headers.get('cache-status')).toMatch(/hit/); // a is now the most recent
+    await get(gw, `/svc${c}`); // over 5000 bytes with three: b goes
+    expect((await get(gw, `/svc${a}`)).headers.get('cache-status')).toMatch(/hit/);
+    expect((await get(gw, `/svc${c}`)).headers.get('cache-status')).toMatch(/hit/);
+    expect((await get(gw, `/svc${b}`)).headers.get('cache-status')).toMatch(/uri-miss/);
+  });
+});

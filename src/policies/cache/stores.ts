@@ -46,7 +46,7 @@ export function cacheStoresFor(gatewayStore: Store, config: GatewayConfig, logge
   const hasRedis = Boolean(state.redis || state.sentinel || state.cluster);
   s = {
     memory() {
-      memory ??= createMemoryCacheStore();
+      memory ??= createMemoryCacheStore({ maxBytes: state.cacheMemoryBytes });
       return memory;
     },
     state() {
