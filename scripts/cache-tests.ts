@@ -235,8 +235,7 @@ function report(suites: SuiteGroup[], results: Results, _suiteDir: string): void
       } else if (g === 'optional-fail') {
         c.opt++;
         others.push(`${s.id}: ${t.id} [optimal] ${describe(results[t.id], t)}`);
-      }
-      else {
+      } else {
         if (g === 'dependency') c.dep++;
         else if (g === 'setup') c.setup++;
         else c.notRun++;
