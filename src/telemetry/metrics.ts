@@ -206,6 +206,29 @@ export function createMetrics(runtime: Runtime): Metrics {
             this.inc({ service: group.service, upstream: t.url, reason }, 0);
     },
   });
+  new Gauge({
+    name: 'portcullis_upstream_requests_in_flight',
+    help: 'Requests in flight to an upstream (admitted by its circuit breaker).',
+    labelNames: ['service', 'upstream'],
+    registers,
+    collect() {
+      this.reset();
+      for (const group of currentGroups(runtime))
+        for (const t of group.targets) this.set({ service: group.service, upstream: t.url }, t.inFlight);
+    },
+  });
+  new Gauge({
+    name: 'portcullis_upstream_requests_pending',
+    help: "Requests waiting for a slot of an upstream's circuit breaker.",
+    labelNames: ['service', 'upstream'],
+    registers,
+    collect() {
+      this.reset();
+      for (const group of currentGroups(runtime))
+        for (const t of group.targets)
+          this.set({ service: group.service, upstream: t.url }, t.state.waiting.length);
+    },
+  });
   runtime.upstreamEvents.subscribe({
     ejected: (service, upstream) => ejections.inc({ service, upstream }),
     breakerRejected: (service, upstream, reason) => breakerRejections.inc({ service, upstream, reason }),

@@ -264,6 +264,10 @@ describe('circuit breaker', () => {
       const third = get(url);
       await until('the third waiting', async () => (await viewOf(gw, 'svc', up.url))?.pending === 1);
       expect(await viewOf(gw, 'svc', up.url)).toMatchObject({ inFlight: 2, pending: 1 });
+      const during = await scrape(gw);
+      const series = { service: 'svc', upstream: up.url };
+      expect(value(during, 'portcullis_upstream_requests_in_flight', series)).toBe(2);
+      expect(value(during, 'portcullis_upstream_requests_pending', series)).toBe(1);
 
       const refused = await get(url);
       expect(refused.status).toBe(503);
