@@ -77,7 +77,7 @@ export function answerMock(ex: Exchange): undefined {
 }
 
 /**
- * Answer a policy's own response (a CORS preflight, a cache hit): status, headers and an optional
+ * Answer a policy's own response (a CORS preflight): status, headers and an optional
  * body, sent as built (no response stages).
  */
 export function answerDirect(

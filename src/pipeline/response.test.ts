@@ -36,8 +36,8 @@ class Tap extends Transform {
 const made: { upper?: Upper; tap?: Tap; storeSawHeader?: unknown; storeSawStatus?: number } = {};
 
 /**
- * A test kind that registers two stages per request, the store-like one first: they must run in
- * RESPONSE_STAGE_ORDER (the upper-casing "compress" stage before the "store" tap).
+ * A test kind that registers two stages per request, the store-like one first: they must run by
+ * `order` (the upper-casing "compress" stage before the later "store" tap).
  */
 const stagesKind = {
   name: 'stagesTest',
@@ -47,7 +47,7 @@ const stagesKind = {
     return function stagesTest(ctx: RequestContext) {
       const store: ResponseStage = {
         name: 'store',
-        order: RESPONSE_STAGE_ORDER.cacheStore,
+        order: RESPONSE_STAGE_ORDER.compress + 10,
         onHead(head) {
           made.storeSawHeader = head.headers['x-staged'];
           made.storeSawStatus = head.status;

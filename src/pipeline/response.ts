@@ -1,16 +1,17 @@
 /**
  * Response stages: how a policy transforms the answer on its way to the client (compression) or
- * takes a copy of it (the cache's store). A policy registers a stage on the request's context from
- * its hook (`addResponseStage`); the one module that writes answers (lifecycle/answer.ts, and the
- * forwarder it hands over to) runs them when the response head is known.
+ * looks at what the client gets. A policy registers a stage on the request's context from its hook
+ * (`addResponseStage`); the one module that writes answers (lifecycle/answer.ts, and the forwarder
+ * it hands over to) runs them when the response head is known: on forwarded answers, mock answers
+ * and every answer of the cache (from the store or forwarded through it: the cache keeps the
+ * upstream's bytes, and each answer is compressed for its own client).
  *
  * The contract:
- * - Order (DESIGN, "response: header policies, compression, cache store"): the upstream's headers
- *   minus hop-by-hop ones, then the context's `responseHeaders` and `responseEdits` (header
- *   policies, CORS), then the stages by `order` (RESPONSE_STAGE_ORDER): compression, then the
- *   cache store. Each stage sees the head as the stages before it left it, so the store sees the
- *   final status and headers and the body bytes as the client gets them. The request id header is
- *   added after the stages.
+ * - Order (DESIGN, "response: header policies, compression, cache store"): the upstream's (or the
+ *   stored) headers minus hop-by-hop ones, then the context's `responseHeaders` and
+ *   `responseEdits` (header policies, CORS), then the stages by `order` (RESPONSE_STAGE_ORDER;
+ *   a stage that must see the final bytes takes a higher order than compression). Each stage sees
+ *   the head as the stages before it left it. The request id header is added after the stages.
  * - `onHead` runs once, before the head is written; it may change `head.status` and edit
  *   `head.headers` in place, and returns either a Duplex (usually a Transform) that the body flows
  *   through, or undefined to leave the body alone.
@@ -22,8 +23,8 @@
  *   must come out as they come in (flush per chunk) or be left alone.
  * - HEAD, 204 and 304 answers have no body: `onHead` still runs (HEAD headers must match GET's)
  *   but a returned stream gets an empty body.
- * - Answers a policy makes itself (`ctx.answer`: a preflight, a cache hit) and problems do not go
- *   through the stages: they are complete as the policy built them.
+ * - Answers a policy makes itself (`ctx.answer`: a CORS preflight) and problems do not go through
+ *   the stages: they are complete as the policy built them.
  *
  * Zero cost where unused: a context has no stage list until a policy adds one, and routes without
  * policies have no context at all; the forwarder checks one property.
@@ -33,7 +34,7 @@ import type { Duplex } from 'node:stream';
 import type { RequestContext } from './types.ts';
 
 /** Where each kind of stage runs among the response stages: lower runs first (nearer the upstream). */
-export const RESPONSE_STAGE_ORDER = Object.freeze({ compress: 10, cacheStore: 20 });
+export const RESPONSE_STAGE_ORDER = Object.freeze({ compress: 10 });
 
 /** The response head as the stages see and edit it. */
 export interface ResponseHead {

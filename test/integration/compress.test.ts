@@ -46,8 +46,12 @@ interface Sse {
   closed?: boolean;
 }
 
+/** Requests the test upstream answered. */
+let upstreamHits = 0;
+
 /** The test upstream: one path per case. */
 function handle(req: IncomingMessage, res: ServerResponse, sse: Sse): void {
+  upstreamHits++;
   const path = new URL(req.url ?? '/', 'http://x').pathname.replace(/^\/+/, '/');
   const json = { 'content-type': 'application/json; charset=utf-8' };
   switch (path) {
@@ -207,6 +211,7 @@ describe('compress policy', () => {
         c: spec({ title: 'C', basePath: '/c', upstreams: [upUrl], operations: OPERATIONS }),
         p: spec({ title: 'P', basePath: '/p', upstreams: [upUrl], operations: OPERATIONS }),
         d: spec({ title: 'D', basePath: '/d', upstreams: [upUrl], operations: OPERATIONS }),
+        k: spec({ title: 'K', basePath: '/k', upstreams: [upUrl], operations: OPERATIONS }),
         m: mockSpec,
       },
       {
@@ -221,6 +226,7 @@ describe('compress policy', () => {
             { match: { service: 'c' }, compress: {} },
             { match: { service: 'm' }, compress: {} },
             { match: { service: 'd' }, compress: { mode: 'dry-run' } },
+            { match: { service: 'k' }, compress: {}, cache: { ttl: '1m' } },
           ],
         },
       },
@@ -374,6 +380,31 @@ describe('compress policy', () => {
     expect(res.headers['content-encoding']).toBeUndefined();
     expect(res.headers.vary).toBeUndefined();
     expect(res.body.equals(BODY)).toBe(true);
+  });
+
+  it('with the cache on the route: one upstream fetch, each answer encoded for its client, conditional requests too', async () => {
+    const seen = upstreamHits;
+    const first = await fetchRaw(`${gw.url}/k/json`, 'br');
+    expect(first.headers['content-encoding']).toBe('br');
+    expect(first.headers['cache-status']).toMatch(/fwd=/);
+    const hit = await fetchRaw(`${gw.url}/k/json`, 'br');
+    expect(hit.headers['cache-status']).toMatch(/hit/);
+    expect(hit.headers['content-encoding']).toBe('br');
+    expect(hit.headers.etag).toBe(`W/${ETAG}`);
+    expect(zlib.brotliDecompressSync(hit.body).equals(BODY)).toBe(true);
+    // The cache keeps the upstream's bytes; each answer is encoded for its own client.
+    const plainClient = await fetchRaw(`${gw.url}/k/json`, undefined);
+    expect(plainClient.headers['content-encoding']).toBeUndefined();
+    expect(plainClient.body.equals(BODY)).toBe(true);
+    const gz = await fetchRaw(`${gw.url}/k/json`, 'gzip');
+    expect(gz.headers['content-encoding']).toBe('gzip');
+    expect(zlib.gunzipSync(gz.body).equals(BODY)).toBe(true);
+    // The client revalidates its compressed copy with the weak tag: 304 from the cache, weak tag.
+    const revalidated = await fetchRaw(`${gw.url}/k/json`, 'br', { 'if-none-match': `W/${ETAG}` });
+    expect(revalidated.status).toBe(304);
+    expect(revalidated.headers.etag).toBe(`W/${ETAG}`);
+    expect(revalidated.headers.vary).toBe('Accept-Encoding');
+    expect(upstreamHits - seen).toBe(1);
   });
 
   it('dry-run compresses nothing and adds no Vary', async () => {
