@@ -307,6 +307,10 @@ describe('workers: 2 (node:cluster)', () => {
     expect(
       gw.logs.some((l) => String(l.msg).startsWith('worker cannot build the configuration in force')),
     ).toBe(true);
+    // Exit code 78 (not admitted), and each quick death of the slot waits longer before the next try.
+    const deaths = gw.logs.filter((l) => l.msg === 'worker died; replacing it' && l.worker === 2);
+    expect(deaths[0]).toMatchObject({ pid: victim, signal: 'SIGKILL', respawnInMs: 0 });
+    expect(deaths[1]).toMatchObject({ code: 78, respawnInMs: 100 });
     const meanwhile = await readyz();
     expect(meanwhile.workers.find((w) => w.worker === 2)?.ready).toBe(false);
     // Worker 1 alone serves, with the last good policies.
