@@ -226,8 +226,7 @@ export class WebSockets {
     return this.tunnels.size;
   }
 
-  /** Track an upgrade request's socket from the moment it arrives. */
-  /** `socket`: the client's socket (HTTP/1.1) or stream (`h2`, RFC 8441). */
+  /** Track an upgrade request from the moment it arrives: `socket` is the client's socket (HTTP/1.1) or stream (`h2`, RFC 8441). */
   begin(socket: Duplex, head: Buffer, h2: boolean): Upgrade {
     return new Upgrade(this, socket, head, h2);
   }
@@ -311,6 +310,8 @@ class Tunnel {
   private readonly idle: NodeJS.Timeout;
   private readonly lifetime: NodeJS.Timeout;
   private end: TunnelEnd | undefined;
+  /** The gateway is closing it (timeouts, shutdown). */
+  private closing = false;
   private closeReason = '';
   private open = 2;
   private readonly onClosed: (end: TunnelEnd, info: TunnelInfo) => void;
@@ -335,8 +336,9 @@ class Tunnel {
 
   /** Close both ways with 1001 at the next frame boundaries (idempotent). */
   close(why: TunnelEnd): void {
-    if (this.end) return;
-    this.end = why;
+    if (this.closing) return;
+    this.closing = true;
+    this.end ??= why;
     this.closeReason =
       why === 'shutdown'
         ? 'gateway shutting down'
@@ -400,6 +402,8 @@ class Tunnel {
       const n = s.frames.scan(chunk, true);
       out = chunk.subarray(0, n);
     } else s.frames.scan(chunk, false);
+    // Who ended the socket: whoever sent the first close frame (not who closed TCP first).
+    if (this.end === undefined && s.frames.closeSeen) this.end = s.masked ? 'client' : 'upstream';
     if (out.length > 0) {
       if (s.masked) this.info.bytesIn += out.length;
       else this.info.bytesOut += out.length;
