@@ -1,14 +1,18 @@
 // Load test: a ramping arrival rate (open model: requests keep coming even when the gateway
 // slows down), with thresholds on p95/p99 latency and the error rate.
-// Against the compose stack (docker-compose.yml):
+// Against `npm start` (the example services; the default):  k6 run k6/load.js
+// Against the compose stack (docker-compose.yml; its k6 service sets TARGET=compose):
 //   docker compose up -d --build
 //   docker compose --profile k6 run --rm k6 run /scripts/load.js
-// Tune the peak: docker compose --profile k6 run --rm -e PEAK_RPS=2000 k6 run /scripts/load.js
-// Or with a local k6:  k6 run -e BASE_URL=http://localhost:8080 k6/load.js
+// Or with a local k6:  k6 run -e TARGET=compose -e BASE_URL=http://localhost:8080 k6/load.js
 import { check } from 'k6';
 import http from 'k6/http';
 
 const BASE_URL = __ENV.BASE_URL || 'http://localhost:8080';
+const TARGET = __ENV.TARGET || 'local';
+/** Paths and limits of the target (k6/targets.json): `local` is `npm start`, `compose` the compose stack. */
+const T = JSON.parse(open('./targets.json'))[TARGET];
+if (!T) throw new Error(`TARGET must be local or compose, not ${TARGET}`);
 const PEAK_RPS = Number(__ENV.PEAK_RPS || 500);
 
 /** @type {import('k6/options').Options} */
@@ -35,6 +39,6 @@ export const options = {
 };
 
 export default function () {
-  const res = http.get(`${BASE_URL}/echo/hello`);
+  const res = http.get(`${BASE_URL}${T.load.path}`);
   check(res, { 'status is 200': (r) => r.status === 200 });
 }
