@@ -67,7 +67,9 @@ describe('k6 scripts', () => {
       // No path of either target written into a script.
       expect(text).not.toMatch(/\$\{BASE_URL\}\//);
       // The first way to run it is against `npm start`, with no TARGET.
-    expect(text.slice(0, text.indexOf('import '))).toMatch(new RegExp(`npm start.*: +k6 run (-e API_KEY=\\S+ )?k6/${name}\n`));
+      expect(text.slice(0, text.indexOf('import '))).toMatch(
+        new RegExp(`npm start.*: +k6 run (-e API_KEY=\\S+ )?k6/${name}\n`),
+      );
     },
   );
 
