@@ -216,7 +216,7 @@ export const XPortcullisSchema = T.Object(
         {
           additionalProperties: false,
           description:
-            "Per-upstream circuit breaker (as Envoy's max_requests and max_pending_requests): a request goes to an eligible upstream below maxRequests when there is one; when every one is full it waits for a slot of the chosen one, and past maxPending waiting (or after timeoutMs of waiting) it gets 503 PC_UPSTREAM_OVERLOADED with Retry-After instead of queueing without bound. Counted in portcullis_upstream_breaker_rejections_total. Default { maxRequests: 1024, maxPending: 1024 }.",
+            "Per-upstream circuit breaker (as Envoy's max_requests and max_pending_requests): a request goes to an eligible upstream below maxRequests when there is one; when every one is full it waits for a slot of the chosen one, and past maxPending waiting (or after timeoutMs of waiting) it gets 503 PC_UPSTREAM_OVERLOADED with Retry-After instead of queueing without bound. Counted in portcullis_upstream_breaker_rejections_total. Limits hold per gateway process (with workers: N, per worker). Default { maxRequests: 1024, maxPending: 1024 }.",
         },
       ),
     ),
