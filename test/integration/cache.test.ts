@@ -123,10 +123,10 @@ async function get(gw: TestGateway, path: string, headers: Record<string, string
 }
 
 /** A GET with exactly these headers (fetch adds its own to conditional requests). */
-function rawGet(gw: TestGateway, path: string, headers: Record<string, string>) {
+function rawGet(gw: TestGateway, path: string, headers: Record<string, string>, method = 'GET') {
   return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string; raw: Buffer }>(
     (ok, fail) => {
-      const req = request(gw.url + path, { headers }, (res) => {
+      const req = request(gw.url + path, { headers, method }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -419,6 +419,20 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
     expect(up.hits(p)).toBe(1);
   });
 
+  it('keys entries by the Host too: a forged Host cannot poison the entry other clients get', async () => {
+    const p = fresh();
+    const pub = script(p, ({ headers }) => ({
+      headers: { 'cache-control': 'max-age=60' },
+      body: `link to https://${headers['x-forwarded-host']}/next`,
+    }));
+    const evil = await rawGet(gw, pub, { host: 'evil.example' });
+    expect(evil.body).toBe('link to https://evil.example/next');
+    const good = await rawGet(gw, pub, { host: 'api.example.test' });
+    expect(good.body).toBe('link to https://api.example.test/next');
+    expect((await rawGet(gw, pub, { host: 'API.example.test' })).headers['cache-status']).toMatch(/hit/);
+    expect(up.hits(p)).toBe(2);
+  });
+
   it('keys entries by the canonical target: another spelling of the same path is the same entry', async () => {
     const p = fresh('enc');
     const pub = script(`${p}/a`, () => ({ headers: { 'cache-control': 'max-age=60' } }));
@@ -520,6 +534,9 @@ describe('two gateway instances sharing one Redis cache', () => {
   let redis: TestRedis;
   let a: TestGateway;
   let b: TestGateway;
+  /** Both instances behind one name, as a load balancer presents them (the Host is part of the key). */
+  const shared = (gw: TestGateway, path: string, method = 'GET') =>
+    rawGet(gw, path, { host: 'api.example.test' }, method);
 
   beforeAll(async () => {
     await up.start();
@@ -538,10 +555,10 @@ describe('two gateway instances sharing one Redis cache', () => {
   it('serves through one what the other stored, and holds it in Redis under a versioned key', async () => {
     const p = fresh('shared');
     up.scripts.set(p, () => ({ headers: { 'cache-control': 'max-age=60' }, body: 'stored by a' }));
-    expect((await get(a, `/svc${p}`)).body).toBe('stored by a');
-    const fromB = await get(b, `/svc${p}`);
+    expect((await shared(a, `/svc${p}`)).body).toBe('stored by a');
+    const fromB = await shared(b, `/svc${p}`);
     expect(fromB.body).toBe('stored by a');
-    expect(fromB.headers.get('cache-status')).toMatch(/hit/);
+    expect(fromB.headers['cache-status']).toMatch(/hit/);
     expect(up.hits(p)).toBe(1);
     const client = new Redis(redis.url);
     try {
@@ -555,15 +572,15 @@ describe('two gateway instances sharing one Redis cache', () => {
   it('a purge through one instance invalidates the entry for both', async () => {
     const p = fresh('shared');
     up.scripts.set(p, ({ n }) => ({ headers: { 'cache-control': 'max-age=60' }, body: `v${n}` }));
-    await get(a, `/svc${p}`);
+    await shared(a, `/svc${p}`);
     const r = await fetch(`${b.addresses.admin}/cache/purge`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ url: `/svc${p}` }),
     });
     expect(await r.json()).toEqual({ purged: 1 });
-    expect((await get(a, `/svc${p}`)).body).toBe('v2');
-    expect((await get(b, `/svc${p}`)).body).toBe('v2');
+    expect((await shared(a, `/svc${p}`)).body).toBe('v2');
+    expect((await shared(b, `/svc${p}`)).body).toBe('v2');
     expect(up.hits(p)).toBe(2);
   });
 
@@ -572,11 +589,11 @@ describe('two gateway instances sharing one Redis cache', () => {
     up.scripts.set(p, ({ method, n }) =>
       method === 'PUT' ? { status: 204 } : { headers: { 'cache-control': 'max-age=60' }, body: `v${n}` },
     );
-    await get(b, `/svc${p}`);
-    expect((await get(a, `/svc${p}`)).body).toBe('v1');
-    expect((await get(a, `/svc${p}`, {}, 'PUT')).status).toBe(204);
-    expect((await get(b, `/svc${p}`)).body).toBe('v3');
-    expect((await get(a, `/svc${p}`)).body).toBe('v3');
+    await shared(b, `/svc${p}`);
+    expect((await shared(a, `/svc${p}`)).body).toBe('v1');
+    expect((await shared(a, `/svc${p}`, 'PUT')).status).toBe(204);
+    expect((await shared(b, `/svc${p}`)).body).toBe('v3');
+    expect((await shared(a, `/svc${p}`)).body).toBe('v3');
   });
 });
 

@@ -106,11 +106,12 @@ export function createRedisCacheStore(state: GatewayConfig['state'], logger: Log
     async get(url, select) {
       const key = keyOf(url);
       try {
-        const [vary, plain] = await client.hmgetBuffer(key, 'vary', 'v:');
+        // One round trip in the common case: the variant of a URL that varies on nothing.
+        const plainVariant = select([]);
+        const [vary, plain] = await client.hmgetBuffer(key, 'vary', `v:${plainVariant}`);
         if (vary === null || vary === undefined) return undefined;
         const names = vary.length === 0 ? [] : vary.toString().split(',');
-        const variant = select(names);
-        const data = variant === '' ? plain : await client.hgetBuffer(key, `v:${variant}`);
+        const data = names.length === 0 ? plain : await client.hgetBuffer(key, `v:${select(names)}`);
         return data ? decodeEntry(data) : undefined;
       } catch (err) {
         failed('get', err);

@@ -124,11 +124,22 @@ export function cacheKey(target: RequestTarget): string {
 }
 
 /** The variant id of a request among responses that vary on `names`. */
-function variantOf(headers: IncomingHttpHeaders, names: readonly string[]): string {
-  if (names.length === 0) return '';
+function variantOf(origin: string, headers: IncomingHttpHeaders, names: readonly string[]): string {
   const h = createHash('sha256');
-  for (const n of names) h.update(`${n}\u0000${varyValue(headers, n)}\u0001`);
+  h.update(origin);
+  for (const n of names) h.update(`\u0001${n}\u0000${varyValue(headers, n)}`);
   return h.digest('base64url').slice(0, 22);
+}
+
+/**
+ * The scheme and Host a request came with: part of every variant, because the upstream sees them
+ * (X-Forwarded-Proto / -Host, Forwarded) and may build links from them. A request with a forged
+ * Host gets its own entry and can never poison the one other clients are served.
+ */
+function originOf(req: Exchange['req'] | Forwarding['req']): string {
+  const h = req.headers;
+  const host = (h.host ?? (h[':authority'] as string | undefined) ?? '').toLowerCase();
+  return `${(req.raw.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'}://${host}`;
 }
 
 async function lookup(
@@ -149,7 +160,8 @@ async function lookup(
     if (ex.res.destroyed) return;
     followed = true;
   }
-  const entry = await rc.store.get(url, (names) => variantOf(headers, names));
+  const origin = originOf(ex.req);
+  const entry = await rc.store.get(url, (names) => variantOf(origin, headers, names));
   if (ex.res.destroyed) return;
   const now = Date.now();
   if (entry) {
@@ -494,7 +506,7 @@ function fetchThrough(
         const vary = varyNames(headers) ?? [];
         storeAs = {
           vary,
-          variant: variantOf(req.headers, vary),
+          variant: variantOf(originOf(req), req.headers, vary),
           headers: headersToStore(headers),
           status,
           age: initialAge(headers, requestTime, responseTime),
@@ -528,7 +540,7 @@ function fetchThrough(
           .put(
             url,
             varyNames(refreshed.headers) ?? [],
-            variantOf(req.headers, varyNames(refreshed.headers) ?? []),
+            variantOf(originOf(req), req.headers, varyNames(refreshed.headers) ?? []),
             refreshed,
             ttlOf(refreshed, rc),
           )
@@ -651,7 +663,9 @@ function revalidateInBackground(
       const next = refreshed ?? (replacement && body !== undefined ? { ...replacement, body } : undefined);
       if (!next) return finish();
       const vary = varyNames(next.headers) ?? [];
-      void rc.store.put(url, vary, variantOf(headers, vary), next, ttlOf(next, rc)).finally(finish);
+      void rc.store
+        .put(url, vary, variantOf(originOf(req), headers, vary), next, ttlOf(next, rc))
+        .finally(finish);
     },
     abort: finish,
   };
