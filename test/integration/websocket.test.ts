@@ -26,6 +26,7 @@ const OPERATIONS = {
   'GET /limited/echo': 'limitedEcho',
   'GET /items': 'listItems',
   'GET /waf/echo': 'wafEcho',
+  'GET /cors/echo': 'corsEcho',
   'GET /denied/echo': 'deniedEcho',
   'GET /bad-accept': 'badAccept',
   'GET /bad-protocol': 'badProtocol',
@@ -171,6 +172,10 @@ describe('WebSocket proxying', () => {
               rateLimit: { limit: RATE_LIMIT, window: '1m', key: 'ip' },
             },
             { match: { service: 'svc', operations: ['wafEcho'] }, waf: {} },
+            {
+              match: { service: 'svc', operations: ['corsEcho'] },
+              cors: { origins: ['https://app.example'] },
+            },
             { match: { service: 'svc', operations: ['deniedEcho'] }, ipFilter: { deny: ['127.0.0.1/32'] } },
           ],
         },
@@ -377,6 +382,21 @@ describe('WebSocket proxying', () => {
     expect((await echo(ws, "1' OR '1'='1")).data.toString()).toBe("1' OR '1'='1");
     ws.close();
     await closed(ws);
+  });
+
+  it("refuses an upgrade from an origin the route's cors policy does not allow (cross-site WebSocket hijacking)", async () => {
+    const before = up.seen.length;
+    const r = await refused(`${gw.url}/svc/cors/echo`, { origin: 'https://evil.example' });
+    expect(r.status).toBe(403);
+    expect(JSON.parse(r.body).code).toBe('PC_FORBIDDEN');
+    expect(up.seen.length).toBe(before);
+    // The allowed origin, and a client that sends none (not a browser), open.
+    for (const headers of [{ origin: 'https://app.example' }, {}] as Array<Record<string, string>>) {
+      const ws = await connect(`${gw.url}/svc/cors/echo`, { headers });
+      expect((await echo(ws, 'ok')).data.toString()).toBe('ok');
+      ws.close();
+      await closed(ws);
+    }
   });
 
   it('applies the rate limit to upgrades', async () => {

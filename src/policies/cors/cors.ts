@@ -135,6 +135,17 @@ export const corsPolicy: PolicyKind<typeof CorsSchema> = {
         return;
       }
       const allowed = origin !== undefined && isAllowed(origin);
+      // Browsers apply no CORS to WebSockets: the server is to check Origin (RFC 6455 §10.2). An
+      // upgrade from an origin this policy does not allow is refused (cross-site WebSocket hijacking).
+      if (origin !== undefined && !allowed && (ctx.req.raw as { upgrade?: boolean }).upgrade === true) {
+        if (dryRun) {
+          ctx.decisions.push(dryRunDecision('would-refuse-websocket', origin));
+          return;
+        }
+        throw new ProblemError('PC_FORBIDDEN', 'WebSocket upgrade refused: origin not allowed', {
+          extensions: { reason: 'cors_origin' },
+        });
+      }
       if (dryRun) {
         if (origin !== undefined)
           ctx.decisions.push(dryRunDecision(allowed ? 'would-allow' : 'would-omit', origin));
