@@ -12,7 +12,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The CLI entry, as `npm start` runs it. */
 const CLI = fileURLToPath(new URL('../../bin/portcullis.js', import.meta.url));
 /** Default bound for a command to finish, a gateway to listen, or a stop to complete. */
-const TIMEOUT_MS = 10_000;
+const TIMEOUT_MS = 25_000;
 
 const running = new Set<ChildProcess>();
 
@@ -21,7 +21,7 @@ export interface CliOptions {
   cwd?: string;
   /** Variables added to the environment; the parent's PORTCULLIS_* variables are never inherited. */
   env?: Record<string, string>;
-  /** SIGKILL the child and fail after this long. Default 10000. */
+  /** SIGKILL the child and fail after this long. Default 25000 (a bound for a stuck child on a loaded machine, not a speed check; below vitest's 30 s test timeout). */
   timeoutMs?: number;
 }
 
