@@ -24,6 +24,7 @@ Commands:
   routes      Print the route table (--json for JSON)
   explain     What the gateway would do with one request, calling no upstream
   test        Run a file of requests with expected outcomes (for CI); exit 1 on a mismatch
+  waf-test    Run the WAF on a value or request and explain the verdict ('portcullis waf-test --help')
   help        Show help for a command ('portcullis help start')
 
 Options:
@@ -84,6 +85,11 @@ const EXIT_USAGE = 2;
 const EXIT_NOT_ADMITTED = 78;
 
 async function main(argv: string[]): Promise<number> {
+  // `waf-test` needs no configuration and has its own options (src/policies/waf/cli.ts).
+  if (argv[0] === 'waf-test' || (argv[0] === 'help' && argv[1] === 'waf-test')) {
+    const { wafTestCli } = await import('./policies/waf/cli.ts');
+    return wafTestCli(argv[0] === 'help' ? ['--help'] : argv.slice(1));
+  }
   let parsed: ReturnType<typeof parseCommandLine>;
   try {
     parsed = parseCommandLine(argv);

@@ -143,9 +143,14 @@ const STRUCTURED_HEADERS: ReadonlyMap<string, RegExp> = new Map([
   ],
 ]);
 
-/** A per-route exclusion: `target` is never checked by the listed rules/families (by all when both absent). */
+/**
+ * An exclusion: `target` is never checked by the listed rules/families (by all when both absent);
+ * with `paths`, only on requests to those paths, and on every target when `target` is absent.
+ */
 export interface Exclusion {
-  target: string;
+  target?: string | undefined;
+  /** Request paths the exclusion is limited to (see pathMatcher); every path when absent. */
+  paths?: string[] | undefined;
   rules?: string[] | undefined;
   families?: string[] | undefined;
 }
@@ -329,31 +334,104 @@ interface CompiledExclusion {
   families: Set<string>;
 }
 
+/** Key of an exclusion without a target (path-scoped: every value of the request). */
+const EVERY_TARGET = '*';
+
 function compileExclusions(list: Exclusion[]): Map<string, CompiledExclusion> {
   const map = new Map<string, CompiledExclusion>();
-  for (const ex of list) {
-    // Header names are case-insensitive; everything else is matched as written.
-    const key = ex.target.toLowerCase().startsWith('header:') ? ex.target.toLowerCase() : ex.target;
+  const add = (key: string, ex: Exclusion): void => {
     const entry = map.get(key) ?? { all: false, rules: new Set<string>(), families: new Set<string>() };
     if (!ex.rules?.length && !ex.families?.length) entry.all = true;
     for (const r of ex.rules ?? []) entry.rules.add(r);
     for (const f of ex.families ?? []) entry.families.add(f);
     map.set(key, entry);
+  };
+  for (const ex of list) {
+    // Header names are case-insensitive; everything else is matched as written.
+    const target = ex.target ?? EVERY_TARGET;
+    add(target.toLowerCase().startsWith('header:') ? target.toLowerCase() : target, ex);
   }
+  // What every target excludes holds for the targets named on their own too.
+  const every = map.get(EVERY_TARGET);
+  if (every)
+    for (const [key, entry] of map) {
+      if (key === EVERY_TARGET) continue;
+      entry.all ||= every.all;
+      for (const r of every.rules) entry.rules.add(r);
+      for (const f of every.families) entry.families.add(f);
+    }
   return map;
 }
 
 /** Key prefixes an exclusion on `body:a` also covers: `body:a.b.c` is inside `body:a`. */
 function exclusionFor(map: Map<string, CompiledExclusion>, key: string): CompiledExclusion | undefined {
   const direct = map.get(key);
-  if (direct || !key.startsWith('body:')) return direct;
+  if (direct || !key.startsWith('body:')) return direct ?? map.get(EVERY_TARGET);
   let k = key;
   for (let dot = k.lastIndexOf('.'); dot > 5; dot = k.lastIndexOf('.')) {
     k = k.slice(0, dot);
     const hit = map.get(k);
     if (hit) return hit;
   }
-  return undefined;
+  return map.get(EVERY_TARGET);
+}
+
+/**
+ * A path pattern of an exclusion as a test on the request path (canonical, still
+ * percent-encoded): segments as written, `*` or `{name}` for exactly one segment, a trailing `/**`
+ * for the path and anything below it (`/cms/**` matches `/cms`, `/cms/a/b`).
+ */
+export function pathMatcher(patterns: readonly string[]): (path: string) => boolean {
+  const sources = patterns.map((p) => {
+    const deep = p.endsWith('/**');
+    const body = deep ? p.slice(0, -3) : p;
+    const segs = body
+      .split('/')
+      .map((seg) =>
+        seg === '*' || /^\{[^/{}]+\}$/.test(seg) ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+      );
+    return `${segs.join('/')}${deep ? '(?:/.*)?' : ''}`;
+  });
+  const re = new RegExp(`^(?:${sources.join('|')})$`);
+  return (path) => re.test(path);
+}
+
+/** Most engines one path-scoped configuration keeps (one per combination of matching paths). */
+const MAX_PATH_ENGINES = 64;
+
+/**
+ * An engine whose exclusions depend on the request path: the exclusions of the paths a request
+ * matches are added to the unconditional ones, and an engine compiled for that combination (kept,
+ * at most MAX_PATH_ENGINES) inspects it, so verdict caching stays exact per combination.
+ */
+function pathScopedEngine(options: EngineOptions, scoped: Exclusion[], always: Exclusion[]): WafEngine {
+  const base = compileEngine({ ...options, exclusions: always });
+  const matchers = scoped.map((ex) => ({
+    matches: pathMatcher(ex.paths ?? []),
+    exclusion: { target: ex.target, rules: ex.rules, families: ex.families },
+  }));
+  const engines = new Map<string, WafEngine>();
+  return {
+    rules: base.rules,
+    inspect(parts: RequestParts): InspectResult {
+      const q = parts.url.indexOf('?');
+      const path = q === -1 ? parts.url : parts.url.slice(0, q);
+      let key = '';
+      for (let i = 0; i < matchers.length; i++) if (matchers[i]?.matches(path)) key += `${i},`;
+      if (key === '') return base.inspect(parts);
+      let engine = engines.get(key);
+      if (engine === undefined) {
+        const picked = key
+          .split(',')
+          .filter(Boolean)
+          .map((i) => matchers[Number(i)]?.exclusion as Exclusion);
+        engine = compileEngine({ ...options, exclusions: [...always, ...picked] });
+        if (engines.size >= MAX_PATH_ENGINES) engines.delete(engines.keys().next().value as string);
+        engines.set(key, engine);
+      }
+      return engine.inspect(parts);
+    },
+  };
 }
 
 type Verdicts = Map<string, readonly Rule[]>;
@@ -430,6 +508,13 @@ let nextEngineId = 0;
 
 /** Compile the rule set for one route: paranoia filter and exclusions are resolved here, once. */
 export function compileEngine(options: EngineOptions = {}): WafEngine {
+  const scoped = (options.exclusions ?? []).filter((ex) => ex.paths !== undefined && ex.paths.length > 0);
+  if (scoped.length > 0)
+    return pathScopedEngine(
+      options,
+      scoped,
+      (options.exclusions ?? []).filter((ex) => !scoped.includes(ex)),
+    );
   const paranoia = options.paranoia ?? 1;
   const maxValues = options.maxValues ?? DEFAULT_MAX_VALUES;
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;

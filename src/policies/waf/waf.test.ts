@@ -175,6 +175,48 @@ describe('waf policy', () => {
     expect((await send({ article: { title: '<style>p{}</style>' } })).statusCode).toBe(403);
   });
 
+  test('a path-scoped exclusion holds on its paths only; without a target it covers every value there', async () => {
+    const app = await make({
+      exclusions: [
+        { target: 'body:html', families: ['xss'], paths: ['/cms/pages/{id}'] },
+        { paths: ['/search/**'], rules: ['sqli-syntax'] },
+      ],
+    });
+    const post = (url: string, payload: unknown) =>
+      app.inject({
+        method: 'POST',
+        url,
+        payload: JSON.stringify(payload),
+        headers: { 'content-type': 'application/json' },
+      });
+    const markup = { html: '<style>p{}</style><p>hi</p>' };
+    expect((await post('/cms/pages/7', markup)).statusCode).toBe(200);
+    // Another path, another field, a deeper path: still inspected.
+    expect((await post('/cms/posts/7', markup)).statusCode).toBe(403);
+    expect((await post('/cms/pages/7', { title: markup.html })).statusCode).toBe(403);
+    expect((await post('/cms/pages/7/draft', markup)).statusCode).toBe(403);
+    const sqli = "/?q=x'%20OR%20'1'%3D'1";
+    expect((await app.inject({ method: 'GET', url: `/search${sqli}` })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: `/search/deep${sqli}` })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: `/items${sqli}` })).statusCode).toBe(403);
+    // Only the excluded rule: another family on the same path is still blocked.
+    expect(
+      (await app.inject({ method: 'GET', url: '/search?q=%3Cscript%3Ealert(1)%3C/script%3E' })).statusCode,
+    ).toBe(403);
+  });
+
+  test('an exclusion with neither target nor paths is a config error naming it', async () => {
+    try {
+      await wafPolicy.create({ exclusions: [{ target: 'query:q' }, { families: ['xss'] }] }, {
+        config: { limits: { bodyBytes: 1 } },
+      } as unknown as PolicyDeps);
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues[0]).toMatchObject({ path: '/exclusions/1' });
+    }
+  });
+
   test('an unknown rule id in an exclusion is a config error naming its path', async () => {
     await expect(
       wafPolicy.create({ exclusions: [{ target: 'query:q', rules: ['sqli-nope'] }] }, {

@@ -81,11 +81,20 @@ export const WafSchema = T.Object(
       T.Array(
         T.Object(
           {
-            target: T.String({
-              pattern: '^(?:path|(?:query|header|cookie|body):.+)$',
-              description:
-                'What is excluded: `path` (the path and its parameters), `query:<name>`, `header:<name>`, `cookie:<name>` or `body:<field>` (JSON path with dots, e.g. body:post.content; covers the fields below it).',
-            }),
+            target: T.Optional(
+              T.String({
+                pattern: '^(?:path|(?:query|header|cookie|body):.+)$',
+                description:
+                  'What is excluded: `path` (the path and its parameters), `query:<name>`, `header:<name>`, `cookie:<name>` or `body:<field>` (JSON path with dots, e.g. body:post.content; covers the fields below it). Optional with `paths`: every value of requests to those paths. Required otherwise.',
+              }),
+            ),
+            paths: T.Optional(
+              T.Array(T.String({ pattern: '^/', minLength: 1 }), {
+                minItems: 1,
+                description:
+                  'Request paths the exclusion is limited to, as received (canonical, percent-encoded): segments as written, `*` or `{name}` for one segment, a trailing `/**` for the path and everything below it (e.g. `/cms/posts/{id}`, `/admin/**`). Default: every path the policy covers.',
+              }),
+            ),
             rules: T.Optional(
               T.Array(T.String(), { description: 'Rule ids not run on the target. Default: none.' }),
             ),
@@ -154,6 +163,12 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
     const KNOWN_RULE_IDS = knownRuleIds;
     const issues: ConfigIssue[] = [];
     (config.exclusions ?? []).forEach((ex, i) => {
+      if (ex.target === undefined && ex.paths === undefined)
+        issues.push({
+          file: '',
+          path: `/exclusions/${i}`,
+          message: 'an exclusion needs a target, paths or both (without either it would exclude everything)',
+        });
       ex.rules?.forEach((id, j) => {
         if (!KNOWN_RULE_IDS.has(id))
           issues.push({
