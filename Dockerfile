@@ -31,4 +31,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Same as `npm start`, without npm in the signal path (SIGTERM reaches the gateway and drains).
-CMD ["node", "bin/portcullis.js", "start"]
+# --max-semi-space-size=4 (MiB): V8's young generation grows to 32 MiB per semi-space by default;
+# at 4 the gateway idles about 20 MB and peaks about 100 MB lower under load, with a lower p99
+# (shorter scavenges) and no measurable CPU cost per request (bench/README.md).
+CMD ["node", "--max-semi-space-size=4", "bin/portcullis.js", "start"]

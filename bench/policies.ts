@@ -61,7 +61,7 @@ export async function preparePolicies(context: TargetContext): Promise<PreparedT
 }
 
 /** redis-server on a free port, pinned to `cpu`; resolves once it logged it is ready. */
-async function startRedisServer(cpu: number | null): Promise<{ child: Child; port: number }> {
+export async function startRedisServer(cpu: number | null): Promise<{ child: Child; port: number }> {
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
   const child = startProcess('redis-server', REDIS_SERVER, args, cpu);
@@ -78,7 +78,7 @@ async function startRedisServer(cpu: number | null): Promise<{ child: Child; por
 }
 
 /** An RS256 key, its JWKS on 127.0.0.1, and a token signed with it valid for a day. */
-async function serveJwks(): Promise<{ url: string; token: string; close(): Promise<void> }> {
+export async function serveJwks(): Promise<{ url: string; token: string; close(): Promise<void> }> {
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const kid = randomUUID();
   const body = JSON.stringify({

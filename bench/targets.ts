@@ -8,6 +8,7 @@
  *
  * each being its own config dir under a temp dir.
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nginxTarget } from './nginx.ts';
@@ -20,6 +21,17 @@ const REPO_DIR = join(BENCH_DIR, '..');
 /** How long the gateway gets to answer 200 on /readyz. */
 const READY_TIMEOUT_MS = 15_000;
 const READY_POLL_MS = 100;
+/**
+ * The Node options `npm start` runs the gateway with (package.json `scripts.start`, the same as the
+ * Dockerfile's CMD), so every gateway here runs as users run it.
+ */
+export const START_NODE_ARGS: readonly string[] = (() => {
+  const pkg = JSON.parse(readFileSync(join(REPO_DIR, 'package.json'), 'utf8')) as {
+    scripts: { start: string };
+  };
+  const words = pkg.scripts.start.split(/\s+/);
+  return words.slice(1, words.indexOf('bin/portcullis.js'));
+})();
 /** The public prefix of the bench service, shared by the reference proxy and the gateway. */
 export const BASE_PATH = '/bench';
 
@@ -139,6 +151,8 @@ export interface PortcullisTargetOptions {
   policies?: Record<string, string>;
   /** Extra top-level gateway.yaml text appended to the generated file. Default: none. */
   gatewayYaml?: string;
+  /** Node options before the script (V8 flags). Default: those of `npm start` (START_NODE_ARGS). */
+  nodeArgs?: string[];
   /** Path (and query) under the service loaded. Default `/hello`. */
   path?: string;
   /** Method, body and headers the load sends (a `prepare` result's request wins). Default: a plain GET. */
@@ -182,6 +196,7 @@ export function portcullisTarget(options: PortcullisTargetOptions): Target {
           options.name,
           [
             ...profile,
+            ...(options.nodeArgs ?? START_NODE_ARGS),
             join(REPO_DIR, 'bin', 'portcullis.js'),
             'start',
             '--config',
@@ -416,10 +431,15 @@ export async function measureExampleIdle(): Promise<number | null> {
     PORTCULLIS_ADMIN_PORT: String(adminPort),
     PORTCULLIS_ADMIN_HOST: '127.0.0.1',
   };
-  const child = startNode('example', [join(REPO_DIR, 'bin', 'portcullis.js'), 'start'], null, {
-    cwd: REPO_DIR,
-    env,
-  });
+  const child = startNode(
+    'example',
+    [...START_NODE_ARGS, join(REPO_DIR, 'bin', 'portcullis.js'), 'start'],
+    null,
+    {
+      cwd: REPO_DIR,
+      env,
+    },
+  );
   try {
     await waitForReady(child, `http://127.0.0.1:${adminPort}/readyz`);
     await new Promise((r) => setTimeout(r, EXAMPLE_SETTLE_MS));
