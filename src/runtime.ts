@@ -596,6 +596,8 @@ export class Runtime {
     for (const [key, group] of serving) {
       this.retiring.delete(group);
       this.groups.set(key, group);
+      // Retiring stopped its active checks (UpstreamGroup.retire): it serves on, so they resume.
+      if (this.options.healthChecks !== false) group.start();
     }
   }
 
