@@ -1,4 +1,4 @@
-import { rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -304,6 +304,37 @@ describe('reload() called directly', () => {
     expect(entriesOf('b')[0]?.chain.hooks[0]).not.toBe(before[0]?.chain.hooks[0]);
     await gw.writeSpec('b', specB());
     await rm(join(gw.dir, 'policies', 'b.yaml'));
+  });
+
+  it('a shared $ref target in openapi/shared/ is not a service, and editing it reloads the spec using it', async () => {
+    await fresh();
+    await mkdir(join(gw.dir, 'openapi', 'shared'), { recursive: true });
+    const shared = (type: string) =>
+      `Id: { name: id, in: path, required: true, schema: { type: ${type} } }\n`;
+    await writeFile(join(gw.dir, 'openapi', 'shared', 'params.yaml'), shared('integer'));
+    await gw.writeRaw(
+      'c.yaml',
+      `openapi: 3.1.0
+info: { title: C, version: 1.0.0 }
+x-portcullis: { basePath: /c, upstreams: [{ url: "${upA.url}" }] }
+paths:
+  /things/{id}:
+    get:
+      operationId: getThing
+      parameters: [{ $ref: "./shared/params.yaml#/Id" }]
+      responses: { "200": { description: ok } }
+`,
+    );
+    await gw.writePolicyRaw('c.yaml', '- match: { service: c }\n  validate: { request: true }\n');
+    expect(await gw.gateway.runtime.reload()).toMatchObject({ ok: true, issues: [] });
+    expect([...(gw.gateway.runtime.snapshot?.table.services.keys() ?? [])].sort()).toEqual(['a', 'b', 'c']);
+    expect((await status('/c/things/abc')).status).toBe(400);
+    await writeFile(join(gw.dir, 'openapi', 'shared', 'params.yaml'), shared('string'));
+    expect(await gw.gateway.runtime.reload()).toMatchObject({ ok: true });
+    expect(await status('/c/things/abc')).toEqual({ status: 200, upstream: 'a' });
+    await rm(join(gw.dir, 'openapi', 'c.yaml'));
+    await rm(join(gw.dir, 'policies', 'c.yaml'));
+    await rm(join(gw.dir, 'openapi', 'shared'), { recursive: true });
   });
 
   it('rejects an invalid file with issues naming it, and keeps its last good routes', async () => {
