@@ -4,10 +4,12 @@
  * order on one instance: serving, metrics, rate limit, reload, a killed worker, and last SIGTERM.
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { connect as h2connect } from 'node:http2';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
+import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { type CliGateway, startCliGateway } from '../helpers/cli.ts';
 import { spec } from '../helpers/gateway.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../helpers/otlp.ts';
@@ -22,6 +24,7 @@ const OPERATIONS = {
   'GET /limited': 'limited',
   'GET /guarded': 'guarded',
   'GET /after': 'after',
+  'GET /tls': 'tls',
   'POST /upload': 'upload',
   'GET /slow': 'slow',
 };
@@ -47,14 +50,27 @@ describe('workers: 2 (node:cluster)', () => {
   let gw: CliGateway;
   let admin: string;
   let otlp: OtlpReceiver;
+  let caPem: string;
+  let certDir: string;
+  /** `https://localhost:<port>`: the TLS listener (HTTP/2 and HTTP/1.1) the workers share. */
+  let httpsOrigin: string;
   const agents: Agent[] = [];
 
   beforeAll(async () => {
     up = await startUpstream({ name: 'svc' });
     for (const name of ['a', 'b', 'c']) pool.push(await startUpstream({ name }));
     otlp = await startOtlpReceiver();
+    const ca = await createCa();
+    caPem = ca.cert;
+    certDir = await makeCertDir();
+    const tls = await writeCerts(certDir, 'gateway', await ca.issue({ names: ['localhost'] }));
     gw = await startCliGateway({
-      config: { workers: 2, watch: true, telemetry: { otlp: otlp.url } },
+      config: {
+        workers: 2,
+        watch: true,
+        telemetry: { otlp: otlp.url },
+        listen: { http: { port: 0, host: '127.0.0.1' }, https: { port: 0, host: '127.0.0.1', ...tls } },
+      },
       startTimeoutMs: 45_000,
       specs: {
         svc: spec({ basePath: '/svc', upstreams: [up.url], operations: OPERATIONS }),
@@ -75,6 +91,8 @@ describe('workers: 2 (node:cluster)', () => {
       },
     });
     admin = gw.admin as string;
+    const line = gw.logs.find((l) => l.msg === 'portcullis listening');
+    httpsOrigin = String(line?.https).replace('127.0.0.1', 'localhost');
   }, 60_000);
 
   afterAll(async () => {
@@ -83,6 +101,7 @@ describe('workers: 2 (node:cluster)', () => {
     await up?.close();
     await Promise.all(pool.map((u) => u.close()));
     await otlp?.close();
+    if (certDir) await removeCertDir(certDir);
   });
 
   /** `count` GETs of `path` over `connections` keep-alive connections; the statuses, in order. */
@@ -168,6 +187,37 @@ describe('workers: 2 (node:cluster)', () => {
     );
     expect([...byWorker.keys()].sort()).toEqual([1, 2]);
     expect(new Set(byWorker.values())).toEqual(pids);
+  });
+
+  it('the TLS listener is shared too: HTTP/2 sessions and HTTP/1.1 connections reach both workers', async () => {
+    const h2Status = (session: ReturnType<typeof h2connect>) =>
+      new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ':path': '/svc/tls' });
+        stream.on('response', (h) => resolve(Number(h[':status'])));
+        stream.on('error', reject);
+        stream.resume();
+      });
+    // One session is one connection, so one worker: several sessions spread over both.
+    const sessions = Array.from({ length: 6 }, () => h2connect(httpsOrigin, { ca: caPem }));
+    try {
+      const h2 = await Promise.all(sessions.flatMap((s) => [h2Status(s), h2Status(s), h2Status(s)]));
+      expect(h2).toEqual(Array(18).fill(200));
+    } finally {
+      for (const s of sessions) s.close();
+    }
+    const dispatcher = new Agent({ connections: 8, connect: { ca: caPem } });
+    agents.push(dispatcher);
+    const h1 = await Promise.all(
+      Array.from({ length: 24 }, async () => {
+        const res = await request(`${httpsOrigin}/svc/tls`, { dispatcher });
+        await res.body.dump();
+        return res.statusCode;
+      }),
+    );
+    expect(h1).toEqual(Array(24).fill(200));
+    await accessLogged('/svc/tls', 42);
+    expect(workersServing('/svc/tls')).toEqual(new Set([1, 2]));
+    expect(up.seen.filter((r) => r.url === '/tls')).toHaveLength(42);
   });
 
   it('/metrics on the admin port sums the counters of both workers exactly', async () => {
@@ -309,8 +359,9 @@ describe('workers: 2 (node:cluster)', () => {
     ).toBe(true);
     // Exit code 78 (not admitted), and each quick death of the slot waits longer before the next try.
     const deaths = gw.logs.filter((l) => l.msg === 'worker died; replacing it' && l.worker === 2);
-    expect(deaths[0]).toMatchObject({ pid: victim, signal: 'SIGKILL', respawnInMs: 0 });
-    expect(deaths[1]).toMatchObject({ code: 78, respawnInMs: 100 });
+    expect(deaths[0]).toMatchObject({ pid: victim, signal: 'SIGKILL' });
+    expect(deaths[1]).toMatchObject({ code: 78 });
+    expect(deaths[1]?.respawnInMs as number).toBeGreaterThan(deaths[0]?.respawnInMs as number);
     const meanwhile = await readyz();
     expect(meanwhile.workers.find((w) => w.worker === 2)?.ready).toBe(false);
     // Worker 1 alone serves, with the last good policies.
@@ -349,7 +400,15 @@ describe('workers: 2 (node:cluster)', () => {
       await res.body.dump();
       return res.statusCode;
     };
-    await until(async () => (await post()) === 413);
+    // Each worker says so once it applied the new settings.
+    const applied = () =>
+      new Set(
+        gw.logs
+          .filter((l) => l.msg === 'gateway.yaml reloaded' && l.worker !== undefined)
+          .map((l) => l.worker),
+      );
+    await until(() => applied().size === 2);
+    expect(applied()).toEqual(new Set([1, 2]));
     const marker = served('/svc/upload').length;
     const dispatcher = new Agent({ connections: 8 });
     agents.push(dispatcher);
