@@ -1,7 +1,16 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { resolveGatewayConfig } from '../../src/config/load.ts';
+import { createLogger } from '../../src/logger.ts';
+import { POLICY_KINDS } from '../../src/policies/index.ts';
+import { Runtime } from '../../src/runtime.ts';
+import { createMemoryStore } from '../../src/state/memory.ts';
 import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { startCliGateway } from '../helpers/cli.ts';
 import { captureLogs, spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -663,4 +672,43 @@ describe('GET /upstreams with workers: 2', () => {
       await good.close();
     }
   }, 60_000);
+});
+
+describe('a reload the workers refuse (commit vote)', () => {
+  it('the group still serving keeps probing its upstreams', async () => {
+    let probes = 0;
+    const server = createServer((req, res) => {
+      if (req.url === '/health') probes++;
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-vote-health-'));
+    await mkdir(join(dir, 'openapi'));
+    const write = (urls: string[]) =>
+      writeFile(
+        join(dir, 'openapi', 'svc.yaml'),
+        stringify(spec({ upstreams: urls, extra: { healthCheck: { path: '/health', intervalMs: 50 } } })),
+      );
+    await write([url]);
+    const runtime = new Runtime({
+      config: resolveGatewayConfig({ watch: false }, { baseDir: dir, env: {} }),
+      logger: createLogger('silent'),
+      store: createMemoryStore(),
+      kinds: POLICY_KINDS,
+      beforeSwap: async () => false,
+    });
+    try {
+      await runtime.load();
+      await until('probing', () => probes >= 2);
+      await write([url, DEAD]); // a changed upstream block: a new group is built, then refused
+      expect((await runtime.reload()).ok).toBe(false);
+      const before = probes;
+      await until('still probing after the refused reload', () => probes >= before + 3);
+    } finally {
+      await runtime.close();
+      await rm(dir, { recursive: true, force: true });
+      await new Promise((r) => server.close(r));
+    }
+  });
 });
