@@ -3,7 +3,11 @@
  * change) upstream pools, but every series keeps one line per label set for the life of the
  * process and counts every request sent, before and after each reload.
  */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { stringify } from 'yaml';
+import { type CliGateway, startCliGateway } from '../helpers/cli.ts';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
 import {
   parsePrometheus,
@@ -180,5 +184,62 @@ describe('metrics after reloads', () => {
   test('the parser the metrics tests rely on rejects a duplicate series', () => {
     const text = '# HELP c_total c\n# TYPE c_total counter\nc_total{a="1",b="2"} 1\nc_total{b="2",a="1"} 2\n';
     expect(() => parsePrometheus(text)).toThrow(/duplicate series/);
+  });
+});
+
+describe('a real gateway process reloaded by SIGHUP keeps exact counters', () => {
+  let upstream: TestUpstream;
+  let gw: CliGateway;
+  const cliSpec = (title: string, extra: Record<string, unknown> = {}) => ({
+    openapi: '3.1.0',
+    info: { title, version: '1.0.0' },
+    'x-portcullis': { basePath: `/${title}`, upstreams: [{ url: upstream.url }], ...extra },
+    paths: { '/items': { get: { operationId: 'listItems', responses: { '200': { description: 'ok' } } } } },
+  });
+  beforeAll(async () => {
+    upstream = await startUpstream();
+    gw = await startCliGateway({ specs: { kept: cliSpec('kept'), edited: cliSpec('edited') } });
+  });
+  afterAll(async () => {
+    await gw?.stop();
+    await upstream?.close();
+  });
+
+  test('5 requests before and after each of 3 reloads: kept 20, edited 20, one series each', async () => {
+    const scrape = async () => parsePrometheus(await (await fetch(`${gw.admin}/metrics`)).text());
+    const version = async () =>
+      ((await (await fetch(`${gw.admin}/readyz`)).json()) as { version: string }).version;
+    let sent = 0;
+    const round = async () => {
+      for (let i = 0; i < 5; i++)
+        for (const service of ['kept', 'edited']) {
+          const res = await fetch(`${gw.url}/${service}/items`);
+          await res.arrayBuffer();
+          expect(res.status).toBe(200);
+        }
+      sent += 10;
+    };
+    await round();
+    for (let n = 1; n <= 3; n++) {
+      const before = await version();
+      // Only `edited` changes (a new upstream pool each time); `kept` is untouched.
+      await writeFile(
+        join(gw.dir, 'openapi', 'edited.yaml'),
+        stringify(cliSpec('edited', { timeoutMs: 1000 * n })),
+      );
+      process.kill(gw.pid, 'SIGHUP');
+      await expect.poll(version, { timeout: 10_000 }).not.toBe(before);
+      await round();
+    }
+    const last = await scrapeMetricsUntil(scrape, (s) => total(s, 'portcullis_http_requests_total') === sent);
+    for (const service of ['kept', 'edited'])
+      expect(
+        value(last, 'portcullis_http_requests_total', {
+          service,
+          route: `/${service}/items`,
+          method: 'GET',
+          status_class: '2xx',
+        }),
+      ).toBe(20);
   });
 });
