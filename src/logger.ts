@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { pino } from 'pino';
 import { WORKER_SLOT } from './cluster/identity.ts';
-import { LogSink } from './telemetry/log-sink.ts';
+import { ATOMIC_WRITE_BYTES, LogSink } from './telemetry/log-sink.ts';
 
 /** The logger type every module takes (pino's). */
 export type Logger = pino.Logger;
@@ -55,7 +55,12 @@ let stdoutSink: LogSink | undefined;
  */
 export function stdoutLogSink(bufferBytes?: number): LogSink {
   if (!stdoutSink) {
-    const sink = new LogSink({ fd: 1, maxBufferBytes: bufferBytes });
+    // Workers share the primary's stdout: their batches stay atomic on a pipe (whole lines).
+    const sink = new LogSink({
+      fd: 1,
+      maxBufferBytes: bufferBytes,
+      batchBytes: WORKER_SLOT === undefined ? undefined : ATOMIC_WRITE_BYTES,
+    });
     process.once('exit', () => sink.flushSync());
     stdoutSink = sink;
   }

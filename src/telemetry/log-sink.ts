@@ -8,9 +8,9 @@
  * grows up to `maxBufferBytes`; past it new lines are dropped and counted (`dropped`, exported as
  * `portcullis_log_lines_dropped_total`), so a stalled stdout costs log lines, never requests.
  *
- * A batch never splits a line and, unless one line alone is longer, stays within PIPE_BUF (4096
- * bytes): writes that small are atomic on a pipe, so processes sharing one stdout (cluster
- * workers) never interleave parts of lines.
+ * A batch never splits a line and, unless one line alone is longer, stays within `batchBytes`:
+ * 64 KiB for a process that has stdout to itself, PIPE_BUF (4096 bytes) for processes that share
+ * one (cluster workers): writes that small are atomic on a pipe, so their lines never interleave.
  *
  * Not a library's: sonic-boom (pino.destination) has the buffer bound but flushes synchronously
  * at exit, which never returns when the sink is stalled; shutdown here waits a bounded time.
@@ -18,7 +18,7 @@
 import { write as fsWrite, writeSync } from 'node:fs';
 
 /** Largest write that is atomic on a pipe (Linux PIPE_BUF). */
-const ATOMIC_WRITE_BYTES = 4096;
+export const ATOMIC_WRITE_BYTES = 4096;
 /** A write in flight for longer than this at exit means the sink is stalled, ms. */
 const STALLED_MS = 1000;
 /** Delay before retrying a write that the sink refused for now (EAGAIN), ms. */
@@ -29,6 +29,8 @@ export interface LogSinkOptions {
   fd?: number;
   /** Bytes held while the sink is slower than the log; past this, lines are dropped and counted. Default 4 MiB. */
   maxBufferBytes?: number;
+  /** Largest write (whole lines; one longer line is written alone). Default 65536. */
+  batchBytes?: number;
   /** Longest an access-log line (writeDeferred) waits for a fuller batch, ms. Default 20. */
   maxDelayMs?: number;
 }
@@ -40,6 +42,7 @@ export class LogSink {
   private readonly fd: number;
   private readonly maxBufferBytes: number;
   private readonly maxDelayMs: number;
+  private readonly batchBytes: number;
   /** Lines waiting, whole lines each (pino writes one line per call). */
   private lines: string[] = [];
   /** Length of `lines` plus the batch in flight, in UTF-16 units (bytes for the ASCII a log holds). */
@@ -64,6 +67,7 @@ export class LogSink {
     this.fd = options.fd ?? 1;
     this.maxBufferBytes = options.maxBufferBytes ?? 4 * 1024 * 1024;
     this.maxDelayMs = options.maxDelayMs ?? 20;
+    this.batchBytes = options.batchBytes ?? 65536;
   }
 
   /** Lines held (waiting or being written): 0 once everything reached the sink. */
@@ -106,7 +110,7 @@ export class LogSink {
     }
     this.lines.push(line);
     this.bufferedBytes += line.length;
-    if (!this.writing && this.bufferedBytes >= ATOMIC_WRITE_BYTES) this.writeBatch();
+    if (!this.writing && this.bufferedBytes >= this.batchBytes) this.writeBatch();
     return true;
   }
 
@@ -158,12 +162,12 @@ export class LogSink {
     }
   }
 
-  /** Whole lines from the front, up to ATOMIC_WRITE_BYTES (or one longer line). */
+  /** Whole lines from the front, up to `batchBytes` (or one longer line). */
   private takeBatch(): string {
     const lines = this.lines;
     let bytes = lines[0]!.length;
     let n = 1;
-    while (n < lines.length && bytes + lines[n]!.length <= ATOMIC_WRITE_BYTES) bytes += lines[n++]!.length;
+    while (n < lines.length && bytes + lines[n]!.length <= this.batchBytes) bytes += lines[n++]!.length;
     const batch = n === 1 ? lines[0]! : lines.slice(0, n).join('');
     this.lines = n === lines.length ? [] : lines.slice(n);
     return batch;
@@ -211,7 +215,7 @@ export class LogSink {
       const waiting = this.idle;
       this.idle = [];
       for (const resolve of waiting) resolve(true);
-    } else if (this.bufferedBytes >= ATOMIC_WRITE_BYTES || this.idle.length > 0 || this.prompt) {
+    } else if (this.bufferedBytes >= this.batchBytes || this.idle.length > 0 || this.prompt) {
       this.writeBatch();
     } else if (this.timer === undefined) {
       this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
