@@ -18,6 +18,8 @@ import { canonicalTarget, targetProblem } from '../net/target.ts';
 import { createContext, runChain } from '../pipeline/chain.ts';
 import { PREFLIGHT_PHASES } from '../pipeline/types.ts';
 import { toProblem } from '../problem.ts';
+import { cacheOfServiceFor } from '../policies/cache/cache.ts';
+import { isUnsafe } from '../policies/cache/serve.ts';
 import type { Route } from '../registry/types.ts';
 import type { RouteEntry } from '../runtime.ts';
 import type { Forward } from '../upstream/forward.ts';
@@ -151,7 +153,9 @@ function respond(ex: Exchange, lc: Lifecycle): undefined {
   const entry = ex.entry;
   if (entry?.mock) return answerMock(ex);
   if (!entry?.target) return answerProblem(ex, new ProblemError('PC_INTERNAL'));
-  const cache = ex.ctx?.cache;
+  // An unsafe request to a route without the cache policy still invalidates what the service's
+  // cached routes stored for its URL (cache on GETs, a POST to the same URL).
+  const cache = ex.ctx?.cache ?? (isUnsafe(ex.req.method) ? cacheOfServiceFor(entry.service) : undefined);
   // An upgrade is its own exchange, never answered from the cache nor stored in it.
   if (cache && !ex.upgrade) return answerCached(ex, lc.forward, entry.target, cache);
   answerForward(ex, lc.forward, entry.target);

@@ -101,8 +101,32 @@ function spec(upstream: string) {
   };
 }
 
+/** A second service whose rule caches GETs only (as DESIGN's example does). */
+function getOnlySpec(upstream: string) {
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Ro', version: '1.0.0' },
+    'x-portcullis': { basePath: '/ro', upstreams: [{ url: upstream }], passThrough: true, retries: 0 },
+    paths: {
+      '/items/{id}': {
+        get: {
+          operationId: 'roGet',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'ok' } },
+        },
+        put: {
+          operationId: 'roPut',
+          parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': { description: 'ok' } },
+        },
+      },
+    },
+  };
+}
+
 const RULES = [
   { match: { service: 'svc' }, cache: {} },
+  { match: { service: 'ro', methods: ['GET'] }, cache: {} },
   { match: { service: 'svc', operations: ['ttl'] }, cache: { ttl: '1h' } },
   { match: { service: 'svc', operations: ['targeted'] }, cache: { targeted: 'Acme-Cache-Control' } },
   { match: { service: 'svc', operations: ['small'] }, cache: { maxEntryBytes: 16 } },
@@ -148,9 +172,11 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
   beforeAll(async () => {
     await up.start();
     if (storeKind === 'redis') redis = await startRedis();
-    gw = await startGateway({ svc: spec(up.url) }, redis ? { state: { redis: redis.url } } : {}, {
-      policies: { cache: RULES },
-    });
+    gw = await startGateway(
+      { svc: spec(up.url), ro: getOnlySpec(up.url) },
+      redis ? { state: { redis: redis.url } } : {},
+      { policies: { cache: RULES } },
+    );
   });
   afterAll(async () => {
     await gw?.close();
@@ -364,6 +390,19 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
     expect(up.hits(third)).toBe(1); // another origin's URL is not this cache's to drop
   });
 
+  it('invalidates through routes that do not cache: a rule caching GETs only, a PUT or POST to the URL', async () => {
+    const id = fresh('ro');
+    up.scripts.set(`/items${id}`, ({ method, n }) =>
+      method === 'GET' ? { headers: { 'cache-control': 'max-age=60' }, body: `v${n}` } : { status: 200 },
+    );
+    expect((await get(gw, `/ro/items${id}`)).body).toBe('v1');
+    expect((await get(gw, `/ro/items${id}`)).body).toBe('v1');
+    expect((await get(gw, `/ro/items${id}`, {}, 'PUT')).status).toBe(200); // declared operation, no cache rule
+    expect((await get(gw, `/ro/items${id}`)).body).toBe('v3');
+    expect((await get(gw, `/ro/items${id}`, {}, 'POST')).status).toBe(200); // pass-through, no cache rule
+    expect((await get(gw, `/ro/items${id}`)).body).toBe('v5');
+  });
+
   it('keeps the entry after a failed unsafe method', async () => {
     const p = fresh();
     const pub = script(p, ({ method }) =>
@@ -542,8 +581,12 @@ describe('two gateway instances sharing one Redis cache', () => {
     await up.start();
     redis = await startRedis();
     const config = { state: { redis: redis.url } };
-    a = await startGateway({ svc: spec(up.url) }, config, { policies: { cache: RULES } });
-    b = await startGateway({ svc: spec(up.url) }, config, { policies: { cache: RULES } });
+    a = await startGateway({ svc: spec(up.url), ro: getOnlySpec(up.url) }, config, {
+      policies: { cache: RULES },
+    });
+    b = await startGateway({ svc: spec(up.url), ro: getOnlySpec(up.url) }, config, {
+      policies: { cache: RULES },
+    });
   });
   afterAll(async () => {
     await a?.close();
@@ -603,7 +646,7 @@ describe('memory cache bound (gateway.yaml state.cacheMemoryBytes)', () => {
   beforeAll(async () => {
     await up.start();
     gw = await startGateway(
-      { svc: spec(up.url) },
+      { svc: spec(up.url), ro: getOnlySpec(up.url) },
       { state: { cacheMemoryBytes: 5000 } },
       { policies: { cache: RULES } },
     );

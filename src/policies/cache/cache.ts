@@ -17,7 +17,9 @@ import { type Static, Type as T } from '@sinclair/typebox';
 import { DURATION_PATTERN, parseDuration } from '../../config/duration.ts';
 import { ConfigError } from '../../errors.ts';
 import type { PolicyKind } from '../../pipeline/types.ts';
+import type { Service } from '../../registry/types.ts';
 import type { RouteCache } from './serve.ts';
+import type { CacheStore } from './store.ts';
 import { cacheStoresFor, loadRedisCacheStore } from './stores.ts';
 
 /** The targeted field every cache of this kind obeys (RFC 9213), after any configured one. */
@@ -128,6 +130,20 @@ export const CacheSchema = T.Object(
 
 export type CacheConfig = Static<typeof CacheSchema>;
 
+/** The stores of each service's cached routes (a reload builds new Service objects, and new sets). */
+const storesOfService = new WeakMap<Service, Set<CacheStore>>();
+/** One cached route's cache per service: how its uncached routes invalidate (unsafe methods). */
+const cacheOfService = new WeakMap<Service, RouteCache>();
+
+/**
+ * The cache an unsafe request to a route without a cache policy goes through to invalidate what
+ * the service's cached routes stored (e.g. `cache` on GETs only, a POST to the same URL): undefined
+ * when no route of the service caches.
+ */
+export function cacheOfServiceFor(service: Service): RouteCache | undefined {
+  return cacheOfService.get(service);
+}
+
 export const cachePolicy: PolicyKind<typeof CacheSchema> = {
   name: 'cache',
   phase: 'cache',
@@ -154,8 +170,16 @@ export const cachePolicy: PolicyKind<typeof CacheSchema> = {
           : [config.targeted]),
     ].map((n) => n.toLowerCase());
     if (config.cdnCacheControl !== false) targeted.push(CDN_CACHE_CONTROL);
+    // Every route of the service learns the stores its cached routes use (see cacheOfService).
+    let serviceStores = storesOfService.get(deps.service);
+    if (!serviceStores) {
+      serviceStores = new Set();
+      storesOfService.set(deps.service, serviceStores);
+    }
+    serviceStores.add(store);
     const rc: RouteCache = {
       store,
+      serviceStores,
       inflight: stores.inflight(store),
       targeted,
       surrogate: config.surrogateControl === false ? undefined : SURROGATE_TOKEN,
@@ -167,6 +191,7 @@ export const cachePolicy: PolicyKind<typeof CacheSchema> = {
       dryRun: config.mode === 'dry-run',
       logger: deps.logger,
     };
+    if (!cacheOfService.has(deps.service)) cacheOfService.set(deps.service, rc);
     return function cache(ctx) {
       ctx.cache = rc;
     };

@@ -63,6 +63,11 @@ const NO_DIRECTIVES: Directives = new Map();
 /** How one cached route behaves (built once per route by the policy). */
 export interface RouteCache {
   readonly store: CacheStore;
+  /**
+   * Every store the cached routes of this route's service use: a successful unsafe request to any
+   * route of the service (cached or not) drops its URL from each.
+   */
+  readonly serviceStores: ReadonlySet<CacheStore>;
   /** In-flight fetches per URL, shared by every route of the store (request coalescing). */
   readonly inflight: Map<string, Promise<void>>;
   readonly targeted: readonly string[];
@@ -85,6 +90,11 @@ export interface RouteCache {
 export type CacheResult = 'hit' | 'stale' | 'revalidated' | 'miss' | 'bypass' | 'uncacheable';
 
 /** Serve `ex` through the route's cache; the reply is already hijacked. */
+/** Whether `method` may change state upstream (RFC 9110 §9.2.1): its success invalidates. */
+export function isUnsafe(method: string): boolean {
+  return !SAFE.has(method);
+}
+
 export function serveCached(
   ex: Exchange,
   forward: Forward,
@@ -740,7 +750,9 @@ function invalidate(ex: Exchange, rc: RouteCache, headers: OutgoingHttpHeaders):
     const u = sameOriginKey(v, host);
     if (u) urls.add(u);
   }
-  return Promise.all([...urls].map((u) => rc.store.purge(u).catch(() => 0)));
+  const purges: Array<Promise<number>> = [];
+  for (const store of rc.serviceStores) for (const u of urls) purges.push(store.purge(u).catch(() => 0));
+  return Promise.all(purges);
 }
 
 /** The cache key of a Location-style reference on this host; undefined for other origins. */
