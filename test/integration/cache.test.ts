@@ -18,7 +18,9 @@ import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { h2Request } from '../helpers/h2.ts';
 import { parsePrometheus, scrapeUntil, total } from '../helpers/prometheus.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 
@@ -667,5 +669,57 @@ describe('memory cache bound (gateway.yaml state.cacheMemoryBytes)', () => {
     expect((await get(gw, `/svc${a}`)).headers.get('cache-status')).toMatch(/hit/);
     expect((await get(gw, `/svc${c}`)).headers.get('cache-status')).toMatch(/hit/);
     expect((await get(gw, `/svc${b}`)).headers.get('cache-status')).toMatch(/uri-miss/);
+  });
+});
+
+describe('cache over HTTP/2 (TLS)', () => {
+  const up = new ScriptedUpstream();
+  let gw: TestGateway;
+  let certDir: string;
+  let caPem: string;
+  let origin: string;
+  beforeAll(async () => {
+    await up.start();
+    const ca = await createCa();
+    caPem = ca.cert;
+    certDir = await makeCertDir();
+    const pair = await writeCerts(certDir, 'gw', await ca.issue({ names: ['localhost'] }));
+    gw = await startGateway(
+      { svc: spec(up.url), ro: getOnlySpec(up.url) },
+      { listen: { http: { port: 0, host: '127.0.0.1' }, https: { port: 0, host: '127.0.0.1', ...pair } } },
+      { policies: { cache: RULES } },
+    );
+    origin = `https://localhost:${new URL(gw.addresses.https ?? '').port}`;
+  }, 30_000);
+  afterAll(async () => {
+    await gw?.close();
+    await up.close();
+    if (certDir) await removeCertDir(certDir);
+  });
+
+  it('stores a miss, answers the hit, a conditional and a Range from the store, and passes a POST on', async () => {
+    const p = fresh('h2');
+    up.scripts.set(p, ({ method }) =>
+      method === 'POST'
+        ? { status: 201 }
+        : { headers: { 'cache-control': 'max-age=60', etag: '"h2"' }, body: '0123456789' },
+    );
+    const miss = await h2Request(origin, caPem, `/svc${p}`);
+    expect(miss.status).toBe(200);
+    expect(miss.body).toBe('0123456789');
+    expect(miss.headers['cache-status']).toMatch(/stored/);
+    const hit = await h2Request(origin, caPem, `/svc${p}`);
+    expect(hit.body).toBe('0123456789');
+    expect(hit.headers['cache-status']).toMatch(/hit/);
+    expect(hit.headers.age).toMatch(/^\d+$/);
+    expect(
+      (await h2Request(origin, caPem, `/svc${p}`, { headers: { 'if-none-match': '"h2"' } })).status,
+    ).toBe(304);
+    const range = await h2Request(origin, caPem, `/svc${p}`, { headers: { range: 'bytes=0-1' } });
+    expect(range.status).toBe(206);
+    expect(range.body).toBe('01');
+    expect((await h2Request(origin, caPem, `/svc${p}`, { method: 'POST', body: '{}' })).status).toBe(201);
+    expect((await h2Request(origin, caPem, `/svc${p}`)).headers['cache-status']).toMatch(/uri-miss/);
+    expect(up.hits(p)).toBe(3);
   });
 });
