@@ -32,7 +32,7 @@ describe('embedded default (npm start in the repo root)', () => {
     const pkg = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as {
       scripts: { start: string };
     };
-    expect(pkg.scripts.start).toBe('node bin/portcullis.js start');
+    expect(pkg.scripts.start).toMatch(/^node (--[\w-]+=\S+ )*bin\/portcullis\.js start$/);
   });
 
   it('answers GET /petstore/pets with the example from the spec', async () => {
@@ -104,6 +104,40 @@ describe('embedded default (npm start in the repo root)', () => {
         rule: 1,
       }),
     );
+  });
+
+  it('answers the README tour commands of steps 1 and 5 as the README says', async () => {
+    // Step 1.
+    const one = await request(`${http}/petstore/pets/1`);
+    expect(one.statusCode).toBe(200);
+    await one.body.dump();
+    const patch = await request(`${http}/petstore/pets`, { method: 'PATCH' });
+    expect(patch.statusCode).toBe(405);
+    expect(patch.headers.allow).toBe('GET, HEAD, POST');
+    await patch.body.dump();
+    // Step 5.
+    const json = { 'content-type': 'application/json' };
+    const noKey = await request(`${http}/petstore/pets`, {
+      method: 'POST',
+      headers: json,
+      body: '{"name":"Rex","species":"dog"}',
+    });
+    expect(noKey.statusCode).toBe(401);
+    await noKey.body.dump();
+    const invalid = await request(`${http}/petstore/pets`, {
+      method: 'POST',
+      headers: { ...json, 'x-api-key': 'demo-key-change-me' },
+      body: '{"name":"Rex"}',
+    });
+    expect(invalid.statusCode).toBe(400);
+    await invalid.body.dump();
+    const list = await request(`${http}/petstore/pets`);
+    expect(list.headers.ratelimit).toEqual(expect.any(String));
+    expect(list.headers['ratelimit-policy']).toEqual(expect.any(String));
+    await list.body.dump();
+    const waf = await request(`${http}/petstore/pets?q=1'%20OR%20'1'='1`);
+    expect(waf.statusCode).toBe(403);
+    expect(await waf.body.json()).toMatchObject({ code: 'PC_WAF_BLOCKED' });
   });
 
   it('keeps the admin endpoints off the public port', async () => {
