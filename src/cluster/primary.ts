@@ -481,7 +481,7 @@ function waitForStop(logger: Logger, drain: () => Promise<void>): Promise<number
 }
 
 /** Per service, the worst any worker sees: most ejected and unhealthy upstreams, panic if any is. */
-function mergeUpstreams(statuses: readonly WorkerStatus[]): Record<string, GroupStatus> {
+export function mergeUpstreams(statuses: readonly WorkerStatus[]): Record<string, GroupStatus> {
   const out: Record<string, GroupStatus> = {};
   for (const { upstreams } of statuses) {
     for (const [service, s] of Object.entries(upstreams)) {
