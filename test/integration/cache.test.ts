@@ -723,3 +723,65 @@ describe('cache over HTTP/2 (TLS)', () => {
     expect(up.hits(p)).toBe(3);
   });
 });
+
+describe('failure modes: an unreachable upstream, an unreachable Redis', () => {
+  const up = new ScriptedUpstream();
+  let redis: TestRedis;
+  let gw: TestGateway;
+  beforeAll(async () => {
+    await up.start();
+    redis = await startRedis();
+    gw = await startGateway(
+      { svc: spec(up.url), ro: getOnlySpec(up.url) },
+      { state: { redis: redis.url } },
+      {
+        policies: {
+          cache: [
+            { match: { service: 'svc' }, cache: {} },
+            { match: { service: 'ro' }, cache: { staleIfUnreachable: true } },
+          ],
+        },
+      },
+    );
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await up.close();
+    await redis?.stop();
+  });
+
+  it('with Redis down, forwards every request uncached; once it is back, caches again', async () => {
+    const p = fresh('down');
+    up.scripts.set(p, ({ n }) => ({ headers: { 'cache-control': 'max-age=60' }, body: `v${n}` }));
+    await redis.stop();
+    expect((await get(gw, `/svc${p}`)).body).toBe('v1');
+    expect((await get(gw, `/svc${p}`)).body).toBe('v2');
+    await redis.restart();
+    await vi.waitFor(async () => {
+      await get(gw, `/svc${p}`);
+      expect((await get(gw, `/svc${p}`)).headers.get('cache-status')).toMatch(/hit/);
+    });
+  });
+
+  it('serves a stale entry when no upstream answers only with staleIfUnreachable (default: the 502)', async () => {
+    const p = fresh('gone');
+    const id = fresh('gone');
+    up.scripts.set(p, () => ({
+      headers: { 'cache-control': 'max-age=10', age: '20', etag: '"s"' },
+      body: 'old',
+    }));
+    up.scripts.set(`/items${id}`, () => ({
+      headers: { 'cache-control': 'max-age=10', age: '20', etag: '"s"' },
+      body: 'old',
+    }));
+    await get(gw, `/svc${p}`);
+    await get(gw, `/ro/items${id}`);
+    await up.close();
+    const plain = await get(gw, `/svc${p}`);
+    expect(plain.status).toBe(502);
+    const allowed = await get(gw, `/ro/items${id}`);
+    expect(allowed.status).toBe(200);
+    expect(allowed.body).toBe('old');
+    expect(allowed.headers.get('cache-status')).toMatch(/detail=stale-if-error; fwd-status=502/);
+  });
+});
