@@ -43,6 +43,7 @@ const RATIOS: ReadonlyArray<readonly [string, string]> = [
   ['reference', 'direct'],
   ['portcullis+policies', 'portcullis'],
   ['portcullis+policies', 'portcullis-bearer'],
+  ['portcullis-bearer', 'portcullis+policies'],
   ['portcullis+waf', 'portcullis-post'],
   ['portcullis+telemetry', 'portcullis'],
   ['portcullis+workers2', 'portcullis'],
@@ -611,6 +612,15 @@ function printLeanGoals(
     FULL_CHAIN_GOAL,
     false,
   );
+  // The same goal from CPU per request (bare / full chain: the share of its throughput the full
+  // chain keeps once the proxy's CPU is the limit); less disturbed by other load than req/s.
+  const chainCpu = ratios['portcullis-bearer/portcullis+policies']?.cpuUsPerReq;
+  if (chainCpu != null) {
+    const perRound = paired('portcullis-bearer', 'portcullis+policies', cpu);
+    lines.push(
+      `portcullis-bearer / portcullis+policies CPU/req (full chain's share of bare throughput, CPU-bound) = ${fmt(chainCpu, 2)}${perRound} (goal >= ${FULL_CHAIN_GOAL}: ${verdict(chainCpu >= FULL_CHAIN_GOAL)})`,
+    );
+  }
   if (lines.length === 0) return;
   console.log('\nIssue 14 (lean and fast with the defaults on):');
   for (const line of lines) console.log(`  ${line}`);
