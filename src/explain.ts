@@ -6,10 +6,12 @@
  * store: the first request of a window) and no admin port, tracing or watch.
  */
 import { basename } from 'node:path';
+import { decodeJwt, type JWTPayload } from 'jose';
 import type { GatewayConfig } from './config/schema.ts';
 import type { Gateway } from './gateway.ts';
 import type { Exchange } from './lifecycle/exchange.ts';
 import { createLogger } from './logger.ts';
+import type { PolicyRule } from './pipeline/rules.ts';
 import type { Decision } from './pipeline/types.ts';
 import { publicTemplate } from './registry/load-service.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
@@ -122,7 +124,15 @@ export async function createExplainer(config: GatewayConfig): Promise<Explainer>
           code = undefined;
         }
       }
-      return describe(request, ex, res.statusCode, code, forwarded, forwardedTo);
+      return describe(
+        request,
+        gateway.runtime.snapshot?.rules ?? [],
+        ex,
+        res.statusCode,
+        code,
+        forwarded,
+        forwardedTo,
+      );
     },
     close: () => gateway.close(),
   };
@@ -130,6 +140,7 @@ export async function createExplainer(config: GatewayConfig): Promise<Explainer>
 
 function describe(
   request: ExplainRequest,
+  rules: readonly PolicyRule[],
   ex: Exchange | undefined,
   status: number,
   code: string | undefined,
@@ -177,6 +188,7 @@ function describe(
     if (last?.reason === 'jwks_unavailable')
       out.notes.push(
         `${p.kind} (${outcome.rule}): the IdP's signing keys (JWKS) could not be fetched from here, so the token was not verified; with the keys the gateway decides on its signature and claims`,
+        ...unverifiedClaims(request, jwtConfigOf(rules, p.file, p.rule)),
       );
     out.policies.push(outcome);
   }
@@ -192,6 +204,59 @@ function describe(
     };
   }
   return out;
+}
+
+/** The `auth.jwt` block of the rule at `file#index`, if it has one. */
+function jwtConfigOf(
+  rules: readonly PolicyRule[],
+  file: string,
+  index: number,
+): { issuer?: string; audience?: string | string[] } | undefined {
+  const auth = rules.find((r) => r.file === file && r.index === index)?.policies.auth as
+    | { jwt?: { issuer?: string; audience?: string | string[] } }
+    | undefined;
+  return auth?.jwt;
+}
+
+/**
+ * What can be told offline of the request's bearer token: its claims read without verifying the
+ * signature, against the rule's issuer, audience and the clock. Never the token itself.
+ */
+function unverifiedClaims(
+  request: ExplainRequest,
+  jwt: { issuer?: string; audience?: string | string[] } | undefined,
+): string[] {
+  const header = Object.entries(request.headers ?? {}).find(
+    ([k]) => k.toLowerCase() === 'authorization',
+  )?.[1];
+  const token = header?.match(/^Bearer\s+(\S+)$/i)?.[1];
+  if (!token) return [];
+  let claims: JWTPayload;
+  try {
+    claims = decodeJwt(token);
+  } catch {
+    return ['the bearer token is not a JWT: the gateway refuses it whatever the keys'];
+  }
+  const facts: string[] = [];
+  if (claims.sub !== undefined) facts.push(`sub ${claims.sub}`);
+  if (jwt?.issuer !== undefined)
+    facts.push(
+      claims.iss === jwt.issuer ? 'iss matches' : `iss ${claims.iss ?? '(none)'} is not ${jwt.issuer}`,
+    );
+  const wanted = jwt?.audience === undefined || jwt.audience === 'any' ? [] : [jwt.audience].flat();
+  if (wanted.length > 0) {
+    const has = [claims.aud ?? []].flat();
+    facts.push(
+      has.some((a) => wanted.includes(a))
+        ? 'aud matches'
+        : `aud ${has.join(',') || '(none)'} is not ${wanted.join(' or ')}`,
+    );
+  }
+  if (claims.exp !== undefined)
+    facts.push(
+      claims.exp * 1000 < Date.now() ? 'expired' : `expires ${new Date(claims.exp * 1000).toISOString()}`,
+    );
+  return [`unverified token claims: ${facts.join(', ') || 'none the rule checks'}`];
 }
 
 /** The explanation as the CLI prints it. */

@@ -176,4 +176,41 @@ paths:
       expect(upstream.seen).toEqual([]);
     });
   });
+
+  it('a JWT whose IdP keys cannot be fetched: says so, and what its unverified claims show', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-explain-jwt-'));
+    try {
+      await mkdir(join(dir, 'openapi'));
+      await mkdir(join(dir, 'policies'));
+      await writeFile(
+        join(dir, 'openapi', 'api.yaml'),
+        'openapi: 3.1.0\ninfo: { title: Api, version: 1.0.0 }\nx-portcullis: { basePath: /api, upstreams: [{ url: "http://127.0.0.1:9" }] }\npaths:\n  /me:\n    get: { operationId: me, responses: { "200": { description: ok } } }\n',
+      );
+      // Nothing listens on port 9: the keys cannot be fetched.
+      await writeFile(
+        join(dir, 'policies', 'api.yaml'),
+        '- match: { service: api }\n  auth:\n    jwt: { issuer: "https://idp.example", jwksUri: "http://127.0.0.1:9/jwks", audience: api }\n',
+      );
+      const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const token = `${part({ alg: 'RS256', kid: 'k' })}.${part({ sub: 'alice', iss: 'https://idp.example', aud: 'web', exp: 4102444800 })}.c2ln`;
+      const { code, stdout } = await runCli(
+        ['explain', 'GET', '/api/me', '-H', `authorization: Bearer ${token}`],
+        {
+          cwd: dir,
+          ...SLOW,
+        },
+      );
+      expect(code).toBe(0);
+      expect(stdout).toMatch(/^ {4}auth {2}api\.yaml#0 {2}deny \(jwks_unavailable\)$/m);
+      expect(stdout).toMatch(
+        /^ {2}note {6}auth \(api\.yaml#0\): the IdP's signing keys \(JWKS\) could not be fetched/m,
+      );
+      expect(stdout).toMatch(
+        /^ {2}note {6}unverified token claims: sub alice, iss matches, aud web is not api, expires 2100-01-01T00:00:00\.000Z$/m,
+      );
+      expect(stdout).not.toContain(token);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
