@@ -12,6 +12,7 @@ import {
   unstorableReason,
   updateHeaders,
   varyNames,
+  varyValue,
 } from './semantics.ts';
 import { decodeEntry, encodeEntry } from './store.ts';
 
@@ -231,6 +232,15 @@ describe('what a shared cache may store', () => {
       'x-a',
     ]);
     expect(varyNames({ vary: 'x, *' })).toBeNull();
+  });
+
+  it('compares Vary values with lines combined, spaces dropped, and case folded for language tags', () => {
+    expect(varyValue({ 'accept-language': 'eN, De' }, 'accept-language')).toBe(
+      varyValue({ 'accept-language': 'en,de' }, 'accept-language'),
+    );
+    expect(varyValue({ 'x-a': ['1', ' 2'] }, 'x-a')).toBe('1,2');
+    expect(varyValue({ 'x-a': 'A' }, 'x-a')).not.toBe(varyValue({ 'x-a': 'a' }, 'x-a'));
+    expect(varyValue({}, 'x-a')).not.toBe(varyValue({ 'x-a': '' }, 'x-a'));
   });
 
   it('compares If-None-Match weakly', () => {

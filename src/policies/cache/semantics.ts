@@ -239,18 +239,22 @@ export function varyNames(headers: OutgoingHttpHeaders | Record<string, string |
   return [...names].sort();
 }
 
+/** Request fields whose values are case-insensitive tokens (language tags, codings, charsets). */
+const CASELESS_FIELDS = new Set(['accept-language', 'accept-encoding', 'accept-charset']);
+
 /**
  * A request header's value as a Vary secondary key compares it: lines combined, whitespace around
- * commas and at the ends dropped; absent is distinct from empty.
+ * commas and at the ends dropped, case folded where the field's values are case-insensitive;
+ * absent is distinct from empty.
  */
 export function varyValue(headers: IncomingHttpHeaders, name: string): string {
   const v = headers[name];
   if (v === undefined) return '\u0000absent';
-  const s = Array.isArray(v) ? v.join(',') : v;
-  return s
+  const s = (Array.isArray(v) ? v.join(',') : v)
     .split(',')
     .map((p) => p.trim())
     .join(',');
+  return CASELESS_FIELDS.has(name) ? s.toLowerCase() : s;
 }
 
 /** The headers to store from a response: without NOT_STORED ones and those its Connection names. */
