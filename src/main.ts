@@ -139,7 +139,7 @@ async function main(argv: string[]): Promise<number> {
       if (values.pretty === true) config.logFormat = 'pretty';
       if (config.workers > 1) {
         const { runPrimary } = await import('./cluster/primary.ts');
-        return runPrimary(config).catch(reportConfigError);
+        return runPrimary(config, { strict: values.strict === true }).catch(reportConfigError);
       }
       return start(config, { strict: values.strict === true });
     case 'explain':

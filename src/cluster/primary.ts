@@ -69,7 +69,10 @@ type Reply = Extract<FromWorker, { pc: 'metrics' | 'status' | 'prepared' }>;
  * Run the primary until it is stopped; resolves the process exit code. Throws ConfigError when the
  * configuration does not load (nothing is forked then).
  */
-export async function runPrimary(config: GatewayConfig): Promise<number> {
+export async function runPrimary(
+  config: GatewayConfig,
+  { strict = false }: { strict?: boolean } = {},
+): Promise<number> {
   const logger = createLogger(config.logLevel, undefined, {
     format: config.logFormat,
     bufferBytes: config.logBufferBytes,
@@ -202,7 +205,8 @@ export async function runPrimary(config: GatewayConfig): Promise<number> {
         : vote(ready(), snapshot.version),
   });
   try {
-    await runtime.load();
+    // As in one process: a bad file is handled as on a reload, unless `start --strict`.
+    await runtime.load(strict ? 'strict' : 'tolerant');
   } catch (err) {
     await store.close();
     throw err;

@@ -195,6 +195,27 @@ describe('start refuses', () => {
     expect(err.message).toMatch(/nothing started/);
   });
 
+  it('with --strict and workers: 2 too (the primary loads the files)', async () => {
+    const started = startCliGateway({
+      specs: {
+        pets: spec('Pets', '/pets', pets.url),
+        broken: { ...spec('Broken', '/broken', orders.url), paths: ['not', 'a', 'map'] },
+      },
+      config: { workers: 2 },
+      args: ['--strict'],
+      startTimeoutMs: 30_000,
+    });
+    const err = await started.then(
+      async (gw) => {
+        await gw.stop();
+        throw new Error('the gateway started');
+      },
+      (e: unknown) => e as Error,
+    );
+    expect(err.message).toMatch(/exited with 1 before listening/);
+    expect(err.message).toMatch(/broken\.yaml:\d+: \/paths: /);
+  });
+
   it('with --strict on any rejected file, naming it', async () => {
     const started = startCliGateway({
       specs: {
