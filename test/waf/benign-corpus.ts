@@ -209,6 +209,22 @@ export const HARD_CASES: readonly string[] = [
   'Hello, World!',
   'Total: 42 (incl. VAT)',
   'My name is Bobby; I like tables',
+  'eat; sleep; repeat',
+  'cut & paste',
+  'Find & replace',
+  'Save & exit',
+  'Line one\nfind my order\nthanks',
+  'Time: 10 min; set timeout',
+  'my .env file is missing',
+  'Bring chips & dip',
+  'Apples | Oranges | Pears',
+  'Use format(A4) please',
+  'Count (3)',
+  'Just in case (abc)',
+  'Format (A4)',
+  'Version (2)',
+  'Run `npm install` first',
+  'online = yes',
 ];
 
 /** One corpus entry: a request and what its values came from (for the report). */

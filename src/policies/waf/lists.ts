@@ -76,6 +76,18 @@ export const COMMANDS: ReadonlyMap<string, CommandInfo> = (() => {
 
 /** A path token of a value: the value is cut at blanks, quotes, shell and query punctuation, `:` of a drive or scheme. */
 const PATH_TOKEN = /[^\s=;|&,'"`<>()?:]+/g;
+/** A letter: what every entry has. */
+const HAS_LETTER = /[a-z]/;
+
+/** True when `s` holds only blanks (or trailing dots) from `from` to `to`. */
+function blank(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 32 && c !== 9 && c !== 10 && c !== 13 && c !== 46) return false;
+  }
+  return true;
+}
+
 /** PATH_TOKEN's break characters below 128, as a table for the scan around a gate character. */
 const BREAKS = new Uint8Array(128);
 for (const c of ' \t\n\r\f\v=;|&,\'"`<>()?:') BREAKS[c.charCodeAt(0)] = 1;
@@ -157,7 +169,10 @@ export class PathList {
    * into path-shaped tokens at blanks and shell or query punctuation (`cat /etc/passwd`,
    * `file=../.env`, `c:/windows/win.ini`), then each token's segments are tried.
    */
-  match(path: string): string | undefined {
+  match(path: string, options?: { wordsAlone?: boolean }): string | undefined {
+    // A lone file name (`.env`, `id_rsa`) in prose is talk about it, not a path: with `wordsAlone`
+    // a token without `/` counts only when it is the whole value.
+    const alone = options?.wordsAlone === true;
     if (this.#gated) {
       // Only tokens holding `/`, `.` or `_` can match: find those characters, take their tokens.
       const n = path.length;
@@ -175,6 +190,8 @@ export class PathList {
         if (last === start) continue;
         const token = path.slice(start, last);
         if (last < end && !token.includes('.') && !token.includes('_') && !token.includes('/')) continue;
+        if (alone && !token.includes('/') && !(blank(path, 0, start) && blank(path, last, path.length)))
+          continue;
         const hit = this.#matchAny(token);
         if (hit !== undefined) return hit;
       }
@@ -182,6 +199,7 @@ export class PathList {
     }
     PATH_TOKEN.lastIndex = 0;
     for (let m = PATH_TOKEN.exec(path); m; m = PATH_TOKEN.exec(path)) {
+      if (alone && !m[0].includes('/') && m[0] !== path.trim()) continue;
       const hit = this.#matchAny(m[0]);
       if (hit !== undefined) return hit;
     }
@@ -189,6 +207,8 @@ export class PathList {
   }
 
   #matchAny(token: string): string | undefined {
+    // Every entry names something with a letter: `5/5`, `1.5` and `10_000` are skipped.
+    if (!HAS_LETTER.test(token)) return undefined;
     // Most tokens are words: one segment, no folder run to build.
     return token.includes('/') ? this.#matchToken(token) : this.#matchSegment(token, '', true);
   }

@@ -34,10 +34,16 @@ const SEPARATOR = /[;|`\n&({<>]/g;
 const WORD = /[\w./+-]{1,80}/y;
 /** An argument only a command line has: a flag, a path, a variable, a quote, a URL, an address or a host name. */
 const ARGUMENT =
-  /\s+(?:(?:[\w.-]{1,30}\s+)?(?:--?[a-z0-9]|\/[\w.]|[%$~\\])|['"]|[a-z][a-z0-9+.-]{1,10}:\/\/|[\w-]+(?:\.[\w-]+)+(?:[:/\s]|$)|[\w.-]+@[\w.-]+)/y;
+  /\s+(?:(?:[\w.-]{1,30}\s+)?(?:--?[a-z0-9]|\/(?:[\w.]|\s|$)|[%$~\\])|['"]|[a-z][a-z0-9+.-]{1,10}:\/\/|[\w-]+(?:\.[\w-]+)+(?:[:/\s]|$)|[\w.-]+@[\w.-]+)/y;
 const WORD_END = /[\s;|&<>(`)/,-]/;
 /** What may follow a glued ambiguous command (`;id`): the end, a separator or redirection, a number ending the command. */
 const CLOSES = /^\s*(?:$|[;|&<>`)\n]|\d+\s*(?:$|[;|&`)\n]))/;
+/** After a spaced ambiguous command (`; env`): the end, or a pipe, `&&`, a redirection or a backtick (not `;`: `eat; sleep; repeat`). */
+const SPACED_CLOSES = /^\s*(?:$|\||&&|[<>`])/;
+/** One or two plain arguments up to the end or a separator, after a glued command (`;ps aux`). */
+const GLUED_ARGS = /^ [\w.-]{1,40}(?: [\w.-]{1,40})?\s*(?:$|[;|&`\n])/;
+/** A second command name right after the first (`busybox nc`, `sudo rm`, `nohup sh`). */
+const NEXT_COMMAND = /^ ([\w.-]{1,40})(?:$|[\s;|&])/;
 
 /** The command a word names: `/usr/bin/curl` names `curl`, `bcdboot/r` is `bcdboot` with a flag, `cmd.exe` is `cmd`. */
 function commandOf(w: string): string {
@@ -83,13 +89,25 @@ function commandAfterSeparator(s: string): boolean {
     if (!w) continue;
     const after = k + w[0].length;
     if (after < s.length && !WORD_END.test(s[after]!)) continue;
-    const info = COMMANDS.get(commandOf(w[0]));
+    const word = commandOf(w[0]);
+    const info = COMMANDS.get(word);
     if (info === undefined) continue;
     if (!info.ambiguous) return true;
     if (strong) return true;
     if (!tight) continue;
-    // `;id`, `;set|x`, `;sleep 5`, `; ping -c 1 x`, `& type c:/x`; not `;top Something else`.
-    if (!spaced && CLOSES.test(s.slice(after, after + 24))) return true;
+    const rest = s.slice(after, after + 40);
+    // `;id`, `;set|x`, `;sleep 5`, `; env` at the end, `& dir`; a lone `&` between words only
+    // before a short name (`cut & paste`, `save & exit` are prose).
+    if (!spaced ? CLOSES.test(rest) : SPACED_CLOSES.test(rest) && (c !== '&' || word.length <= 3))
+      return true;
+    // Glued to its separator and given an argument or a second command: `;ps aux`,
+    // `&net localgroup x`, `;busybox nc x`; not after a line break (`…\nfind my order`).
+    // Not after a backtick either: markdown quotes code with it (`npm install`).
+    const prose = c === '\n' || c === '`';
+    if (!spaced && !prose && GLUED_ARGS.test(rest)) return true;
+    const next = NEXT_COMMAND.exec(rest)?.[1];
+    const nextInfo = next === undefined ? undefined : COMMANDS.get(next);
+    if (nextInfo !== undefined && !prose && (!spaced || !nextInfo.ambiguous)) return true;
     ARGUMENT.lastIndex = after;
     if (ARGUMENT.test(s)) return true;
   }
@@ -98,7 +116,7 @@ function commandAfterSeparator(s: string): boolean {
 
 const FIRST_WORD = /^\s*([\w./+-]{1,80})/;
 /** After an ambiguous name at the start: a flag or path argument, possibly after one word (`ls foo -la`). */
-const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|])/;
+const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w)/;
 const ARGS_AFTER = /^(?:\s+\S|\s*[;|&<>`])/;
 
 /**

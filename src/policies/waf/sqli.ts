@@ -369,7 +369,13 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
       // After a breakout any clause counts (`x' or 'a'='a`); as written, a clause of literals
       // (`x or 1=1`) or one after a numeric start (`1 and id>0`), not prose (`price < 9 and rating > 4`).
       const clause = logicClause(tokens, i);
-      if (clause === 2 ? breakout || i > 0 : clause === 1 && (breakout || numericStart(tokens))) return true;
+      // A value that is only the clause (`or 1=1`, `|| 'a'='a'`) is the injected tail itself.
+      if (
+        clause === 2
+          ? breakout || i > 0 || tok.v !== 'not'
+          : clause === 1 && (breakout || numericStart(tokens))
+      )
+        return true;
     } else if (tok.t === 'E' && statement(tokens, i)) {
       return true;
     }

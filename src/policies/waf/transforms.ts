@@ -183,11 +183,12 @@ export function sqlNormalize(lower: string): string {
     }
     s = out.replace(/\*\//g, ' ');
   }
-  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, ' ') : s;
+  // A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space.
+  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
 }
 
 /**
- * Shell view: `$IFS` becomes a space; quotes, backslashes and cmd.exe carets are dropped (they
+ * Shell view: `$IFS` becomes a space; line breaks stay (a command separator); quotes, backslashes and cmd.exe carets are dropped (they
  * split a command name without changing it: `c'a't`, `\ls`, `w^hoami`); unset variables inside
  * words (`c${x}url`, `sh$u`) are dropped; whitespace collapsed.
  */
@@ -199,7 +200,8 @@ export function shellNormalize(lower: string): string {
       .replace(/\$(?:\{[a-z_][a-z0-9_]{0,30}\}|[a-z_][a-z0-9_]{0,30}|[@*0-9])/g, '');
   }
   if (/["'\\^]/.test(s)) s = s.replace(/["'\\^]+/g, '');
-  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, ' ') : s;
+  // A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space.
+  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
 }
 
 /** Path view: NULs dropped, `\` as `/`, `//` and `/./` collapsed. Keeps `..` for traversal rules. */

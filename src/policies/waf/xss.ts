@@ -17,8 +17,8 @@ const TAG_WITH_HANDLER = /<[a-z][\w:-]{0,30}[\s/][^>]{0,400}?\bon[a-z]{3,40}\s*=
 /**
  * An attribute as injected into an existing tag: a real event handler (html-events.txt) or a
  * script-loading attribute after any non-letter (`"onload=`, `/onerror=`, `1onfocus=`); any other
- * `on…=` only after a blank, quote or `;` (a browser parses it as an attribute, whatever the
- * name), so base64 (`…/onafe=`) and signatures (`…51onabcd=`) are data.
+ * `on…=` only after a blank, quote or `;` and glued to its `=` (a browser parses it as an
+ * attribute, whatever the name; `online = yes` is prose), so base64 (`…/onafe=`) and signatures (`…51onabcd=`) are data.
  */
 const INJECTED_ATTRIBUTE = /(^|[^a-z])(on[a-z]{3,40}|formaction|srcdoc|dynsrc|lowsrc|xlink:href)\s*=/g;
 function eventHandler(lower: string): boolean {
@@ -26,8 +26,10 @@ function eventHandler(lower: string): boolean {
   for (let m = INJECTED_ATTRIBUTE.exec(lower); m; m = INJECTED_ATTRIBUTE.exec(lower)) {
     const before = m[1] as string;
     const name = m[2] as string;
-    if (HTML_EVENTS.has(name) || ((before === '' || /[\s"'`;]/.test(before)) && name.length >= 5))
-      return true;
+    if (HTML_EVENTS.has(name)) return true;
+    // Another name needs a blank, quote or `;` before it and its `=` glued to it (`onabcdefgh=`).
+    const glued = lower.charCodeAt(m.index + m[0].length - 2) > 32;
+    if ((before === '' || /[\s"'`;]/.test(before)) && name.length >= 5 && glued) return true;
   }
   return false;
 }
@@ -42,6 +44,10 @@ const CSS_SCRIPT =
 /** JavaScript sinks and calls that only an injected script makes. */
 const JS_SINK =
   /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript|import)\s*\(/;
+
+/** A dialog or eval function used as a value: wrapped and called, or passed as a callback. */
+const DIALOG_REFERENCE =
+  /(?:^|[^\w$.])\(\s*(?:alert|prompt|confirm|eval|print)\s*\)\s*[(`]|\.\s*(?:map|call|apply|bind|find|filter|foreach|some|every|then|catch|reduce)\s*\(\s*(?:alert|prompt|confirm|eval)\s*[,)]/;
 
 /** Obfuscation idioms: JSFuck atoms, tagged templates, bracket property access on globals. */
 const JS_OBFUSCATION =
@@ -81,6 +87,7 @@ export const XSS = {
   eventHandler,
   CSS_SCRIPT,
   JS_SINK,
+  DIALOG_REFERENCE,
   JS_OBFUSCATION,
   SSI,
   XML_INJECTION,

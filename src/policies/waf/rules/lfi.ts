@@ -75,7 +75,7 @@ export const LFI_RULES: Rule[] = [
       'Path of a file holding secrets or system state (/etc/passwd, .ssh/id_rsa, .env, agent configs, …)',
     test: (v) =>
       ((v.path.includes('/') || v.path.includes('.') || v.path.includes('_')) &&
-        OS_FILES.match(v.path) !== undefined) ||
+        OS_FILES.match(v.path, { wordsAlone: true }) !== undefined) ||
       (v.path.includes('/') && SENSITIVE_PATH.test(v.path)) ||
       ((v.path.includes('.') ||
         v.path.includes('id_') ||

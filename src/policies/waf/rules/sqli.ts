@@ -78,6 +78,9 @@ function functionCall(sql: string): boolean {
   return false;
 }
 
+/** A string closed after a word or at the start, then a comment that swallows the rest of the query. */
+const QUOTE_COMMENT = /(?:^|\w)['"`]\s*\)*\s*\/\*/;
+
 /** SQL words the tokenizer and keyword rules need: a plain value without one is never tokenized. */
 const SQL_WORDS: readonly string[] = [
   ...STATEMENTS,
@@ -186,7 +189,9 @@ export const SQLI_RULES: Rule[] = [
     score: SCORE.critical,
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'SQL token stream: tautology, UNION SELECT, stacked query or string breakout',
-    test: (v) => detectSqli(v.sql),
+    // The SQL view drops comments: a string closed right before an unfinished `/*` (`admin'/*`)
+    // is read on the lower-case view.
+    test: (v) => detectSqli(v.sql) || (v.lower.includes('/*') && QUOTE_COMMENT.test(v.lower)),
   },
   {
     id: 'sqli-function',
