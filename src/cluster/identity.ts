@@ -7,7 +7,7 @@
 import cluster from 'node:cluster';
 
 /** Set by the primary on each worker it forks: the worker's slot, 1..N. */
-export const WORKER_SLOT_VAR = 'PORTCULLIS_WORKER';
+export const WORKER_SLOT_VAR = 'PORTCULLIS_WORKER_SLOT';
 
 /**
  * This worker's slot (1..N; a replacement for a dead worker takes over its slot, so the values stay

@@ -20,6 +20,7 @@
  * | `PORTCULLIS_LOG_LEVEL`     | `logLevel`              | fatal, error, warn, info, debug, trace, silent |
  * | `PORTCULLIS_WATCH`         | `watch`                 | true / false (also 1 / 0)                 |
  * | `PORTCULLIS_ZONE`          | `zone`                  | the gateway's zone, for preferZone         |
+ * | `PORTCULLIS_WORKERS`       | `workers`               | an integer 1–256, or `auto` (one per core) |
  *
  * An empty variable counts as unset, so `FOO=${FOO:-}` in compose files does not override.
  * A value that cannot be read is a ConfigError issue with file `environment` and the
@@ -44,7 +45,8 @@ export type EnvValueKind =
   | 'cidr-list'
   | 'list'
   | 'redis-url'
-  | 'http-url';
+  | 'http-url'
+  | 'workers';
 
 /** One supported environment variable. */
 export interface EnvVar {
@@ -149,6 +151,12 @@ export const ENV_VARS: readonly EnvVar[] = [
     pointer: '/zone',
     description: "the gateway's zone (upstreams of it are preferred by services with preferZone)",
   },
+  {
+    name: 'PORTCULLIS_WORKERS',
+    kind: 'workers',
+    pointer: '/workers',
+    description: 'worker processes: an integer, or auto for one per core',
+  },
 ];
 
 /** A variable that was set and read, ready to be written at `pointer`. */
@@ -222,6 +230,11 @@ function parseEnvValue(kind: EnvValueKind, text: string): { value: unknown } | {
       return checkUrl(text, ['redis:', 'rediss:']) ?? { value: text };
     case 'http-url':
       return checkUrl(text, ['http:', 'https:']) ?? { value: text };
+    case 'workers':
+      if (text.toLowerCase() === 'auto') return { value: 'auto' };
+      return /^\d+$/.test(text)
+        ? { value: Number(text) }
+        : { error: `must be an integer or auto, got "${text}"` };
     default:
       return { value: text };
   }

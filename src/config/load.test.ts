@@ -215,6 +215,8 @@ describe('environment overrides', () => {
     },
     { variable: 'PORTCULLIS_LOG_LEVEL', value: 'warn', pick: (c) => c.logLevel, want: 'warn' },
     { variable: 'PORTCULLIS_ZONE', value: 'eu-west-1a', pick: (c) => c.zone, want: 'eu-west-1a' },
+    { variable: 'PORTCULLIS_WORKERS', value: '3', pick: (c) => c.workers, want: 3 },
+    { variable: 'PORTCULLIS_WORKERS', value: 'auto', pick: (c) => c.workers, want: availableParallelism() },
     { variable: 'PORTCULLIS_WATCH', value: 'false', pick: (c) => c.watch, want: false },
     { variable: 'PORTCULLIS_WATCH', value: 'TRUE', pick: (c) => c.watch, want: true },
   ];
@@ -253,6 +255,7 @@ describe('environment overrides', () => {
     { env: { PORTCULLIS_SAMPLE_RATIO: 'half' }, message: /number/ },
     { env: { PORTCULLIS_SAMPLE_RATIO: '1.5' }, message: /<= 1/ },
     { env: { PORTCULLIS_WATCH: 'sometimes' }, message: /true or false/ },
+    { env: { PORTCULLIS_WORKERS: 'many' }, message: /integer or auto, got "many"/ },
     { env: { PORTCULLIS_LOG_LEVEL: 'loud' }, message: /must be one of .*"info"/ },
     { env: { PORTCULLIS_TRUST_PROXY: '10.0.0.0/8,proxy.local' }, message: /entry 1 "proxy.local"/ },
     { env: { PORTCULLIS_REDIS_URL: 'localhost:6379' }, message: /redis:\/\/ or rediss:\/\// },

@@ -249,7 +249,7 @@ export const GatewayConfigSchema = T.Object(
         ],
         {
           description:
-            'Worker processes serving the listeners (node:cluster): an integer 1-256, or auto for one per core. The primary process loads and watches the configuration, holds the memory store and serves the admin port; rate limits and sticky sessions stay per instance. Needs a restart to change. Default 1 (one process, no primary).',
+            'Worker processes serving the listeners (node:cluster): an integer 1-256, or auto for one per core. The primary process loads and watches the configuration, holds the memory store and serves the admin port; rate limits and sticky sessions stay per instance. Needs a restart to change. Env PORTCULLIS_WORKERS. Default 1 (one process, no primary).',
         },
       ),
     ),
