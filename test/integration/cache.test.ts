@@ -782,6 +782,6 @@ describe('failure modes: an unreachable upstream, an unreachable Redis', () => {
     const allowed = await get(gw, `/ro/items${id}`);
     expect(allowed.status).toBe(200);
     expect(allowed.body).toBe('old');
-    expect(allowed.headers.get('cache-status')).toMatch(/detail=stale-if-error; fwd-status=502/);
+    expect(allowed.headers.get('cache-status')).toMatch(/detail=stale-if-unreachable; fwd-status=502/);
   });
 });

@@ -488,10 +488,8 @@ function fetchThrough(
         // The forwarder's own answer: no upstream could be reached (refused, reset, timed out, none healthy).
         const problem = ex.rec.problem?.code;
         const unreachable = problem !== undefined && UNREACHABLE.has(problem);
-        if (
-          age - verdict.lifetime <= verdict.staleIfError ||
-          (unreachable && rc.staleIfUnreachable && !verdict.noCache)
-        ) {
+        const withinStaleIfError = age - verdict.lifetime <= verdict.staleIfError;
+        if (withinStaleIfError || (unreachable && rc.staleIfUnreachable && !verdict.noCache)) {
           ex.rec.problem = undefined;
           fallback = true;
           record(ex, 'stale');
@@ -502,7 +500,7 @@ function fetchThrough(
             io,
             stale,
             { age },
-            `hit; ttl=${Math.round(verdict.lifetime - age)}; detail=stale-if-error; fwd-status=${status}`,
+            `hit; ttl=${Math.round(verdict.lifetime - age)}; detail=${withinStaleIfError ? 'stale-if-error' : 'stale-if-unreachable'}; fwd-status=${status}`,
           );
           return { mode: 'discard' };
         }
