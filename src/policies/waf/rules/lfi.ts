@@ -31,8 +31,8 @@ const SENSITIVE_NAME = new RegExp(
   ].join('|'),
 );
 
-/** A path an application would open outside its own folder: absolute (`/x`, `~/x`, `c:/x`, `file:/x`) or with `../`. */
-const ABSOLUTE_OR_TRAVERSAL = /^\s*(?:[a-z]:|file:|~)?\/|\.\.\//;
+/** An absolute path (`/x`, `~/x`, `c:/x`, `file:/x`): with `../`, what an application opens outside its folder. */
+const ABSOLUTE = /^\s*(?:[a-z]:|file:|~)?\//;
 
 /** Local file inclusion and path traversal rules. */
 export const LFI_RULES: Rule[] = [
@@ -100,8 +100,7 @@ export const LFI_RULES: Rule[] = [
     description:
       'Web-application file that is never served (.git/, .htaccess, wp-config.php, composer.json, *.sql dumps, …): in the URL path, or in an argument as an absolute path or after a traversal',
     test: (v) =>
-      (v.path.includes('.') || v.path.includes('/')) &&
-      (v.target.kind === 'path' || ABSOLUTE_OR_TRAVERSAL.test(v.path)) &&
+      (v.target.kind === 'path' || ABSOLUTE.test(v.path) || v.path.includes('../')) &&
       WEB_FILES.match(v.target.kind === 'path' ? v.path : v.path.replace(/^[a-z]{2,10}:/, '')) !== undefined,
   },
   {

@@ -64,6 +64,7 @@ export const RCE_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: { words: INTERPRETERS },
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
     examples: ['${IFS}', '$(id)', 'bash -c id', 'echo {a,b}', 'cat<<<x', 'perl -e print'],
     plain: true,
     family: 'rce',
