@@ -273,8 +273,10 @@ describe('no catastrophic backtracking: the worst case of each rule stays bounde
       rule.test(view);
       worst = Math.max(worst, performance.now() - t0);
     }
-    // ~20 KB of hostile input: a linear rule needs a few ms at most; 100 ms catches any quadratic blow-up (seconds).
-    expect(worst).toBeLessThan(100);
+    // ~20 KB of hostile input: a linear rule needs a few ms at most, a quadratic blow-up seconds to
+    // minutes. The bound sits between the two with room for a loaded machine: it catches the
+    // blow-up, it does not measure speed (the bench does).
+    expect(worst).toBeLessThan(1_000);
   });
 });
 
