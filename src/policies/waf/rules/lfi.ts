@@ -27,9 +27,19 @@ const SENSITIVE_NAME = new RegExp(
     String.raw`(?:^|/)\.(?:ssh|aws|docker|kube|gnupg|git|svn|hg)(?:/|$)`,
     String.raw`(?:^|/)\.(?:env\b|htaccess|htpasswd|bash_history|zsh_history|history\b|mysql_history|psql_history|netrc|npmrc|pgpass|boto\b|s3cfg|git-credentials|dockercfg)`,
     String.raw`(?:^|/)(?:id_rsa|id_dsa|id_ecdsa|id_ed25519|authorized_keys|known_hosts)\b`,
-    String.raw`(?:^|[/=\s])[\w.-]{0,40}\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$`,
   ].join('|'),
 );
+/**
+ * Database dumps and backups by name (`x.sql`, `site.bak.gz`), the last alternative of
+ * SENSITIVE_NAME: run only when the value ends like one (DUMP_END), since from every blank of a
+ * long text it would re-read up to 40 characters.
+ */
+const DUMP_NAME = /(?:^|[/=\s])[\w.-]{0,40}\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$/;
+const DUMP_END = /\.(?:sql|bak|dump|db|sqlite3?)(?:\.(?:gz|zip|tar|bz2|7z|xz))?$/;
+
+function sensitiveName(path: string): boolean {
+  return SENSITIVE_NAME.test(path) || (DUMP_END.test(path) && DUMP_NAME.test(path));
+}
 
 /** An absolute path (`/x`, `~/x`, `c:/x`, `file:/x`): with `../`, what an application opens outside its folder. */
 const ABSOLUTE = /^\s*(?:[a-z]:|file:|~)?\//;
@@ -81,7 +91,7 @@ export const LFI_RULES: Rule[] = [
         v.path.includes('id_') ||
         v.path.includes('_keys') ||
         v.path.includes('_hosts')) &&
-        SENSITIVE_NAME.test(v.path)),
+        sensitiveName(v.path)),
   },
   {
     id: 'lfi-web-file',
