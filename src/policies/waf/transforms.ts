@@ -184,7 +184,7 @@ export function sqlNormalize(lower: string): string {
     s = out.replace(/\*\//g, ' ');
   }
   // A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space.
-  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
+  return /\s\s|[^\S ]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
 }
 
 /**
@@ -201,7 +201,7 @@ export function shellNormalize(lower: string): string {
   }
   if (/["'\\^]/.test(s)) s = s.replace(/["'\\^]+/g, '');
   // A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space.
-  return /\s\s|[\t\n\r\v\f\u00a0]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
+  return /\s\s|[^\S ]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
 }
 
 /** Path view: NULs dropped, `\` as `/`, `//` and `/./` collapsed. Keeps `..` for traversal rules. */
