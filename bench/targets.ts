@@ -101,45 +101,44 @@ export const directTarget: Target = {
   },
 };
 
+/**
+ * A proxy run as one script of bench/ (`node <script> <upstreamUrl>`), which prints `{"port":n}`
+ * once it listens and serves BASE_PATH + /hello.
+ */
+function scriptTarget(name: string, description: string, script: string): Target {
+  return {
+    name,
+    description,
+    async start({ upstreamUrl, proxyCpu }) {
+      const child = startNode(name, [join(BENCH_DIR, script), upstreamUrl], proxyCpu);
+      try {
+        const { port } = await readJsonLine<{ port: number }>(child);
+        return {
+          url: `http://127.0.0.1:${port}${BASE_PATH}/hello`,
+          proxies: [child],
+          stop: () => stopChild(child),
+        };
+      } catch (err) {
+        await stopChild(child);
+        throw err;
+      }
+    },
+  };
+}
+
 /** Plain Fastify + @fastify/http-proxy with default options (bench/reference.ts). */
-export const referenceTarget: Target = {
-  name: 'reference',
-  description: 'Fastify + @fastify/http-proxy, default options',
-  async start({ upstreamUrl, proxyCpu }) {
-    const child = startNode('reference', [join(BENCH_DIR, 'reference.ts'), upstreamUrl], proxyCpu);
-    try {
-      const { port } = await readJsonLine<{ port: number }>(child);
-      return {
-        url: `http://127.0.0.1:${port}${BASE_PATH}/hello`,
-        proxies: [child],
-        stop: () => stopChild(child),
-      };
-    } catch (err) {
-      await stopChild(child);
-      throw err;
-    }
-  },
-};
+export const referenceTarget: Target = scriptTarget(
+  'reference',
+  'Fastify + @fastify/http-proxy, default options',
+  'reference.ts',
+);
 
 /** node:http + one undici Pool, nothing else (bench/plain-undici.ts): the floor for a Node proxy. */
-export const plainUndiciTarget: Target = {
-  name: 'plain-undici',
-  description: 'plain node:http + undici Pool proxy, no framework',
-  async start({ upstreamUrl, proxyCpu }) {
-    const child = startNode('plain-undici', [join(BENCH_DIR, 'plain-undici.ts'), upstreamUrl], proxyCpu);
-    try {
-      const { port } = await readJsonLine<{ port: number }>(child);
-      return {
-        url: `http://127.0.0.1:${port}${BASE_PATH}/hello`,
-        proxies: [child],
-        stop: () => stopChild(child),
-      };
-    } catch (err) {
-      await stopChild(child);
-      throw err;
-    }
-  },
-};
+export const plainUndiciTarget: Target = scriptTarget(
+  'plain-undici',
+  'plain node:http + undici Pool proxy, no framework',
+  'plain-undici.ts',
+);
 
 /** Options of a Portcullis target: each combination is one entry in TARGETS. */
 export interface PortcullisTargetOptions {
