@@ -4,7 +4,7 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import type { GatewayConfig } from './config/schema.ts';
 import { createUpstreamTlsOptions } from './config/tls.ts';
-import { readSource } from './config/yaml.ts';
+import { escapePointer, readSource } from './config/yaml.ts';
 import { ConfigError, type ConfigIssue, formatIssue, ProblemError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { buildChain, EMPTY_CHAIN, type RouteChain, readBody } from './pipeline/chain.ts';
@@ -727,10 +727,6 @@ async function policyTargets(file: string): Promise<Set<string> | undefined> {
     for (const n of listed) names.add(n);
   }
   return names;
-}
-
-function escapePointer(segment: string): string {
-  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
 function rulesHash(rules: readonly PolicyRule[], withheld: ReadonlySet<string>): string {

@@ -25,7 +25,7 @@ import {
 } from './schema.ts';
 import { DEFAULT_TLS12_CIPHERS } from './tls.ts';
 import { compileCheck } from './validate.ts';
-import { parseSource, type SourceDocument } from './yaml.ts';
+import { escapePointer, parseSource, type SourceDocument } from './yaml.ts';
 
 /** The file looked for in the working directory when none is named. */
 export const DEFAULT_CONFIG_FILE = 'gateway.yaml';
@@ -255,7 +255,7 @@ function checkTlsFiles(config: GatewayConfig, source: SourceDocument): ConfigIss
     ['/listen/https/key', https.key],
   ];
   for (const [host, pair] of Object.entries(https.sni)) {
-    const h = host.replace(/~/g, '~0').replace(/\//g, '~1');
+    const h = escapePointer(host);
     files.push([`/listen/https/sni/${h}/cert`, pair.cert], [`/listen/https/sni/${h}/key`, pair.key]);
   }
   return files.filter(([, f]) => !isFile(f)).map(([p, f]) => at(source, p, `file not found: ${f}`));

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import type { GatewayConfig } from './schema.ts';
+import { escapePointer } from './yaml.ts';
 
 /**
  * TLS 1.2 suites used when `listen.https.ciphers` is empty: forward-secret AEAD only (ECDHE with
@@ -268,10 +269,6 @@ function cachedReader(): (path: string) => Promise<Buffer> {
 
 function normalizeHost(name: string): string {
   return name.toLowerCase().replace(/\.$/, '');
-}
-
-function escapePointer(segment: string): string {
-  return segment.replaceAll('~', '~0').replaceAll('/', '~1');
 }
 
 function reason(err: unknown): string {

@@ -10,6 +10,11 @@ export interface SourceDocument {
   lineOf(path: string): number | undefined;
 }
 
+/** One segment of a JSON pointer (RFC 6901): `~` as `~0`, `/` as `~1`. */
+export function escapePointer(segment: string): string {
+  return segment.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+
 /** Split a JSON pointer (`/a/b~1c`) into its segments. */
 export function pointerSegments(pointer: string): string[] {
   if (pointer === '' || pointer === '/') return [];

@@ -9,7 +9,7 @@ import { basename, extname, resolve } from 'node:path';
 import { dereference, type ParserOptions, validate } from '@readme/openapi-parser';
 import type { OpenAPIV3 } from 'openapi-types';
 import { compileCheck } from '../config/validate.ts';
-import { readSource, type SourceDocument } from '../config/yaml.ts';
+import { escapePointer, readSource, type SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import type { OpenApiDocument, OperationObject, Route, Service, ServiceSettings } from './types.ts';
 import {
@@ -276,10 +276,6 @@ function pointerFromValidatorId(message: string, doc: unknown): string | undefin
     return `/paths/${escapePointer(key)}${rest}`;
   }
   return id;
-}
-
-function escapePointer(segment: string): string {
-  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
 /** Line (0-based) → JSON pointer of the value starting on it, in `JSON.stringify(value, null, 2)`. */

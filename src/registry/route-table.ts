@@ -4,6 +4,7 @@
  * replaced atomically while requests are in flight).
  */
 import FindMyWay from 'find-my-way';
+import { escapePointer } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
 import { contentHash, publicTemplate, toRouterPath } from './load-service.ts';
 import type { Route, Service } from './types.ts';
@@ -224,10 +225,6 @@ function renameParams(
 
 function conflict(service: Service, message: string, path: string): ConfigIssue {
   return { file: service.file, path, message };
-}
-
-function escapePointer(segment: string): string {
-  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
 const docHashes = new WeakMap<object, string>();

@@ -8,23 +8,16 @@ import { X509Certificate } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import { type CertPem, createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { type CliGateway, startCliGateway } from '../helpers/cli.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 /** Poll until `check` passes (reloads are asynchronous to the signal or the file write). */
-async function eventually(check: () => Promise<void> | void, tries = 200): Promise<void> {
-  for (let i = 1; ; i++) {
-    try {
-      return await check();
-    } catch (err) {
-      if (i >= tries) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
+/** Retry `check` until it passes (every 50 ms, 10 s at most). */
+const eventually = (check: () => Promise<void> | void) =>
+  vi.waitFor(check, { timeout: 10_000, interval: 50 });
 
 /** SHA-256 fingerprint of the certificate a new TLS handshake with the gateway gets. */
 function servedFingerprint(port: number, servername = 'api.example.test'): Promise<string> {

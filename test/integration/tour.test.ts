@@ -11,7 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCa, writeCerts } from '../helpers/certs.ts';
 import { startCliGateway } from '../helpers/cli.ts';
 import { killChildren, REPO_ROOT, type RunningCli, startCli } from '../helpers/spawn.ts';
@@ -23,16 +23,9 @@ const readme = () => readFile(join(REPO_ROOT, 'README.md'), 'utf8');
 const withoutModeline = async (file: string) =>
   (await readFile(join(TOUR, file), 'utf8')).split('\n').slice(1).join('\n');
 
-async function eventually(check: () => Promise<void>, tries = 200): Promise<void> {
-  for (let i = 1; ; i++) {
-    try {
-      return await check();
-    } catch (err) {
-      if (i >= tries) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
+/** Retry `check` until it passes (every 50 ms, 10 s at most). */
+const eventually = (check: () => Promise<void> | void) =>
+  vi.waitFor(check, { timeout: 10_000, interval: 50 });
 
 afterAll(() => killChildren());
 
