@@ -4,6 +4,7 @@
  * state store connection, the spec and policy folders and the tracing exporter stay as started.
  */
 import type { GatewayConfig } from './schema.ts';
+import { escapePointer } from './yaml.ts';
 
 /**
  * Fields (JSON pointers of gateway.yaml) applied without a restart. A field is live when it or a
@@ -16,6 +17,8 @@ export const LIVE_FIELDS = [
   '/headers',
   '/telemetry/sampleRatio',
   '/telemetry/accessLog',
+  // `accessLog: { sample }` resolves to this field.
+  '/telemetry/accessLogSample',
   // The certificate files (re-read too when only their content changed).
   '/listen/https/cert',
   '/listen/https/key',
@@ -55,6 +58,7 @@ export function applyLive(before: GatewayConfig, after: GatewayConfig): GatewayC
       ...before.telemetry,
       sampleRatio: after.telemetry.sampleRatio,
       accessLog: after.telemetry.accessLog,
+      accessLogSample: after.telemetry.accessLogSample,
     },
   };
   if (before.listen.https && after.listen.https)
@@ -74,7 +78,7 @@ function collect(a: unknown, b: unknown, path: string, out: string[]): void {
   if (IGNORED.has(path)) return;
   if (isObject(a) && isObject(b)) {
     for (const key of new Set([...Object.keys(a), ...Object.keys(b)]))
-      collect(a[key], b[key], `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`, out);
+      collect(a[key], b[key], `${path}/${escapePointer(key)}`, out);
     return;
   }
   if (JSON.stringify(a) !== JSON.stringify(b)) out.push(path || '/');
