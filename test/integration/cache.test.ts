@@ -497,6 +497,36 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
     expect(up.hits(`/keyed${id}`)).toBe(1);
   });
 
+  it('treats a credential an auth policy accepted (an API key header) like Authorization: a private max-age answer is not shared', async () => {
+    const id = fresh('k');
+    const priv = script(`/keyed${id}`, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    const first = await get(gw, priv, { 'x-api-key': API_KEY });
+    expect(first.status).toBe(200);
+    expect(first.headers.get('cache-status')).toMatch(/detail=authorization/);
+    expect((await get(gw, priv, { 'x-api-key': API_KEY })).headers.get('cache-status')).not.toMatch(/hit/);
+    expect(up.hits(`/keyed${id}`)).toBe(2);
+  });
+
+  it('forwards a GET with a body uncached: the body is not in the key, so its answer is never stored or served', async () => {
+    const p = fresh();
+    const path = script(p, () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    for (const headers of [{ 'content-length': '7' }, { 'transfer-encoding': 'chunked' }]) {
+      const res = await new Promise<{ status: number; headers: IncomingHttpHeaders }>((ok, fail) => {
+        const req = request(gw.url + path, { method: 'GET', headers }, (r) => {
+          r.resume();
+          r.on('end', () => ok({ status: r.statusCode ?? 0, headers: r.headers }));
+        });
+        req.on('error', fail);
+        req.end('q=other');
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers['cache-status']).toBe('Portcullis; fwd=bypass; fwd-status=200');
+    }
+    // Nothing was stored: the plain GET is a miss and goes upstream.
+    expect((await get(gw, path)).headers.get('cache-status')).toMatch(/fwd=uri-miss/);
+    expect(up.hits(p)).toBe(3);
+  });
+
   it("gives a response that states no freshness the rule's ttl, and nothing without one", async () => {
     const id = fresh('ttl');
     const pub = script(`/ttl${id}`, () => ({}));

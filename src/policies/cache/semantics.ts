@@ -146,6 +146,11 @@ export function unstorableReason(
   resHeaders: OutgoingHttpHeaders,
   control: ResponseControl,
   opts: CachePolicyOptions,
+  /**
+   * The request carried credentials: an Authorization header, or any credential an auth policy
+   * accepted (an API key in another header or a cookie counts as much as Authorization does).
+   */
+  authenticated: boolean = reqHeaders.authorization !== undefined,
 ): string | undefined {
   if (method !== 'GET') return 'method';
   if (status < 200 || status === 206 || status === 304 || status > 599) return 'status';
@@ -155,10 +160,7 @@ export function unstorableReason(
   if (!mustUnderstand && cc.has('no-store')) return 'no-store';
   if (reqcc.has('no-store')) return 'request-no-store';
   if (cc.has('private')) return 'private';
-  if (
-    reqHeaders.authorization !== undefined &&
-    !(cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate'))
-  )
+  if (authenticated && !(cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate')))
     return 'authorization';
   if (varyNames(resHeaders) === null) return 'vary-star';
   const explicit =

@@ -17,6 +17,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Exchange } from '../../lifecycle/exchange.ts';
+import { hasBody } from '../../net/read-body.ts';
 import { canonicalTarget, type RequestTarget } from '../../net/target.ts';
 import type { Decision } from '../../pipeline/types.ts';
 import type { Forward, ForwardExtras, Forwarding, ForwardTarget } from '../../upstream/forward.ts';
@@ -103,7 +104,11 @@ export function serveCached(
   io: CacheIO,
 ): undefined {
   const method = ex.req.method;
+  // A GET or HEAD with a body is forwarded uncached: the key has no body, and an upstream that reads
+  // it (parameters merged from the body) would answer differently under the same key.
   if (method === 'GET' || method === 'HEAD') {
+    if (ex.ctx?.body !== undefined || hasBody(ex.req.raw))
+      return passThrough(ex, forward, to, rc, io, 'bypass', undefined);
     lookup(ex, forward, to, rc, io, false).catch((err: unknown) => failed(ex, io, rc, err));
     return;
   }
@@ -508,7 +513,16 @@ function fetchThrough(
       const control = responseControl(headers, rc.targeted, rc.surrogate);
       const why = ranged
         ? 'partial'
-        : unstorableReason(method, req.headers, reqcc, status, headers, control, rc);
+        : unstorableReason(
+            method,
+            req.headers,
+            reqcc,
+            status,
+            headers,
+            control,
+            rc,
+            req.headers.authorization !== undefined || ex.ctx?.identity !== undefined,
+          );
       const out: OutgoingHttpHeaders = { ...headers };
       if (why === undefined) {
         const vary = varyNames(headers) ?? [];
