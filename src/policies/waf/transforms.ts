@@ -189,7 +189,8 @@ export function sqlNormalize(lower: string): string {
 
 /**
  * Shell view: `$IFS` becomes a space; line breaks stay (a command separator); quotes, backslashes and cmd.exe carets are dropped (they
- * split a command name without changing it: `c'a't`, `\ls`, `w^hoami`); unset variables inside
+ * split a command name without changing it: `c'a't`, `\ls`, `w^hoami`); `$0`, `$SHELL` and `$BASH` (the
+ * shell itself) become `sh`; other variables inside
  * words (`c${x}url`, `sh$u`) are dropped; whitespace collapsed.
  */
 export function shellNormalize(lower: string): string {
@@ -197,6 +198,8 @@ export function shellNormalize(lower: string): string {
   if (s.includes('$')) {
     s = s
       .replace(/\$\{ifs\}|\$ifs\b/g, ' ')
+      // Variables that name the shell itself run it (`;$0 -c id`, `|$SHELL`): read as `sh`.
+      .replace(/\$(?:\{(?:0|shell|bash)\}|(?:0|shell|bash)\b)/g, ' sh ')
       .replace(/\$(?:\{[a-z_][a-z0-9_]{0,30}\}|[a-z_][a-z0-9_]{0,30}|[@*0-9])/g, '');
   }
   if (/["'\\^]/.test(s)) s = s.replace(/["'\\^]+/g, '');
