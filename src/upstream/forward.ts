@@ -56,7 +56,7 @@ const CLIENT_FAULTS = new Set([
   'UND_ERR_NOT_SUPPORTED',
 ]);
 /** Response headers never passed back: hop-by-hop ones. */
-const DROP_RESPONSE = new Set([
+export const DROP_RESPONSE = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -65,7 +65,7 @@ const DROP_RESPONSE = new Set([
   'trailer',
 ]);
 /** Upstream identity headers, removed when `headers.hideUpstreamIdentity` (default). */
-const IDENTITY = new Set(['server', 'x-powered-by']);
+export const IDENTITY = new Set(['server', 'x-powered-by']);
 const UNDERSCORES = /_/g;
 /** A Connection header that lists no other header (by far the most common values). */
 const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
@@ -530,7 +530,8 @@ function mayRetry(
 }
 
 /** The header names a Connection header lists; undefined for the usual bare keep-alive / close. */
-function connectionTokens(value: string | string[]): Set<string> | undefined {
+/** The header names a Connection header lists (hop-by-hop for this message), or undefined when it lists none. */
+export function connectionTokens(value: string | string[]): Set<string> | undefined {
   if (typeof value === 'string' && PLAIN_CONNECTION.test(value)) return undefined;
   const s = new Set<string>();
   for (const v of Array.isArray(value) ? value : [value])

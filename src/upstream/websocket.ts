@@ -21,22 +21,14 @@ import type { RequestContext } from '../pipeline/types.ts';
 import type { WebSocketSettings } from '../registry/types.ts';
 import type { RouteEntry } from '../runtime.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
+import { connectionTokens, DROP_RESPONSE, IDENTITY } from './forward.ts';
 
 /** RFC 6455 §1.3: appended to Sec-WebSocket-Key before hashing into Sec-WebSocket-Accept. */
 const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** A Sec-WebSocket-Key: base64 of 16 bytes. */
 const KEY = /^[A-Za-z0-9+/]{22}==$/;
-/** Response headers of the upstream's 101 never passed on (the gateway writes its own). */
-const DROP_101 = new Set([
-  'connection',
-  'upgrade',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'content-length',
-  'trailer',
-]);
-const IDENTITY = new Set(['server', 'x-powered-by']);
+/** Response headers of the upstream's 101 never passed on: the forwarder's hop-by-hop set, and its length. */
+const DROP_101: ReadonlySet<string> = new Set([...DROP_RESPONSE, 'content-length']);
 /** After the gateway's own close frames (or one peer's close), how long the other gets before its socket is destroyed. */
 const CLOSE_LINGER_MS = 2_000;
 /**
@@ -146,8 +138,10 @@ export class Upgrade {
     }
     const out: OutgoingHttpHeaders = {};
     const hide = this.hub.options.hideUpstreamIdentity;
+    // As for any response: the fields the upstream's Connection names are hop-by-hop too.
+    const listed = headers.connection ? connectionTokens(headers.connection) : undefined;
     for (const name in headers) {
-      if (DROP_101.has(name) || (hide && IDENTITY.has(name))) continue;
+      if (DROP_101.has(name) || listed?.has(name) || (hide && IDENTITY.has(name))) continue;
       out[name] = headers[name];
     }
     if (ctx) {

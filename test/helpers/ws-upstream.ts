@@ -40,6 +40,13 @@ export async function startWsUpstream(opts: { protocols?: string[] } = {}): Prom
     maxPayload: 64 * 1024 * 1024,
     handleProtocols: (offered) => opts.protocols?.find((p) => offered.has(p)) ?? false,
   });
+  // Every 101 names one of its own fields hop-by-hop (Connection: Upgrade, X-Hop) and carries one
+  // end-to-end field: a proxy must drop the first and pass the second.
+  wss.on('headers', (headers) => {
+    const i = headers.findIndex((h) => /^connection:/i.test(h));
+    if (i >= 0) headers[i] = 'Connection: Upgrade, X-Hop';
+    headers.push('X-Hop: upstream-only', 'X-Upstream-Note: kept');
+  });
   const server: Server = createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain' }).end(`plain ${req.url}`);
   });

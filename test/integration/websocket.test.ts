@@ -189,6 +189,9 @@ describe('WebSocket proxying', () => {
 
   it('echoes text, binary and a 1 MiB message exactly', async () => {
     const ws = await connect(`${gw.url}/svc/echo`);
+    // The 101's own hop-by-hop field (named in its Connection) is dropped; end-to-end ones pass.
+    expect(upgradeHeaders.get(ws)?.['x-hop']).toBeUndefined();
+    expect(upgradeHeaders.get(ws)?.['x-upstream-note']).toBe('kept');
     const text = await echo(ws, 'héllo wörld');
     expect(text.binary).toBe(false);
     expect(text.data.toString('utf8')).toBe('héllo wörld');
