@@ -464,6 +464,13 @@ function acceptUpgrades(
   server.on('upgrade', function acceptUpgrade(req, socket, head) {
     // Node leaves an upgraded socket without an error listener: one error must not end the process.
     socket.on('error', () => socket.destroy());
+    // shouldUpgradeCallback (Node 22.21+, 24.9+) keeps every other upgrade an ordinary request.
+    // Where it is not honoured, anything but a GET asking for a WebSocket is refused here, never
+    // tunnelled.
+    if (!wantsWebSocket(req)) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     const upgrade = websockets.begin(socket, head, false);
     upgrades.set(req, upgrade);
     const res = new ServerResponse(req);
