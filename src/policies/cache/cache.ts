@@ -28,9 +28,10 @@ const CDN_CACHE_CONTROL = 'cdn-cache-control';
 const SURROGATE_TOKEN = 'portcullis';
 const FIELD_NAME = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
 
-const Duration = (description: string, dflt?: string) =>
-  T.Union([T.String({ pattern: DURATION_PATTERN.source }), T.Integer({ minimum: 0 })], {
-    description,
+/** A duration: a string (`30s`, `5m`, `1h`) or a number of milliseconds (at least `minMs`). */
+const Duration = (description: string, dflt?: string, minMs = 0) =>
+  T.Union([T.String({ pattern: DURATION_PATTERN.source }), T.Integer({ minimum: minMs })], {
+    description: `${description} A duration (\`30s\`, \`5m\`) or a number of milliseconds.`,
     ...(dflt === undefined ? {} : { default: dflt }),
   });
 
@@ -48,7 +49,10 @@ export const CacheSchema = T.Object(
       Duration(
         'Freshness given to a response that states none (no s-maxage, max-age or Expires) and whose status ' +
           'is cacheable by default (200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501) or that is ' +
-          '`public`. Default: none, RFC 9111 heuristics only (10 % of the time since Last-Modified, at most a day).',
+          '`public`. Default: none, RFC 9111 heuristics only (10 % of the time since Last-Modified, at most a day). ' +
+          'Whole seconds: a number below 1000 (ms) is an error (`ttl: 300` would mean 0.3 s).',
+        undefined,
+        1000,
       ),
     ),
     targeted: T.Optional(
@@ -183,7 +187,7 @@ export const cachePolicy: PolicyKind<typeof CacheSchema> = {
       inflight: stores.inflight(store),
       targeted,
       surrogate: config.surrogateControl === false ? undefined : SURROGATE_TOKEN,
-      ttl: config.ttl === undefined ? undefined : Math.floor(parseDuration(config.ttl) / 1000),
+      ttl: config.ttl === undefined ? undefined : Math.ceil(parseDuration(config.ttl) / 1000),
       maxEntryBytes: config.maxEntryBytes ?? 1_048_576,
       coalesceTimeoutMs: parseDuration(config.coalesceTimeout ?? '5s'),
       keepStaleMs: parseDuration(config.keepStale ?? '1h'),
