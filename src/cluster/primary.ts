@@ -388,7 +388,7 @@ export async function runPrimary(
             const kill = setTimeout(() => {
               logger.error({ pid: w.process.pid }, 'worker did not drain in time: killed');
               w.process.kill('SIGKILL');
-            }, config.limits.shutdownGraceMs + SHUTDOWN_MARGIN_MS);
+            }, settings.limits.shutdownGraceMs + SHUTDOWN_MARGIN_MS);
             w.once('exit', () => {
               clearTimeout(kill);
               resolve();
