@@ -8,9 +8,9 @@
  * keep-alive for us); forwarded ones hijack the reply and write the raw response.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { type Duplex, pipeline, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { ProblemError } from '../errors.ts';
-import { runResponseStages } from '../pipeline/response.ts';
+import { runResponseStages, throughStages } from '../pipeline/response.ts';
 import { CACHE_STATUS_NAME, type CacheIO, type RouteCache, serveCached } from '../policies/cache/serve.ts';
 import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem, toProblem } from '../problem.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
@@ -68,9 +68,9 @@ export function answerMock(ex: Exchange): undefined {
     for (const s of streams ?? []) s.destroy();
     ex.reply.send();
   } else if (streams) {
-    const last = streams[streams.length - 1] as Duplex;
-    pipeline([Readable.from([Buffer.from(res.body)]), ...streams], () => {});
-    ex.reply.send(last);
+    const first = throughStages(streams, undefined, ex.req.log, ex.rec.id);
+    ex.reply.send(streams[streams.length - 1]);
+    first.end(res.body);
   } else {
     ex.reply.send(res.body);
   }
@@ -195,15 +195,15 @@ const CACHE_IO: CacheIO = {
       res.end(body);
       return undefined;
     }
-    pipeline([Readable.from([body]), ...head.streams, res], () => undefined);
+    throughStages(head.streams, res, ex.req.log, ex.rec.id).end(body);
   },
   open(ex, status, headers) {
     const res = ex.res;
     const head = cacheHead(ex, status, headers);
     res.writeHead(head.status, headers);
-    const first = head.streams?.[0];
-    if (head.streams && first) pipeline([...head.streams, res], () => undefined);
-    const out: NodeJS.WritableStream & { destroy(err?: Error): void } = first ?? res;
+    const out: NodeJS.WritableStream = head.streams
+      ? throughStages(head.streams, res, ex.req.log, ex.rec.id)
+      : res;
     return {
       write(chunk) {
         ex.rec.bytes += chunk.length;

@@ -1,11 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Transform } from 'node:stream';
+import { PassThrough, Transform, Writable } from 'node:stream';
 import { Type as T } from '@sinclair/typebox';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PolicySlice, policySlice } from '../../test/helpers/policy.ts';
-import { addResponseStage, RESPONSE_STAGE_ORDER, type ResponseStage } from './response.ts';
+import { addResponseStage, RESPONSE_STAGE_ORDER, type ResponseStage, throughStages } from './response.ts';
 import type { PolicyKind, RequestContext } from './types.ts';
 
 /** Upper-cases the body; counts what it passed; `gone` once destroyed or finished. */
@@ -174,5 +174,68 @@ describe('response stages (pipeline/response.ts) in the forwarder', () => {
     expect(upper.writableFinished).toBe(false);
     await expect.poll(() => endlessClosed).toBe(true);
     await client.destroy();
+  });
+});
+
+describe('throughStages (the one join of stages to the client: forwarded, cached and mock answers)', () => {
+  const sink = () => {
+    const got: Buffer[] = [];
+    const w = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        got.push(chunk);
+        cb();
+      },
+    });
+    return { w, got };
+  };
+  const logOf = () => {
+    const lines: { obj: object; msg: string }[] = [];
+    return { lines, log: { warn: (obj: object, msg: string) => lines.push({ obj, msg }) } };
+  };
+
+  it('carries the body through every stage in order to the client', async () => {
+    const { w, got } = sink();
+    const { lines, log } = logOf();
+    const first = throughStages([new Upper(), new Tap()], w, log, 'r1');
+    first.end(Buffer.from('hello'));
+    await new Promise((r) => w.on('finish', r));
+    expect(Buffer.concat(got).toString()).toBe('HELLO');
+    expect(lines).toEqual([]);
+  });
+
+  it('without a client, joins the stages and leaves the last one to the caller', async () => {
+    const upper = new Upper();
+    const last = new PassThrough();
+    const { log } = logOf();
+    const first = throughStages([upper, last], undefined, log, 'r2');
+    expect(first).toBe(upper);
+    first.end('abc');
+    const chunks: Buffer[] = [];
+    for await (const c of last) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('ABC');
+  });
+
+  it('logs a stage that fails with the request id, but not a client going away', async () => {
+    const failing = new Transform({
+      transform(_c, _e, cb) {
+        cb(new Error('stage broke'));
+      },
+    });
+    const a = sink();
+    const { lines, log } = logOf();
+    throughStages([failing], a.w, log, 'r3').write('x');
+    await new Promise((r) => a.w.on('close', r));
+    expect(lines).toEqual([
+      { obj: expect.objectContaining({ reqId: 'r3' }), msg: 'response stage failed mid-response' },
+    ]);
+
+    const b = sink();
+    const quiet = logOf();
+    const upper = new Upper();
+    throughStages([upper], b.w, quiet.log, 'r4');
+    b.w.destroy();
+    await new Promise((r) => upper.on('close', r));
+    expect(upper.gone).toBe(true);
+    expect(quiet.lines).toEqual([]);
   });
 });

@@ -30,7 +30,7 @@
  * policies have no context at all; the forwarder checks one property.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { type Duplex, pipeline } from 'node:stream';
 import type { RequestContext } from './types.ts';
 
 /** Where each kind of stage runs among the response stages: lower runs first (nearer the upstream). */
@@ -86,4 +86,32 @@ export function runResponseStages(
     else streams = [s];
   }
   return streams;
+}
+
+/** Where a stage's failure mid-response is reported (a pino logger fits). */
+export interface StageFailureLog {
+  warn(obj: object, msg: string): void;
+}
+
+/**
+ * Join the stages' body streams in order, and on to `client` (the raw response) when given, with
+ * `stream.pipeline` (backpressure end to end; a client going away destroys every stage). Returns
+ * the first stream: where the body is written. Without `client` the caller hands the last stream
+ * to whatever writes the response (Fastify's `reply.send`). A stage failing (not a client going
+ * away) is logged on `log` with the request id.
+ */
+export function throughStages(
+  streams: readonly Duplex[],
+  client: NodeJS.WritableStream | undefined,
+  log: StageFailureLog,
+  reqId: string | undefined,
+): Duplex {
+  const first = streams[0] as Duplex;
+  if (!client && streams.length === 1) return first;
+  const done = (err: NodeJS.ErrnoException | null) => {
+    if (err && err.code !== 'ERR_STREAM_PREMATURE_CLOSE')
+      log.warn({ err, reqId }, 'response stage failed mid-response');
+  };
+  pipeline(client ? [...streams, client] : [...streams], done);
+  return first;
 }

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { type Duplex, pipeline, Transform, type TransformCallback } from 'node:stream';
+import { type Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { type ErrorCode, ProblemError } from '../errors.ts';
@@ -8,7 +8,7 @@ import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
 import { hasBody, readWhole } from '../net/read-body.ts';
 import type { RequestTarget } from '../net/target.ts';
-import { runResponseStages } from '../pipeline/response.ts';
+import { runResponseStages, throughStages } from '../pipeline/response.ts';
 import type { RequestContext } from '../pipeline/types.ts';
 import type { RetryOn, ServiceSettings } from '../registry/types.ts';
 import { REQUEST_ID_HEADER, type RequestRecord } from '../telemetry/record.ts';
@@ -494,26 +494,6 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     };
     attempt(undefined, undefined);
   }
-}
-
-/**
- * Join the response stages' body streams in order into the client response; returns the first one
- * (where upstream chunks go). A client that goes away destroys them all; a failing stream cuts the
- * response (its head is already out).
- */
-function throughStages(
-  streams: Duplex[],
-  res: RawResponse,
-  logger: Logger,
-  reqId: string | undefined,
-): Duplex {
-  const done = (err: NodeJS.ErrnoException | null) => {
-    if (err && err.code !== 'ERR_STREAM_PREMATURE_CLOSE') {
-      logger.warn({ err, reqId }, 'response stage failed mid-response');
-    }
-  };
-  pipeline([...streams, res], done);
-  return streams[0] as Duplex;
 }
 
 /**
