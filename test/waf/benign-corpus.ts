@@ -241,11 +241,9 @@ const BASE_HEADERS = {
   accept: 'application/json',
 };
 
-/** A generator per locale: seeded once, so values are the same on every run. */
-function valuesOf(locale: LocaleDefinition, seed: number): Array<[string, string]> {
-  const f = new Faker({ locale: [locale, en] });
-  f.seed(seed);
-  const gens: Array<[string, () => string]> = [
+/** The value generators of one seeded Faker, each named by its faker module and method. */
+export function generatorsOf(f: Faker): Array<[string, () => string]> {
+  return [
     ['person.fullName', () => f.person.fullName()],
     ['person.lastName', () => f.person.lastName()],
     ['person.jobTitle', () => f.person.jobTitle()],
@@ -289,8 +287,23 @@ function valuesOf(locale: LocaleDefinition, seed: number): Array<[string, string
     ['color.human', () => `${f.color.human()} & ${f.color.human()}`],
     ['string.uuid', () => f.string.uuid()],
   ];
+}
+
+/**
+ * `count` values of a locale (default VALUES_PER_LOCALE), seeded once: the same on every run.
+ * `extra` generators (test/waf/benign-holdout.ts) are added to the standard ones.
+ */
+export function valuesOf(
+  locale: LocaleDefinition,
+  seed: number,
+  count = VALUES_PER_LOCALE,
+  extra: (f: Faker) => Array<[string, () => string]> = () => [],
+): Array<[string, string]> {
+  const f = new Faker({ locale: [locale, en] });
+  f.seed(seed);
+  const gens = [...generatorsOf(f), ...extra(f)];
   const out: Array<[string, string]> = [];
-  for (let i = 0; i < VALUES_PER_LOCALE; i++) {
+  for (let i = 0; i < count; i++) {
     const [name, gen] = gens[i % gens.length] as [string, () => string];
     try {
       out.push([name, gen()]);
@@ -322,7 +335,8 @@ const LOCALES: Array<[string, LocaleDefinition]> = [
 /** Header names an API client sets with free text. */
 const TEXT_HEADERS = ['x-customer-note', 'x-search', 'referer', 'x-display-name'];
 
-function shapes(source: string, value: string, i: number): BenignRequest[] {
+/** The four ways an API receives a value: query value, JSON field, form field, header. */
+export function shapes(source: string, value: string, i: number): BenignRequest[] {
   const field = ['q', 'name', 'note', 'comment', 'title', 'description', 'address', 'file'][i % 8] as string;
   const json = JSON.stringify({ id: i, [field]: value, tags: ['a', 'b'], active: true });
   const form = `${field}=${encodeURIComponent(value).replace(/%20/g, '+')}&page=1`;
