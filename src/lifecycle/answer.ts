@@ -68,7 +68,7 @@ export function answerMock(ex: Exchange): undefined {
     for (const s of streams ?? []) s.destroy();
     ex.reply.send();
   } else if (streams) {
-    const first = throughStages(streams, undefined, ex.req.log, ex.rec.id);
+    const first = throughStages(streams, undefined, ex.req.log, ex.rec);
     ex.reply.send(streams[streams.length - 1]);
     first.end(res.body);
   } else {
@@ -190,23 +190,23 @@ const CACHE_IO: CacheIO = {
       res.end();
       return undefined;
     }
-    ex.rec.bytes += body.length;
     if (!head.streams) {
+      ex.rec.bytes += body.length;
       res.end(body);
       return undefined;
     }
-    throughStages(head.streams, res, ex.req.log, ex.rec.id).end(body);
+    throughStages(head.streams, res, ex.req.log, ex.rec).end(body);
   },
   open(ex, status, headers) {
     const res = ex.res;
     const head = cacheHead(ex, status, headers);
     res.writeHead(head.status, headers);
-    const out: NodeJS.WritableStream = head.streams
-      ? throughStages(head.streams, res, ex.req.log, ex.rec.id)
-      : res;
+    // The client's bytes are counted here, or by the stages' join when they change the body.
+    const staged = head.streams ? throughStages(head.streams, res, ex.req.log, ex.rec) : undefined;
+    const out: NodeJS.WritableStream = staged ?? res;
     return {
       write(chunk) {
-        ex.rec.bytes += chunk.length;
+        if (!staged) ex.rec.bytes += chunk.length;
         return out.write(chunk);
       },
       onDrain: (fn) => out.once('drain', fn),

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough, Transform, Writable } from 'node:stream';
+import { type PassThrough, Transform, Writable } from 'node:stream';
 import { Type as T } from '@sinclair/typebox';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -193,26 +193,39 @@ describe('throughStages (the one join of stages to the client: forwarded, cached
     return { lines, log: { warn: (obj: object, msg: string) => lines.push({ obj, msg }) } };
   };
 
-  it('carries the body through every stage in order to the client', async () => {
+  /** A stage that halves the body (as compression shrinks it): the client gets what it leaves. */
+  const halve = () =>
+    new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        cb(null, chunk.subarray(0, chunk.length / 2));
+      },
+    });
+
+  it('carries the body through every stage in order to the client, counting what the client got', async () => {
     const { w, got } = sink();
     const { lines, log } = logOf();
-    const first = throughStages([new Upper(), new Tap()], w, log, 'r1');
-    first.end(Buffer.from('hello'));
+    const rec = { id: 'r1', bytes: 0 };
+    const first = throughStages([new Upper(), new Tap(), halve()], w, log, rec);
+    first.end(Buffer.from('hello!'));
     await new Promise((r) => w.on('finish', r));
-    expect(Buffer.concat(got).toString()).toBe('HELLO');
+    expect(Buffer.concat(got).toString()).toBe('HEL');
+    expect(rec.bytes).toBe(3);
     expect(lines).toEqual([]);
   });
 
-  it('without a client, joins the stages and leaves the last one to the caller', async () => {
+  it('without a client, joins the stages and a counter, and leaves the last one to the caller', async () => {
     const upper = new Upper();
-    const last = new PassThrough();
+    const streams = [upper, halve()];
     const { log } = logOf();
-    const first = throughStages([upper, last], undefined, log, 'r2');
+    const rec = { id: 'r2', bytes: 0 };
+    const first = throughStages(streams, undefined, log, rec);
     expect(first).toBe(upper);
-    first.end('abc');
+    expect(streams).toHaveLength(3);
+    first.end('abcd');
     const chunks: Buffer[] = [];
-    for await (const c of last) chunks.push(c as Buffer);
-    expect(Buffer.concat(chunks).toString()).toBe('ABC');
+    for await (const c of streams[2] as PassThrough) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('AB');
+    expect(rec.bytes).toBe(2);
   });
 
   it('logs a stage that fails with the request id, but not a client going away', async () => {
@@ -223,7 +236,7 @@ describe('throughStages (the one join of stages to the client: forwarded, cached
     });
     const a = sink();
     const { lines, log } = logOf();
-    throughStages([failing], a.w, log, 'r3').write('x');
+    throughStages([failing], a.w, log, { id: 'r3', bytes: 0 }).write('x');
     await new Promise((r) => a.w.on('close', r));
     expect(lines).toEqual([
       { obj: expect.objectContaining({ reqId: 'r3' }), msg: 'response stage failed mid-response' },
@@ -232,7 +245,7 @@ describe('throughStages (the one join of stages to the client: forwarded, cached
     const b = sink();
     const quiet = logOf();
     const upper = new Upper();
-    throughStages([upper], b.w, quiet.log, 'r4');
+    throughStages([upper], b.w, quiet.log, undefined);
     b.w.destroy();
     await new Promise((r) => upper.on('close', r));
     expect(upper.gone).toBe(true);

@@ -30,7 +30,7 @@
  * policies have no context at all; the forwarder checks one property.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
-import { type Duplex, pipeline } from 'node:stream';
+import { type Duplex, pipeline, Transform } from 'node:stream';
 import type { RequestContext } from './types.ts';
 
 /** Where each kind of stage runs among the response stages: lower runs first (nearer the upstream). */
@@ -93,25 +93,52 @@ export interface StageFailureLog {
   warn(obj: object, msg: string): void;
 }
 
+/** The request's record as the stages' join sees it: its id, and the body bytes the client got. */
+export interface StagedRecord {
+  readonly id: string;
+  bytes: number;
+}
+
 /**
  * Join the stages' body streams in order, and on to `client` (the raw response) when given, with
  * `stream.pipeline` (backpressure end to end; a client going away destroys every stage). Returns
- * the first stream: where the body is written. Without `client` the caller hands the last stream
- * to whatever writes the response (Fastify's `reply.send`). A stage failing (not a client going
- * away) is logged on `log` with the request id.
+ * the first stream: where the body is written. The bytes leaving the last stage (what the client
+ * gets, compressed) are added to `rec.bytes`. Without `client`, a counting stream is appended to
+ * `streams` and the caller hands `streams`' last to whatever writes the response (Fastify's
+ * `reply.send`). A stage failing (not a client going away) is logged on `log` with the request id.
  */
 export function throughStages(
-  streams: readonly Duplex[],
+  streams: Duplex[],
   client: NodeJS.WritableStream | undefined,
   log: StageFailureLog,
-  reqId: string | undefined,
+  rec: StagedRecord | undefined,
 ): Duplex {
   const first = streams[0] as Duplex;
-  if (!client && streams.length === 1) return first;
   const done = (err: NodeJS.ErrnoException | null) => {
     if (err && err.code !== 'ERR_STREAM_PREMATURE_CLOSE')
-      log.warn({ err, reqId }, 'response stage failed mid-response');
+      log.warn({ err, reqId: rec?.id }, 'response stage failed mid-response');
   };
-  pipeline(client ? [...streams, client] : [...streams], done);
+  if (!client) {
+    if (rec) streams.push(countingStream(rec));
+    if (streams.length > 1) pipeline(streams, done);
+    return first;
+  }
+  const last = streams[streams.length - 1] as Duplex;
+  pipeline([...streams, client], done);
+  // After pipeline(): its pipe is already reading, so this listener takes nothing from the client.
+  if (rec)
+    last.on('data', (chunk: Buffer) => {
+      rec.bytes += chunk.length;
+    });
   return first;
+}
+
+/** A pass-through stream adding what passes to `rec.bytes`. */
+function countingStream(rec: StagedRecord): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      rec.bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
 }

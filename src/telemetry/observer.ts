@@ -82,7 +82,9 @@ export function createObserver(opts: ObserverOptions): Observer {
     if (rec.websocket !== 'no') metrics.websocketUpgrade(rec, status);
     if (accessLog !== undefined) {
       let bytes = rec.bytes;
-      if (rec.attempts === 0) bytes = Number(reply.getHeader('content-length') ?? 0) || 0;
+      // Fastify wrote the answer itself (a problem, a mock): its length is only in its headers.
+      if (bytes === 0 && rec.attempts === 0 && rec.method !== 'HEAD')
+        bytes = Number(reply.getHeader('content-length') ?? 0) || 0;
       accessLog(rec, status, bytes, ms, !complete);
     }
     if (rec.span && tracer) tracer.endServer(rec.span, rec, status, end);

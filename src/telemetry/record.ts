@@ -47,7 +47,7 @@ export class RequestRecord {
   attempts = 0;
   /** Time spent in upstream attempts, ms. */
   upstreamMs = 0;
-  /** Response body bytes relayed from the upstream. */
+  /** Response body bytes the client got (after compression); 0 until counted, see the observer. */
   bytes = 0;
   /** A WebSocket upgrade request (counted and logged as one): 'asked', then 'upgraded' once the upstream said 101. */
   websocket: 'no' | 'asked' | 'upgraded' = 'no';

@@ -148,6 +148,8 @@ export interface Forwarding {
   readonly ctx: ForwardExtras | undefined;
   /** With a record, each attempt is recorded (upstream, timing, bytes, CLIENT span) and the request id travels both ways. */
   readonly rec: RequestRecord | undefined;
+  /** `res` is the cache's stand-in (policies/cache/tap.ts): the client's bytes are counted where the cache writes them. */
+  readonly tapped?: boolean;
   /** A WebSocket upgrade: sent upstream as one, its 101 handed to it (upstream/websocket.ts). */
   readonly upgrade?: Upgrade | undefined;
 }
@@ -236,6 +238,8 @@ export function createForwarder(opts: ForwarderOptions): Forward {
 
   function send(ex: Forwarding, target: ForwardTarget, buffered: Buffer | undefined): void {
     const { req, res, ctx: extras, rec } = ex;
+    // The record's `bytes` are what the client got: counted here, or after the stages that change the body.
+    const counted = ex.tapped ? undefined : rec;
     const instance = ex.target.path;
     const method = req.method;
     // The upstream path comes from the canonical target only: decoded once, no dot segments, no
@@ -368,7 +372,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
               const head = { status: statusCode, headers: out, method, requestHeaders: req.headers };
               const streams = runResponseStages(extras.responseStages, head);
               sent = head.status;
-              if (streams) sink = throughStages(streams, res, logger, rec?.id);
+              if (streams) sink = throughStages(streams, res, logger, counted);
             }
           }
           if (rec) out[REQUEST_ID_HEADER] = rec.id;
@@ -384,7 +388,7 @@ export function createForwarder(opts: ForwarderOptions): Forward {
         },
         onResponseData(c, chunk) {
           if (discard) return;
-          if (rec) rec.bytes += chunk.length;
+          if (counted && !sink) counted.bytes += chunk.length;
           // Backpressure: pause the upstream until the client drained (a listener only when needed).
           if (sink) {
             if (!sink.write(chunk)) {

@@ -444,6 +444,7 @@ function fetchThrough(
     target: ex.target,
     ctx: extrasFor(ex, rc, set, remove),
     rec: ex.rec,
+    tapped: true,
   };
   const fwd = stale ? 'stale' : reqcc.has('no-cache') ? 'request' : 'uri-miss';
   let responseTime = 0;
@@ -747,6 +748,7 @@ function passThrough(
       target: ex.target,
       ctx: extrasFor(ex, rc, {}, []),
       rec: ex.rec,
+      tapped: true,
     },
     to,
   );
