@@ -205,6 +205,8 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
     expect(b.headers.get('cache-status')).toMatch(/^Portcullis; hit; ttl=\d+$/);
     expect(b.headers.get('x-request-id')).not.toBe(a.headers.get('x-request-id'));
     expect(up.hits(p)).toBe(1);
+    // The cache announces itself to the origin as a surrogate (Surrogate-Control is on by default).
+    expect(up.last(p)?.headers['surrogate-capability']).toBe('portcullis="Surrogate/1.0"');
   });
 
   it.each([

@@ -18,7 +18,7 @@ import { DURATION_PATTERN, parseDuration } from '../../config/duration.ts';
 import { ConfigError } from '../../errors.ts';
 import type { PolicyKind } from '../../pipeline/types.ts';
 import type { Service } from '../../registry/types.ts';
-import type { RouteCache } from './serve.ts';
+import { type RouteCache, upstreamHeadersOf } from './serve.ts';
 import type { CacheStore } from './store.ts';
 import { cacheStoresFor, loadRedisCacheStore } from './stores.ts';
 
@@ -181,12 +181,14 @@ export const cachePolicy: PolicyKind<typeof CacheSchema> = {
       storesOfService.set(deps.service, serviceStores);
     }
     serviceStores.add(store);
+    const surrogate = config.surrogateControl === false ? undefined : SURROGATE_TOKEN;
     const rc: RouteCache = {
       store,
       serviceStores,
       inflight: stores.inflight(store),
       targeted,
-      surrogate: config.surrogateControl === false ? undefined : SURROGATE_TOKEN,
+      surrogate,
+      upstreamHeaders: upstreamHeadersOf(surrogate),
       ttl: config.ttl === undefined ? undefined : Math.ceil(parseDuration(config.ttl) / 1000),
       maxEntryBytes: config.maxEntryBytes ?? 1_048_576,
       coalesceTimeoutMs: parseDuration(config.coalesceTimeout ?? '5s'),

@@ -74,6 +74,8 @@ export interface RouteCache {
   readonly targeted: readonly string[];
   /** Surrogate-Control device token (announced upstream in Surrogate-Capability); undefined: off. */
   readonly surrogate: string | undefined;
+  /** Headers the cache adds to every upstream request of the route (`upstreamHeadersOf`, built once). */
+  readonly upstreamHeaders: Readonly<Record<string, string>>;
   /** Freshness in seconds for responses that carry none; undefined: heuristics only. */
   readonly ttl: number | undefined;
   readonly maxEntryBytes: number;
@@ -85,6 +87,16 @@ export interface RouteCache {
   /** dry-run: look up and record what would have been served, but always forward. */
   readonly dryRun: boolean;
   readonly logger: { warn(obj: object, msg: string): void };
+}
+
+/**
+ * The headers a route's cache adds to its upstream requests: Surrogate-Capability when it honours
+ * Surrogate-Control (a surrogate announces itself, W3C Edge Architecture, so the origin may target it).
+ */
+export function upstreamHeadersOf(surrogate: string | undefined): Readonly<Record<string, string>> {
+  const headers: Record<string, string> = {};
+  if (surrogate !== undefined) headers['surrogate-capability'] = `${surrogate}="Surrogate/1.0"`;
+  return Object.freeze(headers);
 }
 
 /** The outcome recorded on the request (metrics label, span event, access log). */
@@ -395,11 +407,8 @@ function extrasFor(
   const ctx = ex.ctx;
   const removeUpstreamHeaders = new Set(ctx?.removeUpstreamHeaders);
   for (const n of remove) removeUpstreamHeaders.add(n);
-  // A surrogate announces itself (W3C Edge Architecture) so the origin may target it.
-  const capability =
-    rc.surrogate === undefined ? undefined : { 'surrogate-capability': `${rc.surrogate}="Surrogate/1.0"` };
   return {
-    setUpstreamHeaders: { ...ctx?.setUpstreamHeaders, ...capability, ...set },
+    setUpstreamHeaders: { ...ctx?.setUpstreamHeaders, ...rc.upstreamHeaders, ...set },
     removeUpstreamHeaders,
     // Response edits are the lifecycle's, applied to whatever the cache answers (io.open / complete).
     responseHeaders: {},
