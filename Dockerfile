@@ -1,6 +1,8 @@
-# Portcullis gateway image. Multi-stage: dependencies are installed with `npm ci` in a build
-# stage; the runtime stage holds only production dependencies and the sources (Node 24 runs the
-# TypeScript sources directly), runs as the unprivileged `node` user and checks /healthz.
+# Portcullis gateway image. Multi-stage: production dependencies are installed with `npm ci` in
+# one stage, the JavaScript build (dist/, `npm run build`: esbuild, a devDependency) is made in
+# another; the runtime stage holds the production dependencies, dist/ and the sources it was built
+# from (bin/portcullis.js checks that they match; the WAF reads its word lists from src/), runs as
+# the unprivileged `node` user and checks /healthz.
 #   docker build -t portcullis .
 #   docker run -p 8080:8080 portcullis          # the example services in openapi/, mock mode
 #   docker run -p 8080:8080 -p 127.0.0.1:9090:9090 portcullis   # admin port too, on loopback only
@@ -14,6 +16,14 @@ COPY package.json package-lock.json ./
 # --omit=dev: the pinned `node` devDependency is the image's own Node here.
 RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 
+FROM node:24-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts && npm cache clean --force
+COPY scripts/build.ts ./scripts/
+COPY src ./src
+RUN node scripts/build.ts
+
 FROM node:24-slim AS runtime
 ENV NODE_ENV=production \
     PORTCULLIS_ADMIN_HOST=0.0.0.0
@@ -21,7 +31,9 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json ./
 COPY bin ./bin
-COPY src ./src
+COPY scripts/build.ts ./scripts/
+COPY --from=build /app/src ./src
+COPY --from=build /app/dist ./dist
 COPY openapi ./openapi
 COPY policies ./policies
 COPY examples ./examples

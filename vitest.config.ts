@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Integration tests start real servers on port 0; files run in parallel forks.
     pool: 'forks',
+    // The CLI tests spawn bin/portcullis.js, which runs dist/: built once here (scripts/build.ts).
+    globalSetup: ['test/helpers/build-dist.ts'],
   },
 });
