@@ -102,8 +102,11 @@ export interface Gateway {
    * policies.
    */
   reload(): Promise<void>;
-  /** Apply an already loaded gateway.yaml as reload() does (for a process that loads it elsewhere). */
-  applySettings(next: GatewayConfig): Promise<void>;
+  /**
+   * Apply an already loaded gateway.yaml as reload() does (for a process that loads it elsewhere).
+   * Resolves true when live fields changed: the specs and policies were then reloaded with them.
+   */
+  applySettings(next: GatewayConfig): Promise<boolean>;
   /** Graceful: stop accepting, drain in-flight requests (bounded by limits.shutdownGraceMs), close pools. */
   close(): Promise<void>;
 }
@@ -228,8 +231,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       return false;
     }
   };
-  /** Apply the live fields of `next` (config/live.ts); log the others as needing a restart. */
-  const applySettings = async (next: GatewayConfig): Promise<void> => {
+  /**
+   * Apply the live fields of `next` (config/live.ts); log the others as needing a restart. True
+   * when live fields changed: the specs and policies were reloaded with them.
+   */
+  const applySettings = async (next: GatewayConfig): Promise<boolean> => {
     const change = diffSettings(current, next);
     if (change.restart.length > 0)
       logger.warn(
@@ -241,7 +247,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     const certificatesOk = await reloadCertificates(applied);
     const settings = certificatesOk ? applied : { ...applied, listen: current.listen };
     const fields = change.live.filter((f) => certificatesOk || !f.startsWith('/listen/'));
-    if (fields.length === 0) return;
+    if (fields.length === 0) return false;
     current = settings;
     logger.level = settings.logLevel;
     tracing?.setSampleRatio?.(settings.telemetry.sampleRatio);
@@ -255,6 +261,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     runtime.setConfig(settings);
     await runtime.reload();
     logger.info({ fields }, 'gateway.yaml reloaded');
+    return true;
   };
   /** Re-read gateway.yaml (when there is one) and the certificates, then the specs and policies. */
   const reloadAll = async (): Promise<void> => {
@@ -269,8 +276,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
         for (const i of issues) logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
         logger.error('gateway.yaml rejected; the running settings are kept');
       }
-      if (next) await applySettings(next);
-      else await reloadCertificates(current);
+      // Changed live fields reload the specs and policies with them: not a second time here.
+      if (next && (await applySettings(next))) return;
+      if (!next) await reloadCertificates(current);
     } else await reloadCertificates(current);
     await runtime.reload();
   };

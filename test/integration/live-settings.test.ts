@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import { type CertPem, createCa, makeCertDir, removeCertDir, writeCerts } from '../helpers/certs.ts';
 import { type CliGateway, startCliGateway } from '../helpers/cli.ts';
+import { parsePrometheus, value } from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
 /** Poll until `check` passes (reloads are asynchronous to the signal or the file write). */
@@ -239,5 +240,46 @@ describe('gateway.yaml live fields on SIGHUP', () => {
       }),
     );
     expect(await post(3000)).toBe(200);
+  });
+});
+
+describe('one SIGHUP, one reload of the specs and policies', () => {
+  let gw: CliGateway;
+  const settings = (bodyBytes: number) => ({
+    listen: { http: { port: 0, host: '127.0.0.1' } },
+    admin: { port: 0, host: '127.0.0.1' },
+    watch: false,
+    logLevel: 'info',
+    limits: { bodyBytes },
+  });
+  beforeAll(async () => {
+    gw = await startCliGateway({
+      specs: { items: spec(upstream.url) },
+      config: { admin: { port: 0, host: '127.0.0.1' }, limits: { bodyBytes: 1000 } },
+    });
+  });
+  afterAll(async () => {
+    await gw?.stop();
+  });
+  const reloads = async () => {
+    const text = await (await fetch(`${gw.admin}/metrics`)).text();
+    return value(parsePrometheus(text), 'portcullis_config_reloads_total', { result: 'success' });
+  };
+  const applied = () => gw.logs.filter((l) => l.msg === 'gateway.yaml reloaded').length;
+
+  it('counts one reload per SIGHUP, with or without live gateway.yaml changes', async () => {
+    const start = await reloads();
+    // Nothing changed: the specs and policies are reloaded (they may have), once.
+    process.kill(gw.pid, 'SIGHUP');
+    await eventually(async () => expect(await reloads()).toBe(start + 1));
+    // A live field changed: applying it reloads the specs and policies, and that is the one reload.
+    // Each SIGHUP's own log line comes after its reload; a second reload of the first SIGHUP
+    // would be counted by the time the second SIGHUP's line is out (reloads run one at a time).
+    for (const [i, bodyBytes] of [2000, 3000].entries()) {
+      await writeFile(join(gw.dir, 'gateway.yaml'), stringify(settings(bodyBytes)));
+      process.kill(gw.pid, 'SIGHUP');
+      await eventually(() => expect(applied()).toBe(i + 1));
+    }
+    expect(await reloads()).toBe(start + 3);
   });
 });
