@@ -14,6 +14,7 @@ import { ConfigError, type ConfigIssue, formatIssue } from './errors.ts';
 import type { RouteChain } from './pipeline/chain.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
 import type { RouteDescription } from './registry/index.ts';
+import { releaseStartupMemory } from './startup-memory.ts';
 
 const USAGE: Record<string, string> = {
   main: `Usage: portcullis <command> [options]
@@ -194,6 +195,7 @@ async function start(
     await gateway.close().catch(() => undefined);
     return 1;
   }
+  releaseStartupMemory();
   return new Promise<number>((resolveExit) => {
     let stopping = false;
     const stop = (signal: string) => {
