@@ -70,6 +70,52 @@ describe('redis store', () => {
     }
   });
 
+  it('while a script is in flight, decisions asked for in later turns wait and go as one script', async () => {
+    const store = await openStore(redis.url, 5_000);
+    await store.hit('warm', { limit: 1, windowMs: 1_000 });
+    const spec = { limit: 8, windowMs: 60_000 };
+    await raw.call('CONFIG', 'RESETSTAT');
+    // Redis holds the first script until the pause ends: the next ten hits, one per event-loop
+    // turn, find it in flight.
+    await raw.call('CLIENT', 'PAUSE', '300', 'ALL');
+    const all = [store.hit('inflight', spec)];
+    for (let i = 0; i < 10; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      all.push(store.hit('inflight', spec));
+    }
+    const decisions = await Promise.all(all);
+    const stats = (await raw.info('commandstats')) as string;
+    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    // One script for the first hit, one for the ten that waited (a script per turn would be 11).
+    expect(calls('evalsha') + calls('eval')).toBe(2);
+    // Still decided one by one, in order: 8 admitted (7..0 left), 3 refused.
+    expect(decisions.map((d) => d.allowed)).toEqual(Array.from({ length: 11 }, (_, i) => i < 8));
+    expect(decisions.slice(0, 8).map((d) => d.remaining)).toEqual([7, 6, 5, 4, 3, 2, 1, 0]);
+  });
+
+  it('a decision waiting behind a script Redis does not answer fails too, and the store recovers', async () => {
+    const store = await openStore(redis.url, 100);
+    const spec = { limit: 10, windowMs: 60_000 };
+    expect((await store.hit('held', spec)).remaining).toBe(9);
+    await raw.call('CLIENT', 'PAUSE', '400', 'ALL');
+    const first = store.hit('held', spec);
+    // Asked for while the first is in flight (unanswered): it waits behind it.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const waiting = store.hit('held', spec);
+    const results = await Promise.allSettled([first, waiting]);
+    for (const r of results) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(StoreUnavailableError);
+      expect(((r as PromiseRejectedResult).reason as Error).message).toMatch(/timed out/);
+    }
+    expect(await raw.ping()).toBe('PONG');
+    // Nothing is left in flight: the next decision goes out and is answered. The first script ran
+    // once the pause ended; the waiting one too if it was written before its own deadline passed.
+    const after = await store.hit('held', spec);
+    expect(after.allowed).toBe(true);
+    expect([6, 7]).toContain(after.remaining);
+  });
+
   it('stores one versioned key per counter that expires when the counter has replenished', async () => {
     const store = await openStore();
     const first = await store.hit('route-1:abc', { limit: 10, windowMs: 10_000 });
