@@ -30,6 +30,15 @@ export interface JwksOptions {
   now?: () => number;
 }
 
+/** A fetched key set: what verifies tokens, its generation, and keysTag's tags (one object, replaced whole). */
+export interface HeldKeys {
+  getKey: JWTVerifyGetKey;
+  /** 1 for the first set fetched, then +1 per fetch. */
+  generation: number;
+  /** Per kid the keys published under it as one string; '' → the whole set (see keyTags). */
+  tags: ReadonlyMap<string, string>;
+}
+
 /** The key set could not be fetched (IdP down, bad document) and no usable keys are at hand. */
 export class JwksUnavailableError extends Error {
   readonly code = 'JWKS_UNAVAILABLE' as const;
@@ -49,7 +58,7 @@ export class JwksClient {
   readonly source: JwksSource;
   private readonly opts: JwksOptions;
   private readonly now: () => number;
-  private keySet: JWTVerifyGetKey | undefined;
+  private held: HeldKeys | undefined;
   private kids = new Set<string>();
   private loadedAt = Number.NEGATIVE_INFINITY;
   private failedAt = Number.NEGATIVE_INFINITY;
@@ -71,18 +80,47 @@ export class JwksClient {
   }
 
   /**
+   * What a token with this `kid` (undefined: none) can be verified with in the current set: the
+   * published keys under that kid (for no kid, every key), as one string. Equal tags of two
+   * generations mean the same keys; undefined: no key under that kid.
+   */
+  keysTag(kid: string | undefined): string | undefined {
+    return this.held?.tags.get(kid ?? '');
+  }
+
+  /**
+   * Bumped by every key set fetched (0: none yet): a verified-token cache entry remembers the
+   * generation it was verified under, and checks its key again (keysTag) only when it moved.
+   */
+  get generation(): number {
+    return this.held?.generation ?? 0;
+  }
+
+  /**
+   * Whether keys held now may be used without a refetch: younger than maxAge or, with
+   * `allowStale`, while the last refetch failed less than FAILED_FETCH_BACKOFF_MS ago (a caller
+   * would get the stale set from current() without a fetch attempt). Otherwise current() must run.
+   */
+  usable(allowStale: boolean): boolean {
+    if (!this.held) return false;
+    const now = this.now();
+    if (now - this.loadedAt < this.opts.maxAgeMs) return true;
+    return allowStale && this.failedAt > this.loadedAt && now - this.failedAt < FAILED_FETCH_BACKOFF_MS;
+  }
+
+  /**
    * The current key set. Fetches when none is held or it is older than maxAge; if that fetch
    * fails, returns the stale set when `allowStale` and one exists, else throws JwksUnavailableError.
    */
-  async current(allowStale: boolean): Promise<JWTVerifyGetKey> {
-    if (this.keySet && this.now() - this.loadedAt < this.opts.maxAgeMs) return this.keySet;
+  async current(allowStale: boolean): Promise<HeldKeys> {
+    if (this.held && this.now() - this.loadedAt < this.opts.maxAgeMs) return this.held;
     try {
       await this.refresh();
     } catch (err) {
-      if (allowStale && this.keySet) return this.keySet;
+      if (allowStale && this.held) return this.held;
       throw err;
     }
-    return this.keySet as JWTVerifyGetKey;
+    return this.held as HeldKeys;
   }
 
   /**
@@ -105,7 +143,11 @@ export class JwksClient {
     this.inflight = this.fetchKeys()
       .then(
         (jwks) => {
-          this.keySet = jose().createLocalJWKSet(jwks);
+          this.held = {
+            getKey: jose().createLocalJWKSet(jwks),
+            generation: this.generation + 1,
+            tags: keyTags(jwks.keys),
+          };
           this.kids = new Set(jwks.keys.map((k) => k.kid).filter((k): k is string => typeof k === 'string'));
           this.loadedAt = this.now();
         },
@@ -157,6 +199,29 @@ export class JwksClient {
     if (text.length > MAX_DOCUMENT_BYTES) throw new JwksUnavailableError(`${url}: document too large`);
     return JSON.parse(text) as unknown;
   }
+}
+
+/**
+ * Per kid the JSON of the keys published under it (sorted members), and under '' the whole set:
+ * what keysTag compares across generations. A key's private members never reach here (only
+ * public keys are kept, see fetchKeys), and the tags live as long as the set they describe.
+ */
+function keyTags(keys: readonly JWK[]): Map<string, string> {
+  const byKid = new Map<string, string[]>();
+  const all: string[] = [];
+  for (const key of keys) {
+    const text = JSON.stringify(key, Object.keys(key).sort());
+    all.push(text);
+    if (typeof key.kid === 'string') {
+      const list = byKid.get(key.kid) ?? [];
+      list.push(text);
+      byKid.set(key.kid, list);
+    }
+  }
+  const tags = new Map<string, string>();
+  for (const [kid, list] of byKid) tags.set(kid, list.sort().join('\n'));
+  tags.set('', all.sort().join('\n'));
+  return tags;
 }
 
 /**

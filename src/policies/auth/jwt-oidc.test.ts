@@ -11,7 +11,7 @@ import type { PolicyDeps, RequestContext } from '../../pipeline/types.ts';
 import { sendProblem } from '../../problem.ts';
 import type { Route, Service } from '../../registry/types.ts';
 import { type AuthConfig, authPolicy } from './auth.ts';
-import { createJwtVerifier } from './jwt.ts';
+import { createJwtVerifier, jwtCacheStats } from './jwt.ts';
 
 const AUDIENCE = 'https://api.portcullis.test';
 const service = { name: 'svc', document: { openapi: '3.1.0' } } as unknown as Service;
@@ -345,6 +345,162 @@ describe('auth.jwt key rotation and sharing', () => {
   });
 });
 
+describe('auth.jwt verified-token cache', () => {
+  let oidc: TestOidc;
+  const apps: App[] = [];
+  beforeAll(async () => {
+    oidc = await startOidc();
+  });
+  afterAll(async () => {
+    await Promise.all(apps.map((a) => a.app.close()));
+    await oidc?.close();
+  });
+  const open = async (config: AuthConfig, op: string) => {
+    const a = await appFor(config, op);
+    apps.push(a);
+    return a;
+  };
+  const get = (a: App, token: string) => a.app.inject({ url: '/x', headers: bearer(token) });
+
+  test('a repeated token is answered from the cache', async () => {
+    const a = await open({ jwt: { issuer: oidc.issuer, audience: AUDIENCE } }, 'hits');
+    const token = await oidc.token();
+    expect((await get(a, token)).statusCode).toBe(200);
+    const hits = jwtCacheStats.hits;
+    const misses = jwtCacheStats.misses;
+    expect((await get(a, token)).statusCode).toBe(200);
+    expect((await get(a, token)).statusCode).toBe(200);
+    expect(jwtCacheStats.hits).toBe(hits + 2);
+    expect(jwtCacheStats.misses).toBe(misses);
+  });
+
+  test('a cached token whose key a rotation dropped is refused once the JWKS is refetched', async () => {
+    // No cooldown: the first token with the new kid refetches the key set at once.
+    const a = await open({ jwt: { issuer: oidc.issuer, audience: AUDIENCE, jwksCooldownMs: 0 } }, 'rotation');
+    const before = await oidc.token();
+    expect((await get(a, before)).statusCode).toBe(200);
+    expect((await get(a, before)).statusCode).toBe(200);
+    // A rotation that keeps the old key published keeps the cached token (same kid, same key).
+    await oidc.rotate();
+    const kept = await oidc.token();
+    expect((await get(a, kept)).statusCode).toBe(200);
+    const hits = jwtCacheStats.hits;
+    expect((await get(a, before)).statusCode).toBe(200);
+    expect(jwtCacheStats.hits).toBe(hits + 1);
+    // Now the old key leaves the set: the next refetch (here: the new kid) invalidates the entry.
+    await oidc.rotate({ dropOld: true });
+    const after = await oidc.token();
+    expect((await get(a, after)).statusCode).toBe(200);
+    const res = await get(a, before);
+    expect(res.statusCode).toBe(401);
+    expect(res.json()).toMatchObject({ reason: 'unknown_key' });
+    // The token signed by the key kept one rotation ago is gone with it too.
+    expect((await get(a, kept)).statusCode).toBe(401);
+  });
+
+  test('a key set past jwksMaxAgeMs is refetched before a cached token is accepted', async () => {
+    const own = await startOidc();
+    let now = Date.now();
+    const verifier = createJwtVerifier(
+      { issuer: own.issuer, audience: AUDIENCE, jwksMaxAgeMs: 60_000, jwksCooldownMs: 0 },
+      { now: () => now },
+    );
+    try {
+      const token = await own.token({ ttl: 3600 });
+      expect((await verifier.verify(token)).ok).toBe(true);
+      expect(verifier.cached(token)).toMatchObject({ ok: true });
+      await own.rotate({ dropOld: true });
+      // Within maxAge the held keys are used: the cache answers.
+      expect(verifier.cached(token)).toMatchObject({ ok: true });
+      now += 61_000;
+      // Past it the cache does not answer; verify refetches and finds the key gone.
+      expect(verifier.cached(token)).toBeUndefined();
+      expect(await verifier.verify(token)).toMatchObject({ ok: false, reason: 'unknown_key' });
+      expect(verifier.cached(token)).toBeUndefined();
+    } finally {
+      await own.close();
+    }
+  });
+
+  test("a token cached for route A's audience is refused on route B with another audience", async () => {
+    const other = 'https://other.portcullis.test';
+    const a = await open({ jwt: { issuer: oidc.issuer, audience: AUDIENCE } }, 'aud-a');
+    const b = await open({ jwt: { issuer: oidc.issuer, audience: other } }, 'aud-b');
+    const token = await oidc.token();
+    expect((await get(a, token)).statusCode).toBe(200);
+    expect((await get(a, token)).statusCode).toBe(200);
+    const res = await get(b, token);
+    expect(res.statusCode).toBe(401);
+    expect(res.json()).toMatchObject({ reason: 'bad_audience' });
+    // And the other way round: B's token is cached on B, refused on A.
+    const forB = await oidc.token({ resource: other });
+    expect((await get(b, forB)).statusCode).toBe(200);
+    expect((await get(a, forB)).statusCode).toBe(401);
+  });
+
+  test("a cached token is still held to each route's scopes and claims", async () => {
+    const base = { issuer: oidc.issuer, audience: AUDIENCE };
+    const open1 = await open({ jwt: base }, 'scopes-none');
+    const admin = await open({ jwt: { ...base, scopes: ['admin'] } }, 'scopes-admin');
+    const client = await open({ jwt: { ...base, claims: { client_id: 'someone-else' } } }, 'claims');
+    const token = await oidc.token({ scope: 'pets:read' });
+    expect((await get(open1, token)).statusCode).toBe(200);
+    const hits = jwtCacheStats.hits;
+    const denied = await get(admin, token);
+    expect(denied.statusCode).toBe(403);
+    expect(denied.json()).toMatchObject({ reason: 'insufficient_scope' });
+    expect((await get(client, token)).json()).toMatchObject({ reason: 'claim_mismatch' });
+    // Both answered from the one cache the three routes share.
+    expect(jwtCacheStats.hits).toBe(hits + 2);
+  });
+
+  test('an expired cached token is refused, to the millisecond of exp + clock tolerance', async () => {
+    let now = Date.now();
+    const verifier = createJwtVerifier(
+      { issuer: oidc.issuer, audience: AUDIENCE, clockToleranceSec: 5 },
+      { now: () => now },
+    );
+    const token = await oidc.token({ ttl: 60 });
+    const exp = JSON.parse(new TextDecoder().decode(base64url.decode(token.split('.')[1] as string))).exp;
+    expect((await verifier.verify(token)).ok).toBe(true);
+    now = (exp + 5) * 1000 - 1;
+    expect(verifier.cached(token)).toMatchObject({ ok: true });
+    expect((await verifier.verify(token)).ok).toBe(true);
+    now = (exp + 5) * 1000;
+    expect(verifier.cached(token)).toBeUndefined();
+    expect(await verifier.verify(token)).toMatchObject({ ok: false, reason: 'expired' });
+  });
+
+  test('bounded by cacheSize: the least recently used token goes first', async () => {
+    const verifier = createJwtVerifier({ issuer: oidc.issuer, audience: AUDIENCE, cacheSize: 3 });
+    const [t1, t2, t3, t4] = [await oidc.token(), await oidc.token(), await oidc.token(), await oidc.token()];
+    for (const t of [t1, t2, t3]) expect((await verifier.verify(t as string)).ok).toBe(true);
+    // t1 is used again: t2 is now the least recently used.
+    expect(verifier.cached(t1 as string)).toMatchObject({ ok: true });
+    expect((await verifier.verify(t4 as string)).ok).toBe(true);
+    expect(verifier.cached(t2 as string)).toBeUndefined();
+    for (const t of [t1, t3, t4]) expect(verifier.cached(t as string)).toMatchObject({ ok: true });
+  });
+
+  test('bounded by cacheMaxBytes (twice the token length plus 512 per entry)', async () => {
+    const tokens = [await oidc.token(), await oidc.token(), await oidc.token()];
+    const size = Math.max(...tokens.map((t) => 2 * t.length + 512));
+    const verifier = createJwtVerifier({
+      issuer: oidc.issuer,
+      audience: AUDIENCE,
+      cacheMaxBytes: 2 * size + 1,
+    });
+    for (const t of tokens) expect((await verifier.verify(t)).ok).toBe(true);
+    expect(verifier.cached(tokens[0] as string)).toBeUndefined();
+    expect(verifier.cached(tokens[1] as string)).toMatchObject({ ok: true });
+    expect(verifier.cached(tokens[2] as string)).toMatchObject({ ok: true });
+    // A bound below one entry caches nothing.
+    const none = createJwtVerifier({ issuer: oidc.issuer, audience: AUDIENCE, cacheMaxBytes: 100 });
+    expect((await none.verify(tokens[0] as string)).ok).toBe(true);
+    expect(none.cached(tokens[0] as string)).toBeUndefined();
+  });
+});
+
 describe('auth.jwt when the IdP is down (onJwksError)', () => {
   test('deny (default): no keys could ever be fetched → 401 jwks_unavailable', async () => {
     const oidc = await startOidc();
@@ -378,6 +534,9 @@ describe('auth.jwt when the IdP is down (onJwksError)', () => {
       // `deny` verifies `other` for the first time, so its token cache cannot answer.
       expect(await deny.verify(other)).toMatchObject({ ok: false, reason: 'jwks_unavailable' });
       expect(await cached.verify(other)).toMatchObject({ ok: true });
+      // Nor does it for `token`, cached before: past jwksMaxAgeMs it is verified (and refused) again.
+      expect(deny.cached(token)).toBeUndefined();
+      expect(await deny.verify(token)).toMatchObject({ ok: false, reason: 'jwks_unavailable' });
     } finally {
       await oidc.close().catch(() => {});
     }

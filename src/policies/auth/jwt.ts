@@ -3,7 +3,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { JWTPayload, JWTVerifyGetKey } from 'jose';
 import { lazyModule } from '../../lazy.ts';
 import type { RequestContext } from '../../pipeline/types.ts';
-import { JwksClient, JwksUnavailableError, sharedJwksClient } from './jwks.ts';
+import { type HeldKeys, JwksClient, JwksUnavailableError, sharedJwksClient } from './jwks.ts';
 import { type AuthMethod, type AuthOutcome, configError, quote } from './method.ts';
 
 /** jose, loaded when the first JWT verifier is built. */
@@ -28,8 +28,16 @@ const HMAC_ALGORITHMS = new Set(['HS256', 'HS384', 'HS512']);
 const MIN_SECRET_BYTES = 32;
 /** `audience: any`: the explicit opt-out of the `aud` check. */
 export const ANY_AUDIENCE = 'any';
-/** Default bound of the verified-token cache (per verifier). */
+/** Default bound of the verified-token cache (per verifier): tokens... */
 const DEFAULT_CACHE_SIZE = 10_000;
+/** ...and their estimated bytes (see entryBytes). */
+const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+/**
+ * Estimated memory of a cache entry besides its token's characters: the decoded claims (about
+ * as long as the token's payload part, counted as the token length again), the result, scope
+ * set and the Map slot.
+ */
+const ENTRY_OVERHEAD_BYTES = 512;
 const BEARER = /^bearer +/i;
 
 /** `jwt:` of an auth policy. */
@@ -136,9 +144,21 @@ export const JwtConfigSchema = Type.Object(
       Type.Integer({
         minimum: 0,
         description:
-          'Verified tokens remembered until their `exp` (0 disables), so a repeated token skips signature ' +
-          'checks (~2 µs instead of ~80 µs for RS256). A cached token stays accepted until its exp even if its ' +
-          'key leaves the JWKS meanwhile. Default 10000.',
+          'Verified tokens remembered (0 disables), so a repeated token skips the signature check (~1 µs ' +
+          'instead of ~80 µs for RS256). An entry is the exact token and its verified claims, shared only by ' +
+          'routes with the same issuer, audience, algorithms, key source and clock settings; scopes and ' +
+          'claims are still checked per route. It is dropped at the token `exp` (plus clockToleranceSec), ' +
+          'and as soon as a refetched JWKS no longer holds the same key under the token `kid`; while the key ' +
+          'set is older than jwksMaxAgeMs the token is verified again (the refetch decides, per ' +
+          'onJwksError). Least recently used tokens go first past cacheSize or cacheMaxBytes. Default 10000.',
+      }),
+    ),
+    cacheMaxBytes: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          'Bound of the verified-token cache in estimated bytes (twice the token length plus 512 per ' +
+          'entry), whichever of cacheSize and this is reached first. Default 16777216 (16 MiB).',
       }),
     ),
     realm: Type.Optional(
@@ -197,9 +217,35 @@ interface CacheEntry {
   /** The whole token: a key shared by two tokens answers only for the one stored. */
   token: string;
   result: VerifyResult;
-  /** Last instant (ms) the token is still accepted. */
+  /** The token is accepted while the clock (ms) is below this: (exp + clock tolerance) × 1000. */
   untilMs: number;
+  /** The token's `kid` (undefined: none), and what the key set held under it when it was verified. */
+  kid: string | undefined;
+  keysTag: string | undefined;
+  /** The key-set generation keysTag was last found unchanged in (JwksClient.generation). */
+  generation: number;
+  /** Recency: the cache's use counter when the entry was last inserted or moved to the back. */
+  seq: number;
+  /** Estimated bytes (entryBytes). */
+  bytes: number;
 }
+
+/** Estimated memory of a cache entry (see ENTRY_OVERHEAD_BYTES). */
+function entryBytes(token: string): number {
+  return 2 * token.length + ENTRY_OVERHEAD_BYTES;
+}
+
+/** Process-wide counts of the verified-token caches (metrics, tests). */
+export const jwtCacheStats = {
+  /** Requests answered from a cache. */
+  hits: 0,
+  /** Tokens verified with their signature (not cached, or their entry was dropped). */
+  misses: 0,
+  /** Entries dropped because the key set no longer held their key, or they had expired. */
+  invalidated: 0,
+  /** Entries dropped to keep within cacheSize / cacheMaxBytes. */
+  evicted: 0,
+};
 
 /** Check a jwt config and resolve its secret; throws with a message naming the problem. */
 function resolveKeyConfig(
@@ -294,7 +340,12 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
   const toleranceSec = config.clockToleranceSec ?? 5;
   const onJwksError = config.onJwksError ?? 'deny';
   const maxEntries = config.cacheSize ?? DEFAULT_CACHE_SIZE;
+  const maxBytes = config.cacheMaxBytes ?? DEFAULT_CACHE_BYTES;
+  /** Map order is recency order (oldest first): see touch. */
   const cache = new Map<string, CacheEntry>();
+  let cacheBytes = 0;
+  /** Counts inserts and moves; an entry older than half the cache's size is moved back on a hit. */
+  let seq = 0;
 
   let jwks: JwksClient | undefined;
   if (!secret) {
@@ -312,25 +363,35 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
     // An injected clock means a test wants its own client; the shared one runs on real time.
     jwks = opts.now ? new JwksClient(source, { ...jwksOptions, now }) : sharedJwksClient(source, jwksOptions);
   }
+  const allowStale = onJwksError === 'use-cached';
 
-  const getKey: JWTVerifyGetKey | Uint8Array =
-    secret ??
-    (async (header, token) => {
+  /**
+   * The key look-up of one verification: `seen` gets the key set it used (its generation and
+   * what it holds under the token's kid), which is what a cache entry is checked against later.
+   */
+  const keyLookup =
+    (seen: KeysAt): JWTVerifyGetKey =>
+    async (header, token) => {
       const client = jwks as JwksClient;
-      const set = await client.current(onJwksError === 'use-cached');
+      const use = (held: HeldKeys) => {
+        seen.generation = held.generation;
+        seen.tag = held.tags.get(typeof header.kid === 'string' ? header.kid : '');
+        return held.getKey(header, token);
+      };
+      const held = await client.current(allowStale);
       try {
-        return await set(header, token);
+        return await use(held);
       } catch (err) {
         if ((err as { code?: string }).code !== 'ERR_JWKS_NO_MATCHING_KEY') throw err;
         // An unknown kid: the IdP may have rotated. Refetch (rate-limited) and try once more.
         const refreshed = await client.refreshForUnknownKid().catch((e: unknown) => {
-          if (onJwksError === 'use-cached') return false;
+          if (allowStale) return false;
           throw e;
         });
         if (!refreshed) throw err;
-        return (await client.current(onJwksError === 'use-cached'))(header, token);
+        return use(await client.current(allowStale));
       }
-    });
+    };
 
   const verifyOptions = {
     algorithms,
@@ -340,13 +401,77 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
     requiredClaims: config.requireExp === false ? [] : ['exp'],
   };
 
+  const drop = (key: string, entry: CacheEntry) => {
+    cache.delete(key);
+    cacheBytes -= entry.bytes;
+  };
+
+  /** Whether the key the entry was verified with is still the one the key set holds for its kid. */
+  const keyStillHeld = (entry: CacheEntry, client: JwksClient): boolean => {
+    if (entry.generation === client.generation) return true;
+    const tag = client.keysTag(entry.kid);
+    if (tag === undefined || tag !== entry.keysTag) return false;
+    entry.generation = client.generation;
+    return true;
+  };
+
   const cached = (token: string): VerifyResult | undefined => {
     const key = cacheKey(token);
     const hit = cache.get(key);
     if (!hit || hit.token !== token) return undefined;
-    if (now() <= hit.untilMs) return hit.result;
-    cache.delete(key);
-    return undefined;
+    if (now() >= hit.untilMs) {
+      drop(key, hit);
+      jwtCacheStats.invalidated++;
+      return undefined;
+    }
+    if (jwks) {
+      // A key set past its age is refetched before a token is accepted: verify() does it.
+      if (!jwks.usable(allowStale)) return undefined;
+      if (!keyStillHeld(hit, jwks)) {
+        drop(key, hit);
+        jwtCacheStats.invalidated++;
+        return undefined;
+      }
+    }
+    // Least recently used goes first: a hit on an entry in the older half moves it to the back
+    // (Map order), so a hot token is never evicted; most hits cost no Map write.
+    if (seq - hit.seq > maxEntries >>> 1) {
+      cache.delete(key);
+      hit.seq = ++seq;
+      cache.set(key, hit);
+    }
+    jwtCacheStats.hits++;
+    return hit.result;
+  };
+
+  const remember = (
+    token: string,
+    result: VerifyResult,
+    exp: number,
+    kid: string | undefined,
+    keys: KeysAt,
+  ) => {
+    const bytes = entryBytes(token);
+    if (bytes > maxBytes) return;
+    const key = cacheKey(token);
+    const previous = cache.get(key);
+    if (previous) drop(key, previous);
+    while (cache.size > 0 && (cache.size >= maxEntries || cacheBytes + bytes > maxBytes)) {
+      const [oldestKey, oldest] = cache.entries().next().value as [string, CacheEntry];
+      drop(oldestKey, oldest);
+      jwtCacheStats.evicted++;
+    }
+    cache.set(key, {
+      token,
+      result,
+      untilMs: (exp + toleranceSec) * 1000,
+      kid,
+      keysTag: keys.tag,
+      generation: keys.generation,
+      seq: ++seq,
+      bytes,
+    });
+    cacheBytes += bytes;
   };
 
   return {
@@ -354,27 +479,32 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
     async verify(token) {
       const hit = cached(token);
       if (hit) return hit;
+      jwtCacheStats.misses++;
+      const seen: KeysAt = { generation: 0, tag: undefined };
       let payload: JWTPayload;
+      let kid: unknown;
       try {
-        const result = await jwtVerify(token, getKey as JWTVerifyGetKey, {
+        const result = await jwtVerify(token, secret ?? keyLookup(seen), {
           ...verifyOptions,
           currentDate: new Date(now()),
         });
         payload = result.payload;
+        kid = result.protectedHeader.kid;
       } catch (err) {
         return failure(err);
       }
-      const scopes = scopesOf(payload);
-      if (maxEntries > 0 && typeof payload.exp === 'number') {
-        // Map order is insertion order: dropping the first entry evicts the oldest token.
-        if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
-        const result: VerifyResult = { ok: true, payload, scopes };
-        cache.set(cacheKey(token), { token, result, untilMs: (payload.exp + toleranceSec) * 1000 });
-        return result;
-      }
-      return { ok: true, payload, scopes };
+      const result: VerifyResult = { ok: true, payload, scopes: scopesOf(payload) };
+      if (maxEntries > 0 && typeof payload.exp === 'number')
+        remember(token, result, payload.exp, typeof kid === 'string' ? kid : undefined, seen);
+      return result;
     },
   };
+}
+
+/** The key set a verification used: its generation and what it held under the token's kid. */
+interface KeysAt {
+  generation: number;
+  tag: string | undefined;
 }
 
 /**
@@ -406,6 +536,7 @@ export function getJwtVerifier(config: JwtConfig, env: NodeJS.ProcessEnv = proce
     config.fetchTimeoutMs,
     config.onJwksError,
     config.cacheSize,
+    config.cacheMaxBytes,
   ]);
   let verifier = verifiers.get(key);
   if (!verifier) {
