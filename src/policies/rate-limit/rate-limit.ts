@@ -371,13 +371,24 @@ function createRateLimit(config: RateLimitConfig, deps: PolicyDeps): Hook {
     }
   };
 
-  // One limit (the common case): a single promise reaction from the store's answer to the verdict.
+  // One limit (the common case): a single promise reaction from the store's answer to the verdict,
+  // and an admitted request costs its two fields and its decision, no intermediate arrays.
   const only = limits.length === 1 ? (limits[0] as PreparedLimit) : undefined;
+  const concludeOnly = (ctx: RequestContext, decision: RateDecision): void => {
+    if (!decision.allowed || dryRun) {
+      conclude(ctx, [decision]);
+      return;
+    }
+    const limit = only as PreparedLimit;
+    ctx.responseHeaders['ratelimit-policy'] = policyField;
+    ctx.responseHeaders.ratelimit = `"${limit.name}";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`;
+    ctx.decisions.push({ policy: POLICY, outcome: 'allow', detail: { [limit.name]: decision.remaining } });
+  };
   const hook = function rateLimit(ctx: RequestContext): Promise<void> {
     if (only) {
       const key = only.storeKey(ctx);
       return store.hit(key, only.spec).then(
-        (decision) => conclude(ctx, [decision]),
+        (decision) => concludeOnly(ctx, decision),
         async (err: unknown) => conclude(ctx, [await afterStoreError(err, only, key)]),
       );
     }
