@@ -11,6 +11,8 @@
  * - The limit is far above what the run can send (10^9 per minute), so every request pays for
  *   a real Redis decision and none is refused: the figure is the cost, not 429s.
  * - validate checks the `name` query parameter of GET /hello against the spec.
+ * - BENCH_POLICIES_OMIT=<kind,...> (e.g. `waf,rateLimit`) leaves those policies out of the chain,
+ *   to attribute the chain's cost per policy (`ipFilter`, `auth`, `rateLimit`, `validate`, `waf`).
  */
 import { generateKeyPairSync, type KeyObject, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -28,6 +30,21 @@ const ISSUER = 'https://issuer.bench.invalid';
 const AUDIENCE = 'portcullis-bench';
 /** Per minute: never reached in a bench run, so nothing is refused. */
 const RATE_LIMIT = 1_000_000_000;
+/** The policies of the chain, as the YAML lines of one rule; BENCH_POLICIES_OMIT drops some. */
+const POLICY_KINDS = ['ipFilter', 'auth', 'rateLimit', 'validate', 'waf'] as const;
+
+/** The kinds BENCH_POLICIES_OMIT names; an unknown name is an error, not a silently full chain. */
+function omittedKinds(): Set<string> {
+  const names = (process.env.BENCH_POLICIES_OMIT ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean);
+  for (const name of names) {
+    if (!(POLICY_KINDS as readonly string[]).includes(name))
+      throw new Error(`BENCH_POLICIES_OMIT: unknown policy ${name} (one of ${POLICY_KINDS.join(', ')})`);
+  }
+  return new Set(names);
+}
 
 /** Start Redis and the JWKS server, sign the token; the policy file and the load's headers. */
 export async function preparePolicies(context: TargetContext): Promise<PreparedTarget> {
@@ -35,14 +52,17 @@ export async function preparePolicies(context: TargetContext): Promise<PreparedT
   let jwks: Awaited<ReturnType<typeof serveJwks>> | undefined;
   try {
     jwks = await serveJwks();
-    const policy = `- match: { service: bench, operations: [hello] }
-  ipFilter: { allow: [127.0.0.0/8, '::1'] }
-  auth:
-    jwt: { jwksUri: '${jwks.url}', issuer: '${ISSUER}', audience: ${AUDIENCE} }
-  rateLimit: { limit: ${RATE_LIMIT}, window: 1m, key: subject }
-  validate: {}
-  waf: { mode: block, paranoia: 1 }
-`;
+    const lines: Record<(typeof POLICY_KINDS)[number], string> = {
+      ipFilter: `  ipFilter: { allow: [127.0.0.0/8, '::1'] }`,
+      auth: `  auth:\n    jwt: { jwksUri: '${jwks.url}', issuer: '${ISSUER}', audience: ${AUDIENCE} }`,
+      rateLimit: `  rateLimit: { limit: ${RATE_LIMIT}, window: 1m, key: subject }`,
+      validate: '  validate: {}',
+      waf: '  waf: { mode: block, paranoia: 1 }',
+    };
+    const omit = omittedKinds();
+    const kept = POLICY_KINDS.filter((kind) => !omit.has(kind)).map((kind) => `${lines[kind]}\n`);
+    if (kept.length === 0) throw new Error('BENCH_POLICIES_OMIT: leaves no policy');
+    const policy = `- match: { service: bench, operations: [hello] }\n${kept.join('')}`;
     const server = jwks;
     return {
       policies: { 'bench-policies.yaml': policy },
