@@ -4,7 +4,7 @@ import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type TLSSocket, Server as TlsServer } from 'node:tls';
-import { type FSWatcher, watch } from 'chokidar';
+import type { FSWatcher } from 'chokidar';
 import fastify, {
   type FastifyInstance,
   type FastifyReply,
@@ -12,8 +12,7 @@ import fastify, {
   LogController,
 } from 'fastify';
 import { createAdmin } from './admin/admin.ts';
-import { applyLive, diffSettings } from './config/live.ts';
-import { loadGatewayConfig } from './config/load.ts';
+import { readSettings, settleSettings, watchSettings } from './config/live.ts';
 import type { GatewayConfig } from './config/schema.ts';
 import { createTlsOptions, type SniCallback } from './config/tls.ts';
 import { ConfigError, formatIssue, ProblemError } from './errors.ts';
@@ -38,8 +37,6 @@ import { type Upgrade, WebSockets, wantsWebSocket } from './upstream/websocket.t
 
 /** Every method the public listener routes; others get 405 from Node/Fastify itself. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
-/** gateway.yaml and certificate edits closer together than this are applied as one reload. */
-const SETTINGS_DEBOUNCE_MS = 100;
 /** Failed trace exports and dropped spans are logged at most this often. */
 const TRACE_WARN_INTERVAL_MS = 60_000;
 
@@ -236,13 +233,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
    * when live fields changed: the specs and policies were reloaded with them.
    */
   const applySettings = async (next: GatewayConfig): Promise<boolean> => {
-    const change = diffSettings(current, next);
-    if (change.restart.length > 0)
-      logger.warn(
-        { fields: change.restart },
-        'gateway.yaml change needs a restart to take effect; not applied',
-      );
-    const applied = applyLive(current, next);
+    const { change, settings: applied } = settleSettings(current, next, logger);
     // Certificates are re-read even when their paths did not change: the files may have.
     const certificatesOk = await reloadCertificates(applied);
     const settings = certificatesOk ? applied : { ...applied, listen: current.listen };
@@ -266,41 +257,15 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   /** Re-read gateway.yaml (when there is one) and the certificates, then the specs and policies. */
   const reloadAll = async (): Promise<void> => {
     if (closing) return;
-    if (config.file) {
-      let next: GatewayConfig | undefined;
-      try {
-        next = await loadGatewayConfig({ file: config.file });
-      } catch (err) {
-        const issues =
-          err instanceof ConfigError ? err.issues : [{ file: configFile, path: '', message: String(err) }];
-        for (const i of issues) logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
-        logger.error('gateway.yaml rejected; the running settings are kept');
-      }
-      // Changed live fields reload the specs and policies with them: not a second time here.
-      if (next && (await applySettings(next))) return;
-      if (!next) await reloadCertificates(current);
-    } else await reloadCertificates(current);
+    const next = config.file ? await readSettings(config.file, logger) : undefined;
+    // Changed live fields reload the specs and policies with them: not a second time here.
+    if (next && (await applySettings(next))) return;
+    if (!next) await reloadCertificates(current);
     await runtime.reload();
   };
-  let settingsWatcher: FSWatcher | undefined;
-  if (config.watch) {
-    const files = [config.file, ...certificateFiles(config)].filter((f): f is string => f !== undefined);
-    if (files.length > 0) {
-      let debounce: NodeJS.Timeout | undefined;
-      settingsWatcher = watch(files, { ignoreInitial: true });
-      settingsWatcher.on('all', () => {
-        clearTimeout(debounce);
-        debounce = setTimeout(
-          () => void reloadAll().catch((err: unknown) => logger.error({ err }, 'reload failed')),
-          SETTINGS_DEBOUNCE_MS,
-        );
-      });
-      settingsWatcher.on('error', (err) =>
-        logger.error({ err, code: 'PC_WATCH_FAILED' }, 'gateway.yaml / certificate watcher failed'),
-      );
-      await new Promise<void>((ready) => settingsWatcher?.once('ready', () => ready()));
-    }
-  }
+  const settingsWatcher: FSWatcher | undefined = config.watch
+    ? await watchSettings(config, logger, reloadAll)
+    : undefined;
 
   const addr = (a: FastifyInstance, scheme: string) => {
     const info = a.server.address() as AddressInfo;
@@ -562,13 +527,6 @@ function applyServerLimits(server: FastifyInstance['server'], limits: GatewayCon
   s.headersTimeout = limits.headersTimeoutMs;
   s.requestTimeout = limits.requestTimeoutMs;
   s.keepAliveTimeout = limits.keepAliveTimeoutMs;
-}
-
-/** Every certificate and key file of the HTTPS listener (watched for rotation). */
-export function certificateFiles(config: GatewayConfig): string[] {
-  const https = config.listen.https;
-  if (!https) return [];
-  return [https.cert, https.key, ...Object.values(https.sni).flatMap((p) => [p.cert, p.key])];
 }
 
 interface PublicAppOptions {

@@ -12,7 +12,6 @@
  * them all to swap (and swap itself); otherwise every worker keeps the last good one.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { type FSWatcher, watch } from 'chokidar';
 import {
   AggregatorRegistry,
   Counter,
@@ -22,11 +21,8 @@ import {
   Registry,
 } from 'prom-client';
 import { type ClusterStatus, createAdmin } from '../admin/admin.ts';
-import { applyLive, diffSettings } from '../config/live.ts';
-import { loadGatewayConfig } from '../config/load.ts';
+import { readSettings, settleSettings, watchSettings } from '../config/live.ts';
 import type { GatewayConfig } from '../config/schema.ts';
-import { ConfigError, formatIssue } from '../errors.ts';
-import { certificateFiles } from '../gateway.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { POLICY_KINDS } from '../policies/index.ts';
 import { Runtime, type Snapshot } from '../runtime.ts';
@@ -171,23 +167,9 @@ export async function runPrimary(
   /** Re-read gateway.yaml; apply its live fields here and in every worker (each re-reads its certificates). */
   const reloadSettings = async (): Promise<void> => {
     if (!config.file || stopping) return;
-    let next: GatewayConfig;
-    try {
-      next = await loadGatewayConfig({ file: config.file });
-    } catch (err) {
-      const issues =
-        err instanceof ConfigError ? err.issues : [{ file: config.file, path: '', message: String(err) }];
-      for (const i of issues) logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
-      logger.error('gateway.yaml rejected; the running settings are kept');
-      return;
-    }
-    const change = diffSettings(settings, next);
-    if (change.restart.length > 0)
-      logger.warn(
-        { fields: change.restart },
-        'gateway.yaml change needs a restart to take effect; not applied',
-      );
-    settings = applyLive(settings, next);
+    const next = await readSettings(config.file, logger);
+    if (!next) return;
+    settings = settleSettings(settings, next, logger).settings;
     logger.level = settings.logLevel;
     runtime.setConfig(settings);
     for (const s of ready()) s.worker?.send({ pc: 'settings', config: workerConfigOf(settings) });
@@ -546,31 +528,4 @@ export function mergeGroupViews(statuses: readonly WorkerStatus[]): Record<strin
 /** What a worker is started with: the settings in force, minus what the primary keeps (admin port, watching). */
 function workerConfigOf(settings: GatewayConfig): GatewayConfig {
   return { ...settings, watch: false, admin: undefined };
-}
-
-/** Edits closer together than this re-read gateway.yaml once. */
-const SETTINGS_DEBOUNCE_MS = 100;
-
-/** With `watch: true`: re-read gateway.yaml when it or a certificate file changes. */
-async function watchSettings(
-  config: GatewayConfig,
-  logger: Logger,
-  reload: () => Promise<void>,
-): Promise<FSWatcher | undefined> {
-  const files = [config.file, ...certificateFiles(config)].filter((f): f is string => f !== undefined);
-  if (files.length === 0) return undefined;
-  const watcher = watch(files, { ignoreInitial: true });
-  let debounce: NodeJS.Timeout | undefined;
-  watcher.on('all', () => {
-    clearTimeout(debounce);
-    debounce = setTimeout(
-      () => void reload().catch((err: unknown) => logger.error({ err }, 'reload failed')),
-      SETTINGS_DEBOUNCE_MS,
-    );
-  });
-  watcher.on('error', (err) =>
-    logger.error({ err, code: 'PC_WATCH_FAILED' }, 'gateway.yaml / certificate watcher failed'),
-  );
-  await new Promise<void>((ready) => watcher.once('ready', () => ready()));
-  return watcher;
 }

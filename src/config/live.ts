@@ -2,9 +2,20 @@
  * Which gateway.yaml fields a running gateway applies on reload (file watch or SIGHUP) and which
  * need a restart. Live fields change nothing that is bound: the listeners, the admin port, the
  * state store connection, the spec and policy folders and the tracing exporter stay as started.
+ *
+ * Also the one way a running process re-reads gateway.yaml (`readSettings`, `settleSettings`) and
+ * watches it with the certificate files (`watchSettings`): one process and the cluster primary
+ * (cluster/primary.ts) share them.
  */
+import { type FSWatcher, watch } from 'chokidar';
+import { ConfigError, formatIssue } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { loadGatewayConfig } from './load.ts';
 import type { GatewayConfig } from './schema.ts';
 import { escapePointer } from './yaml.ts';
+
+/** gateway.yaml and certificate edits closer together than this are applied as one reload. */
+export const SETTINGS_DEBOUNCE_MS = 100;
 
 /**
  * Fields (JSON pointers of gateway.yaml) applied without a restart. A field is live when it or a
@@ -86,4 +97,73 @@ function collect(a: unknown, b: unknown, path: string, out: string[]): void {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Re-read gateway.yaml (`file`): the resolved config, or undefined when it fails, its errors logged
+ * (file:line: field: problem) and the running settings kept.
+ */
+export async function readSettings(file: string, logger: Logger): Promise<GatewayConfig | undefined> {
+  try {
+    return await loadGatewayConfig({ file });
+  } catch (err) {
+    const issues = err instanceof ConfigError ? err.issues : [{ file, path: '', message: String(err) }];
+    for (const i of issues) logger.error({ code: 'PC_CONFIG_INVALID', file: i.file }, formatIssue(i));
+    logger.error('gateway.yaml rejected; the running settings are kept');
+    return undefined;
+  }
+}
+
+/**
+ * What a running gateway moves to from `before` when gateway.yaml now reads `after`: `before`
+ * with the live fields of `after` (applyLive), and what changed; fields that need a restart are
+ * logged as not applied.
+ */
+export function settleSettings(
+  before: GatewayConfig,
+  after: GatewayConfig,
+  logger: Logger,
+): { change: SettingsChange; settings: GatewayConfig } {
+  const change = diffSettings(before, after);
+  if (change.restart.length > 0)
+    logger.warn(
+      { fields: change.restart },
+      'gateway.yaml change needs a restart to take effect; not applied',
+    );
+  return { change, settings: applyLive(before, after) };
+}
+
+/** Every certificate and key file of the HTTPS listener (watched for rotation). */
+export function certificateFiles(config: GatewayConfig): string[] {
+  const https = config.listen.https;
+  if (!https) return [];
+  return [https.cert, https.key, ...Object.values(https.sni).flatMap((p) => [p.cert, p.key])];
+}
+
+/**
+ * With `watch: true`: call `reload` when gateway.yaml or a certificate file of `config` changes,
+ * once per burst of edits (SETTINGS_DEBOUNCE_MS). Resolves once the files are watched; undefined
+ * when there is nothing to watch (no gateway.yaml, no HTTPS listener). A failing `reload` is logged.
+ */
+export async function watchSettings(
+  config: GatewayConfig,
+  logger: Logger,
+  reload: () => Promise<void>,
+): Promise<FSWatcher | undefined> {
+  const files = [config.file, ...certificateFiles(config)].filter((f): f is string => f !== undefined);
+  if (files.length === 0) return undefined;
+  const watcher = watch(files, { ignoreInitial: true });
+  let debounce: NodeJS.Timeout | undefined;
+  watcher.on('all', () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(
+      () => void reload().catch((err: unknown) => logger.error({ err }, 'reload failed')),
+      SETTINGS_DEBOUNCE_MS,
+    );
+  });
+  watcher.on('error', (err) =>
+    logger.error({ err, code: 'PC_WATCH_FAILED' }, 'gateway.yaml / certificate watcher failed'),
+  );
+  await new Promise<void>((ready) => watcher.once('ready', () => ready()));
+  return watcher;
 }
