@@ -1,4 +1,4 @@
-import { buildConnector, Client, type Dispatcher, Pool } from 'undici';
+import type { buildConnector as BuildConnector, Dispatcher } from 'undici';
 import type { Logger } from '../logger.ts';
 import type {
   CircuitBreakerConfig,
@@ -8,6 +8,7 @@ import type {
 } from '../registry/types.ts';
 import { BALANCERS } from './balancers/index.ts';
 import type { Balancer, BalancerTarget, PickContext } from './balancers/types.ts';
+import { buildConnector, Client, Pool } from './undici.ts';
 
 /** Idle upstream keep-alive sockets are closed after this long (below common server defaults of 5 s). */
 const UPSTREAM_KEEPALIVE_MS = 4_000;
@@ -35,7 +36,7 @@ export function failedOnReusedSocket(err: Error): boolean {
  * undici gives a request handler no socket, but the socket's 'error' event carries the very error
  * object the request then fails with, and this listener runs before undici's (added first).
  */
-function trackReuse(connect: buildConnector.connector): buildConnector.connector {
+function trackReuse(connect: BuildConnector.connector): BuildConnector.connector {
   return function connectTrackingReuse(options, callback) {
     connect(options, (err, socket) => {
       if (socket) {
@@ -265,7 +266,7 @@ export class UpstreamGroup {
   /** Unspent retries of the service's retry budget (a token bucket; see `retryBudget`). */
   private retryTokens: number;
   /** How undici dials this group's upstreams (connect timeout, TLS, reuse tracking). */
-  private readonly connector: buildConnector.connector;
+  private readonly connector: BuildConnector.connector;
   /** The group built to replace this one by a reload (it shares this group's upstream states). */
   private successor: UpstreamGroup | undefined;
 
