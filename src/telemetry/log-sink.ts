@@ -35,6 +35,15 @@ export interface LogSinkOptions {
   maxDelayMs?: number;
 }
 
+/** Lines encoded into one buffer of up to `batchBytes`: what one write sends. */
+interface Chunk {
+  buf: Buffer;
+  /** Bytes filled. */
+  used: number;
+  /** Lines it holds (counted when dropped). */
+  lines: number;
+}
+
 /** A pino destination (`write(line)`) that batches, bounds and never blocks; see the module comment. */
 export class LogSink {
   /** Lines dropped because the buffer was full (or the sink is gone: EPIPE). */
@@ -43,14 +52,20 @@ export class LogSink {
   private readonly maxBufferBytes: number;
   private readonly maxDelayMs: number;
   private readonly batchBytes: number;
-  /** Lines waiting, whole lines each (pino writes one line per call). */
-  private lines: string[] = [];
-  /** Length of `lines` plus the batch in flight, in UTF-16 units (bytes for the ASCII a log holds). */
+  /**
+   * Lines waiting, encoded as they arrive into chunks of `batchBytes` (the last one is being
+   * filled): a line's string is garbage at once instead of surviving young-generation collections
+   * while it waits, and a batch is written without re-encoding.
+   */
+  private chunks: Chunk[] = [];
+  /** A written chunk's buffer, reused for the next one. */
+  private spare: Buffer | undefined = undefined;
+  /** Bytes of `chunks` plus the batch in flight. */
   private bufferedBytes = 0;
   /** A write is in flight. */
   private writing = false;
-  /** Length of the batch in flight (UTF-16 units, as counted in `bufferedBytes`). */
-  private inFlight = 0;
+  /** The chunk in flight. */
+  private inFlight: Chunk | undefined = undefined;
   /** performance.now() when the write in flight was started. */
   private writeStartedAt = 0;
   private timer: NodeJS.Timeout | undefined = undefined;
@@ -70,7 +85,7 @@ export class LogSink {
     this.batchBytes = options.batchBytes ?? 65536;
   }
 
-  /** Lines held (waiting or being written): 0 once everything reached the sink. */
+  /** Bytes held (waiting or being written): 0 once everything reached the sink. */
   get pendingBytes(): number {
     return this.bufferedBytes;
   }
@@ -97,21 +112,53 @@ export class LogSink {
   writeDeferred(line: string): boolean {
     if (!this.queue(line)) return false;
     if (!this.writing && this.timer === undefined && !this.soon) {
-      this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
+      this.timer = setTimeout(this.writeBatch, this.maxDelayMs);
       this.timer.unref();
     }
     return true;
   }
 
   private queue(line: string): boolean {
-    if (this.broken || this.bufferedBytes + line.length > this.maxBufferBytes) {
+    const chunks = this.chunks;
+    let chunk = chunks[chunks.length - 1];
+    const room = chunk === undefined ? 0 : chunk.buf.length - chunk.used;
+    // A UTF-16 unit is at most 3 bytes of UTF-8: the exact length is needed only near a chunk's end.
+    const bytes = line.length * 3 <= room ? line.length : Buffer.byteLength(line);
+    if (this.broken || this.bufferedBytes + bytes > this.maxBufferBytes) {
       this.dropped++;
       return false;
     }
-    this.lines.push(line);
-    this.bufferedBytes += line.length;
-    if (!this.writing && this.bufferedBytes >= this.batchBytes) this.writeBatch();
+    if (chunk === undefined || bytes > room) chunk = this.newChunk(bytes);
+    const written = chunk.buf.write(line, chunk.used);
+    if (this.bufferedBytes + written > this.maxBufferBytes) {
+      // Non-ASCII text took more bytes than its length promised: the line is not kept.
+      this.dropped++;
+      return false;
+    }
+    chunk.used += written;
+    chunk.lines++;
+    this.bufferedBytes += written;
+    if (!this.writing && chunks.length > 1) this.writeBatch();
     return true;
+  }
+
+  /** A new chunk at the end, for a line of `bytes` (one longer than a batch gets a chunk of its own). */
+  private newChunk(bytes: number): Chunk {
+    const last = this.chunks[this.chunks.length - 1];
+    // An empty chunk (its line was dropped) never stays in front of a full one.
+    if (last !== undefined && last.used === 0) {
+      this.chunks.pop();
+      if (last.buf.length === this.batchBytes) this.spare = last.buf;
+    }
+    let buf: Buffer;
+    if (bytes > this.batchBytes) buf = Buffer.allocUnsafe(bytes);
+    else if (this.spare !== undefined) {
+      buf = this.spare;
+      this.spare = undefined;
+    } else buf = Buffer.allocUnsafe(this.batchBytes);
+    const chunk: Chunk = { buf, used: 0, lines: 0 };
+    this.chunks.push(chunk);
+    return chunk;
   }
 
   private readonly writeSoon = () => {
@@ -145,10 +192,11 @@ export class LogSink {
     if (this.broken || (this.writing && performance.now() - this.writeStartedAt > STALLED_MS)) return;
     this.clearTimer();
     try {
-      while (this.lines.length > 0) {
-        const batch = this.takeBatch();
-        writeSync(this.fd, batch);
-        this.bufferedBytes -= batch.length;
+      while (this.chunks.length > 0) {
+        const chunk = this.chunks[0] as Chunk;
+        if (chunk.used > 0) writeSync(this.fd, chunk.buf, 0, chunk.used);
+        this.chunks.shift();
+        this.bufferedBytes -= chunk.used;
       }
     } catch {
       // EAGAIN on a non-blocking sink, EPIPE: nothing more can be done at exit.
@@ -162,47 +210,38 @@ export class LogSink {
     }
   }
 
-  /** Whole lines from the front, up to `batchBytes` (or one longer line). */
-  private takeBatch(): string {
-    const lines = this.lines;
-    let bytes = lines[0]!.length;
-    let n = 1;
-    while (n < lines.length && bytes + lines[n]!.length <= this.batchBytes) bytes += lines[n++]!.length;
-    const batch = n === 1 ? lines[0]! : lines.slice(0, n).join('');
-    this.lines = n === lines.length ? [] : lines.slice(n);
-    return batch;
-  }
-
-  private writeBatch(): void {
+  private readonly writeBatch = (): void => {
     this.clearTimer();
-    if (this.writing || this.lines.length === 0) return;
+    const chunk = this.chunks[0];
+    if (this.writing || chunk === undefined || chunk.used === 0) return;
+    this.chunks.shift();
     this.prompt = false;
     this.writing = true;
     this.writeStartedAt = performance.now();
-    const batch = this.takeBatch();
-    this.inFlight = batch.length;
-    this.send(batch);
-  }
+    this.inFlight = chunk;
+    this.send(chunk.buf.subarray(0, chunk.used));
+  };
 
-  private send(data: string | Buffer): void {
-    fsWrite(this.fd, data as string, null, 'utf8', (err, written) => {
+  private send(data: Buffer): void {
+    fsWrite(this.fd, data, 0, data.length, null, (err, written) => {
       if (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN' || code === 'EBUSY') {
           setTimeout(() => this.send(data), RETRY_MS).unref();
           return;
         }
-        this.fail(data);
+        this.fail();
         return;
       }
-      const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
-      if (written < bytes) {
-        // A partial write (a file on a full disk, a signal): the rest, as bytes.
-        const rest = (typeof data === 'string' ? Buffer.from(data) : data).subarray(written);
-        this.send(rest);
+      if (written < data.length) {
+        // A partial write (a file on a full disk, a signal): the rest.
+        this.send(data.subarray(written));
         return;
       }
-      this.bufferedBytes -= this.inFlight;
+      const chunk = this.inFlight as Chunk;
+      this.inFlight = undefined;
+      this.bufferedBytes -= chunk.used;
+      if (chunk.buf.length === this.batchBytes) this.spare = chunk.buf;
       this.writing = false;
       this.next();
     });
@@ -210,26 +249,26 @@ export class LogSink {
 
   /** After a write: the next batch now if a full one waits, else on the timer, else idle. */
   private next(): void {
-    if (this.lines.length === 0) {
-      this.bufferedBytes = 0;
+    const first = this.chunks[0];
+    if (first === undefined || first.used === 0) {
       const waiting = this.idle;
       this.idle = [];
       for (const resolve of waiting) resolve(true);
-    } else if (this.bufferedBytes >= this.batchBytes || this.idle.length > 0 || this.prompt) {
+    } else if (this.chunks.length > 1 || this.idle.length > 0 || this.prompt) {
       this.writeBatch();
     } else if (this.timer === undefined) {
-      this.timer = setTimeout(() => this.writeBatch(), this.maxDelayMs);
+      this.timer = setTimeout(this.writeBatch, this.maxDelayMs);
       this.timer.unref();
     }
   }
 
   /** The sink is gone (EPIPE, EBADF...): drop what is held and every later line. */
-  private fail(inFlight: string | Buffer): void {
+  private fail(): void {
     this.broken = true;
     this.writing = false;
-    const count = (s: string) => s.split('\n').length - 1;
-    this.dropped += count(inFlight.toString()) + this.lines.reduce((n, l) => n + count(l), 0);
-    this.lines = [];
+    this.dropped += (this.inFlight?.lines ?? 0) + this.chunks.reduce((n, c) => n + c.lines, 0);
+    this.inFlight = undefined;
+    this.chunks = [];
     this.bufferedBytes = 0;
     const waiting = this.idle;
     this.idle = [];
