@@ -5,7 +5,6 @@
  * answers instead of connecting, no active health checks, in-memory state (a fresh rate-limit
  * store: the first request of a window) and no admin port, tracing or watch.
  */
-import { basename } from 'node:path';
 import { decodeJwt, type JWTPayload } from 'jose';
 import type { GatewayConfig } from './config/schema.ts';
 import type { Gateway } from './gateway.ts';
@@ -179,7 +178,7 @@ function describe(
       kind: p.kind,
       phase: p.phase,
       mode: p.mode,
-      rule: `${basename(p.file)}#${p.rule}`,
+      rule: p.label,
       decision: stopped ? 'not-reached' : (last?.outcome ?? 'allow'),
     };
     if (!stopped && last?.reason) outcome.reason = last.reason;

@@ -6,7 +6,6 @@
  * undici instrumentations must patch those modules before they load).
  */
 import cluster from 'node:cluster';
-import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadGatewayConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/schema.ts';
@@ -340,9 +339,7 @@ function printTable(rows: RouteRow[]): void {
     r.operationId,
     r.service,
     r.mock ? '(mock)' : r.upstreams.join(' '),
-    r.policies
-      .map((p) => `${p.kind}${p.mode === 'dry-run' ? '(dry-run)' : ''}@${basename(p.file)}#${p.rule}`)
-      .join(' ') || '-',
+    r.policies.map((p) => `${p.kind}${p.mode === 'dry-run' ? '(dry-run)' : ''}@${p.label}`).join(' ') || '-',
   ]);
   const header = [
     'METHOD',

@@ -43,7 +43,16 @@ const WITHHELD_CHAIN: RouteChain = Object.freeze({
     },
   ],
   // First phase, so it runs for CORS preflights too; shown as `withheld` on /routes.
-  applied: [{ kind: 'withheld', phase: 'ipFilter', mode: 'enforce', file: 'rejected policy file', rule: 0 }],
+  applied: [
+    {
+      kind: 'withheld',
+      phase: 'ipFilter',
+      mode: 'enforce',
+      file: 'rejected policy file',
+      rule: 0,
+      label: 'rejected policy file#0',
+    },
+  ],
 }) as RouteChain;
 
 /** What a matched route resolves to at request time; built once per route per snapshot. */

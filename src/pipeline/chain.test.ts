@@ -1,13 +1,23 @@
+import { Type as T } from '@sinclair/typebox';
 import { describe, expect, it } from 'vitest';
 import { ProblemError } from '../errors.ts';
-import { type RouteChain, runChain } from './chain.ts';
-import type { Hook, RequestContext } from './types.ts';
+import type { Route, Service } from '../registry/types.ts';
+import { notableDecisions } from '../telemetry/access-log.ts';
+import { buildChain, type RouteChain, runChain } from './chain.ts';
+import type { Hook, PolicyDeps, PolicyKind, RequestContext } from './types.ts';
 
 /** A chain of named hooks, one phase each, and the order they ran in. */
 function chainOf(hooks: Array<[phase: string, hook: Hook]>): RouteChain {
   return {
     hooks: hooks.map(([, hook]) => hook),
-    applied: hooks.map(([phase], i) => ({ kind: `k${i}`, phase, mode: 'enforce', file: 'p.yaml', rule: i })),
+    applied: hooks.map(([phase], i) => ({
+      kind: `k${i}`,
+      phase,
+      mode: 'enforce',
+      file: 'p.yaml',
+      rule: i,
+      label: `p.yaml#${i}`,
+    })),
   };
 }
 
@@ -305,5 +315,49 @@ describe('runChain refuses a client already past a limit before auth (beforeAuth
     expect(() => runChain(chain, ctx)).toThrow(expect.objectContaining({ code: 'PC_RATE_LIMITED' }));
     expect(ran.slice(4)).toEqual(['ip', 'check']);
     expect(ctx.decisions).toEqual([{ policy: 'rateLimit', outcome: 'deny', reason: 'limit' }]);
+  });
+});
+
+describe('the rule label of an applied policy', () => {
+  const kind: PolicyKind = {
+    name: 'deny',
+    phase: 'auth',
+    schema: T.Object({}),
+    create: () =>
+      function deny() {
+        throw new ProblemError('PC_FORBIDDEN');
+      },
+  };
+  const deps = {
+    route: { service: 'svc', operationId: 'op' } as Route,
+    service: { name: 'svc' } as Service,
+    logger: { info() {}, debug() {} },
+  } as unknown as Omit<PolicyDeps, 'baseDir'>;
+
+  it('is built once, with the chain: `file#index` of the policy file basename', async () => {
+    const chain = await buildChain(
+      [
+        {
+          kind,
+          config: {},
+          rule: {
+            file: '/etc/portcullis/policies/api.yaml',
+            index: 2,
+            match: {},
+            policies: {},
+            baseDir: '.',
+          },
+        },
+      ],
+      deps,
+    );
+    expect(chain.applied[0]?.label).toBe('api.yaml#2');
+  });
+
+  it('is what a logged denial names (read from the chain, not rebuilt per line)', () => {
+    const chain = chainOf([['auth', () => undefined]]);
+    (chain.applied[0] as RouteChain['applied'][number]).label = 'stored-label#7';
+    const logged = notableDecisions([{ policy: 'k0', outcome: 'deny', reason: 'no' }], chain);
+    expect(logged).toEqual([{ policy: 'k0', outcome: 'deny', rule: 'stored-label#7', reason: 'no' }]);
   });
 });

@@ -11,8 +11,18 @@ import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext 
 /** A route's policy chain, in phase order, plus what built it (for `validate` / `/routes`). */
 export interface RouteChain {
   hooks: Hook[];
-  /** `kind (file#rule)` per applied policy, in phase order; dry-run ones marked. */
-  applied: Array<{ kind: string; phase: string; mode: string; file: string; rule: number }>;
+  /** Each applied policy, in phase order: its kind, phase, mode (dry-run ones marked) and rule. */
+  applied: Array<{
+    kind: string;
+    phase: string;
+    mode: string;
+    /** The policy file. */
+    file: string;
+    /** Index of the rule in that file. */
+    rule: number;
+    /** `file#index` (the file's basename), as the access log, dry-run lines and `routes` print it; built once. */
+    label: string;
+  }>;
   /**
    * Run right before the hook at `index` (the first `auth` one): the route's enforcing rate limits
    * refuse a client they already refused, before its credentials are checked (see runChain).
@@ -56,9 +66,16 @@ export async function buildChain(
         { cause: err },
       );
     }
-    const rule = `${basename(p.rule.file)}#${p.rule.index}`;
-    hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, rule, hook, deps.logger) : hook);
-    applied.push({ kind: p.kind.name, phase: p.kind.phase, mode, file: p.rule.file, rule: p.rule.index });
+    const label = `${basename(p.rule.file)}#${p.rule.index}`;
+    hooks.push(mode === 'dry-run' ? dryRun(p.kind.name, label, hook, deps.logger) : hook);
+    applied.push({
+      kind: p.kind.name,
+      phase: p.kind.phase,
+      mode,
+      file: p.rule.file,
+      rule: p.rule.index,
+      label,
+    });
   }
   const index = applied.findIndex((a) => a.phase === 'auth');
   const checks = hooks

@@ -10,7 +10,6 @@
  * the reason code and, for the WAF, the rule ids and score; `subject` is the authenticated
  * caller when auth accepted one.
  */
-import { basename } from 'node:path';
 import { pino } from 'pino';
 import type { Logger } from '../logger.ts';
 import type { RouteChain } from '../pipeline/chain.ts';
@@ -183,7 +182,7 @@ export function notableDecisions(
     if (d.outcome === 'allow') continue;
     const applied = chain?.applied.find((a) => a.kind === d.policy);
     const entry: LoggedDecision = { policy: d.policy, outcome: d.outcome };
-    if (applied) entry.rule = `${basename(applied.file)}#${applied.rule}`;
+    if (applied) entry.rule = applied.label;
     entry.reason = d.reason;
     if (d.detail?.rules !== undefined) entry.rules = d.detail.rules;
     if (d.detail?.score !== undefined) entry.score = d.detail.score;
