@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -352,6 +353,28 @@ describe('rateLimit enforcement', () => {
     expect(store.keys).toHaveLength(1);
     expect(store.keys[0]).toMatch(/^svc\/op:10\/60000:ip:[A-Za-z0-9_-]{22}$/);
     expect(store.keys[0]).not.toContain('203.0.113.7');
+  });
+
+  it('store keys are prefix + the first 22 base64url chars of SHA-256 of the client value, the same for every gateway version sharing the store', async () => {
+    const hash = (value: string) => createHash('sha256').update(value).digest('base64url').slice(0, 22);
+    const cases: Array<[RateLimitConfig['key'], Partial<Parameters<typeof ctxOf>[1]>, string, string]> = [
+      ['ip', {}, '203.0.113.7', 'ip:203.0.113.7'],
+      ['ip', {}, '2001:db8:1:2::99', 'ip:2001:db8:1:2::/64'],
+      ['subject', { identity: { method: 'jwt', subject: 'alice' } }, '192.0.2.1', 'subject:jwt:alice'],
+      ['subject', { identity: { method: 'basic', subject: 'alice' } }, '192.0.2.1', 'subject:basic:alice'],
+      ['subject', {}, '192.0.2.1', 'ip:192.0.2.1'],
+      ['apiKey', { identity: { method: 'apiKey', subject: 'ci-bot' } }, '192.0.2.1', 'apiKey:ci-bot'],
+      ['header:X-Tenant', { headers: { 'x-tenant': 'acme' } }, '192.0.2.1', 'header:x-tenant:acme'],
+    ];
+    for (const [key, extra, ip, value] of cases) {
+      const store = recordingStore(fakeClock().now);
+      const hook = await create({ limit: 10, window: '1m', key }, store);
+      // Twice: the second answer comes from the memo and must be the same key.
+      await run(hook, ctxOf(ip, extra));
+      await run(hook, ctxOf(ip, extra));
+      const expected = `svc/op:10/60000:${key}:${hash(value)}`;
+      expect(store.keys).toEqual([expected, expected]);
+    }
   });
 
   it('shares counters between routes only when scope says so', async () => {

@@ -21,7 +21,14 @@ import { DURATION_PATTERN, DURATION_UNITS_MS, parseDuration } from '../../config
 import { ProblemError } from '../../errors.ts';
 import { clientNetwork, DEFAULT_IPV6_PREFIX } from '../../net/client-network.ts';
 import { createMemo } from '../../pipeline/memo.ts';
-import type { Decision, Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
+import type {
+  Decision,
+  Hook,
+  Identity,
+  PolicyDeps,
+  PolicyKind,
+  RequestContext,
+} from '../../pipeline/types.ts';
 import { createMemoryStore } from '../../state/memory.ts';
 import type { RateDecision, RateLimitSpec, Store } from '../../state/store.ts';
 
@@ -32,9 +39,9 @@ const STORE_ERROR_LOG_INTERVAL_MS = 10_000;
 /** Length of the hashed key value kept in store keys (base64url chars, 132 bits). */
 const KEY_HASH_CHARS = 22;
 /**
- * Store keys remembered per limit (client value → prefixed hashed key), so a returning client
- * costs a map look-up instead of a SHA-256 (see createMemo: at most 2 × 4096 entries per limit).
- * The same bound holds for the IPv6 address → network memo of each policy.
+ * Store keys remembered per limit and kind of client value (address, subject per auth method,
+ * header value → prefixed hashed key), so a returning client costs a map look-up instead of a
+ * SHA-256 (see storeKeyResolver and createMemo: at most 2 × 4096 entries per memo).
  */
 const KEY_CACHE_SIZE = 4096;
 /**
@@ -136,28 +143,49 @@ export type RateLimitConfig = Static<typeof RateLimitSchema>;
 
 export { parseDuration };
 
-/** How a request's counter key is found; precomputed per limit. */
-type KeyResolver = (ctx: RequestContext) => string;
+/** The request's store key for one limit: prefix + hashed client value (see storeKeyResolver). */
+type StoreKeyOf = (ctx: RequestContext) => string;
 
-/** `ip:<address>` for IPv4, `ip:<network>/<prefix>` for IPv6 (memoised: bounded, KEY_CACHE_SIZE). */
-function ipResolver(ipv6Prefix: number): KeyResolver {
-  const network = createMemo(KEY_CACHE_SIZE, (ip) => `ip:${clientNetwork(ip, ipv6Prefix)}`);
-  return (ctx) => (ctx.clientIp.includes(':') ? network(ctx.clientIp) : `ip:${ctx.clientIp}`);
-}
-
-function keyResolver(key: string, byIp: KeyResolver): KeyResolver {
+/**
+ * The store key of a request for one limit, `prefix + hashKey(value)` where value is
+ * `ip:<address>` (IPv6: `ip:<network>/<prefix>`), `subject:<method>:<subject>`, `apiKey:<name>`
+ * or `header:<name>:<value>`. Memoised on the string the request already holds (client address,
+ * subject, header value; the first two are the same string object request after request, their
+ * hash cached by V8), so a returning client costs one Map look-up: no string built, no SHA-256.
+ * Bound: per limit, one memo for addresses, and one per auth method or one for header values
+ * (each createMemo, at most 2 × KEY_CACHE_SIZE entries).
+ */
+function storeKeyResolver(key: string, prefix: string, ipv6Prefix: number): StoreKeyOf {
+  const hashed = (value: string) => prefix + hashKey(value);
+  const byAddress = createMemo(KEY_CACHE_SIZE, (ip) =>
+    hashed(ip.includes(':') ? `ip:${clientNetwork(ip, ipv6Prefix)}` : `ip:${ip}`),
+  );
+  const byIp: StoreKeyOf = (ctx) => byAddress(ctx.clientIp);
   if (key === 'ip') return byIp;
   if (key === 'subject') {
-    return (ctx) => (ctx.identity ? `subject:${ctx.identity.method}:${ctx.identity.subject}` : byIp(ctx));
+    const byMethod: Partial<Record<Identity['method'], (subject: string) => string>> = {};
+    return (ctx) => {
+      const identity = ctx.identity;
+      if (!identity) return byIp(ctx);
+      const method = identity.method;
+      let bySubject = byMethod[method];
+      if (!bySubject) {
+        bySubject = createMemo(KEY_CACHE_SIZE, (subject) => hashed(`subject:${method}:${subject}`));
+        byMethod[method] = bySubject;
+      }
+      return bySubject(identity.subject);
+    };
   }
   if (key === 'apiKey') {
-    return (ctx) => (ctx.identity?.method === 'apiKey' ? `apiKey:${ctx.identity.subject}` : byIp(ctx));
+    const byName = createMemo(KEY_CACHE_SIZE, (name) => hashed(`apiKey:${name}`));
+    return (ctx) => (ctx.identity?.method === 'apiKey' ? byName(ctx.identity.subject) : byIp(ctx));
   }
   const header = key.slice('header:'.length).toLowerCase();
+  const byValue = createMemo(KEY_CACHE_SIZE, (value) => hashed(`header:${header}:${value}`));
   return (ctx) => {
     const value = ctx.req.headers[header];
     if (value === undefined || value === '') return byIp(ctx);
-    return `header:${header}:${Array.isArray(value) ? value.join(',') : value}`;
+    return byValue(Array.isArray(value) ? value.join(',') : value);
   };
 }
 
@@ -171,15 +199,8 @@ interface PreparedLimit {
   spec: RateLimitSpec;
   /** Store key prefix: scope and the limit itself (a changed limit starts fresh counters). */
   prefix: string;
-  resolve: KeyResolver;
   /** The request's store key: prefix + hashed client value, cached. */
-  storeKey: (ctx: RequestContext) => string;
-}
-
-/** `value → prefix + hashKey(value)`, memoised (bounded, see createMemo). */
-function cachedStoreKey(prefix: string, resolve: KeyResolver): (ctx: RequestContext) => string {
-  const storeKey = createMemo(KEY_CACHE_SIZE, (value) => prefix + hashKey(value));
-  return (ctx) => storeKey(resolve(ctx));
+  storeKey: StoreKeyOf;
 }
 
 /**
@@ -225,20 +246,18 @@ function prepare(config: RateLimitConfig, deps: PolicyDeps): PreparedLimit[] {
         ? deps.service.name
         : `${deps.route.service}/${deps.route.operationId}`;
   const single = items.length === 1;
-  const byIp = ipResolver(config.ipv6Prefix ?? DEFAULT_IPV6_PREFIX);
+  const ipv6Prefix = config.ipv6Prefix ?? DEFAULT_IPV6_PREFIX;
   return items.map((item) => {
     const windowMs = parseDuration(item.window);
     const key = item.key ?? config.key ?? 'ip';
     const cost = item.cost ?? config.cost ?? 1;
     const prefix = `${scopeId}:${item.limit}/${windowMs}:${key}:`;
-    const resolve = keyResolver(key, byIp);
     return {
       name: item.name ?? (single ? 'default' : `${item.limit}-per-${formatWindow(windowMs)}`),
       anonymous: key === 'ip' || key.startsWith('header:'),
       spec: { limit: item.limit, windowMs, cost },
       prefix,
-      resolve,
-      storeKey: cachedStoreKey(prefix, resolve),
+      storeKey: storeKeyResolver(key, prefix, ipv6Prefix),
     };
   });
 }
