@@ -8,6 +8,7 @@ import {
   PathList,
   parseList,
   SQL_FUNCTIONS,
+  systemFolderPattern,
 } from '../../src/policies/waf/lists.ts';
 
 const DATA = new URL('../../src/policies/waf/data/', import.meta.url);
@@ -23,9 +24,15 @@ const ENGLISH = new Set(
 describe('WAF word lists (src/policies/waf/data)', () => {
   it('has the documented lists', () => {
     expect(FILES.sort()).toEqual(
-      ['html-events', 'os-files', 'sql-functions', 'unix-commands', 'web-files', 'windows-commands'].map(
-        (n) => `${n}.txt`,
-      ),
+      [
+        'html-events',
+        'os-files',
+        'sql-functions',
+        'system-folders',
+        'unix-commands',
+        'web-files',
+        'windows-commands',
+      ].map((n) => `${n}.txt`),
     );
   });
 
@@ -33,7 +40,8 @@ describe('WAF word lists (src/policies/waf/data)', () => {
     const text = readFileSync(new URL(file, DATA), 'utf8');
     expect(text).toMatch(/^# Sources?\b/m);
     const names = parseList(text).map((e) => e.name);
-    expect(names.length).toBeGreaterThan(100);
+    // Folders are fewer than file names: system-folders.txt lists roots, the others names.
+    expect(names.length).toBeGreaterThan(file === 'system-folders.txt' ? 60 : 100);
     const dupes = names.filter((n, i) => names.indexOf(n) !== i);
     // A name listed twice in one file is a sign of a list grown case by case.
     expect(dupes).toEqual([]);
@@ -76,5 +84,31 @@ describe('WAF word lists (src/policies/waf/data)', () => {
     expect(list.match('/home/ann/.ssh')).toBeUndefined();
     expect(list.match('/backup/db.sql/readme')).toBeUndefined();
     expect(list.match('.bash_')).toBeUndefined();
+  });
+
+  it('matches system folders only at the root of an absolute path, with a name below them', () => {
+    const re = systemFolderPattern(parseList('/etc/\n/var/adm/\n?:/windows/\n?:/$recycle.bin/\n'));
+    for (const path of [
+      '/etc/defaultrouter',
+      'file:/etc/x',
+      'cat /etc/x',
+      'f=/var/adm/messages',
+      'c:/windows/explorer.exe',
+      'c:windows/system32/',
+      '/c:/windows/x',
+      'd:/$recycle.bin/s-1-5-18/desktop.ini',
+    ])
+      expect(re.test(path), path).toBe(true);
+    for (const path of [
+      '/etc',
+      '/etc/',
+      '/etc is a folder',
+      'docs/etc/notes',
+      '//example.com/etc/x',
+      '/var/admin/x',
+      'c:/users/ann/windows/x',
+      'my windows/x',
+    ])
+      expect(re.test(path), path).toBe(false);
   });
 });

@@ -20,6 +20,7 @@ export type ListName =
   | 'unix-commands'
   | 'windows-commands'
   | 'os-files'
+  | 'system-folders'
   | 'web-files'
   | 'sql-functions'
   | 'html-events';
@@ -257,6 +258,33 @@ export class PathList {
 export const OS_FILES = new PathList(loadList('os-files'));
 /** Web-application files that must never be served (configs, VCS folders, backups). */
 export const WEB_FILES = new PathList(loadList('web-files'));
+
+/**
+ * A pattern for system-folders.txt: an absolute path into one of its folders, with a name below
+ * it, at the start of the value or of a word (path view: lower-case, `/` separators, no `./`).
+ * `/x/` entries are Unix roots (also after `file:` and `file://localhost`), `?:/x/` entries roots
+ * of any Windows drive (also `c:x/`, `/c:/x/`, `\\?\c:\x\`, an admin share `\\host\c$\x\`).
+ */
+export function systemFolderPattern(entries: readonly ListEntry[]): RegExp {
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const unix: string[] = [];
+  const windows: string[] = [];
+  for (const { name } of entries) {
+    if (!name.endsWith('/')) throw new Error(`system-folders.txt: ${name} is not a folder (ends in /)`);
+    if (name.startsWith('?:/')) windows.push(esc(name.slice(3, -1)));
+    else if (name.startsWith('/')) unix.push(esc(name.slice(1, -1)));
+    else throw new Error(`system-folders.txt: ${name} is neither /x/ nor ?:/x/`);
+  }
+  const start = `(?:^|[\\s=;|&'"(<>,])`;
+  // A drive after a UNC or device prefix too: `\\\\?\\c:\\`, `\\\\host\\c$\\` (an admin share).
+  const drive = `(?:^|[\\s=;|&'"(<>,/?])`;
+  return new RegExp(
+    `${start}(?:file:(?:/localhost)?)?/(?:${unix.join('|')})/[^\\s/]|${drive}[a-z][:$]/?(?:${windows.join('|')})/[^\\s/]`,
+  );
+}
+
+/** System folders (system-folders.txt) as one pattern. */
+export const SYSTEM_FOLDER = systemFolderPattern(loadList('system-folders'));
 
 /** HTML event-handler attribute names (`onload`, `onpointerrawupdate`, …). */
 export const HTML_EVENTS: ReadonlySet<string> = new Set(loadList('html-events').map((e) => e.name));

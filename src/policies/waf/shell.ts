@@ -32,14 +32,24 @@ export const COMMAND_NAMES: readonly string[] = [...COMMANDS.keys()];
 
 const SEPARATOR = /[;|`\n&({<>]/g;
 const WORD = /[\w./+-]{1,80}/y;
-/** An argument only a command line has: a flag, a path, a variable, a quote, a URL, an address or a host name. */
+/**
+ * An argument only a command line has: a flag, a path (Unix, or a Windows drive: `c:`, `c:\users`
+ * reads `c:users` once the shell view drops the backslash), a variable, a quote, a URL, an
+ * address or a host name.
+ */
 const ARGUMENT =
-  /\s+(?:(?:[\w.-]{1,30}\s+)?(?:--?[a-z0-9]|\/(?:[\w.]|\s|$)|[%$~\\])|['"]|[a-z][a-z0-9+.-]{1,10}:\/\/|[\w-]+(?:\.[\w-]+)+(?:[:/\s]|$)|[\w.-]+@[\w.-]+)/y;
+  /\s+(?:(?:[\w.-]{1,30}\s+)?(?:--?[a-z0-9]|\/(?:[\w.]|\s|$)|[%$~\\]|[a-z]:(?:[\w/.$%]|$))|['"]|[a-z][a-z0-9+.-]{1,10}:\/\/|[\w-]+(?:\.[\w-]+)+(?:[:/\s;|&`)]|$)|[\w.-]+@[\w.-]+)/y;
 const WORD_END = /[\s;|&<>(`)/,-]/;
 /** What may follow a glued ambiguous command (`;id`): the end, a separator or redirection, a number ending the command. */
 const CLOSES = /^\s*(?:$|[;|&<>`)\n]|\d+\s*(?:$|[;|&`)\n]))/;
 /** After a spaced ambiguous command (`; env`): the end, or a pipe, `&&`, a redirection or a backtick (not `;`: `eat; sleep; repeat`). */
 const SPACED_CLOSES = /^\s*(?:$|\||&&|[<>`])/;
+/**
+ * After a spaced ambiguous command, one number and the end or a separator (`; sleep 5`,
+ * `| sleep 5`); after a lone `&`, a separator must follow (`& sleep 10 &`, not `cut & paste 3`).
+ */
+const NUMBER_CLOSES = /^\s+\d{1,6}(?:\.\d{1,3})?[smhd]?\s*(?:$|[;|&`\n])/;
+const NUMBER_SEPARATED = /^\s+\d{1,6}(?:\.\d{1,3})?[smhd]?\s*[;|&`\n]/;
 /** One or two plain arguments up to the end or a separator, after a glued command (`;ps aux`). */
 const GLUED_ARGS = /^ [\w.-]{1,40}(?: [\w.-]{1,40})?\s*(?:$|[;|&`\n])/;
 /** A second command name right after the first (`busybox nc`, `sudo rm`, `nohup sh`). */
@@ -100,6 +110,13 @@ function commandAfterSeparator(s: string): boolean {
     // before a short name (`cut & paste`, `save & exit` are prose).
     if (!spaced ? CLOSES.test(rest) : SPACED_CLOSES.test(rest) && (c !== '&' || word.length <= 3))
       return true;
+    if (
+      spaced &&
+      c !== '\n' &&
+      c !== '`' &&
+      (c === '&' && !strong ? NUMBER_SEPARATED : NUMBER_CLOSES).test(rest)
+    )
+      return true;
     // Glued to its separator and given an argument or a second command: `;ps aux`,
     // `&net localgroup x`, `;busybox nc x`; not after a line break (`…\nfind my order`).
     // Not after a backtick either: markdown quotes code with it (`npm install`).
@@ -115,8 +132,8 @@ function commandAfterSeparator(s: string): boolean {
 }
 
 const FIRST_WORD = /^\s*([\w./+-]{1,80})/;
-/** After an ambiguous name at the start: a flag or path argument, possibly after one word (`ls foo -la`). */
-const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w)/;
+/** After an ambiguous name at the start: a flag or path argument (Unix or a drive: `dir c:`), possibly after one word (`ls foo -la`). */
+const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w|[a-z]:(?:[\w/.$%]|$))/;
 const ARGS_AFTER = /^(?:\s+\S|\s*[;|&<>`])/;
 
 /**
@@ -185,6 +202,26 @@ const WINDOWS_IF =
 const POWERSHELL =
   /\b(?:invoke-(?:webrequest|expression|command|restmethod|item|wmimethod|shellcode|mimikatz)|start-process|new-object\s+(?:system\.)?net\.webclient|downloadstring|downloadfile|set-executionpolicy|get-wmiobject|iex\s*\(|-encodedcommand|-enc\s+[a-z0-9+/=]{16})\b/;
 
+/**
+ * The Windows `net` and `reg` commands (Microsoft Learn command reference: `net` subcommands;
+ * `reg` operations on a key under a root key HKLM, HKCU, HKCR, HKU, HKCC or HKEY_…). After a
+ * separator any `net` subcommand counts; at the start of the value one that prose does not use
+ * (`net localgroup`), or any with a switch or UNC argument or alone (`net view`, `net user x /add`),
+ * not `Net user growth was 5%`.
+ */
+/** `net`, `net1`, `net.exe`, also by path (`c:\windows\system32\net.exe`). */
+const NET = String.raw`(?:[\w:.~-]*[\\/])?net1?(?:\.exe)?`;
+const NET_SUBCOMMANDS =
+  'accounts|computer|config|continue|file|group|helpmsg|localgroup|pause|print|session|share|start|statistics|stop|time|use|user|view';
+const WINDOWS_NET_REG = new RegExp(
+  [
+    String.raw`[;|&\n\x60(]\s*${NET}\s+(?:${NET_SUBCOMMANDS})\b`,
+    String.raw`^\s*${NET}\s+(?:localgroup|accounts|helpmsg|statistics)\b`,
+    String.raw`^\s*${NET}\s+(?:${NET_SUBCOMMANDS})(?:\s*$|\s.*\s\/[a-z]|\s+\\\\)`,
+    String.raw`\breg(?:\.exe)?\s+(?:query|add|delete|copy|save|restore|load|unload|compare|export|import|flags)\s+"?(?:\\\\[^\\\s]+\\)?hk(?:lm|cu|cr|u|cc|ey_)`,
+  ].join('|'),
+);
+
 /** `%SYSTEMROOT%`-style variables of Windows system locations. */
 const WINDOWS_ENV =
   /%(?:systemroot|systemdrive|windir|comspec|programfiles|appdata|userprofile|temp|homedrive)%/;
@@ -199,6 +236,7 @@ export const SHELL = {
   SHELL_SYNTAX,
   WINDOWS_FOR,
   WINDOWS_IF,
+  WINDOWS_NET_REG,
   POWERSHELL,
   WINDOWS_ENV,
 };

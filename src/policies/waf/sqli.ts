@@ -31,7 +31,7 @@ export interface Token {
 const MAX_TOKENS = 48;
 /** Cheap pre-check: without one of these a value cannot hold an injection worth tokenizing. */
 const SQLISH =
-  /['"`]|\|\||&&|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown)\b/;
+  /['"`]|\|\||&&|\b(?:or|and|xor|union|select|insert|update|delete|drop|create|alter|truncate|declare|exec|execute|shutdown|having)\b/;
 
 export const STATEMENTS = new Set([
   'select',
@@ -123,6 +123,8 @@ const COMPARISON = new Set([
   'sounds',
 ]);
 const OPERAND = new Set<TokenType>(['1', 's', 'n', 'f', 'v']);
+/** Arithmetic and bitwise operators: between literals they make an expression of constants. */
+const ARITHMETIC = new Set(['+', '-', '*', '/', '%', '^', '&', '|', 'div', 'mod']);
 
 function isWordStart(c: number): boolean {
   return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c === 64 || c === 36 || c >= 0x80;
@@ -253,6 +255,15 @@ function logicClause(tokens: Token[], i: number): 0 | 1 | 2 {
   while (tokens[j]?.t === '(') j++;
   const a = tokens[j];
   if (!a || !OPERAND.has(a.t)) return 0;
+  // `('x')=('x'`: the operand's own parentheses close before the comparison.
+  let o = j + 1;
+  while (tokens[o]?.t === ')') o++;
+  if (o > j + 1 && isComparison(tokens[o])) {
+    let k = o + 1;
+    while (tokens[k]?.t === '(') k++;
+    const b = tokens[k];
+    if (b && LITERAL.has(a.t) && LITERAL.has(b.t)) return 2;
+  }
   const op = tokens[j + 1];
   if (isComparison(op)) {
     const b = tokens[j + 2];
@@ -269,6 +280,33 @@ function logicClause(tokens: Token[], i: number): 0 | 1 | 2 {
       ? 1
       : 2
     : 0;
+}
+
+/**
+ * `& A op B` or `& A B` where A and B are constants and one of them a string: `or ''-'`,
+ * `or ""&"`, `or "" "` (MySQL concatenates adjacent strings). A constant expression is always
+ * true or false, the tautology of a login bypass. Counted only as the first clause of the
+ * injection (see suspicious): prose has numbers joined by operators (`size 10 or 10-1/2`).
+ */
+function constantExpression(tokens: Token[], i: number): boolean {
+  const a = tokens[i + 1];
+  const op = tokens[i + 2];
+  if (!a || (a.t !== 's' && a.t !== '1')) return false;
+  if (op?.t === 's') return a.t === 's';
+  const b = tokens[i + 3];
+  return (
+    op?.t === 'o' &&
+    ARITHMETIC.has(op.v) &&
+    b !== undefined &&
+    (b.t === 's' || b.t === '1') &&
+    (a.t === 's' || b.t === 's')
+  );
+}
+
+/** True when `&` at `i` opens the stream (after the breakout string and closing parentheses). */
+function firstClause(tokens: Token[], i: number, breakout: boolean): boolean {
+  for (let k = breakout ? 1 : 0; k < i; k++) if (tokens[k]!.t !== ')') return false;
+  return !breakout || i >= 1;
 }
 
 /** A stream that starts like an injected value in a numeric context: `1 or …`, `-1) and …`, `(1 …`. */
@@ -300,6 +338,7 @@ function statement(tokens: Token[], i: number): boolean {
           b.t === ')' ||
           b.t === 'U' ||
           b.v === 'into' ||
+          (a.t === 'v' && b.v === 'as') ||
           (b.t === 'o' && !COMPARISON.has(b.v))
         );
       }
@@ -366,6 +405,8 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
     } else if (tok.t === ';' && tokens[i + 1]?.t === 'E') {
       return true;
     } else if (tok.t === '&' && (tok.v !== 'not' || i > 0)) {
+      // The first clause of the stream (`' or ''-'`, `') or ""&"`): a constant expression.
+      if (tok.v !== 'not' && firstClause(tokens, i, breakout) && constantExpression(tokens, i)) return true;
       // After a breakout any clause counts (`x' or 'a'='a`); as written, a clause of literals
       // (`x or 1=1`) or one after a numeric start (`1 and id>0`), not prose (`price < 9 and rating > 4`).
       const clause = logicClause(tokens, i);
@@ -376,6 +417,13 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
           : clause === 1 && (breakout || numericStart(tokens))
       )
         return true;
+    } else if (
+      tok.v === 'having' &&
+      (firstClause(tokens, i, breakout) || numericStart(tokens)) &&
+      logicClause(tokens, i) === 2
+    ) {
+      // `having 1=1`: the tautology of a HAVING clause (error-based column enumeration).
+      return true;
     } else if (tok.t === 'E' && statement(tokens, i)) {
       return true;
     }

@@ -1,8 +1,12 @@
-import { OS_FILES, WEB_FILES } from '../lists.ts';
+import { OS_FILES, SYSTEM_FOLDER, WEB_FILES } from '../lists.ts';
 import { type Rule, SCORE } from '../types.ts';
 
-/** `../` in any spelling once decoded (`..\`, `..;/`, `.%2e/`, hex `0x2e`). */
-const TRAVERSAL = /(?:^|[\\/;\s=])\.\.[\\/;]|\.\.(?:0x5c|0x2f)|(?:0x2e){2}|(?:0x5c|0x2f)(?:0x2e|\.)/;
+/**
+ * `../` in any spelling once decoded (`..\`, `..;/`, `.%2e/`, hex `0x2e`), and runs of three or
+ * more dots between separators (`/.../`), which older Windows and IIS resolved to `../..`.
+ */
+const TRAVERSAL =
+  /(?:^|[\\/;\s=])\.\.[\\/;]|(?:^|[\\/])\.{3,}[\\/]|\.\.(?:0x5c|0x2f)|(?:0x2e){2}|(?:0x5c|0x2f)(?:0x2e|\.)/;
 
 /**
  * Files and folders that hold secrets or system state: system files, shell histories, keys,
@@ -92,6 +96,26 @@ export const LFI_RULES: Rule[] = [
         v.path.includes('_keys') ||
         v.path.includes('_hosts')) &&
         sensitiveName(v.path)),
+  },
+  {
+    id: 'lfi-system-folder',
+    view: 'path',
+    operator: 'paths:system-folders',
+    examples: [
+      '/etc/defaultrouter',
+      '/var/adm/messages',
+      'file:///proc/sys/kernel/hostname',
+      'C:\\$Recycle.Bin\\S-1-5-18\\desktop.ini',
+      'c:/documents and settings/administrator/ntuser.dat',
+      'd:\\xampp\\apache\\conf\\extra\\httpd-vhosts.conf',
+    ],
+    family: 'lfi',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['query', 'body', 'cookie', 'header', 'filename'],
+    description:
+      'Absolute path into an operating-system folder (/etc/…, /var/log/…, /proc/…, C:\\Windows\\…, C:\\$Recycle.Bin\\…, server install roots), whatever the file',
+    test: (v) => v.path.includes('/') && SYSTEM_FOLDER.test(v.path),
   },
   {
     id: 'lfi-web-file',

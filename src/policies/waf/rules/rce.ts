@@ -10,6 +10,12 @@ const CHAIN_SEPARATOR = /[;|`\n&({<>]/;
 /** An alias definition needs `=`, a flag needs `+` or `-`. */
 const ALIAS_OPERATOR = /[=+-]/;
 
+/** Characters cmd.exe and shells drop from a word: a value without one has the same shell view. */
+const EVASION = /[\^"'\\]/;
+function netOrReg(s: string): boolean {
+  return (s.includes('net') || s.includes('reg')) && SHELL.WINDOWS_NET_REG.test(s);
+}
+
 /** Remote command execution rules. */
 export const RCE_RULES: Rule[] = [
   {
@@ -80,7 +86,18 @@ export const RCE_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: {
-      words: ['for', 'if', 'iex', 'downloadstring', 'downloadfile'],
+      words: [
+        'for',
+        'if',
+        'iex',
+        'downloadstring',
+        'downloadfile',
+        'net',
+        'net1',
+        'reg',
+        'net.exe',
+        'reg.exe',
+      ],
       word: /invoke-|start-process|new-object|set-executionpolicy|get-wmiobject|-enc/,
     },
     examples: [
@@ -88,14 +105,22 @@ export const RCE_RULES: Rule[] = [
       'if exist c:\\x del y',
       'powershell Invoke-WebRequest http://x',
       'iex (x)',
+      'net localgroup administrators x /add',
+      '| net view',
+      'reg query HKLM\\Software\\Microsoft',
     ],
     plain: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'cmd.exe FOR/IF grammar, PowerShell download/execute cmdlets',
+    description: 'cmd.exe FOR/IF grammar, net and reg commands, PowerShell download/execute cmdlets',
     test: (v) =>
-      SHELL.WINDOWS_FOR.test(v.lower) || SHELL.WINDOWS_IF.test(v.lower) || SHELL.POWERSHELL.test(v.lower),
+      SHELL.WINDOWS_FOR.test(v.lower) ||
+      SHELL.WINDOWS_IF.test(v.lower) ||
+      SHELL.POWERSHELL.test(v.lower) ||
+      netOrReg(v.lower) ||
+      // With the evasions cmd.exe undoes (`n^et`, `n"e"t`), on the shell view.
+      (EVASION.test(v.lower) && netOrReg(v.shell)),
   },
   {
     id: 'rce-windows-env',

@@ -158,6 +158,8 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\bas ["\x60]\w+["\x60] ?from\b`,
     String.raw`\bselect (?:pg_sleep|sleep|benchmark|load_file|current_user|version|database|@@\w+)\b`,
     String.raw`\x60 ?(?:regexp|rlike|like|xor|and|or|=)(?: |$)`,
+    // A system variable (`@@version`, `@@datadir`, MSSQL `@@servername`): no prose writes `@@`.
+    String.raw`(?:^|[^\w@])@@[a-z_]{2,}\b`,
   ].join('|'),
 );
 
@@ -208,8 +210,14 @@ export const SQLI_RULES: Rule[] = [
     id: 'sqli-keywords',
     view: 'sql',
     operator: 'pattern',
-    triggers: { words: SQL_WORDS, word: /^(?:xp_|sp_)|^\d+(?:\.\d+)?\.e/, value: /union/ },
-    examples: ['union all select', 'waitfor delay', 'exec xp_cmdshell', '1 group by 1 having 1=1'],
+    triggers: { words: SQL_WORDS, word: /^(?:xp_|sp_)|^\d+(?:\.\d+)?\.e/, value: /union|@@/ },
+    examples: [
+      'union all select',
+      'waitfor delay',
+      'exec xp_cmdshell',
+      '1 group by 1 having 1=1',
+      'print @@version',
+    ],
     plain: true,
     family: 'sqli',
     paranoia: 1,
