@@ -434,11 +434,15 @@ function suspicious(tokens: Token[], breakout: boolean): boolean {
     const next = tokens[j];
     if (!next) return false;
     if (next.t === 'c' || next.t === ';' || next.t === 'U') return true;
-    // `x' select …`, not a quoted word (`the 'select' element`).
-    if (next.t === 'E')
-      return (
-        statement(tokens, j) || /^(?:exec|execute|declare|shutdown)$/.test(next.v) || tokens[j + 1]?.t !== 's'
-      );
+    // `x' select …`, not a quoted word or title (`the 'select' element`, `the "delete account"
+    // button`, `'Drop Dead Gorgeous' (1999)`): a statement word and up to three names closed by
+    // the quote.
+    if (next.t === 'E') {
+      if (statement(tokens, j) || /^(?:exec|execute|declare|shutdown)$/.test(next.v)) return true;
+      let k = j + 1;
+      while (k <= j + 3 && tokens[k]?.t === 'n') k++;
+      return tokens[k]?.t !== 's';
+    }
     if (next.t === 'k' && /^(?:order|group|having|into|waitfor|procedure|limit|union|where)$/.test(next.v))
       return true;
     if (next.t === 'o' && COMPARISON.has(next.v)) {

@@ -157,11 +157,27 @@ const KEYWORD_SEQUENCES = new RegExp(
     "'(?: ?[|&]{2} ?')",
     String.raw`\bas ["\x60]\w+["\x60] ?from\b`,
     String.raw`\bselect (?:pg_sleep|sleep|benchmark|load_file|current_user|version|database|@@\w+)\b`,
-    String.raw`\x60 ?(?:regexp|rlike|like|xor|and|or|=)(?: |$)`,
     // A system variable (`@@version`, `@@datadir`, MSSQL `@@servername`): no prose writes `@@`.
     String.raw`(?:^|[^\w@])@@[a-z_]{2,}\b`,
   ].join('|'),
 );
+
+/** A backtick-quoted identifier closed, then an operator (`` admin` or 1=1 ``, `` `a`like`b` ``). */
+const BACKTICK_OPERATOR = /\x60 ?(?:regexp|rlike|like|xor|and|or|=)(?: |$)/g;
+/**
+ * BACKTICK_OPERATOR where the backtick closes the application's identifier: an even number of
+ * backticks before it. After an odd number it closes a code span the value opened itself, the
+ * way chat and Markdown quote code (`` I ran `npm ci` and then … ``).
+ */
+function backtickOperator(sql: string): boolean {
+  BACKTICK_OPERATOR.lastIndex = 0;
+  for (let m = BACKTICK_OPERATOR.exec(sql); m; m = BACKTICK_OPERATOR.exec(sql)) {
+    let n = 0;
+    for (let i = sql.indexOf('`'); i !== -1 && i < m.index; i = sql.indexOf('`', i + 1)) n++;
+    if (n % 2 === 0) return true;
+  }
+  return false;
+}
 
 /** Integer-overflow and float-parsing probes (2^32 and the denormal that hung PHP and Java). */
 const MAGIC_NUMBERS = /(?:^|[^\d.])(?:4294967296|18446744073709551616|2\.2250738585072011e-308)(?:[^\d]|$)/;
@@ -224,7 +240,10 @@ export const SQLI_RULES: Rule[] = [
     score: SCORE.critical,
     description:
       'SQL keyword sequence (UNION SELECT, WAITFOR DELAY, INTO OUTFILE, xp_cmdshell, casts, JSON operators)',
-    test: (v) => KEYWORD_SEQUENCES.test(v.sql) || (v.lower.includes('/*') && /\/\*[!+]/.test(v.lower)),
+    test: (v) =>
+      KEYWORD_SEQUENCES.test(v.sql) ||
+      (v.lower.includes('/*') && /\/\*[!+]/.test(v.lower)) ||
+      (v.sql.includes('`') && backtickOperator(v.sql)),
   },
   {
     id: 'sqli-system-objects',
