@@ -93,8 +93,8 @@ class DecisionCommand extends Command {
 /**
  * Decisions of one event-loop turn: their keys and arguments go to Redis as one script (or a few,
  * see MAX_KEYS_PER_SCRIPT) in one socket write, and each request's promise settles from its slice
- * of the reply. `cmds` is dropped once the last script settled, so a finished batch holds nothing
- * while it waits in the deadline queue.
+ * of the reply. Once the last script settled, its arrays are emptied and `cmds` dropped: a finished
+ * batch holds nothing (see settle).
  */
 interface DecisionBatch {
   keys: string[];
@@ -366,7 +366,16 @@ function decisionSender(
       else (batch.rejects[i] as (e: unknown) => void)(unavailable(err));
     }
     if (--batch.open === 0) {
+      // Settled: it keeps nothing alive (its promises, closures and decisions would otherwise
+      // outlive young-generation collections until the sweep, and be promoted), and leaves the
+      // deadline queue when it is at its head (batches settle in order on one connection).
       batch.cmds = null;
+      batch.keys.length = 0;
+      batch.args.length = 0;
+      batch.limits.length = 0;
+      batch.resolves.length = 0;
+      batch.rejects.length = 0;
+      while (inflight.length > 0 && (inflight[0] as DecisionBatch).cmds === null) inflight.shift();
       unsettled--;
       // The decisions that gathered meanwhile go now (within this turn's I/O, with what it adds).
       if (filling.keys.length > 0) schedule();
