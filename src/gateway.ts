@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { type IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, METHODS as NODE_METHODS, ServerResponse } from 'node:http';
 import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -35,8 +35,12 @@ import type { Tracing } from './telemetry/types.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
 import { type Upgrade, WebSockets, wantsWebSocket } from './upstream/websocket.ts';
 
-/** Every method the public listener routes; others get 405 from Node/Fastify itself. */
+/** Every method the public listener routes; the others reach the lifecycle through the not-found handler. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
+/** Methods Fastify's router can route: those Node's HTTP/1.1 parser accepts. HTTP/2 carries any token. */
+const ROUTABLE_METHODS: ReadonlySet<string> = new Set(NODE_METHODS);
+/** What an HTTP/2 request with another token is routed as: to the not-found handler, which restores it. */
+const UNROUTABLE_AS = 'ACL';
 /** Failed trace exports and dropped spans are logged at most this often. */
 const TRACE_WARN_INTERVAL_MS = 60_000;
 
@@ -529,6 +533,28 @@ function applyServerLimits(server: FastifyInstance['server'], limits: GatewayCon
   s.keepAliveTimeout = limits.keepAliveTimeoutMs;
 }
 
+/**
+ * Let an HTTP/2 request with a method token Fastify's router does not know (RFC 9110 allows any
+ * token; `http.METHODS` are all it routes) reach the lifecycle like any other: it is routed as
+ * UNROUTABLE_AS, which lands in the not-found handler, and its own method is restored there from
+ * the returned map. Without this, Fastify answers it from a fallback that logs the router per request.
+ */
+function routeAnyMethod(server: FastifyInstance['server']): WeakMap<object, string> {
+  const real = new WeakMap<object, string>();
+  const [route] = server.listeners('request') as Array<(req: Http2ServerRequest, res: unknown) => void>;
+  if (!route) return real;
+  server.removeListener('request', route);
+  server.on('request', function anyMethod(req: Http2ServerRequest, res: unknown) {
+    const method = req.method;
+    if (!ROUTABLE_METHODS.has(method)) {
+      real.set(req, method);
+      (req as { method: string }).method = UNROUTABLE_AS;
+    }
+    route(req, res);
+  });
+  return real;
+}
+
 interface PublicAppOptions {
   tls?: object;
   http2?: boolean;
@@ -582,6 +608,7 @@ function buildPublicApp(
   const app = fastify(serverOptions as Parameters<typeof fastify>[0]) as unknown as FastifyInstance;
   applyServerLimits(app.server, config.limits);
   trackConnections(app.server);
+  const realMethods = opts.http2 ? routeAnyMethod(app.server) : undefined;
 
   // Bodies are never parsed here: they stream to the upstream untouched.
   app.removeAllContentTypeParsers();
@@ -615,6 +642,8 @@ function buildPublicApp(
   });
   // Methods outside METHODS (PROPFIND, ...) reach no route: the lifecycle answers them (404/405).
   app.setNotFoundHandler(function notFound(req, reply) {
+    const real = realMethods?.get(req.raw);
+    if (real !== undefined) req.raw.method = real;
     enter(req, reply);
   });
   app.route({

@@ -19,7 +19,7 @@ import {
 import type { PolicyKind } from './pipeline/types.ts';
 import type { MockResponder, RouteDescription, RouteTable } from './registry/index.ts';
 import { buildRouteTable, createMockResponder, describeRoutes, loadServiceFile } from './registry/index.ts';
-import { PASS_THROUGH_METHODS, passThroughRoute } from './registry/pass-through.ts';
+import { EXTENSION_METHOD, PASS_THROUGH_METHODS, passThroughRoute } from './registry/pass-through.ts';
 import type { Route, Service } from './registry/types.ts';
 import type { Store } from './state/store.ts';
 import type { ForwardTarget } from './upstream/forward.ts';
@@ -76,7 +76,8 @@ export interface Snapshot {
    * What a pass-through request (a path the spec does not declare) of a service runs, by
    * `${service} ${METHOD}`: the policies of the rules that select the service as a whole (by
    * `service` and `methods` only; see passThroughRoute). Present for every method of every
-   * pass-through service, with EMPTY_CHAIN when no rule applies.
+   * pass-through service and for EXTENSION_METHOD, with EMPTY_CHAIN when no rule applies; looked
+   * up with `passThroughEntry`.
    */
   passThroughEntries: ReadonlyMap<string, RouteEntry>;
   /** Policy rules in force (files in name order, rules in file order). */
@@ -410,7 +411,7 @@ export class Runtime {
         // Its policy file was rejected with no good version: every request gets 503, nothing is forwarded.
         for (const route of service.routes) entries.set(route, { route, service, chain: WITHHELD_CHAIN });
         if (service.settings.passThrough && !service.settings.mock)
-          for (const m of PASS_THROUGH_METHODS) {
+          for (const m of PASSED_METHODS) {
             const route = passThroughRoute(service, m);
             passThroughEntries.set(`${service.name} ${m}`, { route, service, chain: WITHHELD_CHAIN });
           }
@@ -447,9 +448,7 @@ export class Runtime {
       // The routes standing for a pass-through service's undeclared paths, one per method; validate
       // has no operation to check an undeclared path against: it applies to declared ones.
       const passRoutes =
-        target && service.settings.passThrough
-          ? PASS_THROUGH_METHODS.map((m) => passThroughRoute(service, m))
-          : [];
+        target && service.settings.passThrough ? PASSED_METHODS.map((m) => passThroughRoute(service, m)) : [];
       const passPolicies = passRoutes.map((route) =>
         resolvePolicies(route, compiled, kinds).filter((p) => p.kind.name !== 'validate'),
       );
@@ -680,6 +679,27 @@ export async function loadPolicies(dir: string, kinds: readonly PolicyKind[]): P
  * them as warnings (errors with --strict). Each issue points at the operation's `security` in the
  * spec, or at the operation when it inherits the document's.
  */
+/** The methods a pass-through service's undeclared paths are served for, each with its own entry. */
+const PASSED_METHODS = [...PASS_THROUGH_METHODS, EXTENSION_METHOD];
+
+/**
+ * The entry serving a `method` request for `path` on pass-through `service`, a path or method its
+ * spec does not declare: the method's entry, or for an extension method (PROPFIND, M-SEARCH, any
+ * token but CONNECT) the service's EXTENSION_METHOD entry, unless the spec declares the path (then
+ * its methods are the only ones: undefined, answered 405). Undefined also for CONNECT.
+ */
+export function passThroughEntry(
+  snapshot: Snapshot,
+  service: Service,
+  method: string,
+  path: string,
+): RouteEntry | undefined {
+  const own = snapshot.passThroughEntries.get(`${service.name} ${method}`);
+  if (own !== undefined || method === 'CONNECT') return own;
+  if (snapshot.table.allowedMethods(path).length > 0) return undefined;
+  return snapshot.passThroughEntries.get(`${service.name} ${EXTENSION_METHOD}`);
+}
+
 export function findUncoveredSecurity(snapshot: Snapshot): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   for (const { route, service, chain } of snapshot.entries.values()) {

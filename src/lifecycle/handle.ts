@@ -21,7 +21,7 @@ import { cacheOfServiceFor } from '../policies/cache/cache.ts';
 import { isUnsafe } from '../policies/cache/serve.ts';
 import { toProblem } from '../problem.ts';
 import type { Route } from '../registry/types.ts';
-import type { RouteEntry } from '../runtime.ts';
+import { passThroughEntry, type RouteEntry } from '../runtime.ts';
 import type { Forward } from '../upstream/forward.ts';
 import {
   answerCached,
@@ -74,7 +74,7 @@ export function handle(ex: Exchange, lc: Lifecycle): undefined {
     // A path the spec does not declare: 404/405, unless its service passes such paths through,
     // with the policies of the rules that select the whole service (runtime.ts passThroughRoute).
     const pass = table.passThrough(path);
-    entry = pass ? snapshot.passThroughEntries.get(`${pass.name} ${req.method}`) : undefined;
+    entry = pass ? passThroughEntry(snapshot, pass, req.method, path) : undefined;
     if (!entry) return answerNotRouted(ex, table.allowedMethods(path));
     if (target.semicolon) return answerProblem(ex, targetProblem('path-parameter'));
     rec.passThrough = entry.service.name;

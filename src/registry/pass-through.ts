@@ -11,6 +11,14 @@ export const PASS_THROUGH_METHODS = [
   'OPTIONS',
   'TRACE',
 ] as const;
+/**
+ * The method of the route that stands for every other method on a pass-through service's
+ * undeclared paths: extension methods (PROPFIND, M-SEARCH, PURGE, ...: over HTTP/1.1 those Node's
+ * parser knows, `http.METHODS`; over HTTP/2 any token), CONNECT excepted. No rule can name it
+ * (`match.methods` takes route methods only), so the rules that apply are those selecting the
+ * service without a `methods` restriction.
+ */
+export const EXTENSION_METHOD = '*';
 /** operationId of the route that stands for a service's undeclared paths. */
 export const PASS_THROUGH_OPERATION = '(pass-through)';
 

@@ -13,6 +13,7 @@
  * so counters carry on across reloads and the scrape does not grow with them.
  */
 
+import { METHODS } from 'node:http';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { droppedLogLines } from '../logger.ts';
 import { clientNetwork } from '../net/client-network.ts';
@@ -34,6 +35,10 @@ export const UNMATCHED_ROUTE = '(unmatched)';
 export const PASS_THROUGH_ROUTE = '(pass-through)';
 /** Service label when no service is known. */
 const NO_SERVICE = '(none)';
+/** Method labels kept as sent: those Node's HTTP/1.1 parser knows. HTTP/2 carries any token. */
+const LABELLED_METHODS: ReadonlySet<string> = new Set(METHODS);
+/** Method label of any other token (OpenTelemetry's `_OTHER`): a client cannot grow the series. */
+export const OTHER_METHOD = '_OTHER';
 
 /** The gateway's metrics: what the request path feeds, and the registry /metrics renders. */
 export interface Metrics extends UpstreamObserver {
@@ -300,10 +305,11 @@ export function createMetrics(runtime: Runtime): Metrics {
     }
     // Pass-through and unmatched requests: keyed by request method, which the route label does not imply.
     const service = rec.passThrough ?? NO_SERVICE;
-    const key = `${service} ${rec.method}`;
+    const method = LABELLED_METHODS.has(rec.method) ? rec.method : OTHER_METHOD;
+    const key = `${service} ${method}`;
     let c = byOther.get(key);
     if (!c) {
-      c = seriesOf(service, rec.passThrough ? PASS_THROUGH_ROUTE : UNMATCHED_ROUTE, rec.method);
+      c = seriesOf(service, rec.passThrough ? PASS_THROUGH_ROUTE : UNMATCHED_ROUTE, method);
       byOther.set(key, c);
     }
     return c;
