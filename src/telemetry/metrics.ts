@@ -18,6 +18,7 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { droppedLogLines } from '../logger.ts';
 import { clientNetwork } from '../net/client-network.ts';
 import type { Decision } from '../pipeline/types.ts';
+import { jwtCacheStats } from '../policies/auth/jwt.ts';
 import type { Route } from '../registry/types.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Upstream, UpstreamGroup } from '../upstream/group.ts';
@@ -159,6 +160,29 @@ export function createMetrics(runtime: Runtime): Metrics {
     collect() {
       this.reset();
       this.inc(droppedLogLines());
+    },
+  });
+  new Counter({
+    name: 'portcullis_jwt_verifications_total',
+    help: 'JWT bearer tokens checked, by result: cached (verified before, answered from the verified-token cache) or verified (signature checked, including tokens refused).',
+    labelNames: ['result'],
+    registers,
+    collect() {
+      this.reset();
+      this.inc({ result: 'cached' }, jwtCacheStats.hits);
+      this.inc({ result: 'verified' }, jwtCacheStats.misses);
+    },
+  });
+  new Counter({
+    name: 'portcullis_jwt_cache_drops_total',
+    help: 'Entries dropped from the verified-token cache, by reason: expired (exp passed), key_changed (the refetched JWKS no longer holds the key under the kid), capacity (cacheSize / cacheMaxBytes).',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      this.reset();
+      this.inc({ reason: 'expired' }, jwtCacheStats.expired);
+      this.inc({ reason: 'key_changed' }, jwtCacheStats.keyChanged);
+      this.inc({ reason: 'capacity' }, jwtCacheStats.evicted);
     },
   });
   new Gauge({

@@ -1,3 +1,4 @@
+import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spec, startGateway, type TestGateway } from '../helpers/gateway.ts';
 import {
@@ -7,6 +8,9 @@ import {
   total,
 } from '../helpers/prometheus.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+
+/** The HS256 secret of the JWT route (at least 32 bytes). */
+const JWT_SECRET = 'metrics-test-secret-0123456789abcdef';
 
 describe('Prometheus metrics on the admin port', () => {
   let upstream: TestUpstream;
@@ -39,6 +43,10 @@ describe('Prometheus metrics on the admin port', () => {
             {
               match: { service: 'svc', operations: ['createItem'] },
               auth: { apiKey: { keysFile: 'secrets/keys.yaml' } },
+            },
+            {
+              match: { service: 'svc', operations: ['putItem'] },
+              auth: { jwt: { secret: JWT_SECRET, audience: 'metrics-test' } },
             },
           ],
         },
@@ -117,6 +125,29 @@ describe('Prometheus metrics on the admin port', () => {
     expect(total(after, 'portcullis_auth_failures_total', { reason: 'missing_credentials' })).toBeGreaterThan(
       0,
     );
+  });
+
+  test('JWT checks are counted as verified (signature) or cached (verified-token cache)', async () => {
+    const before = await scrape();
+    const count = (s: Sample[], result: string) => total(s, 'portcullis_jwt_verifications_total', { result });
+    const token = await new SignJWT({ sub: 'metrics' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setAudience('metrics-test')
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(JWT_SECRET));
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${gw.url}/svc/items/1`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(res.status).toBe(200);
+      await res.arrayBuffer();
+    }
+    const after = await scrapeUntil((s) => count(s, 'cached') - count(before, 'cached') === 2);
+    expect(count(after, 'verified') - count(before, 'verified')).toBe(1);
+    expect(
+      after.some((s) => s.name === 'portcullis_jwt_cache_drops_total' && s.labels.reason === 'key_changed'),
+    ).toBe(true);
   });
 
   test('an unreachable upstream counts as an upstream error (and a 502)', async () => {

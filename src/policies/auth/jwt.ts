@@ -235,15 +235,20 @@ function entryBytes(token: string): number {
   return 2 * token.length + ENTRY_OVERHEAD_BYTES;
 }
 
-/** Process-wide counts of the verified-token caches (metrics, tests). */
+/**
+ * Process-wide counts of the verified-token caches, exported on /metrics as
+ * portcullis_jwt_verifications_total and portcullis_jwt_cache_drops_total.
+ */
 export const jwtCacheStats = {
-  /** Requests answered from a cache. */
+  /** Tokens answered from a cache. */
   hits: 0,
-  /** Tokens verified with their signature (not cached, or their entry was dropped). */
+  /** Tokens checked with their signature (not cached, or their entry was dropped; refused ones too). */
   misses: 0,
-  /** Entries dropped because the key set no longer held their key, or they had expired. */
-  invalidated: 0,
-  /** Entries dropped to keep within cacheSize / cacheMaxBytes. */
+  /** Entries dropped at their token's exp. */
+  expired: 0,
+  /** Entries dropped because the refetched key set no longer holds their key under their kid. */
+  keyChanged: 0,
+  /** Entries dropped to keep within cacheSize / cacheMaxBytes (least recently used first). */
   evicted: 0,
 };
 
@@ -421,7 +426,7 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
     if (!hit || hit.token !== token) return undefined;
     if (now() >= hit.untilMs) {
       drop(key, hit);
-      jwtCacheStats.invalidated++;
+      jwtCacheStats.expired++;
       return undefined;
     }
     if (jwks) {
@@ -429,7 +434,7 @@ export function createJwtVerifier(config: JwtConfig, opts: VerifierOptions = {})
       if (!jwks.usable(allowStale)) return undefined;
       if (!keyStillHeld(hit, jwks)) {
         drop(key, hit);
-        jwtCacheStats.invalidated++;
+        jwtCacheStats.keyChanged++;
         return undefined;
       }
     }
