@@ -1,4 +1,5 @@
 import { COMMAND_NAMES, INTERPRETERS, SHELL } from '../shell.ts';
+import { shellNormalize } from '../transforms.ts';
 import { type Rule, SCORE } from '../types.ts';
 
 /** File names of configuration, credentials and kernel interfaces that an upload must not replace. */
@@ -9,6 +10,9 @@ const CONFIG_FILE =
 const CHAIN_SEPARATOR = /[;|`\n&({<>]/;
 /** An alias definition needs `=`, a flag needs `+` or `-`. */
 const ALIAS_OPERATOR = /[=+-]/;
+
+/** A line break written out as `\n` or `\r\n`. */
+const ESCAPED_BREAK = /(?:\\r)?\\n/g;
 
 /** Characters cmd.exe and shells drop from a word: a value without one has the same shell view. */
 const EVASION = /[\^"'\\]/;
@@ -30,6 +34,7 @@ export const RCE_RULES: Rule[] = [
       '&& ping -c 3 10.0.0.1',
       ';iwmi -class Win32_process',
       'time; ansible all -m ping',
+      'a\\nid|',
     ],
     prose: true,
     family: 'rce',
@@ -40,7 +45,10 @@ export const RCE_RULES: Rule[] = [
     test: (v) =>
       (CHAIN_SEPARATOR.test(v.lower) && SHELL.commandAfterSeparator(v.shell)) ||
       (ALIAS_OPERATOR.test(v.lower) && v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
-      (v.lower.includes('\\') && SHELL.escapedCommand(v.lower)),
+      (v.lower.includes('\\') && SHELL.escapedCommand(v.lower)) ||
+      // A line break written as `\n` (for a layer that unescapes it: JSON, a template, `echo -e`).
+      (v.lower.includes('\\n') &&
+        SHELL.commandAfterSeparator(shellNormalize(v.lower.replace(ESCAPED_BREAK, '\n')))),
   },
   {
     id: 'rce-command',
