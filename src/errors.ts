@@ -73,6 +73,11 @@ export const ERRORS = {
   },
   PC_SHUTTING_DOWN: { status: 503, type: 'shutting-down', title: 'Gateway is shutting down' },
   PC_REQUEST_TIMEOUT: { status: 408, type: 'request-timeout', title: 'Request timed out' },
+  PC_HEADERS_TOO_LARGE: {
+    status: 431,
+    type: 'headers-too-large',
+    title: 'Request header fields too large',
+  },
   PC_WEBSOCKET_REFUSED: {
     status: 403,
     type: 'websocket-refused',

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { type IncomingMessage, METHODS as NODE_METHODS, ServerResponse } from 'node:http';
+import { type IncomingMessage, METHODS as NODE_METHODS, ServerResponse, STATUS_CODES } from 'node:http';
 import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -24,7 +24,7 @@ import { type CidrMatcher, compileCidrs } from './net/cidr.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
 import { closeCacheStores } from './policies/cache/stores.ts';
 import { POLICY_KINDS } from './policies/index.ts';
-import { sendProblem, toProblem } from './problem.ts';
+import { PROBLEM_CONTENT_TYPE, problemBody, sendProblem, toProblem } from './problem.ts';
 import { Runtime, type RuntimeOptions } from './runtime.ts';
 import { createStore } from './state/create-store.ts';
 import type { Store } from './state/store.ts';
@@ -534,6 +534,30 @@ function applyServerLimits(server: FastifyInstance['server'], limits: GatewayCon
 }
 
 /**
+ * The answer to a request Node's HTTP/1.1 parser refuses (a method token it does not know, a
+ * malformed request line or header field, header fields over `maxHeaderSize`, a request slower
+ * than `limits.requestTimeoutMs`): problem+json like every other refusal (not Fastify's own
+ * JSON), then the connection closes. Nothing of the request is echoed.
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  if (socket.writable) {
+    const problem =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? new ProblemError('PC_HEADERS_TOO_LARGE')
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? new ProblemError('PC_REQUEST_TIMEOUT')
+          : new ProblemError('PC_BAD_REQUEST', 'The request could not be parsed as HTTP/1.1');
+    const body = problemBody(problem, '');
+    socket.write(
+      `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+/**
  * Let an HTTP/2 request with a method token Fastify's router does not know (RFC 9110 allows any
  * token; `http.METHODS` are all it routes) reach the lifecycle like any other: it is routed as
  * UNROUTABLE_AS, which lands in the not-found handler, and its own method is restored there from
@@ -593,6 +617,8 @@ function buildPublicApp(
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 2048 },
     // A target Fastify's router cannot decode (`/items/%zz`) goes through the lifecycle like any
     // other: the canonical target rejects it with our problem, request id and access-log line.
+    // What Node's HTTP/1.1 parser refuses never reaches a route: answered here, as problem+json.
+    clientErrorHandler: clientError,
     frameworkErrors: function routeFrameworkError(err: Error, req: FastifyRequest, reply: FastifyReply) {
       if ((err as { code?: string }).code === 'FST_ERR_BAD_URL') return enter(req, reply);
       return sendProblem(req, reply, toProblem(err));

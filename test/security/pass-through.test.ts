@@ -156,9 +156,15 @@ describe('policies on pass-through requests', () => {
     expect(r.reached).toEqual([]);
   });
 
-  it("a method token Node's HTTP/1.1 parser does not know is refused with 400 by the parser", async () => {
+  it("a method token Node's HTTP/1.1 parser does not know gets 400 problem+json, never forwarded", async () => {
     const r = await raw('FROBNICATE', '/legacy/dav/x', { 'x-api-key': KEY });
-    expect(r.status).toBe(400);
+    expect(r).toMatchObject({ status: 400, code: 'PC_BAD_REQUEST' });
+    expect(r.reached).toEqual([]);
+  });
+
+  it('header fields over the parser limit get 431 problem+json', async () => {
+    const r = await raw('GET', '/legacy/dav/x', { 'x-api-key': KEY, 'x-big': 'b'.repeat(17_000) });
+    expect(r).toMatchObject({ status: 431, code: 'PC_HEADERS_TOO_LARGE' });
     expect(r.reached).toEqual([]);
   });
 
