@@ -71,6 +71,25 @@ function spec(title: string, basePath: string, upstream: string) {
   };
 }
 
+/** A mock service (answers from its spec's example) with one compressible GET. */
+function mockSpec() {
+  return {
+    openapi: '3.1.0',
+    info: { title: 'mocked', version: '1.0.0' },
+    'x-portcullis': { basePath: '/m', mock: true },
+    paths: {
+      '/doc': {
+        get: {
+          operationId: 'mockDoc',
+          responses: {
+            '200': { description: 'ok', content: { 'text/plain': { example: BODY } } },
+          },
+        },
+      },
+    },
+  };
+}
+
 /** A request with exactly these headers; the body bytes as received (still compressed). */
 function send(gw: TestGateway, path: string, headers: Record<string, string> = {}, method = 'GET') {
   return new Promise<{ status: number; headers: IncomingHttpHeaders; received: number }>((ok, fail) => {
@@ -123,7 +142,7 @@ describe('access-log bytes are the body bytes the client got', () => {
   beforeAll(async () => {
     up = await scriptedUpstream();
     gw = await startGateway(
-      { cached: spec('cached', '/c', up.url), direct: spec('direct', '/d', up.url) },
+      { cached: spec('cached', '/c', up.url), direct: spec('direct', '/d', up.url), mocked: mockSpec() },
       { logLevel: 'info' },
       {
         logger,
@@ -132,6 +151,7 @@ describe('access-log bytes are the body bytes the client got', () => {
             { match: { service: 'cached' }, cache: {} },
             { match: { service: 'cached', operations: ['cachedPacked'] }, compress: {} },
             { match: { service: 'direct', operations: ['directPacked'] }, compress: {} },
+            { match: { service: 'mocked' }, compress: {} },
           ],
         },
       },
@@ -237,6 +257,16 @@ describe('access-log bytes are the body bytes the client got', () => {
     const packed = await logged(`/d/packed/${script('packed')}`, { 'accept-encoding': 'gzip' });
     expect(packed.headers['content-encoding']).toBe('gzip');
     expect(packed.received).toBeLessThan(BODY_BYTES / 4);
+    expect(packed.bytes).toBe(packed.received);
+  });
+
+  it('mock answers count what the client got, compressed or not', async () => {
+    const plain = await logged('/m/doc');
+    expect(plain.status).toBe(200);
+    expect(plain.bytes).toBe(plain.received);
+    const packed = await logged('/m/doc', { 'accept-encoding': 'gzip' });
+    expect(packed.headers['content-encoding']).toBe('gzip');
+    expect(packed.received).toBeLessThan(plain.received / 4);
     expect(packed.bytes).toBe(packed.received);
   });
 });
