@@ -117,6 +117,7 @@ export function writeProblem(
     return;
   }
   const body = problemBody(err, instance);
+  const length = Buffer.byteLength(body);
   // An unread request body (too large) must not be drained: close the connection after the answer.
   const unread = err.code === 'PC_BODY_TOO_LARGE';
   if (unread) res.shouldKeepAlive = false;
@@ -125,9 +126,12 @@ export function writeProblem(
     ...err.headers,
     ...(rec ? { [REQUEST_ID_HEADER]: rec.id } : {}),
     'content-type': PROBLEM_CONTENT_TYPE,
-    'content-length': Buffer.byteLength(body),
+    'content-length': length,
     'cache-control': 'no-store',
   });
+  // Counted on a client's response only (the cache's stand-in has no `req`: the cache counts what it writes).
+  const method = res.req?.method;
+  if (rec && method !== undefined && method !== 'HEAD') rec.bytes += length;
   res.end(body);
   if (unread) {
     // HTTP/1: Node closes the socket after this response; HTTP/2: end just this stream.
@@ -201,12 +205,14 @@ const CACHE_IO: CacheIO = {
     const res = ex.res;
     const head = cacheHead(ex, status, headers);
     res.writeHead(head.status, headers);
-    // The client's bytes are counted here, or by the stages' join when they change the body.
-    const staged = head.streams ? throughStages(head.streams, res, ex.req.log, ex.rec) : undefined;
+    // The client's bytes are counted here, or by the stages' join when they change the body; a
+    // HEAD answer sends none (a problem written to it has a body Node drops).
+    const counted = ex.req.method === 'HEAD' ? undefined : ex.rec;
+    const staged = head.streams ? throughStages(head.streams, res, ex.req.log, counted) : undefined;
     const out: NodeJS.WritableStream = staged ?? res;
     return {
       write(chunk) {
-        if (!staged) ex.rec.bytes += chunk.length;
+        if (!staged && counted) counted.bytes += chunk.length;
         return out.write(chunk);
       },
       onDrain: (fn) => out.once('drain', fn),

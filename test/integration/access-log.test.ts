@@ -106,7 +106,12 @@ describe('access log and request ids', () => {
     const failed = await fetch(`${gw.url}/down/items`);
     expect(failed.status).toBe(502);
     const reqId = failed.headers.get('x-request-id');
-    expect(await entryFor(reqId)).toMatchObject({ status: 502, code: 'PC_UPSTREAM_ERROR', service: 'down' });
+    expect(await entryFor(reqId)).toMatchObject({
+      status: 502,
+      bytes: Buffer.byteLength(await failed.text()),
+      code: 'PC_UPSTREAM_ERROR',
+      service: 'down',
+    });
     const warning = logs.entries().find((e) => e.msg === 'upstream request failed' && e.reqId === reqId);
     expect(warning).toMatchObject({ level: 40, code: 'PC_UPSTREAM_ERROR', cause: 'ECONNREFUSED' });
   });

@@ -142,13 +142,19 @@ describe('access-log bytes are the body bytes the client got', () => {
   beforeAll(async () => {
     up = await scriptedUpstream();
     gw = await startGateway(
-      { cached: spec('cached', '/c', up.url), direct: spec('direct', '/d', up.url), mocked: mockSpec() },
+      {
+        cached: spec('cached', '/c', up.url),
+        direct: spec('direct', '/d', up.url),
+        down: spec('down', '/down', 'http://127.0.0.1:9'),
+        mocked: mockSpec(),
+      },
       { logLevel: 'info' },
       {
         logger,
         policies: {
           rules: [
             { match: { service: 'cached' }, cache: {} },
+            { match: { service: 'down' }, cache: {} },
             { match: { service: 'cached', operations: ['cachedPacked'] }, compress: {} },
             { match: { service: 'direct', operations: ['directPacked'] }, compress: {} },
             { match: { service: 'mocked' }, compress: {} },
@@ -268,5 +274,15 @@ describe('access-log bytes are the body bytes the client got', () => {
     expect(packed.headers['content-encoding']).toBe('gzip');
     expect(packed.received).toBeLessThan(plain.received / 4);
     expect(packed.bytes).toBe(packed.received);
+  });
+
+  it("the gateway's own problem for an unreachable upstream (cached route) counts its body once, none for HEAD", async () => {
+    const cached = await logged('/down/plain/x');
+    expect(cached.status).toBe(502);
+    expect(cached.received).toBeGreaterThan(0);
+    expect(cached.bytes).toBe(cached.received);
+    const head = await logged('/down/plain/x', {}, 'HEAD');
+    expect(head.status).toBe(502);
+    expect(head.bytes).toBe(0);
   });
 });
