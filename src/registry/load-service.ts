@@ -1,17 +1,16 @@
 /**
  * One spec file → one Service: read with positions, check the OpenAPI version, validate and
- * dereference with @readme/openapi-parser (in a worker thread: openapi-parser.ts; internal and external-file $refs, circular ones
+ * dereference with @readme/openapi-parser (internal and external-file $refs, circular ones
  * included), resolve `x-portcullis`, and turn every path + method into a Route.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, extname, resolve } from 'node:path';
-import type { ParserOptions } from '@readme/openapi-parser';
+import { dereference, type ParserOptions, validate } from '@readme/openapi-parser';
 import type { OpenAPIV3 } from 'openapi-types';
 import { compileCheck } from '../config/validate.ts';
 import { escapePointer, readSource, type SourceDocument } from '../config/yaml.ts';
 import { ConfigError, type ConfigIssue } from '../errors.ts';
-import { dereference, validate } from './openapi-parser.ts';
 import type { OpenApiDocument, OperationObject, Route, Service, ServiceSettings } from './types.ts';
 import {
   EXTENSION_POINTER,
