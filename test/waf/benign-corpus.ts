@@ -225,6 +225,17 @@ export const HARD_CASES: readonly string[] = [
   'Version (2)',
   'Run `npm install` first',
   'online = yes',
+  // API values: an avatar as a data: URL, a validation regex, filter and search syntaxes, GraphQL, cron.
+  'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==',
+  'data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8U',
+  '^[a-z0-9_-]{3,16}$',
+  '\\d{4}-\\d{2}-\\d{2}',
+  "Name eq 'Milk' and Price lt 2.55",
+  'status:open AND -label:bug',
+  '(cats OR dogs) AND NOT mice',
+  'query { user(id: 1) { name email } }',
+  '*/5 * * * *',
+  'price desc, created_at asc',
 ];
 
 /** One corpus entry: a request and what its values came from (for the report). */

@@ -32,6 +32,8 @@ export const COMMAND_NAMES: readonly string[] = [...COMMANDS.keys()];
 
 const SEPARATOR = /[;|`\n&({<>]/g;
 const WORD = /[\w./+-]{1,80}/y;
+/** What comes before the `;base64,` of a data: URL: `data:` and a media type with parameters. */
+const DATA_URL_TYPE = /data:[\w.+/-]*(?:;[\w.+-]+=[\w.+-]+)*$/;
 /**
  * An argument only a command line has: a flag, a path (Unix, or a Windows drive: `c:`, `c:\users`
  * reads `c:users` once the shell view drops the backslash), a variable, a quote, a URL, an
@@ -97,6 +99,14 @@ function commandAfterSeparator(s: string): boolean {
     WORD.lastIndex = k;
     const w = WORD.exec(s);
     if (!w) continue;
+    // The `;base64,` of a data: URL (`data:image/png;base64,iVBOR…`) is no command.
+    if (
+      c === ';' &&
+      w[0] === 'base64' &&
+      s[k + 6] === ',' &&
+      DATA_URL_TYPE.test(s.slice(Math.max(0, at - 80), at))
+    )
+      continue;
     const after = k + w[0].length;
     if (after < s.length && !WORD_END.test(s[after]!)) continue;
     const word = commandOf(w[0]);
@@ -182,7 +192,8 @@ const SHELL_SYNTAX = new RegExp(
     String.raw`[<>]\([^)]{1,200}\)`,
     '<<<',
     String.raw`\(\s*\)\s*\{`,
-    String.raw`\{[a-z0-9-]{0,20},[a-z0-9,-]{0,40}\}[a-z]?|[a-z]\{[a-z0-9-]{0,20},[a-z0-9,-]{0,40}\}`,
+    // Brace expansion with a word inside (`{cat,/etc/passwd}`), not a regex quantifier (`{3,16}`).
+    String.raw`\{(?=[\w,-]{0,60}[a-z])[a-z0-9-]{0,20},[a-z0-9,-]{0,40}\}[a-z]?|[a-z]\{(?=[\w,-]{0,60}[a-z])[a-z0-9-]{0,20},[a-z0-9,-]{0,40}\}`,
     String.raw`(?:^|[\s=])~[+-]\d*(?:$|[\s/])`,
     String.raw`(?:^|[\s=])!-\d+`,
     String.raw`/[\w.-]{0,20}\[!?\^?[\w/?*.-]{1,12}\][\w.?*-]{0,20}`,

@@ -35,7 +35,14 @@ function eventHandler(lower: string): boolean {
 }
 
 /** Script-capable URL schemes (checked with whitespace/control characters removed). */
-const SCRIPT_SCHEME = /(?:java|vb|live|ecma)script:|data:(?:text\/html|[^,]{0,60};base64|[^,]{0,60},\s*<)/;
+/**
+ * A script URL: javascript:, vbscript:, or a data: URL a browser runs as a document or script
+ * (HTML, XHTML, XML, SVG, JavaScript; or no type at all, base64) or one holding markup. A data:
+ * URL of an image, audio, video, font or PDF (an avatar sent as `data:image/png;base64,…`) runs
+ * nothing.
+ */
+const SCRIPT_SCHEME =
+  /(?:java|vb|live|ecma)script:|data:\s*(?:(?:text\/html|application\/xhtml\+xml|image\/svg\+xml|(?:text|application)\/(?:xml|javascript|x-javascript|ecmascript|vbscript))[^,]{0,60};base64|;?base64|text\/html|[^,]{0,60},\s*<)/;
 
 /** CSS that runs script or loads remote behaviour. */
 const CSS_SCRIPT =
@@ -45,9 +52,12 @@ const CSS_SCRIPT =
 const JS_SINK =
   /\b(?:document\s*\.\s*(?:cookie|domain|write(?:ln)?|location|body|createelement|queryselector(?:all)?|getelementsby\w+|getelementbyid)|window\s*\.\s*(?:location|open|name)|location\s*\.\s*(?:href|hash|replace)|string\s*\.\s*fromcharcode|new\s+function\s*\()|(?:^|[^\w.$])(?:alert|prompt|confirm|eval|settimeout|setinterval|atob|btoa|execscript|import)\s*\(|(?:^|[^\w$.])\(\s*(?:alert|prompt|confirm|eval|print)\s*\)\s*[(`]|\.\s*(?:map|call|apply|bind|find|filter|foreach|some|every|then|catch|reduce)\s*\(\s*(?:alert|prompt|confirm|eval)\s*[,)]/;
 
-/** A dialog or eval function used as a value: wrapped and called, or passed as a callback. */
+/**
+ * A dialog or eval function used as a value: wrapped and called, passed as a callback, or given
+ * another name that is then called (`a=alert,a(1)`, `x=eval;x(…)`).
+ */
 const DIALOG_REFERENCE =
-  /(?:^|[^\w$.])\(\s*(?:alert|prompt|confirm|eval|print)\s*\)\s*[(`]|\.\s*(?:map|call|apply|bind|find|filter|foreach|some|every|then|catch|reduce)\s*\(\s*(?:alert|prompt|confirm|eval)\s*[,)]/;
+  /(?:^|[^\w$.])([a-z_$][\w$]{0,20})\s*=\s*(?:alert|prompt|confirm|eval|settimeout|setinterval)\s*[,;]\s*\1\s*[(`]|(?:^|[^\w$.])\(\s*(?:alert|prompt|confirm|eval|print)\s*\)\s*[(`]|\.\s*(?:map|call|apply|bind|find|filter|foreach|some|every|then|catch|reduce)\s*\(\s*(?:alert|prompt|confirm|eval)\s*[,)]/;
 
 /** Obfuscation idioms: JSFuck atoms, tagged templates, bracket property access on globals. */
 const JS_OBFUSCATION =

@@ -67,7 +67,7 @@ export const XSS_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: { words: ['document', 'window', 'location', 'string'] },
-    examples: ['document.cookie', 'alert(1)', 'window.location', 'String.fromCharCode(88)'],
+    examples: ['document.cookie', 'alert(1)', 'window.location', 'String.fromCharCode(88)', 'a=alert,a(1)'],
     plain: true,
     family: 'xss',
     paranoia: 1,
@@ -78,7 +78,8 @@ export const XSS_RULES: Rule[] = [
     test: (v) =>
       XSS.JS_SINK.test(v.lower) ||
       (v.lower.includes('/*') && XSS.JS_SINK.test(v.sql)) ||
-      (v.lower.includes('/*') && XSS.DIALOG_REFERENCE.test(v.sql)),
+      (v.lower.includes('/*') && XSS.DIALOG_REFERENCE.test(v.sql)) ||
+      (v.lower.includes('=') && XSS.DIALOG_REFERENCE.test(v.lower)),
   },
   {
     id: 'xss-js-obfuscation',
