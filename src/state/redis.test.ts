@@ -18,8 +18,12 @@ let redis: TestRedis;
 let raw: Redis;
 const stores: Store[] = [];
 
-async function openStore(url = redis.url, commandTimeoutMs?: number): Promise<RedisStore> {
-  const store = createRedisStore({ url, commandTimeoutMs }, logger);
+async function openStore(
+  url = redis.url,
+  commandTimeoutMs?: number,
+  batchHoldMs?: number,
+): Promise<RedisStore> {
+  const store = createRedisStore({ url, commandTimeoutMs, batchHoldMs }, logger);
   stores.push(store);
   await store.ready();
   return store;
@@ -70,27 +74,30 @@ describe('redis store', () => {
     }
   });
 
-  it('while a script is in flight, decisions asked for in later turns wait and go as one script', async () => {
-    const store = await openStore(redis.url, 5_000);
-    await store.hit('warm', { limit: 1, windowMs: 1_000 });
+  it('while a script is in flight, decisions asked for in later turns wait (batchHoldMs at most) and go as one script', async () => {
     const spec = { limit: 8, windowMs: 60_000 };
-    await raw.call('CONFIG', 'RESETSTAT');
-    // Redis holds the first script until the pause ends: the next ten hits, one per event-loop
-    // turn, find it in flight.
-    await raw.call('CLIENT', 'PAUSE', '300', 'ALL');
-    const all = [store.hit('inflight', spec)];
-    for (let i = 0; i < 10; i++) {
-      await new Promise((resolve) => setImmediate(resolve));
-      all.push(store.hit('inflight', spec));
-    }
-    const decisions = await Promise.all(all);
-    const stats = (await raw.info('commandstats')) as string;
-    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    // One script for the first hit, one for the ten that waited (a script per turn would be 11).
-    expect(calls('evalsha') + calls('eval')).toBe(2);
-    // Still decided one by one, in order: 8 admitted (7..0 left), 3 refused.
-    expect(decisions.map((d) => d.allowed)).toEqual(Array.from({ length: 11 }, (_, i) => i < 8));
-    expect(decisions.slice(0, 8).map((d) => d.remaining)).toEqual([7, 6, 5, 4, 3, 2, 1, 0]);
+    // Ten hits, one per event-loop turn, while Redis holds the first script until a pause ends.
+    const scripts = async (store: RedisStore, key: string) => {
+      await store.hit('warm', { limit: 1, windowMs: 1_000 });
+      await raw.call('CONFIG', 'RESETSTAT');
+      await raw.call('CLIENT', 'PAUSE', '300', 'ALL');
+      const all = [store.hit(key, spec)];
+      for (let i = 0; i < 10; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        all.push(store.hit(key, spec));
+      }
+      const decisions = await Promise.all(all);
+      // Still decided one by one, in order: 8 admitted (7..0 left), 3 refused.
+      expect(decisions.map((d) => d.allowed)).toEqual(Array.from({ length: 11 }, (_, i) => i < 8));
+      expect(decisions.slice(0, 8).map((d) => d.remaining)).toEqual([7, 6, 5, 4, 3, 2, 1, 0]);
+      const stats = (await raw.info('commandstats')) as string;
+      const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+      return calls('evalsha') + calls('eval');
+    };
+    // Held for as long as the first is in flight: one script for it, one for the ten that waited.
+    expect(await scripts(await openStore(redis.url, 5_000, 60_000), 'held-batch')).toBe(2);
+    // batchHoldMs 0: nothing waits, a script per turn.
+    expect(await scripts(await openStore(redis.url, 5_000, 0), 'unheld')).toBe(11);
   });
 
   it('a decision waiting behind a script Redis does not answer fails too, and the store recovers', async () => {

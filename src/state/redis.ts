@@ -75,11 +75,11 @@ type GcraReply = number[];
  */
 const MAX_KEYS_PER_SCRIPT = 128;
 /**
- * Decision batches written and not yet answered beyond which new decisions wait for one to
- * settle (see decisionSender). One: under load every round trip carries all that arrived during
- * the previous one.
+ * Default of RedisStoreOptions.batchHoldMs: how long new decisions may wait for the batch in
+ * flight to be answered before they go anyway (see decisionSender). Above a healthy round trip
+ * under load, far below the command timeout.
  */
-const MAX_BATCHES_IN_FLIGHT = 1;
+export const DEFAULT_BATCH_HOLD_MS = 2;
 
 /**
  * The EVALSHA of a batch of decisions. Its deadline is kept by the store's one sweep (see
@@ -132,6 +132,12 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** Connect timeout in ms. Default 2000. */
   connectTimeoutMs?: number;
+  /**
+   * Longest wait, in ms, of a decision batch while the previous one is in flight (see
+   * decisionSender); 0 sends every batch at once. Default DEFAULT_BATCH_HOLD_MS. Not configurable
+   * in gateway.yaml: tests set it.
+   */
+  batchHoldMs?: number;
 }
 
 /** The Redis Store; `ready()` resolves once the first connection attempt settled (either way). */
@@ -239,7 +245,10 @@ export function createRedisStore(options: RedisStoreOptions, logger: Logger): Re
         throw unavailable(err);
       },
     );
-  const hit = client instanceof Redis ? decisionSender(client, commandTimeout, unavailable) : hitCluster;
+  const hit =
+    client instanceof Redis
+      ? decisionSender(client, commandTimeout, options.batchHoldMs ?? DEFAULT_BATCH_HOLD_MS, unavailable)
+      : hitCluster;
 
   return {
     kind: 'redis',
@@ -294,13 +303,16 @@ function decisionAt(reply: GcraReply, index: number, limit: number): RateDecisio
  * instead of one per decision: a decision costs an array slot instead of an ioredis Command, its
  * argument encoding and its reply (about 3 µs a decision in the bench).
  *
- * At most MAX_BATCHES_IN_FLIGHT batches are in flight: while one is, new decisions gather in the
- * next batch, written as soon as the one in flight settles ("smart batching"). An idle store
- * writes a decision at once (the turn's setImmediate); a busy one sends fewer, larger scripts,
- * and each socket write (tens of µs of loopback TCP in the sending process) serves more requests.
- * A decision waits at most one round trip longer, and fails `commandTimeout` ms after it was
- * asked for, waiting or written (a decision whose deadline passed while it waited is failed
- * without being sent). Exactness is unchanged: Redis still decides every hit, in order.
+ * While a batch is in flight, new decisions gather in the next batch, written as soon as the one
+ * in flight settles ("smart batching"), or `holdMs` after the last write if it has not settled
+ * by then (a slow round trip, a busy or distant Redis: several batches are then in flight, as
+ * without holding). An idle store writes a decision at once (the turn's setImmediate); a busy one
+ * sends fewer, larger scripts, and each socket write (tens of µs of loopback TCP in the sending
+ * process) serves more requests: about 20 decisions a script instead of 12 in the bench, 4 to 6 µs
+ * of proxy CPU less per request. A decision waits at most `holdMs` longer, and fails
+ * `commandTimeout` ms after it was asked for, waiting or written (one whose deadline passed while
+ * it waited is failed without being sent). Exactness is unchanged: Redis decides every hit, in
+ * order.
  *
  * The script body goes with the first batch on each new connection (EVAL), EVALSHA after that; a
  * NOSCRIPT (SCRIPT FLUSH, failover to a replica that never saw it) re-sends that batch as EVAL.
@@ -308,6 +320,7 @@ function decisionAt(reply: GcraReply, index: number, limit: number): RateDecisio
 function decisionSender(
   client: Redis,
   commandTimeout: number,
+  holdMs: number,
   unavailable: (err: unknown) => StoreUnavailableError,
 ): (key: string, spec: RateLimitSpec) => Promise<RateDecision> {
   const newBatch = (): DecisionBatch => ({
@@ -323,10 +336,14 @@ function decisionSender(
   let filling = newBatch();
   /** Batches written and not yet past their deadline, oldest first. */
   const inflight: DecisionBatch[] = [];
-  /** Batches written and not settled yet (at most MAX_BATCHES_IN_FLIGHT). */
+  /** Batches written and not settled yet. */
   let unsettled = 0;
+  /** When the last batch was written (ms). */
+  let lastWriteAt = 0;
   /** A flush is scheduled (setImmediate). */
   let scheduled = false;
+  /** Flushes a held batch once holdMs passed without the batch in flight settling. */
+  let holdTimer: NodeJS.Timeout | undefined;
   let sweepTimer: NodeJS.Timeout | undefined;
   /** The socket the script body was last sent on. */
   let scriptSocket: unknown;
@@ -406,12 +423,26 @@ function decisionSender(
 
   function flush(): void {
     scheduled = false;
-    // Wait for the batch in flight: settle() schedules the next flush.
-    if (filling.keys.length === 0 || unsettled >= MAX_BATCHES_IN_FLIGHT) return;
+    if (filling.keys.length === 0) return;
+    const now = Date.now();
+    if (unsettled > 0 && now - lastWriteAt < holdMs) {
+      // Wait for the batch in flight (settle() schedules the next flush), holdMs at most.
+      if (holdTimer === undefined) {
+        holdTimer = setTimeout(
+          () => {
+            holdTimer = undefined;
+            schedule();
+          },
+          holdMs - (now - lastWriteAt),
+        );
+        holdTimer.unref();
+      }
+      return;
+    }
     const batch = filling;
     filling = newBatch();
     const count = batch.keys.length;
-    if (Date.now() >= batch.deadline) {
+    if (now >= batch.deadline) {
       // It waited past its deadline behind a batch Redis did not answer: failed, never sent.
       const timedOut = new Error('Command timed out');
       for (let i = 0; i < count; i++) (batch.rejects[i] as (e: unknown) => void)(unavailable(timedOut));
@@ -431,6 +462,7 @@ function decisionSender(
     batch.cmds = cmds;
     batch.open = cmds.length;
     unsettled++;
+    lastWriteAt = now;
     // One write for the batch: a socket write per command costs a syscall each.
     const socket = client.stream;
     const cork = client.status === 'ready' && socket?.writable === true;
@@ -445,7 +477,7 @@ function decisionSender(
     const batch = filling;
     if (batch.keys.length === 0) {
       batch.deadline = Date.now() + commandTimeout;
-      if (unsettled < MAX_BATCHES_IN_FLIGHT) schedule();
+      schedule();
     }
     batch.keys.push(key);
     batch.args.push(spec.limit, spec.windowMs, spec.cost ?? 1);
