@@ -262,7 +262,8 @@ export const WEB_FILES = new PathList(loadList('web-files'));
 /**
  * A pattern for system-folders.txt: an absolute path into one of its folders, with a name below
  * it, at the start of the value or of a word (path view: lower-case, `/` separators, no `./`).
- * `/x/` entries are Unix roots (also after `file:` and `file://localhost`), `?:/x/` entries roots
+ * `/x/` entries are Unix roots (also after `file:`, `file://localhost` or a drive, as Cygwin and
+ * MSYS mount them: `c:/etc/x`), `?:/x/` entries roots
  * of any Windows drive (also `c:x/`, `/c:/x/`, `\\?\c:\x\`, an admin share `\\host\c$\x\`).
  */
 export function systemFolderPattern(entries: readonly ListEntry[]): RegExp {
@@ -279,7 +280,7 @@ export function systemFolderPattern(entries: readonly ListEntry[]): RegExp {
   // A drive after a UNC or device prefix too: `\\\\?\\c:\\`, `\\\\host\\c$\\` (an admin share).
   const drive = `(?:^|[\\s=;|&'"(<>,/?])`;
   return new RegExp(
-    `${start}(?:file:(?:/localhost)?)?/(?:${unix.join('|')})/[^\\s/]|${drive}[a-z][:$]/?(?:${windows.join('|')})/[^\\s/]`,
+    `${start}(?:file:(?:/localhost)?|/?[a-z]:)?/(?:${unix.join('|')})/[^\\s/]|${drive}[a-z][:$]/?(?:${windows.join('|')})/[^\\s/]`,
   );
 }
 
