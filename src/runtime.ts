@@ -683,10 +683,11 @@ export async function loadPolicies(dir: string, kinds: readonly PolicyKind[]): P
 const PASSED_METHODS = [...PASS_THROUGH_METHODS, EXTENSION_METHOD];
 
 /**
- * The entry serving a `method` request for `path` on pass-through `service`, a path or method its
- * spec does not declare: the method's entry, or for an extension method (PROPFIND, M-SEARCH, any
- * token but CONNECT) the service's EXTENSION_METHOD entry, unless the spec declares the path (then
- * its methods are the only ones: undefined, answered 405). Undefined also for CONNECT.
+ * The entry serving a `method` request for `path` on pass-through `service`, a path its spec does
+ * not declare: the method's entry, or for an extension method (PROPFIND, M-SEARCH, any token but
+ * CONNECT) the service's EXTENSION_METHOD entry. Undefined (answered 405 with Allow) when the spec
+ * declares the path, whatever the method: a declared path keeps its declared methods, as on any
+ * other service. Undefined also for CONNECT.
  */
 export function passThroughEntry(
   snapshot: Snapshot,
@@ -694,10 +695,12 @@ export function passThroughEntry(
   method: string,
   path: string,
 ): RouteEntry | undefined {
-  const own = snapshot.passThroughEntries.get(`${service.name} ${method}`);
-  if (own !== undefined || method === 'CONNECT') return own;
-  if (snapshot.table.allowedMethods(path).length > 0) return undefined;
-  return snapshot.passThroughEntries.get(`${service.name} ${EXTENSION_METHOD}`);
+  // A path the spec declares keeps its methods: any other method on it is 405, standard or not.
+  if (method === 'CONNECT' || snapshot.table.allowedMethods(path).length > 0) return undefined;
+  return (
+    snapshot.passThroughEntries.get(`${service.name} ${method}`) ??
+    snapshot.passThroughEntries.get(`${service.name} ${EXTENSION_METHOD}`)
+  );
 }
 
 export function findUncoveredSecurity(snapshot: Snapshot): ConfigIssue[] {

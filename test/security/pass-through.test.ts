@@ -156,6 +156,16 @@ describe('policies on pass-through requests', () => {
     expect(r.reached).toEqual([]);
   });
 
+  it.each(['DELETE', 'PUT', 'POST', 'OPTIONS'])(
+    'an undeclared standard method (%s) on a path the spec declares is 405 too, never forwarded',
+    async (method) => {
+      const r = await raw(method, '/legacy/status', { 'x-api-key': KEY });
+      expect(r).toMatchObject({ status: 405, code: 'PC_METHOD_NOT_ALLOWED' });
+      expect(r.allow).toBe('GET, HEAD');
+      expect(r.reached).toEqual([]);
+    },
+  );
+
   it("a method token Node's HTTP/1.1 parser does not know gets 400 problem+json, never forwarded", async () => {
     const r = await raw('FROBNICATE', '/legacy/dav/x', { 'x-api-key': KEY });
     expect(r).toMatchObject({ status: 400, code: 'PC_BAD_REQUEST' });
