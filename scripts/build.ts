@@ -144,8 +144,12 @@ function options(
     platform: 'node',
     target: TARGET,
     packages: 'external',
-    // Function and class names as in the sources: logs and stacks name them, code may compare them.
-    keepNames: true,
+    // No keepNames: it wraps every function and class in a `__name(fn, "name")` call that defines
+    // `name` on each closure as it is created, per request on the hot path (3.4 % of the proxy's
+    // CPU in a bench profile, ~2.8 µs a request). Nothing here reads a function's `name`; the
+    // bundle keeps source names except where two modules' top-level names collide (`parse2`), and
+    // stack traces are mapped back to src/ by the source maps.
+    keepNames: false,
     sourcemap: 'linked',
     sourcesContent: false,
     entryNames: '[name]-[hash]',
