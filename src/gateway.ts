@@ -384,7 +384,8 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
     const socket = req.socket;
     busy.set(socket, (busy.get(socket) ?? 0) + 1);
     if (draining && !res.headersSent) res.setHeader('connection', 'close');
-    res.once('close', () => {
+    // `on`: a response closes once (once() costs a wrapper and a removal per request).
+    res.on('close', () => {
       const left = (busy.get(socket) ?? 1) - 1;
       if (left > 0) busy.set(socket, left);
       else busy.delete(socket);

@@ -119,7 +119,8 @@ export function createObserver(opts: ObserverOptions): Observer {
         rec.observed = true;
         finish(rec, reply);
       };
-      reply.raw.once('close', end);
+      // `on`, not `once`: a response emits 'close' once, and once() would wrap and remove the listener per request.
+      reply.raw.on('close', end);
       rec.observedNow = end;
       return rec;
     },
