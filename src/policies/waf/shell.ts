@@ -84,10 +84,11 @@ function commandAfterSeparator(s: string): boolean {
     const prev = s[at - 1];
     // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
     // names. A backtick is tight, not strong: markdown quotes code with it (`npm install`).
+    // A lone `&` opening the value (`& sleep 5`) is as strong as `&&`: prose never starts with one.
     const strong =
       c === '|' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
-      (c === '&' && s[at + 1] === '&');
+      (c === '&' && (s[at + 1] === '&' || s.slice(0, at).trim() === ''));
     const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
     if ((c === '&' || c === '|') && s[j] === c) j++;

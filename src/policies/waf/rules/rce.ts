@@ -35,6 +35,7 @@ export const RCE_RULES: Rule[] = [
       ';iwmi -class Win32_process',
       'time; ansible all -m ping',
       'a\\nid|',
+      '& sleep 5',
     ],
     prose: true,
     family: 'rce',
