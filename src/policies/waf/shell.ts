@@ -85,10 +85,13 @@ function commandAfterSeparator(s: string): boolean {
     // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
     // names. A backtick is tight, not strong: markdown quotes code with it (`npm install`).
     // A lone `&` opening the value (`& sleep 5`) is as strong as `&&`: prose never starts with one.
+    // A backtick glued to the letters before it substitutes inside a word (`who\`echo am\`i`);
+    // Markdown opens a code span after a blank.
     const strong =
       c === '|' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
-      (c === '&' && (s[at + 1] === '&' || s.slice(0, at).trim() === ''));
+      (c === '&' && (s[at + 1] === '&' || s.slice(0, at).trim() === '')) ||
+      (c === '`' && prev !== undefined && /[a-z]/.test(prev));
     const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
     if ((c === '&' || c === '|') && s[j] === c) j++;
@@ -143,8 +146,8 @@ function commandAfterSeparator(s: string): boolean {
 }
 
 const FIRST_WORD = /^\s*([\w./+-]{1,80})/;
-/** After an ambiguous name at the start: a flag or path argument (Unix or a drive: `dir c:`), possibly after one word (`ls foo -la`). */
-const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w|[a-z]:(?:[\w/.$%]|$))/;
+/** After an ambiguous name at the start: a flag or path argument (Unix or a drive: `dir c:`, `c:\*\*32`), possibly after one word (`ls foo -la`). */
+const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w|[a-z]:(?:[\w/.$%*?]|$))/;
 const ARGS_AFTER = /^(?:\s+\S|\s*[;|&<>`])/;
 
 /**
@@ -238,6 +241,12 @@ const WINDOWS_NET_REG = new RegExp(
 const WINDOWS_ENV =
   /%(?:systemroot|systemdrive|windir|comspec|programfiles|appdata|userprofile|temp|homedrive)%/;
 
+/**
+ * cmd.exe substring expansion of a variable (`%PROGRAMFILES:~10,-5%`): a space or letter smuggled
+ * in. No closing `%` needed: a repeated percent-decoding may have eaten it (`…%127.0.0.1`).
+ */
+const WINDOWS_SUBSTRING = /%[a-z_][\w()]{0,40}:~-?\d{1,3}(?:,-?\d{1,3})?/;
+
 export const SHELL = {
   escapedCommand,
   ALIAS,
@@ -251,4 +260,5 @@ export const SHELL = {
   WINDOWS_NET_REG,
   POWERSHELL,
   WINDOWS_ENV,
+  WINDOWS_SUBSTRING,
 };

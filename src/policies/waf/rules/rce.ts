@@ -14,6 +14,12 @@ const ALIAS_OPERATOR = /[=+-]/;
 /** A line break written out as `\n` or `\r\n`. */
 const ESCAPED_BREAK = /(?:\\r)?\\n/g;
 
+const EMPTY_BACKTICKS = /``/g;
+function commandWithoutEmptyBackticks(shell: string): boolean {
+  const s = shell.replace(EMPTY_BACKTICKS, '');
+  return SHELL.commandAtStart(s) || SHELL.commandAfterSeparator(s);
+}
+
 /** Characters cmd.exe and shells drop from a word: a value without one has the same shell view. */
 const EVASION = /[\^"'\\]/;
 function netOrReg(s: string): boolean {
@@ -36,6 +42,8 @@ export const RCE_RULES: Rule[] = [
       'time; ansible all -m ping',
       'a\\nid|',
       '& sleep 5',
+      'wh``oami',
+      'who`echo am`i',
     ],
     prose: true,
     family: 'rce',
@@ -45,6 +53,8 @@ export const RCE_RULES: Rule[] = [
     // The shell view only drops characters: a separator, `=`, `+` or `-` it holds is in `lower` too.
     test: (v) =>
       (CHAIN_SEPARATOR.test(v.lower) && SHELL.commandAfterSeparator(v.shell)) ||
+      // An empty backtick substitution splits a name as `$()` does (`wh\`\`oami`).
+      (v.shell.includes('``') && commandWithoutEmptyBackticks(v.shell)) ||
       (ALIAS_OPERATOR.test(v.lower) && v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
       (v.lower.includes('\\') && SHELL.escapedCommand(v.lower)) ||
       // A line break written as `\n` (for a layer that unescapes it: JSON, a template, `echo -e`).
@@ -64,6 +74,7 @@ export const RCE_RULES: Rule[] = [
       'powershell -enc SQBFAFgA',
       'nohup ifconfig',
       'timedatectl status',
+      '@^p^o^w^e^r^shell c:\\*\\*32\\c*?c.e?e',
     ],
     plain: true,
     family: 'rce',
@@ -72,7 +83,11 @@ export const RCE_RULES: Rule[] = [
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'cookie-name', 'header'],
     description: 'Value that is a command line (whoami, cat /etc/…, ansible …, /usr/bin/perl -e …)',
     test: (v) =>
-      SHELL.commandAtStart(v.shell) || SHELL.AMBIGUOUS_AT_START.test(v.shell) || SHELL.BIN_PATH.test(v.path),
+      SHELL.commandAtStart(v.shell) ||
+      SHELL.AMBIGUOUS_AT_START.test(v.shell) ||
+      SHELL.BIN_PATH.test(v.path) ||
+      // cmd.exe's `@` (no echo) before a name hidden by its evasions (`@^p^o^w^e^r^shell …`).
+      (v.shell.startsWith('@') && EVASION.test(v.lower) && SHELL.commandAtStart(v.shell.slice(1))),
   },
   {
     id: 'rce-shell-syntax',
@@ -117,17 +132,20 @@ export const RCE_RULES: Rule[] = [
       'net localgroup administrators x /add',
       '| net view',
       'reg query HKLM\\Software\\Microsoft',
+      'ping%CommonProgramFiles:~10,-18%127.0.0.1',
     ],
     plain: true,
     family: 'rce',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'cmd.exe FOR/IF grammar, net and reg commands, PowerShell download/execute cmdlets',
+    description:
+      'cmd.exe FOR/IF grammar, net and reg commands, variable substring expansion (%VAR:~n,m%), PowerShell download/execute cmdlets',
     test: (v) =>
       SHELL.WINDOWS_FOR.test(v.lower) ||
       SHELL.WINDOWS_IF.test(v.lower) ||
       SHELL.POWERSHELL.test(v.lower) ||
       netOrReg(v.lower) ||
+      (v.lower.includes(':~') && SHELL.WINDOWS_SUBSTRING.test(v.lower)) ||
       // With the evasions cmd.exe undoes (`n^et`, `n"e"t`), on the shell view.
       (EVASION.test(v.lower) && netOrReg(v.shell)),
   },
