@@ -148,6 +148,8 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\bcase (?:[\w@$.'()]{1,40} )?when\b.{0,80}\bthen\b`,
     String.raw`\) ?like ?\(`,
     String.raw`\bif ?\( ?\d+ ?=`,
+    // A parenthesised tautology of one number used as an operand (`(5930=5930)*1`, sqlmap).
+    String.raw`\((?<n>\d{1,10}) ?= ?\k<n>\) ?[*+/-]`,
     String.raw`\bselect\b.{0,60}\bfrom\b ?[\x60(]`,
     String.raw`\b(?:order|group) by \d+ ?(?:--|#|$)`,
     String.raw`; ?(?:select|insert|update|delete|drop|create|alter|truncate|replace|declare|exec|shutdown)\b`,
