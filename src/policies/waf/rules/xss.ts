@@ -14,6 +14,37 @@ const NOT_FILENAMES: readonly TargetKind[] = [
   'header',
 ];
 
+/** A backslash escape: JavaScript octal (`\74` is `<`) or CSS hex (`\3c `, `\006a`). */
+const ESCAPE = /\\[0-9a-f]/;
+const OCTAL_ESCAPE = /\\([0-3]?[0-7]{1,2})/g;
+const CSS_ESCAPE = /\\([0-9a-f]{1,6})\s?/g;
+
+/**
+ * Markup or script behind escapes a browser undoes: JavaScript octal escapes in a string
+ * (`\74svg o\156load\75…`) and CSS hex escapes in a style (`url(\006a\0061…`). Both
+ * readings are tried, since `\74` is `<` to one and `t` to the other.
+ */
+function markupBehindEscapes(lower: string): boolean {
+  if (!ESCAPE.test(lower)) return false;
+  const octal = lower.replace(OCTAL_ESCAPE, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+  const css = lower.replace(CSS_ESCAPE, (_, h: string) => {
+    const c = Number.parseInt(h, 16);
+    return c > 0 && c <= 0x10ffff ? String.fromCodePoint(c) : '';
+  });
+  for (const d of [octal, css]) {
+    if (d === lower) continue;
+    const l = d.toLowerCase();
+    if (
+      (l.includes('<') && XSS.DANGEROUS_TAG.test(l)) ||
+      XSS.CSS_SCRIPT.test(l) ||
+      XSS.scriptScheme(l) ||
+      (l.includes('=') && XSS.eventHandler(l))
+    )
+      return true;
+  }
+  return false;
+}
+
 /** Cross-site scripting rules. */
 export const XSS_RULES: Rule[] = [
   {
@@ -119,15 +150,20 @@ export const XSS_RULES: Rule[] = [
     id: 'xss-evasion',
     view: 'decoded',
     operator: 'pattern',
-    examples: ['+ADw-script+AD4-'],
+    examples: [
+      '+ADw-script+AD4-',
+      '\\74svg o\\156load\\75alert\\501\\51\\76',
+      '<div style="background:\\0075\\0072\\006c\\0028\'\\006a\\0061\\0076\\0061\\0073\\0063\\0072\\0069\\0070\\0074\\003a x\'\\0029">',
+    ],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'Markup hidden by spacing, UTF-7 or 8-bit stripping',
+    description: 'Markup hidden by spacing, UTF-7, 8-bit stripping, JavaScript octal or CSS hex escapes',
     test: (v) =>
       (v.lower.includes('<') && XSS.SPACED_TAG.test(v.lower)) ||
       (v.lower.includes('+ad') && XSS.UTF7.test(v.lower)) ||
-      markupAfterBitStrip(v.decoded),
+      markupAfterBitStrip(v.decoded) ||
+      (v.lower.includes('\\') && markupBehindEscapes(v.lower)),
   },
   {
     id: 'xss-any-tag',
