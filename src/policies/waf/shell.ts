@@ -69,6 +69,13 @@ function commandOf(w: string): string {
   return word;
 }
 
+/** True when `s` holds an even number of backticks before `at`: a backtick there opens a pair. */
+function evenBackticksBefore(s: string, at: number): boolean {
+  let n = 0;
+  for (let i = s.indexOf('`'); i !== -1 && i < at; i = s.indexOf('`', i + 1)) n++;
+  return n % 2 === 0;
+}
+
 /**
  * A command after a separator: `;cmd`, `|cmd`, `&&cmd`, `` `cmd ``, `$(cmd`, `\ncmd`, `<(cmd`,
  * `{cmd`. Unambiguous names count after any separator; names that are also English words only
@@ -85,13 +92,13 @@ function commandAfterSeparator(s: string): boolean {
     // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
     // names. A backtick is tight, not strong: markdown quotes code with it (`npm install`).
     // A lone `&` opening the value (`& sleep 5`) is as strong as `&&`: prose never starts with one.
-    // A backtick glued to the letters before it substitutes inside a word (`who\`echo am\`i`);
-    // Markdown opens a code span after a blank.
+    // A backtick glued to the letters before it, opening (an even number before it), substitutes
+    // inside a word (`who\`echo am\`i`); Markdown opens a code span after a blank.
     const strong =
       c === '|' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
       (c === '&' && (s[at + 1] === '&' || s.slice(0, at).trim() === '')) ||
-      (c === '`' && prev !== undefined && /[a-z]/.test(prev));
+      (c === '`' && prev !== undefined && /[a-z]/.test(prev) && evenBackticksBefore(s, at));
     const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
     if ((c === '&' || c === '|') && s[j] === c) j++;
