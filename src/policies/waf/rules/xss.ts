@@ -45,6 +45,22 @@ function markupBehindEscapes(lower: string): boolean {
   return false;
 }
 
+/**
+ * A dialog or eval function called as a tagged template (`alert\`1\``, `[alert\`\`]`), outside a
+ * Markdown code span: an even number of backticks before it (`` the `system prompt` is `` closes one).
+ */
+const TAGGED_DIALOG =
+  /(?:^|[^\w.$`])(?:alert|prompt|confirm|eval|print|settimeout|setinterval)\s*`[^`]{0,100}`(?=\s*(?:$|[;)\]},|&+<]))/g;
+function taggedDialog(lower: string): boolean {
+  TAGGED_DIALOG.lastIndex = 0;
+  for (let m = TAGGED_DIALOG.exec(lower); m; m = TAGGED_DIALOG.exec(lower)) {
+    let n = 0;
+    for (let i = lower.indexOf('`'); i !== -1 && i < m.index; i = lower.indexOf('`', i + 1)) n++;
+    if (n % 2 === 0) return true;
+  }
+  return false;
+}
+
 /** Cross-site scripting rules. */
 export const XSS_RULES: Rule[] = [
   {
@@ -98,19 +114,28 @@ export const XSS_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: { words: ['document', 'window', 'location', 'string'] },
-    examples: ['document.cookie', 'alert(1)', 'window.location', 'String.fromCharCode(88)', 'a=alert,a(1)'],
+    examples: [
+      'document.cookie',
+      'alert(1)',
+      'window.location',
+      'String.fromCharCode(88)',
+      'a=alert,a(1)',
+      'alert`1`',
+    ],
     plain: true,
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'JavaScript sink or dialog call (document.cookie, window.location, alert(), eval(), …)',
+    description:
+      'JavaScript sink or dialog call (document.cookie, window.location, alert(), alert`1`, eval(), …)',
     // Also with comments dropped (`alert/**/(1)`, the SQL view drops `/* */`), and the dialog
     // functions passed or wrapped (`[1].map(alert)`, `(alert)(1)`).
     test: (v) =>
       XSS.JS_SINK.test(v.lower) ||
       (v.lower.includes('/*') && XSS.JS_SINK.test(v.sql)) ||
       (v.lower.includes('/*') && XSS.DIALOG_REFERENCE.test(v.sql)) ||
-      (v.lower.includes('=') && XSS.DIALOG_REFERENCE.test(v.lower)),
+      (v.lower.includes('=') && XSS.DIALOG_REFERENCE.test(v.lower)) ||
+      (v.lower.includes('`') && taggedDialog(v.lower)),
   },
   {
     id: 'xss-js-obfuscation',
