@@ -61,6 +61,14 @@ function taggedDialog(lower: string): boolean {
   return false;
 }
 
+/**
+ * Internet Explorer's markup-loading extensions: data binding that renders a field as HTML
+ * (`datasrc=#x dataformatas=html`), the `<?xml:namespace>` declaration and the HTML+TIME and VML
+ * behaviour namespaces (`urn:schemas-microsoft-com:time`), which legacy vectors pair with script.
+ */
+const IE_MARKUP =
+  /\bdataformatas\s*=\s*['"]?html\b|<\?xml:namespace\b|urn:schemas-microsoft-com:(?:time|vml)\b/;
+
 /** Cross-site scripting rules. */
 export const XSS_RULES: Rule[] = [
   {
@@ -152,13 +160,21 @@ export const XSS_RULES: Rule[] = [
     id: 'xss-xml',
     view: 'lower',
     operator: 'pattern',
-    examples: ['<!ENTITY x SYSTEM "file:///etc/passwd">'],
+    examples: [
+      '<!ENTITY x SYSTEM "file:///etc/passwd">',
+      '<span datasrc=#i datafld=c dataformatas=html></span>',
+      '<?xml:namespace prefix="t" ns="urn:schemas-microsoft-com:time">',
+    ],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
     kinds: NOT_FILENAMES,
-    description: 'XML namespace, XInclude or external entity declaration in a parameter',
-    test: (v) => (/<|xmlns|entity/.test(v.lower) ? XSS.XML_INJECTION.test(v.lower) : false),
+    description:
+      'XML namespace, XInclude or external entity declaration, or IE data binding and behaviour namespaces, in a parameter',
+    test: (v) =>
+      /<|xmlns|entity/.test(v.lower)
+        ? XSS.XML_INJECTION.test(v.lower) || IE_MARKUP.test(v.lower)
+        : v.lower.includes('urn:') && IE_MARKUP.test(v.lower),
   },
   {
     id: 'xss-ssi',
