@@ -14,6 +14,13 @@ const ALIAS_OPERATOR = /[=+-]/;
 /** A line break written out as `\n` or `\r\n`. */
 const ESCAPED_BREAK = /(?:\\r)?\\n/g;
 
+/**
+ * A value that is just a download command line: curl, wget or fetch (names that are also words,
+ * so not enough alone) given a URL and nothing but flags (`wget https://x/a.sh -O /tmp/a`).
+ */
+const DOWNLOAD_LINE =
+  /^\s*(?:curl|wget|fetch)(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s+[a-z][a-z0-9+.-]{1,10}:\/\/\S{1,200}(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s*$/;
+
 const EMPTY_BACKTICKS = /``/g;
 function commandWithoutEmptyBackticks(shell: string): boolean {
   const s = shell.replace(EMPTY_BACKTICKS, '');
@@ -75,6 +82,7 @@ export const RCE_RULES: Rule[] = [
       'nohup ifconfig',
       'timedatectl status',
       '@^p^o^w^e^r^shell c:\\*\\*32\\c*?c.e?e',
+      'wget https://x.example/a.sh -O /tmp/a',
     ],
     plain: true,
     family: 'rce',
@@ -86,6 +94,7 @@ export const RCE_RULES: Rule[] = [
       SHELL.commandAtStart(v.shell) ||
       SHELL.AMBIGUOUS_AT_START.test(v.shell) ||
       SHELL.BIN_PATH.test(v.path) ||
+      (v.shell.includes('://') && DOWNLOAD_LINE.test(v.shell)) ||
       // cmd.exe's `@` (no echo) before a name hidden by its evasions (`@^p^o^w^e^r^shell …`).
       (v.shell.startsWith('@') && EVASION.test(v.lower) && SHELL.commandAtStart(v.shell.slice(1))),
   },
