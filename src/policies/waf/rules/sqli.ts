@@ -215,6 +215,7 @@ export const SQLI_RULES: Rule[] = [
       '1;drop table users',
       "admin'--",
       "' #",
+      '1--\nand--\n9227=9227',
       '1 union select 1',
     ],
     plain: true,
