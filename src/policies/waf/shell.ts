@@ -56,6 +56,30 @@ const NUMBER_SEPARATED = /^\s+\d{1,6}(?:\.\d{1,3})?[smhd]?\s*[;|&`\n]/;
 const GLUED_ARGS = /^ [\w.-]{1,40}(?: [\w.-]{1,40})?\s*(?:$|[;|&`\n])/;
 /** A second command name right after the first (`busybox nc`, `sudo rm`, `nohup sh`). */
 const NEXT_COMMAND = /^ ([\w.-]{1,40})(?:$|[\s;|&])/;
+/**
+ * Commands whose argument is another command line (sudo(8), doas(1), BusyBox applets, coreutils
+ * nohup/timeout/stdbuf/chroot, util-linux setsid/runuser, findutils xargs, strace): the name after
+ * one is in command position even when it is also a word (`; busybox nc …`, `; sudo su`).
+ */
+const WRAPPERS = new Set([
+  'sudo',
+  'doas',
+  'pkexec',
+  'busybox',
+  'nohup',
+  'timeout',
+  'stdbuf',
+  'chroot',
+  'setsid',
+  'runuser',
+  'xargs',
+  'strace',
+  'ltrace',
+  'unbuffer',
+  'torsocks',
+  'proxychains',
+  'proxychains4',
+]);
 
 /** The command a word names: `/usr/bin/curl` names `curl`, `bcdboot/r` is `bcdboot` with a flag, `cmd.exe` is `cmd`. */
 function commandOf(w: string): string {
@@ -145,7 +169,8 @@ function commandAfterSeparator(s: string): boolean {
     if (!spaced && !prose && GLUED_ARGS.test(rest)) return true;
     const next = NEXT_COMMAND.exec(rest)?.[1];
     const nextInfo = next === undefined ? undefined : COMMANDS.get(next);
-    if (nextInfo !== undefined && !prose && (!spaced || !nextInfo.ambiguous)) return true;
+    if (nextInfo !== undefined && !prose && (!spaced || !nextInfo.ambiguous || WRAPPERS.has(word)))
+      return true;
     ARGUMENT.lastIndex = after;
     if (ARGUMENT.test(s)) return true;
   }

