@@ -21,6 +21,15 @@ const ESCAPED_BREAK = /(?:\\r)?\\n/g;
 const DOWNLOAD_LINE =
   /^\s*(?:curl|wget|fetch)(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s+[a-z][a-z0-9+.-]{1,10}:\/\/\S{1,200}(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s*$/;
 
+/**
+ * Process-spawning APIs of script runtimes called with a literal argument, the command injection
+ * of code that reaches an interpreter: Python's os, subprocess, pty and __import__ (Python
+ * standard library reference), Ruby's Kernel, IO.popen, Open3 and %x() (Ruby core and stdlib
+ * docs). `os.system()` named in prose has no argument.
+ */
+const RUNTIME_EXEC =
+  /(?:^|[^\w.])(?:os\s*\.\s*(?:system|popen[234]?|exec[lv]p?e?|spawn[lv]p?e?|posix_spawnp?|startfile)|subprocess\s*\.\s*(?:call|run|popen|check_output|check_call|getoutput|getstatusoutput)|pty\s*\.\s*spawn|commands\s*\.\s*getoutput|__import__|kernel\s*\.\s*(?:exec|system|spawn)|io\s*\.\s*popen|open3\s*\.\s*(?:popen[23e]?|capture[23e]?))\s*\(\s*[['"]|(?:^|[^\w%])%x\(\s*\w/;
+
 const EMPTY_BACKTICKS = /``/g;
 function commandWithoutEmptyBackticks(shell: string): boolean {
   const s = shell.replace(EMPTY_BACKTICKS, '');
@@ -114,6 +123,25 @@ export const RCE_RULES: Rule[] = [
     description:
       'Shell expansion or redirection: command and arithmetic substitution, parameter operators, process substitution, brace and glob expansion, function definitions',
     test: (v) => SHELL.SHELL_SYNTAX.test(v.lower),
+  },
+  {
+    id: 'rce-runtime-exec',
+    view: 'lower',
+    operator: 'pattern',
+    examples: [
+      "__import__('os').system('id')",
+      "subprocess.Popen('id', shell=True)",
+      "echo os.system('/bin/bash')",
+      "IO.popen('id')",
+      '%x(id)',
+    ],
+    family: 'rce',
+    paranoia: 1,
+    score: SCORE.critical,
+    kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'header'],
+    description:
+      'Python or Ruby process-spawning call with a literal argument (os.system(…), subprocess.run([…]), __import__(…), IO.popen(…), %x(…))',
+    test: (v) => v.lower.includes('(') && RUNTIME_EXEC.test(v.lower),
   },
   {
     id: 'rce-windows',
