@@ -125,11 +125,18 @@ const SYSTEM_OBJECT_WORDS: readonly string[] = [
   'schema_name',
   'table_name',
   'column_name',
+  'msdasql',
+  'sqloledb',
+  'msoledbsql',
 ];
 
-/** Names of system catalogues and sample databases, which no ordinary request mentions. */
+/**
+ * Names of system catalogues and sample databases, and the OLE DB providers of SQL Server's ad hoc
+ * queries (OPENROWSET/OPENDATASOURCE: MSDASQL, SQLOLEDB, MSOLEDBSQL), which no ordinary request
+ * mentions.
+ */
 const SYSTEM_OBJECTS =
-  /(?:^|[^\w])(?:information_schema|pg_catalog|pg_shadow|pg_user|pg_database|mysql\.(?:db|user|host)|sysobjects|syscolumns|sysdatabases|sysusers|msysaccessobjects|msysobjects|msysqueries|msysrelationships|sqlite_master|sqlite_temp_master|all_tables|all_tab_columns|user_tables|dba_users|tempdb|northwind|master\.\.sysdatabases|schema_name|table_name|column_name)(?:[^\w]|$)/;
+  /(?:^|[^\w])(?:information_schema|pg_catalog|pg_shadow|pg_user|pg_database|mysql\.(?:db|user|host)|sysobjects|syscolumns|sysdatabases|sysusers|msysaccessobjects|msysobjects|msysqueries|msysrelationships|sqlite_master|sqlite_temp_master|all_tables|all_tab_columns|user_tables|dba_users|tempdb|northwind|master\.\.sysdatabases|schema_name|table_name|column_name|msdasql|sqloledb|msoledbsql)(?:[^\w]|$)/;
 
 /** SQL keyword sequences no prose produces. */
 const KEYWORD_SEQUENCES = new RegExp(
@@ -273,13 +280,20 @@ export const SQLI_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: { words: SYSTEM_OBJECT_WORDS },
-    examples: ['information_schema.tables', 'pg_catalog', 'sqlite_master', 'mysql.user', 'tempdb'],
+    examples: [
+      'information_schema.tables',
+      'pg_catalog',
+      'sqlite_master',
+      'mysql.user',
+      'tempdb',
+      "'msdasql'",
+    ],
     plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'header'],
-    description: 'Database catalogue or sample-database name',
+    description: 'Database catalogue, sample-database or ad hoc query provider name',
     test: (v) => SYSTEM_OBJECTS.test(v.lower),
   },
   {
