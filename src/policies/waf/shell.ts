@@ -93,13 +93,6 @@ function commandOf(w: string): string {
   return word;
 }
 
-/** True when `s` holds an even number of backticks before `at`: a backtick there opens a pair. */
-function evenBackticksBefore(s: string, at: number): boolean {
-  let n = 0;
-  for (let i = s.indexOf('`'); i !== -1 && i < at; i = s.indexOf('`', i + 1)) n++;
-  return n % 2 === 0;
-}
-
 /**
  * A command after a separator: `;cmd`, `|cmd`, `&&cmd`, `` `cmd ``, `$(cmd`, `\ncmd`, `<(cmd`,
  * `{cmd`. Unambiguous names count after any separator; names that are also English words only
@@ -108,9 +101,13 @@ function evenBackticksBefore(s: string, at: number): boolean {
  */
 function commandAfterSeparator(s: string): boolean {
   SEPARATOR.lastIndex = 0;
+  // Backticks seen before this separator (every backtick is a separator, met in order).
+  let ticks = 0;
   for (let m = SEPARATOR.exec(s); m; m = SEPARATOR.exec(s)) {
     const at = m.index;
     const c = s[at]!;
+    const ticksBefore = ticks;
+    if (c === '`') ticks++;
     if ((c === '<' || c === '>') && s[at + 1] !== '(') continue;
     const prev = s[at - 1];
     // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
@@ -122,7 +119,7 @@ function commandAfterSeparator(s: string): boolean {
       c === '|' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
       (c === '&' && (s[at + 1] === '&' || s.slice(0, at).trim() === '')) ||
-      (c === '`' && prev !== undefined && /[a-z]/.test(prev) && evenBackticksBefore(s, at));
+      (c === '`' && ticksBefore % 2 === 0 && prev !== undefined && /[a-z]/.test(prev));
     const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
     if ((c === '&' || c === '|') && s[j] === c) j++;

@@ -53,9 +53,11 @@ const TAGGED_DIALOG =
   /(?:^|[^\w.$`])(?:alert|prompt|confirm|eval|print|settimeout|setinterval)\s*`[^`]{0,100}`(?=\s*(?:$|[;)\]},|&+<]))/g;
 function taggedDialog(lower: string): boolean {
   TAGGED_DIALOG.lastIndex = 0;
+  // Backticks before the match, counted once over the value (matches come in order).
+  let n = 0;
+  let i = lower.indexOf('`');
   for (let m = TAGGED_DIALOG.exec(lower); m; m = TAGGED_DIALOG.exec(lower)) {
-    let n = 0;
-    for (let i = lower.indexOf('`'); i !== -1 && i < m.index; i = lower.indexOf('`', i + 1)) n++;
+    for (; i !== -1 && i < m.index; i = lower.indexOf('`', i + 1)) n++;
     if (n % 2 === 0) return true;
   }
   return false;
