@@ -30,6 +30,10 @@ const DOWNLOAD_LINE =
 const RUNTIME_EXEC =
   /(?:^|[^\w.])(?:os\s*\.\s*(?:system|popen[234]?|exec[lv]p?e?|spawn[lv]p?e?|posix_spawnp?|startfile)|subprocess\s*\.\s*(?:call|run|popen|check_output|check_call|getoutput|getstatusoutput)|pty\s*\.\s*spawn|commands\s*\.\s*getoutput|__import__|kernel\s*\.\s*(?:exec|system|spawn)|io\s*\.\s*popen|open3\s*\.\s*(?:popen[23e]?|capture[23e]?))\s*\(\s*[['"]|(?:^|[^\w%])%x\(\s*\w/;
 
+/** A Windows system-location variable as the command after a separator (`&%COMSPEC% /c whoami`). */
+const ENV_COMMAND =
+  /[;|&\n(`]\s*%(?:comspec|systemroot|windir|systemdrive|programfiles|programfiles\(x86\)|commonprogramfiles)%(?:[\\/\s]|$)/;
+
 const EMPTY_BACKTICKS = /``/g;
 function commandWithoutEmptyBackticks(shell: string): boolean {
   const s = shell.replace(EMPTY_BACKTICKS, '');
@@ -171,6 +175,7 @@ export const RCE_RULES: Rule[] = [
       '| net view',
       'reg query HKLM\\Software\\Microsoft',
       'ping%CommonProgramFiles:~10,-18%127.0.0.1',
+      '&%COMSPEC% /c whoami',
     ],
     plain: true,
     family: 'rce',
@@ -184,6 +189,7 @@ export const RCE_RULES: Rule[] = [
       SHELL.POWERSHELL.test(v.lower) ||
       netOrReg(v.lower) ||
       (v.lower.includes(':~') && SHELL.WINDOWS_SUBSTRING.test(v.lower)) ||
+      (v.lower.includes('%') && ENV_COMMAND.test(v.lower)) ||
       // With the evasions cmd.exe undoes (`n^et`, `n"e"t`), on the shell view.
       (EVASION.test(v.lower) && netOrReg(v.shell)),
   },
