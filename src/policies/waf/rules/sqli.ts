@@ -151,8 +151,9 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\bdeclare @`,
     String.raw`\bprocedure analyse\b`,
     String.raw`\bgroup by\b.{0,80}\bhaving\b`,
-    // Searched and simple CASE (`case when x then`, `case 1 when 1 then`).
-    String.raw`\bcase (?:[\w@$.'()]{1,40} )?when\b.{0,80}\bthen\b`,
+    String.raw`\bcase when\b.{0,80}\bthen\b`,
+    // Simple CASE with a literal after WHEN (`case 1 when 1 then`), not `test case 3 when run then`.
+    String.raw`\bcase [\w@$.'()]{1,40} when (?:-?\d+(?:\.\d+)?|'[^']{0,40}') then\b`,
     String.raw`\) ?like ?\(`,
     String.raw`\bif ?\( ?\d+ ?=`,
     // A parenthesised tautology of one number used as an operand (`(5930=5930)*1`, sqlmap).
@@ -176,7 +177,7 @@ const KEYWORD_SEQUENCES = new RegExp(
     // Statements that move data between the database and files or programs: T-SQL BACKUP/RESTORE
     // and BULK INSERT, MySQL LOAD DATA INFILE, PostgreSQL COPY … PROGRAM.
     String.raw`\b(?:backup|restore) (?:database|log) \S+ (?:to|from) (?:disk|url|tape)s? ?=`,
-    String.raw`\bbulk insert \S+ from\b`,
+    String.raw`\bbulk insert \S+ from ?'`,
     String.raw`\bload data (?:local )?infile\b`,
     String.raw`\bcopy \(?\w+\)? (?:from|to) program\b`,
     // A system variable (`@@version`, `@@datadir`, MSSQL `@@servername`): no prose writes `@@`.
