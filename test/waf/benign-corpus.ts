@@ -246,6 +246,9 @@ export const HARD_CASES: readonly string[] = [
   'Test case 3 when executed then fails',
   'We need to bulk insert products from the CSV',
   'Thanks --\nJohn',
+  '& more',
+  'copy file to program folder',
+  'fetch https://example.com',
 ];
 
 /** One corpus entry: a request and what its values came from (for the report). */

@@ -112,13 +112,12 @@ function commandAfterSeparator(s: string): boolean {
     const prev = s[at - 1];
     // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
     // names. A backtick is tight, not strong: markdown quotes code with it (`npm install`).
-    // A lone `&` opening the value (`& sleep 5`) is as strong as `&&`: prose never starts with one.
     // A backtick glued to the letters before it, opening (an even number before it), substitutes
     // inside a word (`who\`echo am\`i`); Markdown opens a code span after a blank.
     const strong =
       c === '|' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
-      (c === '&' && (s[at + 1] === '&' || s.slice(0, at).trim() === '')) ||
+      (c === '&' && s[at + 1] === '&') ||
       (c === '`' && ticksBefore % 2 === 0 && prev !== undefined && /[a-z]/.test(prev));
     const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
@@ -152,12 +151,10 @@ function commandAfterSeparator(s: string): boolean {
     // before a short name (`cut & paste`, `save & exit` are prose).
     if (!spaced ? CLOSES.test(rest) : SPACED_CLOSES.test(rest) && (c !== '&' || word.length <= 3))
       return true;
-    if (
-      spaced &&
-      c !== '\n' &&
-      c !== '`' &&
-      (c === '&' && !strong ? NUMBER_SEPARATED : NUMBER_CLOSES).test(rest)
-    )
+    // A lone `&` between words needs a separator after the number (`cut & paste 3` is prose); one
+    // opening the value does not (`& sleep 5`): prose never starts with it.
+    const loneAmp = c === '&' && !strong && s.slice(0, at).trim() !== '';
+    if (spaced && c !== '\n' && c !== '`' && (loneAmp ? NUMBER_SEPARATED : NUMBER_CLOSES).test(rest))
       return true;
     // Glued to its separator and given an argument or a second command: `;ps aux`,
     // `&net localgroup x`, `;busybox nc x`; not after a line break (`…\nfind my order`).

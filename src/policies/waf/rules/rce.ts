@@ -15,11 +15,11 @@ const ALIAS_OPERATOR = /[=+-]/;
 const ESCAPED_BREAK = /(?:\\r)?\\n/g;
 
 /**
- * A value that is just a download command line: curl, wget or fetch (names that are also words,
- * so not enough alone) given a URL and nothing but flags (`wget https://x/a.sh -O /tmp/a`).
+ * A value that is just a download command line: curl or wget (names that are also words, so not
+ * enough alone) given a URL and nothing but flags (`wget https://x/a.sh -O /tmp/a`).
  */
 const DOWNLOAD_LINE =
-  /^\s*(?:curl|wget|fetch)(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s+[a-z][a-z0-9+.-]{1,10}:\/\/\S{1,200}(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s*$/;
+  /^\s*(?:curl|wget)(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s+[a-z][a-z0-9+.-]{1,10}:\/\/\S{1,200}(?:\s+-{1,2}[\w-]{1,30}(?:[=\s]+[^\s-]\S{0,80})?)*\s*$/;
 
 /**
  * Process-spawning APIs of script runtimes called with a literal argument, the command injection

@@ -179,7 +179,7 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\b(?:backup|restore) (?:database|log) \S+ (?:to|from) (?:disk|url|tape)s? ?=`,
     String.raw`\bbulk insert \S+ from ?'`,
     String.raw`\bload data (?:local )?infile\b`,
-    String.raw`\bcopy \(?\w+\)? (?:from|to) program\b`,
+    String.raw`\bcopy \(?\w+\)? (?:from|to) program ?'`,
     // A system variable (`@@version`, `@@datadir`, MSSQL `@@servername`): no prose writes `@@`.
     String.raw`(?:^|[^\w@])@@[a-z_]{2,}\b`,
   ].join('|'),
