@@ -236,6 +236,19 @@ export const HARD_CASES: readonly string[] = [
   'query { user(id: 1) { name email } }',
   '*/5 * * * *',
   'price desc, created_at asc',
+  // Near the blind-set rules: code spans and backtick apostrophes, a command quoted in prose, a
+  // Python API named without arguments, a Windows variable in a path, SQL words in business text.
+  'Set the `system prompt` here, and `print` the result',
+  'I don`t know, it`s fine',
+  'curl https://api.example.com/v1/items returns 500 for me',
+  'How do I use os.system() in Python?',
+  'Install to %ProgramFiles%\\Example\\bin',
+  'Test case 3 when executed then fails',
+  'We need to bulk insert products from the CSV',
+  'Thanks --\nJohn',
+  '& more',
+  'copy file to program folder',
+  'fetch https://example.com',
 ];
 
 /** One corpus entry: a request and what its values came from (for the report). */

@@ -56,6 +56,30 @@ const NUMBER_SEPARATED = /^\s+\d{1,6}(?:\.\d{1,3})?[smhd]?\s*[;|&`\n]/;
 const GLUED_ARGS = /^ [\w.-]{1,40}(?: [\w.-]{1,40})?\s*(?:$|[;|&`\n])/;
 /** A second command name right after the first (`busybox nc`, `sudo rm`, `nohup sh`). */
 const NEXT_COMMAND = /^ ([\w.-]{1,40})(?:$|[\s;|&])/;
+/**
+ * Commands whose argument is another command line (sudo(8), doas(1), BusyBox applets, coreutils
+ * nohup/timeout/stdbuf/chroot, util-linux setsid/runuser, findutils xargs, strace): the name after
+ * one is in command position even when it is also a word (`; busybox nc …`, `; sudo su`).
+ */
+const WRAPPERS = new Set([
+  'sudo',
+  'doas',
+  'pkexec',
+  'busybox',
+  'nohup',
+  'timeout',
+  'stdbuf',
+  'chroot',
+  'setsid',
+  'runuser',
+  'xargs',
+  'strace',
+  'ltrace',
+  'unbuffer',
+  'torsocks',
+  'proxychains',
+  'proxychains4',
+]);
 
 /** The command a word names: `/usr/bin/curl` names `curl`, `bcdboot/r` is `bcdboot` with a flag, `cmd.exe` is `cmd`. */
 function commandOf(w: string): string {
@@ -77,17 +101,24 @@ function commandOf(w: string): string {
  */
 function commandAfterSeparator(s: string): boolean {
   SEPARATOR.lastIndex = 0;
+  // Backticks seen before this separator (every backtick is a separator, met in order).
+  let ticks = 0;
   for (let m = SEPARATOR.exec(s); m; m = SEPARATOR.exec(s)) {
     const at = m.index;
     const c = s[at]!;
+    const ticksBefore = ticks;
+    if (c === '`') ticks++;
     if ((c === '<' || c === '>') && s[at + 1] !== '(') continue;
     const prev = s[at - 1];
     // `$(`, `<(`, `>(`, `|`, `&&` are strong separators; `(` and `{` alone only introduce clear
     // names. A backtick is tight, not strong: markdown quotes code with it (`npm install`).
+    // A backtick glued to the letters before it, opening (an even number before it), substitutes
+    // inside a word (`who\`echo am\`i`); Markdown opens a code span after a blank.
     const strong =
       c === '|' ||
       (c === '(' && (prev === '$' || prev === '<' || prev === '>')) ||
-      (c === '&' && s[at + 1] === '&');
+      (c === '&' && s[at + 1] === '&') ||
+      (c === '`' && ticksBefore % 2 === 0 && prev !== undefined && /[a-z]/.test(prev));
     const tight = c === ';' || c === '\n' || c === '&' || c === '|' || c === '`';
     let j = at + 1;
     if ((c === '&' || c === '|') && s[j] === c) j++;
@@ -120,12 +151,10 @@ function commandAfterSeparator(s: string): boolean {
     // before a short name (`cut & paste`, `save & exit` are prose).
     if (!spaced ? CLOSES.test(rest) : SPACED_CLOSES.test(rest) && (c !== '&' || word.length <= 3))
       return true;
-    if (
-      spaced &&
-      c !== '\n' &&
-      c !== '`' &&
-      (c === '&' && !strong ? NUMBER_SEPARATED : NUMBER_CLOSES).test(rest)
-    )
+    // A lone `&` between words needs a separator after the number (`cut & paste 3` is prose); one
+    // opening the value does not (`& sleep 5`): prose never starts with it.
+    const loneAmp = c === '&' && !strong && s.slice(0, at).trim() !== '';
+    if (spaced && c !== '\n' && c !== '`' && (loneAmp ? NUMBER_SEPARATED : NUMBER_CLOSES).test(rest))
       return true;
     // Glued to its separator and given an argument or a second command: `;ps aux`,
     // `&net localgroup x`, `;busybox nc x`; not after a line break (`…\nfind my order`).
@@ -134,7 +163,8 @@ function commandAfterSeparator(s: string): boolean {
     if (!spaced && !prose && GLUED_ARGS.test(rest)) return true;
     const next = NEXT_COMMAND.exec(rest)?.[1];
     const nextInfo = next === undefined ? undefined : COMMANDS.get(next);
-    if (nextInfo !== undefined && !prose && (!spaced || !nextInfo.ambiguous)) return true;
+    if (nextInfo !== undefined && !prose && (!spaced || !nextInfo.ambiguous || WRAPPERS.has(word)))
+      return true;
     ARGUMENT.lastIndex = after;
     if (ARGUMENT.test(s)) return true;
   }
@@ -142,8 +172,8 @@ function commandAfterSeparator(s: string): boolean {
 }
 
 const FIRST_WORD = /^\s*([\w./+-]{1,80})/;
-/** After an ambiguous name at the start: a flag or path argument (Unix or a drive: `dir c:`), possibly after one word (`ls foo -la`). */
-const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w|[a-z]:(?:[\w/.$%]|$))/;
+/** After an ambiguous name at the start: a flag or path argument (Unix or a drive: `dir c:`, `c:\*\*32`), possibly after one word (`ls foo -la`). */
+const FLAG_AFTER = /^\s+(?:[\w.-]{1,30}\s+)?(?:-{1,2}[a-z]|[/~$<>|]|\.\w|[a-z]:(?:[\w/.$%*?]|$))/;
 const ARGS_AFTER = /^(?:\s+\S|\s*[;|&<>`])/;
 
 /**
@@ -237,6 +267,12 @@ const WINDOWS_NET_REG = new RegExp(
 const WINDOWS_ENV =
   /%(?:systemroot|systemdrive|windir|comspec|programfiles|appdata|userprofile|temp|homedrive)%/;
 
+/**
+ * cmd.exe substring expansion of a variable (`%PROGRAMFILES:~10,-5%`): a space or letter smuggled
+ * in. No closing `%` needed: a repeated percent-decoding may have eaten it (`…%127.0.0.1`).
+ */
+const WINDOWS_SUBSTRING = /%[a-z_][\w()]{0,40}:~-?\d{1,3}(?:,-?\d{1,3})?/;
+
 export const SHELL = {
   escapedCommand,
   ALIAS,
@@ -250,4 +286,5 @@ export const SHELL = {
   WINDOWS_NET_REG,
   POWERSHELL,
   WINDOWS_ENV,
+  WINDOWS_SUBSTRING,
 };

@@ -174,8 +174,9 @@ export function tokenize(s: string, quote?: '"' | "'" | '`'): Token[] {
       continue;
     }
     if ((ch === '-' && s[i + 1] === '-') || ch === '#') {
-      out.push({ t: 'c', v: '--' });
       const nl = s.indexOf('\n', i);
+      // A line comment that a line break ends, with SQL after it, is a blank (`1--\nand--\n1=1`).
+      if (nl === -1 || s.slice(nl + 1).trim() === '') out.push({ t: 'c', v: '--' });
       i = nl === -1 ? n : nl + 1;
       continue;
     }

