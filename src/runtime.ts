@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import type { GatewayConfig } from './config/schema.ts';
@@ -29,6 +30,13 @@ import { UpstreamEvents, UpstreamGroup } from './upstream/group.ts';
 const CONFIG_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 /** Edits closer together than this are applied as one reload. */
 const RELOAD_DEBOUNCE_MS = 100;
+/**
+ * How often the watched folders are also compared with what the last load read (names, sizes,
+ * mtimes): file-system events can be lost (seen here: a spec written into a running gateway on a
+ * loaded machine produced none, and it kept answering 404), and some never come (network file
+ * systems, some container volume mounts). A missed change is then picked up within this time.
+ */
+export const RESCAN_MS = 2000;
 /** A replaced upstream group is closed this long after the swap, so requests still holding it finish. */
 const RETIRE_AFTER_MS = 30_000;
 const NO_NAMES: ReadonlySet<string> = new Set();
@@ -153,6 +161,11 @@ export class Runtime {
   private readonly groups = new Map<string, UpstreamGroup>();
   private watcher: FSWatcher | undefined;
   private watching: Promise<void> | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  /** The folders as the last load attempt found them before reading them (see folderStamp). */
+  private stamp: string | undefined;
+  /** A watcher event came since the last load attempt started. */
+  private eventSince = false;
   private pending: Promise<ReloadResult> | undefined;
   private next: Promise<ReloadResult> | undefined;
   private debounce: NodeJS.Timeout | undefined;
@@ -217,23 +230,66 @@ export class Runtime {
    */
   watch(): Promise<void> {
     if (this.watching) return this.watching;
-    const watcher = watch([this.dir, this.policiesDir], { ignoreInitial: true, depth: 4 });
+    // Only folders that exist: given a missing one (a gateway without policies/), chokidar 5 also
+    // stopped reporting changes in the folder that does exist (a spec added to openapi/ was never
+    // reloaded). A folder created later is added to the watch by the rescan below.
+    const dirs = [this.dir, this.policiesDir];
+    const missing = new Set(dirs.filter((d) => !existsSync(d)));
+    const watcher = watch(
+      dirs.filter((d) => !missing.has(d)),
+      { ignoreInitial: true, depth: 4 },
+    );
     this.watcher = watcher;
     const schedule = () => {
       if (this.closed) return;
       clearTimeout(this.debounce);
       this.debounce = setTimeout(() => void this.reload(), RELOAD_DEBOUNCE_MS);
     };
-    watcher.on('all', schedule);
+    watcher.on('all', () => {
+      this.eventSince = true;
+      schedule();
+    });
     watcher.on('error', (err) => this.logger.error({ err, code: 'PC_WATCH_FAILED' }, 'spec watcher failed'));
     this.watching = new Promise((resolveReady) => watcher.once('ready', () => resolveReady()));
+    // The safety net for lost events: a change the watcher did not report is reloaded anyway.
+    this.rescanTimer = setInterval(() => {
+      for (const d of missing) {
+        if (!existsSync(d)) continue;
+        missing.delete(d);
+        watcher.add(d);
+      }
+      if (this.eventSince) return; // the watcher reported it: its reload is on the way
+      void this.rescan().then((changed) => {
+        if (changed && !this.pending && !this.eventSince) {
+          this.logger.warn(
+            { code: 'PC_WATCH_MISSED', dir: this.dir },
+            'a change in the spec or policy folder came without a file-system event: reloading',
+          );
+          schedule();
+        }
+      });
+    }, RESCAN_MS);
+    this.rescanTimer.unref();
     return this.watching;
+  }
+
+  /**
+   * Whether the spec or policy folder differs from what the last load attempt found (file names,
+   * sizes, mtimes), so that a reload is due. False while a reload is running or when the
+   * folders cannot be read (the reload reports that).
+   */
+  async rescan(): Promise<boolean> {
+    if (this.closed || this.pending || this.stamp === undefined) return false;
+    const before = this.stamp;
+    const now = await folderStamp([this.dir, this.policiesDir]).catch(() => undefined);
+    return now !== undefined && now !== before && this.stamp === before && !this.pending;
   }
 
   /** Stop watching, let a running reload finish, and close every upstream pool (waiting for their in-flight requests). */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.debounce);
+    clearInterval(this.rescanTimer);
     await this.watcher?.close();
     // A reload finishing after this point would open pools nobody closes.
     await (this.next ?? this.pending)?.catch(() => undefined);
@@ -295,6 +351,9 @@ export class Runtime {
       this.emit(result);
       return { result };
     };
+    // Stamped before reading: a change made while this attempt reads is seen by the next rescan.
+    this.eventSince = false;
+    this.stamp = await folderStamp([this.dir, this.policiesDir]).catch(() => '');
     let files: string[];
     try {
       files = await listConfigFiles(this.dir);
@@ -780,4 +839,32 @@ export async function listConfigFiles(dir: string): Promise<string[]> {
 function issuesOf(err: unknown, file: string): ConfigIssue[] {
   if (err instanceof ConfigError) return err.issues;
   return [{ file, path: '', message: (err as Error).message ?? String(err) }];
+}
+
+/**
+ * Every entry under `dirs` (recursively) with its size and mtime, as one string: equal stamps mean
+ * nothing a load reads has changed (an edit that keeps size and mtime to the millisecond aside).
+ */
+export async function folderStamp(dirs: readonly string[]): Promise<string> {
+  const parts: string[] = [];
+  for (const dir of dirs) {
+    // A folder that does not exist (no policies/ yet) is a state too: its creation is a change.
+    const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (entries === undefined) {
+      parts.push(`${dir}\0absent`);
+      continue;
+    }
+    const stamped = await Promise.all(
+      entries.map(async (e) => {
+        const file = join(e.parentPath, e.name);
+        const st = await stat(file).catch(() => undefined);
+        return st ? `${file}\0${st.size}\0${st.mtimeMs}` : `${file}\0-`;
+      }),
+    );
+    parts.push(...stamped);
+  }
+  return parts.sort().join('\n');
 }
