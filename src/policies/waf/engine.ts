@@ -61,8 +61,27 @@ const CACHED_KINDS: ReadonlySet<TargetKind> = new Set([
 const NO_RULES: readonly Rule[] = [];
 /** Decodes non-ASCII bodies; invalid sequences become U+FFFD. */
 const UTF8 = new TextDecoder('utf-8', { fatal: false });
-/** Header names whose last verdict an engine keeps (names are the client's: the count is bounded). */
-const MAX_LAST_HEADERS = 64;
+/**
+ * Header names an engine keeps a slot for besides those it knows (SKIPPED_HEADERS,
+ * STRUCTURED_HEADERS, COMMON_HEADERS): names are the client's, so their count is bounded.
+ */
+const MAX_HEADER_SLOTS = 64;
+/** Headers browsers and API clients send that have no grammar of their own: slotted from the start. */
+const COMMON_HEADERS: readonly string[] = [
+  'user-agent',
+  'origin',
+  'referer',
+  'sec-fetch-mode',
+  'sec-fetch-site',
+  'sec-fetch-dest',
+  'sec-fetch-user',
+  'sec-ch-ua',
+  'sec-ch-ua-mobile',
+  'sec-ch-ua-platform',
+  'priority',
+  'dnt',
+  'x-requested-with',
+];
 
 /**
  * Headers the engine does not inspect, each for a reason:
@@ -434,6 +453,24 @@ function pathScopedEngine(options: EngineOptions, scoped: Exclusion[], always: E
   };
 }
 
+/** What an engine knows of one header name (see compileEngine). */
+interface HeaderSlot {
+  /** The name, lower-case: the verdict scope. */
+  readonly name: string;
+  /** `header:<name>`, the exclusion key. */
+  readonly key: string;
+  /** Not inspected (SKIPPED_HEADERS); its value is still read by header-value request rules. */
+  readonly skipped: boolean;
+  /** The header's grammar (STRUCTURED_HEADERS), if it has one. */
+  readonly grammar: RegExp | undefined;
+  /** The last value seen (at most MAX_CACHED_VALUE_CHARS), with the answers below. */
+  value: string | undefined;
+  /** Its verdict; undefined for a skipped header. */
+  verdict: readonly Rule[] | undefined;
+  /** The header-value request rules it matches, a bit each. */
+  hits: number;
+}
+
 type Verdicts = Map<string, readonly Rule[]>;
 /** engine id → scope (a header name, or `<kind>:<key>`) → value → verdict. */
 type Generation = Map<number, Map<string, Verdicts>>;
@@ -541,6 +578,10 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
       forKind.filter((r) => r.plain || r.prose),
     );
   }
+  const headerRules = requestRules.filter((r) => r.headerValue !== undefined);
+  if (headerRules.length > 30) throw new Error('at most 30 request rules may judge header values');
+  /** Bit of each request rule in a header slot's `hits` (0 for rules without headerValue). */
+  const headerBits = requestRules.map((r) => (r.headerValue ? 1 << headerRules.indexOf(r) : 0));
   // Built from the triggers of the rules this engine runs (see plain.ts).
   const prefilter = new Prefilter(rules.filter((r) => r.plain));
   const exclusions = compileExclusions(options.exclusions ?? []);
@@ -577,20 +618,33 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
   };
 
   /**
-   * The last verdict seen per header name: a keep-alive client repeats its headers, and comparing
-   * a fresh 110-character User-Agent with the last one is cheaper than hashing it for the cache.
+   * A slot per header name as sent: what the name means (skipped, its grammar) and the answers for
+   * its last value. A keep-alive client repeats its headers, and comparing a fresh 110-character
+   * User-Agent with the last one is cheaper than hashing it for the cache.
    */
-  const lastHeaders = new Map<string, { value: string; verdict: readonly Rule[] }>();
-  const rememberHeader = (
-    lname: string,
-    value: string,
-    verdict: readonly Rule[],
-    last: { value: string; verdict: readonly Rule[] } | undefined,
-  ): void => {
-    if (last !== undefined) {
-      last.value = value;
-      last.verdict = verdict;
-    } else if (lastHeaders.size < MAX_LAST_HEADERS) lastHeaders.set(lname, { value, verdict });
+  const headerSlots = new Map<string, HeaderSlot>();
+  const slotOf = (name: string): HeaderSlot => {
+    const lname = name.toLowerCase();
+    const slot: HeaderSlot = {
+      name: lname,
+      key: `header:${lname}`,
+      skipped: SKIPPED_HEADERS.has(lname),
+      grammar: STRUCTURED_HEADERS.get(lname),
+      value: undefined,
+      verdict: undefined,
+      hits: 0,
+    };
+    return slot;
+  };
+  for (const name of [...SKIPPED_HEADERS, ...STRUCTURED_HEADERS.keys(), ...COMMON_HEADERS])
+    headerSlots.set(name, slotOf(name));
+  const knownSlots = headerSlots.size;
+  /** Bits of the header-value rules a value matches (see RequestRule.headerValue). */
+  const headerHits = (value: string): number => {
+    let hits = 0;
+    for (let i = 0; i < headerRules.length; i++)
+      if ((headerRules[i] as RequestRule).headerValue?.(value)) hits |= 1 << i;
+    return hits;
   };
 
   /** Judge one value into `result`: the rules' verdict, cached for the kinds that repeat. */
@@ -630,42 +684,67 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     rules,
     inspect(parts: RequestParts): InspectResult {
       const result: InspectResult = { score: 0, matches: [] };
-      for (const rule of requestRules) if (rule.test(parts)) addMatch(result, rule, 'request');
       const targets: Target[] = [];
       // One more than allowed: reaching it means the limit was hit. Header values judged without
       // a Target (cached verdicts, values that fit their grammar) count against it too.
       let cap = maxValues + 1;
       pushUrlTargets(parts.url, parts.params, targets, cap);
-      for (const name of Object.keys(parts.headers)) {
-        const lname = name.toLowerCase();
-        if (SKIPPED_HEADERS.has(lname)) continue;
-        const value = headerValue(parts.headers[name]);
+      const headers = parts.headers;
+      let hits = 0;
+      for (const name of Object.keys(headers)) {
+        const raw = headers[name];
+        const value = typeof raw === 'string' ? raw : headerValue(raw);
         if (!value) continue;
+        let slot = headerSlots.get(name);
+        if (slot === undefined) {
+          slot = slotOf(name);
+          if (headerSlots.size < knownSlots + MAX_HEADER_SLOTS) headerSlots.set(name, slot);
+        }
         // Repeated header values (User-Agent, Origin, Referer) are judged once: no Target is built.
-        if (value.length <= MAX_CACHED_VALUE_CHARS) {
-          const last = lastHeaders.get(lname);
-          if (last !== undefined && last.value === value) {
-            if (last.verdict === NO_RULES) {
-              cap--;
-              continue;
+        if (value === slot.value) {
+          hits |= slot.hits;
+          if (slot.skipped) continue;
+          if (slot.verdict === NO_RULES) {
+            cap--;
+            continue;
+          }
+        } else {
+          const valueHits = headerRules.length > 0 ? headerHits(value) : 0;
+          hits |= valueHits;
+          const cacheable = value.length <= MAX_CACHED_VALUE_CHARS;
+          if (slot.skipped) {
+            if (cacheable) {
+              slot.value = value;
+              slot.hits = valueHits;
             }
-          } else {
-            let known = VERDICTS.get(id, lname, value);
-            if (known === undefined && STRUCTURED_HEADERS.get(lname)?.test(value)) {
+            continue;
+          }
+          if (cacheable) {
+            let known = VERDICTS.get(id, slot.name, value);
+            if (known === undefined && slot.grammar?.test(value)) {
               known = NO_RULES;
-              VERDICTS.set(id, lname, value, NO_RULES);
+              VERDICTS.set(id, slot.name, value, NO_RULES);
             }
-            if (known !== undefined) rememberHeader(lname, value, known, last);
+            // Unknown verdicts are not kept: the value's target fills the cache, the next request reads it.
+            if (known !== undefined) {
+              slot.value = value;
+              slot.hits = valueHits;
+              slot.verdict = known;
+            }
             if (known === NO_RULES) {
               cap--;
               continue;
             }
+          } else if (slot.grammar?.test(value)) {
+            cap--;
+            continue;
           }
-        } else if (STRUCTURED_HEADERS.get(lname)?.test(value)) {
-          cap--;
-          continue;
         }
-        targets.push({ kind: 'header', key: `header:${lname}`, value });
+        targets.push({ kind: 'header', key: slot.key, value });
+      }
+      for (let i = 0; i < requestRules.length; i++) {
+        const rule = requestRules[i] as RequestRule;
+        if ((hits & (headerBits[i] as number)) !== 0 || rule.test(parts)) addMatch(result, rule, 'request');
       }
       pushCookies(parts, targets, cap);
       pushBodyTargets(parts, targets, cap, result);
