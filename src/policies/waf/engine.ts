@@ -30,6 +30,8 @@ const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
  * browser form that is not plain. Only rules marked `plain` or `prose` can match such a value.
  */
 const PROSE = /^[A-Za-z0-9 _.,@'-]*$/;
+const MULTIPART_FORM = /^\s*multipart\/form-data\b/i;
+const PLUS = /\+/g;
 /** Kinds judged with the prose shortcut: payload values, which are judged on every request. */
 const PROSE_KINDS: ReadonlySet<TargetKind> = new Set(['query', 'body']);
 
@@ -206,8 +208,13 @@ class LazyView implements View {
   #shell?: string;
   #path?: string;
 
-  constructor(target: Target) {
+  /** `lower`: the lower-cased value of a plain or prose value, which is its own decoding. */
+  constructor(target: Target, lower?: string) {
     this.target = target;
+    if (lower !== undefined) {
+      this.#decoded = target.value;
+      this.#lower = lower;
+    }
   }
   get decoded(): string {
     this.#decoded ??= fullDecode(this.target.value);
@@ -289,7 +296,7 @@ function pushUrlTargets(url: string, params: RequestParts['params'], out: Target
 
 /** `+` read as a space, as PHP and form decoders do: the WAF judges the reading that hides more. */
 function plusAsSpace(v: string): string {
-  return v.includes('+') ? v.replace(/\+/g, ' ') : v;
+  return v.includes('+') ? v.replace(PLUS, ' ') : v;
 }
 
 /** Cookies as every policy reads them (net/cookies.ts), and the whole header when it hides pairs. */
@@ -313,7 +320,7 @@ function pushBodyTargets(parts: RequestParts, out: Target[], cap: number, result
   const body = parts.body;
   if (body === undefined || body.length === 0) return;
   const contentType = headerValue(parts.headers['content-type']);
-  if (/^\s*multipart\/form-data\b/i.test(contentType)) {
+  if (MULTIPART_FORM.test(contentType)) {
     try {
       const buf = typeof body === 'string' ? Buffer.from(body, 'latin1') : body;
       for (const part of parseMultipart(buf, contentType)) {
@@ -606,16 +613,26 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     }
     return hits ?? NO_RULES;
   };
+  /** The lower-cased value of the plain or prose value rulesFor last screened, else undefined. */
+  let screened: string | undefined;
   /**
    * The rules to run on a value: none when it is plain and has no trigger word; for prose, the
    * few rules an apostrophe can feed, and the plain ones too when it has a trigger.
    */
-  const rulesFor = (target: Target, view: LazyView): readonly Rule[] | undefined => {
-    if (PLAIN.test(target.value))
-      return prefilter.plain(view.lower) ? plainByKind.get(target.kind) : undefined;
-    if (!PROSE_KINDS.has(target.kind) || !PROSE.test(target.value)) return byKind.get(target.kind);
-    return (prefilter.prose(view.lower) ? proseTriggeredByKind : proseByKind).get(target.kind);
+  const rulesFor = (target: Target): readonly Rule[] | undefined => {
+    screened = undefined;
+    const value = target.value;
+    // Plain and prose values hold no character the decoders read: lower-cased, they are their view.
+    if (PLAIN.test(value)) {
+      screened = value.toLowerCase();
+      return prefilter.plain(screened) ? plainByKind.get(target.kind) : undefined;
+    }
+    if (!PROSE_KINDS.has(target.kind) || !PROSE.test(value)) return byKind.get(target.kind);
+    screened = value.toLowerCase();
+    return (prefilter.prose(screened) ? proseTriggeredByKind : proseByKind).get(target.kind);
   };
+  /** The view of a value rulesFor let through (no view is built for the values it turns away). */
+  const viewFor = (target: Target): LazyView => new LazyView(target, screened);
 
   /**
    * A slot per header name as sent: what the name means (skipped, its grammar) and the answers for
@@ -663,17 +680,16 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
             : KIND_SCOPES[target.kind];
       let verdict = VERDICTS.get(id, scope, target.value);
       if (verdict === undefined) {
-        const view = new LazyView(target);
-        const list = rulesFor(target, view);
-        verdict = list ? judge(view, list, ex) : NO_RULES;
+        const list = rulesFor(target);
+        verdict = list && list.length > 0 ? judge(viewFor(target), list, ex) : NO_RULES;
         VERDICTS.set(id, scope, target.value, verdict);
       }
       for (const rule of verdict) addMatch(result, rule, target.key);
       return;
     }
-    const view = new LazyView(target);
-    const list = rulesFor(target, view);
-    if (!list) return;
+    const list = rulesFor(target);
+    if (!list || list.length === 0) return;
+    const view = viewFor(target);
     for (const rule of list) {
       if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
       if (!hasMatch(result, rule.id) && rule.test(view)) addMatch(result, rule, target.key);
@@ -691,7 +707,8 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
       pushUrlTargets(parts.url, parts.params, targets, cap);
       const headers = parts.headers;
       let hits = 0;
-      for (const name of Object.keys(headers)) {
+      // for…in reads the object's cached key list; Object.keys would copy it on every request.
+      for (const name in headers) {
         const raw = headers[name];
         const value = typeof raw === 'string' ? raw : headerValue(raw);
         if (!value) continue;
