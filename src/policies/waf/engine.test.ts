@@ -372,6 +372,15 @@ describe('repeated values are judged once, with the same outcome', () => {
       expect(p1.inspect(get('/', { [name]: 'text more' })).matches).toEqual([]);
     }
   });
+  test('a name where the last request had another is judged for itself, not by its place', () => {
+    const benign = json({ sku: 'KB-2041', note: 'fine' });
+    const attack = json({ sku: 'KB-2041', "x' or 1=1 --": 'fine' });
+    for (let i = 0; i < 3; i++) {
+      expect(p1.inspect(benign).matches).toEqual([]);
+      expect(p1.inspect(attack).score).toBeGreaterThanOrEqual(THRESHOLD);
+      expect(p1.inspect(get(q('fine'))).matches).toEqual([]);
+    }
+  });
   test('after thousands of distinct values have gone through, verdicts are unchanged', () => {
     const attack = get('/', { 'user-agent': UA, 'x-note': 'ok; cat /etc/passwd' });
     const benign = get('/', { 'user-agent': UA, 'x-note': 'see you at 5' });

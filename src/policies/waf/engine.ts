@@ -61,6 +61,19 @@ const CACHED_KINDS: ReadonlySet<TargetKind> = new Set([
   'body-name',
 ]);
 const NO_RULES: readonly Rule[] = [];
+/** Cached values an engine remembers by their place in the last request (see judgeTarget). */
+const MAX_PLACES = 32;
+/** V8 keeps a substring this long or longer as a view of the string it was cut from. */
+const MIN_SLICE_CHARS = 13;
+
+/**
+ * `value`, or a copy of it that does not keep alive the text it may have been cut from (a query
+ * name is a view of the URL, a cookie name of the header): the concatenation is flattened into a
+ * string of its own, which the slice then views.
+ */
+function unpinned(value: string): string {
+  return value.length < MIN_SLICE_CHARS ? value : ` ${value}`.slice(1);
+}
 /** Decodes non-ASCII bodies; invalid sequences become U+FFFD. */
 const UTF8 = new TextDecoder('utf-8', { fatal: false });
 /**
@@ -664,25 +677,49 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     return hits;
   };
 
+  /**
+   * The verdicts of the last request's cached values without their key, by position (the path,
+   * then names: `sku`, `quantity`, …): requests to a route repeat its path and the names of its
+   * body, and comparing a name with the one at its place last time is cheaper than the cache's
+   * look-ups. Only without exclusions, where a verdict depends on the kind and value alone.
+   */
+  const lastKinds: TargetKind[] = [];
+  const lastValues: string[] = [];
+  const lastVerdicts: (readonly Rule[])[] = [];
+  /** Position of the next cached value of this request in the arrays above. */
+  let place = 0;
+
   /** Judge one value into `result`: the rules' verdict, cached for the kinds that repeat. */
   const judgeTarget = (target: Target, result: InspectResult): void => {
     const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
     if (ex?.all) return;
     if (CACHED_KINDS.has(target.kind) && target.value.length <= MAX_CACHED_VALUE_CHARS) {
-      // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
-      // Without exclusions only header rules read the key (`filename` headers): the other
-      // kinds share one scope each (`body-name:`) and no key string is built.
-      const scope =
-        target.kind === 'header'
-          ? target.key.slice(7)
-          : hasExclusions
-            ? `${target.kind}:${target.key}`
-            : KIND_SCOPES[target.kind];
-      let verdict = VERDICTS.get(id, scope, target.value);
-      if (verdict === undefined) {
-        const list = rulesFor(target);
-        verdict = list && list.length > 0 ? judge(viewFor(target), list, ex) : NO_RULES;
-        VERDICTS.set(id, scope, target.value, verdict);
+      const byPlace = !hasExclusions && target.kind !== 'header' && place < MAX_PLACES;
+      const at = byPlace ? place++ : -1;
+      let verdict: readonly Rule[] | undefined;
+      if (at !== -1 && lastValues[at] === target.value && lastKinds[at] === target.kind)
+        verdict = lastVerdicts[at] as readonly Rule[];
+      else {
+        // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
+        // Without exclusions only header rules read the key (`filename` headers): the other
+        // kinds share one scope each (`body-name:`) and no key string is built.
+        const scope =
+          target.kind === 'header'
+            ? target.key.slice(7)
+            : hasExclusions
+              ? `${target.kind}:${target.key}`
+              : KIND_SCOPES[target.kind];
+        verdict = VERDICTS.get(id, scope, target.value);
+        if (verdict === undefined) {
+          const list = rulesFor(target);
+          verdict = list && list.length > 0 ? judge(viewFor(target), list, ex) : NO_RULES;
+          VERDICTS.set(id, scope, target.value, verdict);
+        }
+        if (at !== -1) {
+          lastKinds[at] = target.kind;
+          lastValues[at] = unpinned(target.value);
+          lastVerdicts[at] = verdict;
+        }
       }
       for (const rule of verdict) addMatch(result, rule, target.key);
       return;
@@ -783,6 +820,7 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
           if (t.value.length > maxValueBytes) targets[i] = { ...t, value: t.value.slice(0, maxValueBytes) };
         }
       }
+      place = 0;
       for (const target of targets) judgeTarget(target, result);
       return result;
     },
