@@ -43,24 +43,34 @@ export function pushForm(text: string, prefix: 'query' | 'body', out: Target[], 
   }
 }
 
-function walkJson(v: unknown, path: string, depth: number, out: Target[], cap: number): void {
+/** Walk a JSON value at `path`; `key`, its exclusion key (`body:<path>`), when its name's was built. */
+function walkJson(
+  v: unknown,
+  path: string,
+  key: string | undefined,
+  depth: number,
+  out: Target[],
+  cap: number,
+): void {
   if (out.length >= cap) return;
   if (typeof v === 'string') {
-    out.push({ kind: 'body', key: `body:${path}`, value: v });
+    out.push({ kind: 'body', key: key ?? `body:${path}`, value: v });
   } else if (depth >= MAX_DEPTH && typeof v === 'object' && v !== null) {
     // Deeper than walked: the subtree is inspected as its JSON text, never skipped.
-    out.push({ kind: 'body', key: `body:${path}`, value: JSON.stringify(v) });
+    out.push({ kind: 'body', key: key ?? `body:${path}`, value: JSON.stringify(v) });
   } else if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) walkJson(v[i], path ? `${path}.${i}` : String(i), depth + 1, out, cap);
+    for (let i = 0; i < v.length; i++)
+      walkJson(v[i], path ? `${path}.${i}` : String(i), undefined, depth + 1, out, cap);
   } else if (v !== null && typeof v === 'object') {
     for (const k of Object.keys(v)) {
       const p = path ? `${path}.${k}` : k;
-      out.push({ kind: 'body-name', key: `body:${p}`, value: k });
-      walkJson((v as Record<string, unknown>)[k], p, depth + 1, out, cap);
+      const pk = `body:${p}`;
+      out.push({ kind: 'body-name', key: pk, value: k });
+      walkJson((v as Record<string, unknown>)[k], p, pk, depth + 1, out, cap);
     }
   } else if (typeof v === 'number' && (!Number.isSafeInteger(v) || v > 0xffffffff)) {
     // Huge or denormal numbers are attack material of their own (overflow probes).
-    out.push({ kind: 'body', key: `body:${path}`, value: String(v) });
+    out.push({ kind: 'body', key: key ?? `body:${path}`, value: String(v) });
   }
 }
 
@@ -75,7 +85,7 @@ function pushJson(text: string, out: Target[], cap: number): boolean {
     if (typeof parsed === 'string') out.push({ kind: 'body', key: 'body:', value: parsed });
     return true;
   }
-  walkJson(parsed, '', 0, out, cap);
+  walkJson(parsed, '', 'body:', 0, out, cap);
   return true;
 }
 

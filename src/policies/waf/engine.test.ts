@@ -360,6 +360,27 @@ describe('repeated values are judged once, with the same outcome', () => {
     const res = p1.inspect(get('/', { cookie: "id=1; id=1' OR '1'='1" }));
     expect(res.score).toBeGreaterThanOrEqual(THRESHOLD);
   });
+  test.each<[string, string]>([
+    ['a header the rules inspect', 'user-agent'],
+    ['a header they skip', 'connection'],
+    ['a header with a grammar', 'accept'],
+  ])('a control character in %s blocks on every request, not only the first', (_, name) => {
+    const attack = get('/', { [name]: 'text\u0001more' });
+    for (let i = 0; i < 3; i++) {
+      const res = p1.inspect(attack);
+      expect(res.matches.map((m) => m.id)).toContain('protocol-control-characters');
+      expect(p1.inspect(get('/', { [name]: 'text more' })).matches).toEqual([]);
+    }
+  });
+  test('a name where the last request had another is judged for itself, not by its place', () => {
+    const benign = json({ sku: 'KB-2041', note: 'fine' });
+    const attack = json({ sku: 'KB-2041', "x' or 1=1 --": 'fine' });
+    for (let i = 0; i < 3; i++) {
+      expect(p1.inspect(benign).matches).toEqual([]);
+      expect(p1.inspect(attack).score).toBeGreaterThanOrEqual(THRESHOLD);
+      expect(p1.inspect(get(q('fine'))).matches).toEqual([]);
+    }
+  });
   test('after thousands of distinct values have gone through, verdicts are unchanged', () => {
     const attack = get('/', { 'user-agent': UA, 'x-note': 'ok; cat /etc/passwd' });
     const benign = get('/', { 'user-agent': UA, 'x-note': 'see you at 5' });

@@ -30,6 +30,8 @@ const PLAIN = /^[A-Za-z0-9 _.,@-]*$/;
  * browser form that is not plain. Only rules marked `plain` or `prose` can match such a value.
  */
 const PROSE = /^[A-Za-z0-9 _.,@'-]*$/;
+const MULTIPART_FORM = /^\s*multipart\/form-data\b/i;
+const PLUS = /\+/g;
 /** Kinds judged with the prose shortcut: payload values, which are judged on every request. */
 const PROSE_KINDS: ReadonlySet<TargetKind> = new Set(['query', 'body']);
 
@@ -59,10 +61,42 @@ const CACHED_KINDS: ReadonlySet<TargetKind> = new Set([
   'body-name',
 ]);
 const NO_RULES: readonly Rule[] = [];
+/** Cached values an engine remembers by their place in the last request (see judgeTarget). */
+const MAX_PLACES = 32;
+/** V8 keeps a substring this long or longer as a view of the string it was cut from. */
+const MIN_SLICE_CHARS = 13;
+
+/**
+ * `value`, or a copy of it that does not keep alive the text it may have been cut from (a query
+ * name is a view of the URL, a cookie name of the header): the concatenation is flattened into a
+ * string of its own, which the slice then views.
+ */
+function unpinned(value: string): string {
+  return value.length < MIN_SLICE_CHARS ? value : ` ${value}`.slice(1);
+}
 /** Decodes non-ASCII bodies; invalid sequences become U+FFFD. */
 const UTF8 = new TextDecoder('utf-8', { fatal: false });
-/** Header names whose last verdict an engine keeps (names are the client's: the count is bounded). */
-const MAX_LAST_HEADERS = 64;
+/**
+ * Header names an engine keeps a slot for besides those it knows (SKIPPED_HEADERS,
+ * STRUCTURED_HEADERS, COMMON_HEADERS): names are the client's, so their count is bounded.
+ */
+const MAX_HEADER_SLOTS = 64;
+/** Headers browsers and API clients send that have no grammar of their own: slotted from the start. */
+const COMMON_HEADERS: readonly string[] = [
+  'user-agent',
+  'origin',
+  'referer',
+  'sec-fetch-mode',
+  'sec-fetch-site',
+  'sec-fetch-dest',
+  'sec-fetch-user',
+  'sec-ch-ua',
+  'sec-ch-ua-mobile',
+  'sec-ch-ua-platform',
+  'priority',
+  'dnt',
+  'x-requested-with',
+];
 
 /**
  * Headers the engine does not inspect, each for a reason:
@@ -187,8 +221,13 @@ class LazyView implements View {
   #shell?: string;
   #path?: string;
 
-  constructor(target: Target) {
+  /** `lower`: the lower-cased value of a plain or prose value, which is its own decoding. */
+  constructor(target: Target, lower?: string) {
     this.target = target;
+    if (lower !== undefined) {
+      this.#decoded = target.value;
+      this.#lower = lower;
+    }
   }
   get decoded(): string {
     this.#decoded ??= fullDecode(this.target.value);
@@ -270,7 +309,7 @@ function pushUrlTargets(url: string, params: RequestParts['params'], out: Target
 
 /** `+` read as a space, as PHP and form decoders do: the WAF judges the reading that hides more. */
 function plusAsSpace(v: string): string {
-  return v.includes('+') ? v.replace(/\+/g, ' ') : v;
+  return v.includes('+') ? v.replace(PLUS, ' ') : v;
 }
 
 /** Cookies as every policy reads them (net/cookies.ts), and the whole header when it hides pairs. */
@@ -294,7 +333,7 @@ function pushBodyTargets(parts: RequestParts, out: Target[], cap: number, result
   const body = parts.body;
   if (body === undefined || body.length === 0) return;
   const contentType = headerValue(parts.headers['content-type']);
-  if (/^\s*multipart\/form-data\b/i.test(contentType)) {
+  if (MULTIPART_FORM.test(contentType)) {
     try {
       const buf = typeof body === 'string' ? Buffer.from(body, 'latin1') : body;
       for (const part of parseMultipart(buf, contentType)) {
@@ -434,6 +473,24 @@ function pathScopedEngine(options: EngineOptions, scoped: Exclusion[], always: E
   };
 }
 
+/** What an engine knows of one header name (see compileEngine). */
+interface HeaderSlot {
+  /** The name, lower-case: the verdict scope. */
+  readonly name: string;
+  /** `header:<name>`, the exclusion key. */
+  readonly key: string;
+  /** Not inspected (SKIPPED_HEADERS); its value is still read by header-value request rules. */
+  readonly skipped: boolean;
+  /** The header's grammar (STRUCTURED_HEADERS), if it has one. */
+  readonly grammar: RegExp | undefined;
+  /** The last value seen (at most MAX_CACHED_VALUE_CHARS), with the answers below. */
+  value: string | undefined;
+  /** Its verdict; undefined for a skipped header. */
+  verdict: readonly Rule[] | undefined;
+  /** The header-value request rules it matches, a bit each. */
+  hits: number;
+}
+
 type Verdicts = Map<string, readonly Rule[]>;
 /** engine id → scope (a header name, or `<kind>:<key>`) → value → verdict. */
 type Generation = Map<number, Map<string, Verdicts>>;
@@ -541,6 +598,10 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
       forKind.filter((r) => r.plain || r.prose),
     );
   }
+  const headerRules = requestRules.filter((r) => r.headerValue !== undefined);
+  if (headerRules.length > 30) throw new Error('at most 30 request rules may judge header values');
+  /** Bit of each request rule in a header slot's `hits` (0 for rules without headerValue). */
+  const headerBits = requestRules.map((r) => (r.headerValue ? 1 << headerRules.indexOf(r) : 0));
   // Built from the triggers of the rules this engine runs (see plain.ts).
   const prefilter = new Prefilter(rules.filter((r) => r.plain));
   const exclusions = compileExclusions(options.exclusions ?? []);
@@ -565,61 +626,107 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     }
     return hits ?? NO_RULES;
   };
+  /** The lower-cased value of the plain or prose value rulesFor last screened, else undefined. */
+  let screened: string | undefined;
   /**
    * The rules to run on a value: none when it is plain and has no trigger word; for prose, the
    * few rules an apostrophe can feed, and the plain ones too when it has a trigger.
    */
-  const rulesFor = (target: Target, view: LazyView): readonly Rule[] | undefined => {
-    if (PLAIN.test(target.value))
-      return prefilter.plain(view.lower) ? plainByKind.get(target.kind) : undefined;
-    if (!PROSE_KINDS.has(target.kind) || !PROSE.test(target.value)) return byKind.get(target.kind);
-    return (prefilter.prose(view.lower) ? proseTriggeredByKind : proseByKind).get(target.kind);
+  const rulesFor = (target: Target): readonly Rule[] | undefined => {
+    screened = undefined;
+    const value = target.value;
+    // Plain and prose values hold no character the decoders read: lower-cased, they are their view.
+    if (PLAIN.test(value)) {
+      screened = value.toLowerCase();
+      return prefilter.plain(screened) ? plainByKind.get(target.kind) : undefined;
+    }
+    if (!PROSE_KINDS.has(target.kind) || !PROSE.test(value)) return byKind.get(target.kind);
+    screened = value.toLowerCase();
+    return (prefilter.prose(screened) ? proseTriggeredByKind : proseByKind).get(target.kind);
+  };
+  /** The view of a value rulesFor let through (no view is built for the values it turns away). */
+  const viewFor = (target: Target): LazyView => new LazyView(target, screened);
+
+  /**
+   * A slot per header name as sent: what the name means (skipped, its grammar) and the answers for
+   * its last value. A keep-alive client repeats its headers, and comparing a fresh 110-character
+   * User-Agent with the last one is cheaper than hashing it for the cache.
+   */
+  const headerSlots = new Map<string, HeaderSlot>();
+  const slotOf = (name: string): HeaderSlot => {
+    const lname = name.toLowerCase();
+    const slot: HeaderSlot = {
+      name: lname,
+      key: `header:${lname}`,
+      skipped: SKIPPED_HEADERS.has(lname),
+      grammar: STRUCTURED_HEADERS.get(lname),
+      value: undefined,
+      verdict: undefined,
+      hits: 0,
+    };
+    return slot;
+  };
+  for (const name of [...SKIPPED_HEADERS, ...STRUCTURED_HEADERS.keys(), ...COMMON_HEADERS])
+    headerSlots.set(name, slotOf(name));
+  const knownSlots = headerSlots.size;
+  /** Bits of the header-value rules a value matches (see RequestRule.headerValue). */
+  const headerHits = (value: string): number => {
+    let hits = 0;
+    for (let i = 0; i < headerRules.length; i++)
+      if ((headerRules[i] as RequestRule).headerValue?.(value)) hits |= 1 << i;
+    return hits;
   };
 
   /**
-   * The last verdict seen per header name: a keep-alive client repeats its headers, and comparing
-   * a fresh 110-character User-Agent with the last one is cheaper than hashing it for the cache.
+   * The verdicts of the last request's cached values without their key, by position (the path,
+   * then names: `sku`, `quantity`, …): requests to a route repeat its path and the names of its
+   * body, and comparing a name with the one at its place last time is cheaper than the cache's
+   * look-ups. Only without exclusions, where a verdict depends on the kind and value alone.
    */
-  const lastHeaders = new Map<string, { value: string; verdict: readonly Rule[] }>();
-  const rememberHeader = (
-    lname: string,
-    value: string,
-    verdict: readonly Rule[],
-    last: { value: string; verdict: readonly Rule[] } | undefined,
-  ): void => {
-    if (last !== undefined) {
-      last.value = value;
-      last.verdict = verdict;
-    } else if (lastHeaders.size < MAX_LAST_HEADERS) lastHeaders.set(lname, { value, verdict });
-  };
+  const lastKinds: TargetKind[] = [];
+  const lastValues: string[] = [];
+  const lastVerdicts: (readonly Rule[])[] = [];
+  /** Position of the next cached value of this request in the arrays above. */
+  let place = 0;
 
   /** Judge one value into `result`: the rules' verdict, cached for the kinds that repeat. */
   const judgeTarget = (target: Target, result: InspectResult): void => {
     const ex = hasExclusions ? exclusionFor(exclusions, target.key) : undefined;
     if (ex?.all) return;
     if (CACHED_KINDS.has(target.kind) && target.value.length <= MAX_CACHED_VALUE_CHARS) {
-      // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
-      // Without exclusions only header rules read the key (`filename` headers): the other
-      // kinds share one scope each (`body-name:`) and no key string is built.
-      const scope =
-        target.kind === 'header'
-          ? target.key.slice(7)
-          : hasExclusions
-            ? `${target.kind}:${target.key}`
-            : KIND_SCOPES[target.kind];
-      let verdict = VERDICTS.get(id, scope, target.value);
-      if (verdict === undefined) {
-        const view = new LazyView(target);
-        const list = rulesFor(target, view);
-        verdict = list ? judge(view, list, ex) : NO_RULES;
-        VERDICTS.set(id, scope, target.value, verdict);
+      const byPlace = !hasExclusions && target.kind !== 'header' && place < MAX_PLACES;
+      const at = byPlace ? place++ : -1;
+      let verdict: readonly Rule[] | undefined;
+      if (at !== -1 && lastValues[at] === target.value && lastKinds[at] === target.kind)
+        verdict = lastVerdicts[at] as readonly Rule[];
+      else {
+        // Header names hold no `:`, so the scopes of headers and of other kinds never collide.
+        // Without exclusions only header rules read the key (`filename` headers): the other
+        // kinds share one scope each (`body-name:`) and no key string is built.
+        const scope =
+          target.kind === 'header'
+            ? target.key.slice(7)
+            : hasExclusions
+              ? `${target.kind}:${target.key}`
+              : KIND_SCOPES[target.kind];
+        verdict = VERDICTS.get(id, scope, target.value);
+        if (verdict === undefined) {
+          const list = rulesFor(target);
+          verdict = list && list.length > 0 ? judge(viewFor(target), list, ex) : NO_RULES;
+          VERDICTS.set(id, scope, target.value, verdict);
+        }
+        if (at !== -1) {
+          lastKinds[at] = target.kind;
+          lastValues[at] = unpinned(target.value);
+          lastVerdicts[at] = verdict;
+        }
       }
       for (const rule of verdict) addMatch(result, rule, target.key);
       return;
     }
-    const view = new LazyView(target);
-    const list = rulesFor(target, view);
-    if (!list) return;
+    const list = rulesFor(target);
+    if (!list || list.length === 0) return;
+    const view = viewFor(target);
     for (const rule of list) {
       if (ex && (ex.rules.has(rule.id) || ex.families.has(rule.family))) continue;
       if (!hasMatch(result, rule.id) && rule.test(view)) addMatch(result, rule, target.key);
@@ -630,42 +737,68 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
     rules,
     inspect(parts: RequestParts): InspectResult {
       const result: InspectResult = { score: 0, matches: [] };
-      for (const rule of requestRules) if (rule.test(parts)) addMatch(result, rule, 'request');
       const targets: Target[] = [];
       // One more than allowed: reaching it means the limit was hit. Header values judged without
       // a Target (cached verdicts, values that fit their grammar) count against it too.
       let cap = maxValues + 1;
       pushUrlTargets(parts.url, parts.params, targets, cap);
-      for (const name of Object.keys(parts.headers)) {
-        const lname = name.toLowerCase();
-        if (SKIPPED_HEADERS.has(lname)) continue;
-        const value = headerValue(parts.headers[name]);
+      const headers = parts.headers;
+      let hits = 0;
+      // for…in reads the object's cached key list; Object.keys would copy it on every request.
+      for (const name in headers) {
+        const raw = headers[name];
+        const value = typeof raw === 'string' ? raw : headerValue(raw);
         if (!value) continue;
+        let slot = headerSlots.get(name);
+        if (slot === undefined) {
+          slot = slotOf(name);
+          if (headerSlots.size < knownSlots + MAX_HEADER_SLOTS) headerSlots.set(name, slot);
+        }
         // Repeated header values (User-Agent, Origin, Referer) are judged once: no Target is built.
-        if (value.length <= MAX_CACHED_VALUE_CHARS) {
-          const last = lastHeaders.get(lname);
-          if (last !== undefined && last.value === value) {
-            if (last.verdict === NO_RULES) {
-              cap--;
-              continue;
+        if (value === slot.value) {
+          hits |= slot.hits;
+          if (slot.skipped) continue;
+          if (slot.verdict === NO_RULES) {
+            cap--;
+            continue;
+          }
+        } else {
+          const valueHits = headerRules.length > 0 ? headerHits(value) : 0;
+          hits |= valueHits;
+          const cacheable = value.length <= MAX_CACHED_VALUE_CHARS;
+          if (slot.skipped) {
+            if (cacheable) {
+              slot.value = value;
+              slot.hits = valueHits;
             }
-          } else {
-            let known = VERDICTS.get(id, lname, value);
-            if (known === undefined && STRUCTURED_HEADERS.get(lname)?.test(value)) {
+            continue;
+          }
+          if (cacheable) {
+            let known = VERDICTS.get(id, slot.name, value);
+            if (known === undefined && slot.grammar?.test(value)) {
               known = NO_RULES;
-              VERDICTS.set(id, lname, value, NO_RULES);
+              VERDICTS.set(id, slot.name, value, NO_RULES);
             }
-            if (known !== undefined) rememberHeader(lname, value, known, last);
+            // Unknown verdicts are not kept: the value's target fills the cache, the next request reads it.
+            if (known !== undefined) {
+              slot.value = value;
+              slot.hits = valueHits;
+              slot.verdict = known;
+            }
             if (known === NO_RULES) {
               cap--;
               continue;
             }
+          } else if (slot.grammar?.test(value)) {
+            cap--;
+            continue;
           }
-        } else if (STRUCTURED_HEADERS.get(lname)?.test(value)) {
-          cap--;
-          continue;
         }
-        targets.push({ kind: 'header', key: `header:${lname}`, value });
+        targets.push({ kind: 'header', key: slot.key, value });
+      }
+      for (let i = 0; i < requestRules.length; i++) {
+        const rule = requestRules[i] as RequestRule;
+        if ((hits & (headerBits[i] as number)) !== 0 || rule.test(parts)) addMatch(result, rule, 'request');
       }
       pushCookies(parts, targets, cap);
       pushBodyTargets(parts, targets, cap, result);
@@ -687,6 +820,7 @@ export function compileEngine(options: EngineOptions = {}): WafEngine {
           if (t.value.length > maxValueBytes) targets[i] = { ...t, value: t.value.slice(0, maxValueBytes) };
         }
       }
+      place = 0;
       for (const target of targets) judgeTarget(target, result);
       return result;
     },

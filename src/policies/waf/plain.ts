@@ -15,6 +15,53 @@
  */
 import type { Rule } from './types.ts';
 
+/**
+ * The top-level alternatives of a pattern's source, groups around a whole alternative dropped
+ * (`(?:a|b(c|d))|(?:e)` → `a`, `b(c|d)`, `e`). The triggers' patterns are joined as one flat alternation
+ * without repeats, which V8 runs faster than an alternation of groups (the value pattern of
+ * paranoia 1: 0.17 instead of 0.21 µs for three values).
+ */
+function alternatives(source: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let inClass = false;
+  let start = 0;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') i++;
+    else if (inClass) inClass = c !== ']';
+    else if (c === '[') inClass = true;
+    else if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === '|' && depth === 0) {
+      out.push(source.slice(start, i));
+      start = i + 1;
+    }
+  }
+  out.push(source.slice(start));
+  // A piece wrapped whole in a non-capturing group is an alternation of its own.
+  return out.flatMap((piece) =>
+    piece.startsWith('(?:') && piece.endsWith(')') && wrapsWhole(piece)
+      ? alternatives(piece.slice(3, -1))
+      : [piece],
+  );
+}
+
+/** Whether the group opened at the start of `source` closes at its end. */
+function wrapsWhole(source: string): boolean {
+  let depth = 0;
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') i++;
+    else if (inClass) inClass = c !== ']';
+    else if (c === '[') inClass = true;
+    else if (c === '(') depth++;
+    else if (c === ')' && --depth === 0) return i === source.length - 1;
+  }
+  return false;
+}
+
 /** Entry flags: a trigger word anywhere in the value, or only as its first word (command names). */
 const ANYWHERE = 1;
 const FIRST = 2;
@@ -50,10 +97,10 @@ export class Prefilter {
       if (!t) continue;
       for (const w of t.words ?? []) flags.set(w, (flags.get(w) ?? 0) | ANYWHERE);
       for (const w of t.firstWords ?? []) flags.set(w, (flags.get(w) ?? 0) | FIRST);
-      if (t.word) wordRes.push(`(?:${t.word.source})`);
-      if (t.value) valueRes.push(`(?:${t.value.source})`);
+      if (t.word) wordRes.push(...alternatives(t.word.source));
+      if (t.value) valueRes.push(...alternatives(t.value.source));
     }
-    this.#wordPattern = wordRes.length ? new RegExp(wordRes.join('|')) : undefined;
+    this.#wordPattern = wordRes.length ? new RegExp([...new Set(wordRes)].join('|')) : undefined;
     this.#valuePattern = valueRes.length ? new RegExp([...new Set(valueRes)].join('|')) : undefined;
     // At most a quarter full: a miss (the usual answer) ends at an empty slot within a probe or two.
     let size = 16;

@@ -5,6 +5,20 @@
  */
 
 const HEX = /^[0-9a-fA-F]$/;
+// Patterns used per value are built once: a literal in a function body is a new RegExp each call.
+const FULL_WIDTH = /[\uff01-\uff5e]/;
+const FULL_WIDTH_ALL = /[\uff01-\uff5e]/g;
+const SHELL_QUOTE = /["'\\^]/;
+const SHELL_QUOTES = /["'\\^]+/g;
+const BLANKS_TO_COLLAPSE = /\s\s|[^\S ]/;
+const BLANK_RUNS = /\s+/g;
+const LINE_BREAK = /[\n\r]/;
+
+/** A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space. */
+function collapseBlanks(s: string): string {
+  return BLANKS_TO_COLLAPSE.test(s) ? s.replace(BLANK_RUNS, (m) => (LINE_BREAK.test(m) ? '\n' : ' ')) : s;
+}
+
 const NEEDS_DECODE = /[%&\\\uff01-\uff5e]/;
 const HAS_PERCENT = /%(?:[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})/;
 
@@ -136,7 +150,7 @@ export function escapeDecode(s: string): string {
 
 /** Map full-width ASCII forms (U+FF01..U+FF5E, e.g. `＜script＞`) to ASCII. */
 export function fullWidthToAscii(s: string): string {
-  return s.replace(/[\uff01-\uff5e]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0));
+  return s.replace(FULL_WIDTH_ALL, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0));
 }
 
 /**
@@ -151,7 +165,7 @@ export function fullDecode(s: string): string {
   if (cur.includes('&')) cur = htmlDecode(htmlDecode(cur));
   cur = escapeDecode(cur);
   if (HAS_PERCENT.test(cur)) cur = percentDecode(cur);
-  if (/[\uff01-\uff5e]/.test(cur)) cur = fullWidthToAscii(cur);
+  if (FULL_WIDTH.test(cur)) cur = fullWidthToAscii(cur);
   return cur;
 }
 
@@ -183,8 +197,7 @@ export function sqlNormalize(lower: string): string {
     }
     s = out.replace(/\*\//g, ' ');
   }
-  // A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space.
-  return /\s\s|[^\S ]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
+  return collapseBlanks(s);
 }
 
 /**
@@ -202,9 +215,8 @@ export function shellNormalize(lower: string): string {
       .replace(/\$(?:\{(?:0|shell|bash)\}|(?:0|shell|bash)\b)/g, ' sh ')
       .replace(/\$(?:\{[a-z_][a-z0-9_]{0,30}\}|[a-z_][a-z0-9_]{0,30}|[@*0-9])/g, '');
   }
-  if (/["'\\^]/.test(s)) s = s.replace(/["'\\^]+/g, '');
-  // A line break separates commands as `;` does: it is kept (one `\n` a run); other blanks become one space.
-  return /\s\s|[^\S ]/.test(s) ? s.replace(/\s+/g, (m) => (/[\n\r]/.test(m) ? '\n' : ' ')) : s;
+  if (SHELL_QUOTE.test(s)) s = s.replace(SHELL_QUOTES, '');
+  return collapseBlanks(s);
 }
 
 /** Path view: NULs dropped, `\` as `/`, `//` and `/./` collapsed. Keeps `..` for traversal rules. */

@@ -123,6 +123,14 @@ export interface RequestRule {
   readonly score: number;
   readonly description: string;
   test(parts: RequestParts): boolean;
+  /**
+   * For a rule that judges every header value on its own: the rule also matches when this is true
+   * of a non-empty header value (any header, skipped ones included; a repeated header's values
+   * joined with `, `). A pure function of the value, so the engine keeps its answer with the last
+   * value of each header name and a client repeating its headers is not scanned again. Default:
+   * none (`test` alone decides).
+   */
+  readonly headerValue?: (value: string) => boolean;
 }
 
 /** The request as the engine sees it. Header names lower-case. */

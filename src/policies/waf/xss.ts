@@ -21,6 +21,8 @@ const TAG_WITH_HANDLER = /<[a-z][\w:-]{0,30}[\s/][^>]{0,400}?\bon[a-z]{3,40}\s*=
  * attribute, whatever the name; `online = yes` is prose), so base64 (`…/onafe=`) and signatures (`…51onabcd=`) are data.
  */
 const INJECTED_ATTRIBUTE = /(^|[^a-z])(on[a-z]{3,40}|formaction|srcdoc|dynsrc|lowsrc|xlink:href)\s*=/g;
+const BEFORE_ATTRIBUTE = /[\s"'`;]/;
+
 function eventHandler(lower: string): boolean {
   INJECTED_ATTRIBUTE.lastIndex = 0;
   for (let m = INJECTED_ATTRIBUTE.exec(lower); m; m = INJECTED_ATTRIBUTE.exec(lower)) {
@@ -29,7 +31,7 @@ function eventHandler(lower: string): boolean {
     if (HTML_EVENTS.has(name)) return true;
     // Another name needs a blank, quote or `;` before it and its `=` glued to it (`onabcdefgh=`).
     const glued = lower.charCodeAt(m.index + m[0].length - 2) > 32;
-    if ((before === '' || /[\s"'`;]/.test(before)) && name.length >= 5 && glued) return true;
+    if ((before === '' || BEFORE_ATTRIBUTE.test(before)) && name.length >= 5 && glued) return true;
   }
   return false;
 }
@@ -75,20 +77,24 @@ const SPACED_TAG = /<\s?[a-z](?:\s+[a-z]){2,}(?:\s|>|$)/;
 /** UTF-7 encoded angle brackets (`+ADw-`). */
 const UTF7 = /\+ad[w4]-/;
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: browsers skip control characters inside a scheme
+const SCHEME_GAPS = /[\s\u0000-\u001f\u007f]+/g;
+const EIGHTH_BIT = /[\u0080-\u00ff]/;
+const PLAIN_TAG = /<[a-z]{1,20}>/;
+
 function compact(lower: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: browsers skip control characters inside a scheme
-  return lower.replace(/[\s\u0000-\u001f\u007f]+/g, '');
+  return lower.replace(SCHEME_GAPS, '');
 }
 
 /** Markup found after stripping the 8th bit (US-ASCII decoders that do this turn `¼script¾` into `<script>`). */
 export function markupAfterBitStrip(decoded: string): boolean {
-  if (!/[\u0080-\u00ff]/.test(decoded)) return false;
+  if (!EIGHTH_BIT.test(decoded)) return false;
   let s = '';
   for (let i = 0; i < decoded.length; i++) {
     const c = decoded.charCodeAt(i);
     s += String.fromCharCode(c >= 0x80 && c <= 0xff ? c & 0x7f : c);
   }
-  return /<[a-z]{1,20}>/.test(s.toLowerCase()) && !/<[a-z]{1,20}>/.test(decoded.toLowerCase());
+  return PLAIN_TAG.test(s.toLowerCase()) && !PLAIN_TAG.test(decoded.toLowerCase());
 }
 
 export const XSS = {
