@@ -4,6 +4,12 @@
  *   npm run waf:blind -- <dir>                 # tables for every list in <dir>
  *   npm run waf:blind -- <dir> --misses sqli   # missed payloads of a family, TUNE half only
  *   npm run waf:blind -- <dir> --fp            # held-out benign requests blocked at paranoia 1
+ *   npm run waf:blind -- <dir> --crs <url>     # the same requests also sent to a reference WAF
+ *
+ * `--crs <url>`: every request (attacks and both benign corpora) is also sent over HTTP to `url`,
+ * a web server with the OWASP Core Rule Set in blocking mode (e.g. Apache with ModSecurity and
+ * Debian's modsecurity-crs, listening on 127.0.0.1), and a 403 counts as blocked; a table puts its
+ * detection and false positives next to the engine's at paranoia 1. Only loopback URLs are accepted.
  *
  * <dir> lives outside the project (public payload lists are third-party data and are never
  * committed) and holds, at any depth:
@@ -61,11 +67,14 @@ interface Payload {
 }
 
 const args = process.argv.slice(2);
-const dir = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--misses');
+const dir = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--misses' && args[i - 1] !== '--crs');
 const missesArg = args.includes('--misses') ? args[args.indexOf('--misses') + 1] : undefined;
+const crsUrl = args.includes('--crs') ? args[args.indexOf('--crs') + 1] : undefined;
 const fpArg = args.includes('--fp');
 if (!dir || !existsSync(dir)) {
-  console.error('usage: npm run waf:blind -- <dir of payload lists / CRS yaml> [--misses FAMILY] [--fp]');
+  console.error(
+    'usage: npm run waf:blind -- <dir of payload lists / CRS yaml> [--misses FAMILY] [--fp] [--crs http://127.0.0.1:8088]',
+  );
   process.exit(2);
 }
 
@@ -297,4 +306,77 @@ if (missesArg) {
     const missed = p.requests.filter((_, i) => !verdicts.get(p)![i]![0]).map(([s]) => s);
     if (missed.length) console.log(`  [${missed.join(',')}] ${p.source}: ${p.text.slice(0, 200)}`);
   }
+}
+
+if (crsUrl) await compareWithCrs(crsUrl);
+
+/** The same requests through a reference WAF over HTTP (a 403 is a block), next to the engine at PL1. */
+async function compareWithCrs(url: string): Promise<void> {
+  const base = new URL(url);
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(base.hostname)) {
+    console.error(`--crs: ${url} is not a loopback address`);
+    process.exit(2);
+  }
+  const { Agent, request } = await import('undici');
+  const agent = new Agent({ connections: 16 });
+  let errors = 0;
+  const blocks = async (r: RequestParts): Promise<boolean> => {
+    try {
+      const res = await request(new URL(r.url, base), {
+        method: r.method as 'GET',
+        dispatcher: agent,
+        headers: r.headers as Record<string, string>,
+        body: typeof r.body === 'string' || Buffer.isBuffer(r.body) ? r.body : undefined,
+      });
+      await res.body.dump();
+      return res.statusCode === 403;
+    } catch {
+      errors++;
+      return false;
+    }
+  };
+  /** Runs `f` over `list`, 16 at a time. */
+  const each = async <T>(list: readonly T[], f: (x: T) => Promise<void>): Promise<void> => {
+    let i = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (i < list.length) await f(list[i++] as T);
+      }),
+    );
+  };
+  const rows = new Map<string, { n: number; ours: number; ref: number }>();
+  const jobs = payloads.flatMap((p) => p.requests.map(([, r], i) => ({ p, r, i })));
+  await each(jobs, async ({ p, r, i }) => {
+    const ref = await blocks(r);
+    const ours = verdicts.get(p)![i]![0]!;
+    for (const key of [`${p.family} ${p.half}`, `${p.family} all`, `ALL ${p.half}`, 'ALL all']) {
+      const row = rows.get(key) ?? { n: 0, ours: 0, ref: 0 };
+      row.n++;
+      if (ours) row.ours++;
+      if (ref) row.ref++;
+      rows.set(key, row);
+    }
+  });
+  console.log(`\n== Paranoia 1 against the reference WAF at ${url} (a 403 is a block)`);
+  console.log(`${'family half'.padEnd(14)}${'n'.padStart(6)}  portcullis  reference`);
+  for (const [key, row] of [...rows].sort(([a], [b]) => a.localeCompare(b)))
+    console.log(
+      `${key.padEnd(14)}${String(row.n).padStart(6)}     ${pct(row.ours, row.n)}    ${pct(row.ref, row.n)}`,
+    );
+  for (const [label, corpus] of [
+    ['held-out benign', holdoutBenignCorpus()],
+    ['tuning benign', benignCorpus()],
+  ] as const) {
+    let ours = 0;
+    let ref = 0;
+    await each(corpus, async (r) => {
+      if (engines[0]!.inspect(r.parts).score >= THRESHOLD) ours++;
+      if (await blocks(r.parts)) ref++;
+    });
+    console.log(
+      `false positives, ${label} (${corpus.length}): portcullis ${ours} (${pct(ours, corpus.length).trim()}), reference ${ref} (${pct(ref, corpus.length).trim()})`,
+    );
+  }
+  if (errors > 0) console.log(`(${errors} requests to the reference failed: counted as not blocked)`);
+  await agent.close();
 }
