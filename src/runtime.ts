@@ -36,7 +36,7 @@ const RELOAD_DEBOUNCE_MS = 100;
  * loaded machine produced none, and it kept answering 404), and some never come (network file
  * systems, some container volume mounts). A missed change is then picked up within this time.
  */
-export const RESCAN_MS = 2000;
+const RESCAN_MS = 2000;
 /** A replaced upstream group is closed this long after the swap, so requests still holding it finish. */
 const RETIRE_AFTER_MS = 30_000;
 const NO_NAMES: ReadonlySet<string> = new Set();
@@ -755,7 +755,7 @@ export function passThroughEntry(
   path: string,
 ): RouteEntry | undefined {
   // A path the spec declares keeps its methods: any other method on it is 405, standard or not.
-  if (method === 'CONNECT' || snapshot.table.allowedMethods(path).length > 0) return undefined;
+  if (method === 'CONNECT' || snapshot.table.declares(path)) return undefined;
   return (
     snapshot.passThroughEntries.get(`${service.name} ${method}`) ??
     snapshot.passThroughEntries.get(`${service.name} ${EXTENSION_METHOD}`)

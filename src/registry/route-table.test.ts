@@ -178,6 +178,13 @@ describe('RouteTable.allowedMethods and passThrough', () => {
     expect(table.allowedMethods('/petstore/files/.json')).toEqual([]);
   });
 
+  it('declares(path) agrees with allowedMethods', () => {
+    for (const path of ['/petstore/pets/7', '/petstore/pets', '/legacy/status'])
+      expect(table.declares(path)).toBe(true);
+    for (const path of ['/petstore/nothing', '/petstore/files/.json', '/legacy/other'])
+      expect(table.declares(path)).toBe(false);
+  });
+
   it.each([
     ['/legacy/anything/else', 'legacy'],
     ['/legacy', 'legacy'],

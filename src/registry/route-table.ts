@@ -26,6 +26,8 @@ export interface RouteTable {
   find(method: string, path: string): RouteMatch | null;
   /** Methods routed for this path (for 405 + Allow), empty if the path is unknown. */
   allowedMethods(path: string): string[];
+  /** Whether the spec declares `path` at all (any method): allowedMethods(path) is not empty. */
+  declares(path: string): boolean;
   /** The pass-through service whose basePath prefixes this path, if any (positive model otherwise). */
   passThrough(path: string): Service | null;
 }
@@ -169,6 +171,9 @@ export function buildRouteTable(services: Service[]): RouteTable {
     },
     allowedMethods(path) {
       return allMethods.filter((m) => lookup(m, path) !== null);
+    },
+    declares(path) {
+      return allMethods.some((m) => lookup(m, path) !== null);
     },
     passThrough(path) {
       for (const s of passThroughServices) {
