@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { type IncomingMessage, METHODS as NODE_METHODS, ServerResponse, STATUS_CODES } from 'node:http';
+import { type IncomingMessage, ServerResponse, STATUS_CODES } from 'node:http';
 import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -19,6 +19,7 @@ import { ConfigError, formatIssue, ProblemError } from './errors.ts';
 import { writeProblem } from './lifecycle/answer.ts';
 import { Exchange } from './lifecycle/exchange.ts';
 import { handle, type Lifecycle, redirect } from './lifecycle/handle.ts';
+import { PublicReply, PublicRequest } from './lifecycle/wire.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { type CidrMatcher, compileCidrs } from './net/cidr.ts';
 import { pinTickObjectShape } from './pipeline/tick-shape.ts';
@@ -29,18 +30,14 @@ import { Runtime, type RuntimeOptions } from './runtime.ts';
 import { createStore } from './state/create-store.ts';
 import type { Store } from './state/store.ts';
 import { createMetrics, type Metrics } from './telemetry/metrics.ts';
-import { createObserver, type ObservedReply, type Observer } from './telemetry/observer.ts';
+import { createObserver, type Observer } from './telemetry/observer.ts';
 import { REQUEST_ID_HEADER } from './telemetry/record.ts';
 import type { Tracing } from './telemetry/types.ts';
 import { createForwarder, type Forward } from './upstream/forward.ts';
 import { type Upgrade, WebSockets, wantsWebSocket } from './upstream/websocket.ts';
 
-/** Every method the public listener routes; the others reach the lifecycle through the not-found handler. */
+/** Methods Fastify's router takes for an injected request (`app.inject`); the others reach its not-found handler. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE'] as const;
-/** Methods Fastify's router can route: those Node's HTTP/1.1 parser accepts. HTTP/2 carries any token. */
-const ROUTABLE_METHODS: ReadonlySet<string> = new Set(NODE_METHODS);
-/** What an HTTP/2 request with another token is routed as: to the not-found handler, which restores it. */
-const UNROUTABLE_AS = 'ACL';
 /** Failed trace exports and dropped spans are logged at most this often. */
 const TRACE_WARN_INTERVAL_MS = 60_000;
 
@@ -406,7 +403,7 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
 }
 
 /**
- * WebSocket upgrades enter Fastify's routing like any request, so the lifecycle answers or
+ * WebSocket upgrades enter the lifecycle like any request (`dispatch`), so it answers or
  * refuses them as usual, and on an upstream 101 upstream/websocket.ts takes the stream over:
  * - HTTP/1.1: a GET with `Upgrade: websocket` (Node emits 'upgrade' for those only; other Upgrade
  *   requests stay ordinary requests), with a response bound to its socket, as @fastify/websocket does;
@@ -417,6 +414,7 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
  */
 function acceptUpgrades(
   app: FastifyInstance,
+  dispatch: (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void,
   websockets: WebSockets,
   http2: boolean,
   logger: Logger,
@@ -433,7 +431,7 @@ function acceptUpgrades(
   server.shouldUpgradeCallback = wantsWebSocket;
   const route = (req: IncomingMessage, res: ServerResponse, socket: Duplex) => {
     try {
-      app.routing(req, res);
+      dispatch(req, res);
     } catch (err) {
       logger.warn({ err }, 'websocket upgrade failed');
       socket.destroy();
@@ -559,25 +557,17 @@ function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 /**
- * Let an HTTP/2 request with a method token Fastify's router does not know (RFC 9110 allows any
- * token; `http.METHODS` are all it routes) reach the lifecycle like any other: it is routed as
- * UNROUTABLE_AS, which lands in the not-found handler, and its own method is restored there from
- * the returned map. Without this, Fastify answers it from a fallback that logs the router per request.
+ * Every request on the public listener goes to `dispatch` (the lifecycle), not through Fastify's
+ * router: Fastify's own 'request' listener is taken off. Fastify keeps the server: listening,
+ * timeouts, client errors, HTTP/2 sessions, and the graceful close.
  */
-function routeAnyMethod(server: FastifyInstance['server']): WeakMap<object, string> {
-  const real = new WeakMap<object, string>();
-  const [route] = server.listeners('request') as Array<(req: Http2ServerRequest, res: unknown) => void>;
-  if (!route) return real;
-  server.removeListener('request', route);
-  server.on('request', function anyMethod(req: Http2ServerRequest, res: unknown) {
-    const method = req.method;
-    if (!ROUTABLE_METHODS.has(method)) {
-      real.set(req, method);
-      (req as { method: string }).method = UNROUTABLE_AS;
-    }
-    route(req, res);
-  });
-  return real;
+function takeRequests(
+  server: FastifyInstance['server'],
+  dispatch: (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void,
+): void {
+  const [route] = server.listeners('request');
+  if (route) server.removeListener('request', route as (...args: unknown[]) => void);
+  server.on('request', dispatch);
 }
 
 interface PublicAppOptions {
@@ -621,7 +611,7 @@ function buildPublicApp(
     // What Node's HTTP/1.1 parser refuses never reaches a route: answered here, as problem+json.
     clientErrorHandler: clientError,
     frameworkErrors: function routeFrameworkError(err: Error, req: FastifyRequest, reply: FastifyReply) {
-      if ((err as { code?: string }).code === 'FST_ERR_BAD_URL') return enter(req, reply);
+      if ((err as { code?: string }).code === 'FST_ERR_BAD_URL') return injected(req, reply);
       return sendProblem(req, reply, toProblem(err));
     },
     ...(opts.tls
@@ -635,7 +625,6 @@ function buildPublicApp(
   const app = fastify(serverOptions as Parameters<typeof fastify>[0]) as unknown as FastifyInstance;
   applyServerLimits(app.server, config.limits);
   trackConnections(app.server);
-  const realMethods = opts.http2 ? routeAnyMethod(app.server) : undefined;
 
   // Bodies are never parsed here: they stream to the upstream untouched.
   app.removeAllContentTypeParsers();
@@ -644,43 +633,47 @@ function buildPublicApp(
   });
 
   const lifecycle = live.lifecycle;
-  const upgrades = acceptUpgrades(app, websockets, opts.tls !== undefined && opts.http2 === true, logger);
   const redirectTo = opts.redirectTo;
-  /** Where every request starts: one Exchange, observed from its first moment, then the lifecycle. */
-  const enter = (req: FastifyRequest, reply: FastifyReply): void => {
-    const url = req.raw.url ?? '/';
+  /**
+   * Where every request starts: its request and reply (lifecycle/wire.ts), one Exchange observed
+   * from its first moment, then the lifecycle. Any method token reaches it (HTTP/2 carries any).
+   */
+  const dispatch = (raw: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
+    const req = new PublicRequest(raw, live, logger);
+    const reply = new PublicReply(res);
+    const url = req.url;
     const q = url.indexOf('?');
-    const rec = live.observer.begin(req, reply as unknown as ObservedReply, q === -1 ? url : url.slice(0, q));
+    const rec = live.observer.begin(req, reply, q === -1 ? url : url.slice(0, q));
     reply.header(REQUEST_ID_HEADER, rec.id);
     const ex = new Exchange(req, reply, rec, runtime.snapshot);
     opts.onExchange?.(ex);
-    if ((req.raw as { upgrade?: boolean }).upgrade) {
-      ex.upgrade = upgrades.get(req.raw);
+    if ((raw as { upgrade?: boolean }).upgrade) {
+      ex.upgrade = upgrades.get(raw);
       if (ex.upgrade) rec.websocket = 'asked';
     }
     if (redirectTo) redirect(ex, redirectTo());
     else handle(ex, lifecycle);
   };
+  const upgrades = acceptUpgrades(
+    app,
+    dispatch,
+    websockets,
+    opts.tls !== undefined && opts.http2 === true,
+    logger,
+  );
+  takeRequests(app.server, dispatch);
 
+  // Requests injected through Fastify (`app.inject`: `portcullis explain`, tests) take the same path.
+  const injected = (req: FastifyRequest, reply: FastifyReply): void => {
+    reply.hijack();
+    dispatch(req.raw, reply.raw);
+  };
   app.setErrorHandler(function renderError(err, req, reply) {
     const problem = toProblem(err);
     if (problem.status >= 500) logger.error({ err, code: problem.code }, 'request failed');
     return sendProblem(req, reply, problem);
   });
-  // Methods outside METHODS (PROPFIND, ...) reach no route: the lifecycle answers them (404/405).
-  app.setNotFoundHandler(function notFound(req, reply) {
-    const real = realMethods?.get(req.raw);
-    if (real !== undefined) req.raw.method = real;
-    enter(req, reply);
-  });
-  app.route({
-    method: [...METHODS],
-    url: '/*',
-    // Return nothing: a returned reply is a thenable, and Fastify would attach an end-of-stream
-    // watcher to every such response (about 8 µs a request in the bench profile).
-    handler: function proxyRequest(req: FastifyRequest, reply: FastifyReply) {
-      enter(req, reply);
-    },
-  });
+  app.setNotFoundHandler(injected);
+  app.route({ method: [...METHODS], url: '/*', handler: injected });
   return app;
 }

@@ -1,4 +1,3 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ERRORS, PROBLEM_BASE, ProblemError } from './errors.ts';
 
 /** Media type of every rejection body (RFC 9457). */
@@ -18,21 +17,30 @@ export function problemBody(err: ProblemError, instance: string): string {
   });
 }
 
+/** What sendProblem writes to: the gateway's reply (lifecycle/wire.ts) or a FastifyReply (admin). */
+export interface ProblemReply {
+  code(status: number): unknown;
+  header(name: string, value: string): unknown;
+  send(payload: string): unknown;
+}
+
 /**
- * Send `err` as problem+json. The one place a rejection becomes a Fastify reply. `instance` is
+ * Send `err` as problem+json. The one place a rejection becomes a reply. `instance` is
  * the request path; it defaults to `req.url` without its query (the lifecycle passes the
  * canonical path, or '' for a target it refused).
  */
-export function sendProblem(
-  req: FastifyRequest,
-  reply: FastifyReply,
+export function sendProblem<R extends ProblemReply>(
+  req: { url: string },
+  reply: R,
   err: ProblemError,
   instance: string = pathOf(req.url),
-): FastifyReply {
-  reply.code(err.status).header('content-type', PROBLEM_CONTENT_TYPE);
-  for (const name in err.headers) reply.header(name, err.headers[name]);
+): R {
+  reply.code(err.status);
+  reply.header('content-type', PROBLEM_CONTENT_TYPE);
+  for (const name in err.headers) reply.header(name, err.headers[name] as string);
   reply.header('cache-control', 'no-store');
-  return reply.send(problemBody(err, instance));
+  reply.send(problemBody(err, instance));
+  return reply;
 }
 
 function pathOf(url: string): string {

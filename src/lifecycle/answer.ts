@@ -4,8 +4,8 @@
  * and writes its own failures with `writeProblem`). Each answer records its outcome on the
  * exchange's record, so metrics, the access log and the span see every answer the same way.
  *
- * Fastify still writes the non-forwarded answers (reply.send handles HEAD, content-length and
- * keep-alive for us); forwarded ones hijack the reply and write the raw response.
+ * Non-forwarded answers go through the reply (wire.ts: `send` handles HEAD, Content-Length and
+ * bodiless statuses); forwarded ones hijack the reply and write the raw response.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';

@@ -1,7 +1,6 @@
 import type { ServerResponse } from 'node:http';
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { RequestTarget } from '../net/target.ts';
-import type { RequestContext } from '../pipeline/types.ts';
+import type { GatewayReply, GatewayRequest, RequestContext } from '../pipeline/types.ts';
 import type { RouteMatch } from '../registry/index.ts';
 import type { RouteEntry, Snapshot } from '../runtime.ts';
 import type { RequestRecord } from '../telemetry/record.ts';
@@ -21,8 +20,8 @@ import type { Upgrade } from '../upstream/websocket.ts';
  * Every field exists from the start (undefined until known), so every exchange has one hidden class.
  */
 export class Exchange implements Forwarding {
-  readonly req: FastifyRequest;
-  readonly reply: FastifyReply;
+  readonly req: GatewayRequest;
+  readonly reply: GatewayReply;
   readonly rec: RequestRecord;
   readonly snapshot: Snapshot | null;
   /** The canonical target; undefined until parsed, and for a target that was rejected. */
@@ -36,7 +35,7 @@ export class Exchange implements Forwarding {
   /** A WebSocket upgrade request (HTTP/1.1 `Upgrade: websocket`): its socket, until upgraded or answered. */
   upgrade: Upgrade | undefined = undefined;
 
-  constructor(req: FastifyRequest, reply: FastifyReply, rec: RequestRecord, snapshot: Snapshot | null) {
+  constructor(req: GatewayRequest, reply: GatewayReply, rec: RequestRecord, snapshot: Snapshot | null) {
     this.req = req;
     this.reply = reply;
     this.rec = rec;
@@ -45,7 +44,7 @@ export class Exchange implements Forwarding {
 
   /** The raw client response (HTTP/2 compat responses have the same surface). */
   get res(): ServerResponse {
-    return this.reply.raw as ServerResponse;
+    return this.reply.raw;
   }
 }
 

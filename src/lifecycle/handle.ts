@@ -8,9 +8,10 @@
  * 3. the route's policy chain (pipeline/chain.ts), in phase order; a rejection is a problem;
  * 4. the answer (answer.ts): a policy's own answer, a mock, or the forwarder.
  *
- * Fastify stays the listener: it owns the sockets (HTTP/1.1, HTTP/2, TLS), the server timeouts,
- * `request.ip` after trustProxy, the 503 while closing, and writes the non-forwarded answers.
- * It routes every method and path to `handle`; nothing else of its router or parsers is used.
+ * Fastify stays the listener: it owns the sockets (HTTP/1.1, HTTP/2, TLS), the server timeouts
+ * and the graceful close. Every request on it reaches `handle` through the gateway's `dispatch`
+ * (gateway.ts), with the gateway's own request and reply (wire.ts): `request.ip` after trustProxy,
+ * answers written once. Nothing of Fastify's router, hooks or parsers is in the request path.
  */
 import { ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';

@@ -1,12 +1,19 @@
 import { basename } from 'node:path';
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ConfigError, ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { canonicalTarget, type RequestTarget } from '../net/target.ts';
 import type { Route, Service } from '../registry/types.ts';
 import { REQUEST_ID_HEADER } from '../telemetry/record.ts';
 import type { ResolvedPolicy } from './rules.ts';
-import { type Decision, type Hook, PHASES, type PolicyDeps, type RequestContext } from './types.ts';
+import {
+  type Decision,
+  type GatewayReply,
+  type GatewayRequest,
+  type Hook,
+  PHASES,
+  type PolicyDeps,
+  type RequestContext,
+} from './types.ts';
 
 /** A route's policy chain, in phase order, plus what built it (for `validate` / `/routes`). */
 export interface RouteChain {
@@ -147,8 +154,8 @@ function dryRun(policy: string, rule: string, hook: Hook, logger: Logger): Hook 
  * canonical form of `req.url` (for hand-built contexts in tests; the gateway passes its own).
  */
 export function createContext(
-  req: FastifyRequest,
-  reply: FastifyReply,
+  req: GatewayRequest,
+  reply: GatewayReply,
   route: Route,
   service: Service,
   params?: Record<string, string | undefined>,

@@ -1,6 +1,5 @@
-import type { OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Static, TSchema } from '@sinclair/typebox';
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { GatewayConfig } from '../config/schema.ts';
 import type { Logger } from '../logger.ts';
 import type { RequestCookies } from '../net/cookies.ts';
@@ -8,7 +7,46 @@ import type { RequestTarget } from '../net/target.ts';
 import type { RouteCache } from '../policies/cache/serve.ts';
 import type { Route, Service } from '../registry/types.ts';
 import type { Store } from '../state/store.ts';
-import type { ResponseStage } from './response.ts';
+import type { ResponseStage, StageFailureLog } from './response.ts';
+
+/**
+ * A request on the public listener as the lifecycle and the policies read it: the gateway's own
+ * (lifecycle/wire.ts); a FastifyRequest fits too (the policy test slices use Fastify).
+ */
+export interface GatewayRequest {
+  /** The Node request (an HTTP/2 compat request has the same surface). */
+  readonly raw: IncomingMessage;
+  readonly method: string;
+  /** The raw request target, as received. Policies read the canonical `RequestContext.target`. */
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  /** Client address after trustProxy (X-Forwarded-For believed from trusted peers only). */
+  readonly ip: string;
+  /** `https` on TLS, or as a trusted peer's X-Forwarded-Proto says; else `http`. */
+  readonly protocol: string;
+  /** The raw query string's parameters (fast-querystring), parsed on first read. */
+  readonly query: unknown;
+  readonly log: StageFailureLog;
+}
+
+/**
+ * The answer to a request not forwarded (problem, mock, preflight, redirect): headers collected,
+ * then written once by `send`. Forwarded requests `hijack` it and write the raw response. A
+ * FastifyReply fits too.
+ */
+export interface GatewayReply {
+  readonly raw: ServerResponse;
+  /** True once the answer is written (or the reply was hijacked). */
+  readonly sent: boolean;
+  code(status: number): GatewayReply;
+  header(name: string, value: unknown): GatewayReply;
+  headers(values: object): GatewayReply;
+  getHeader(name: string): unknown;
+  /** A string, a Buffer, a readable stream, or nothing. */
+  send(payload?: unknown): GatewayReply;
+  redirect(url: string, status: number): GatewayReply;
+  hijack(): GatewayReply;
+}
 
 /**
  * The phases a request passes, in order. The order lives here and nowhere else:
@@ -71,8 +109,8 @@ export interface UpstreamPreference {
  * path never allocates one.
  */
 export interface RequestContext {
-  readonly req: FastifyRequest;
-  readonly reply: FastifyReply;
+  readonly req: GatewayRequest;
+  readonly reply: GatewayReply;
   readonly route: Route;
   readonly service: Service;
   /** Client address after trustProxy. */

@@ -1,7 +1,7 @@
 /**
  * Per-request observation: the request id, then — once the response closes — the metrics, the
  * access log line and the end of the SERVER span. The end is taken from the raw response's
- * 'close' event because forwarded replies are hijacked (Fastify's onResponse hooks never run).
+ * 'close' event because forwarded replies are hijacked (nothing else sees every answer end).
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
@@ -18,7 +18,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 /** Status logged and counted when the client went away before a response was complete (nginx's). */
 export const CLIENT_CLOSED = 499;
 
-/** What the observer needs from a request (a FastifyRequest fits). */
+/** What the observer needs from a request (lifecycle/wire.ts; a FastifyRequest fits too). */
 export interface ObservedRequest {
   method: string;
   headers: IncomingHttpHeaders;
@@ -31,10 +31,10 @@ export interface ObservedRequest {
   };
 }
 
-/** What the observer needs from a reply (a FastifyReply fits). */
+/** What the observer needs from a reply (lifecycle/wire.ts; a FastifyReply fits too). */
 export interface ObservedReply {
   raw: ServerResponse;
-  /** Headers Fastify sends itself (its own answers: problems, mocks) are only readable here. */
+  /** Headers of the answers the reply writes itself (problems, mocks) are only readable here. */
   getHeader(name: string): unknown;
 }
 
@@ -82,7 +82,7 @@ export function createObserver(opts: ObserverOptions): Observer {
     if (rec.websocket !== 'no') metrics.websocketUpgrade(rec, status);
     if (accessLog !== undefined) {
       let bytes = rec.bytes;
-      // Fastify wrote the answer itself (a problem, a mock): its length is only in its headers.
+      // The reply wrote the answer itself (a problem, a mock): its length is only in its headers.
       if (bytes === 0 && rec.attempts === 0 && rec.method !== 'HEAD')
         bytes = Number(reply.getHeader('content-length') ?? 0) || 0;
       accessLog(rec, status, bytes, ms, !complete);

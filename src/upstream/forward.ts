@@ -82,11 +82,11 @@ const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UN
  */
 type RawResponse = ServerResponse;
 
-/** What the forwarder needs from the incoming request (a FastifyRequest fits). */
+/** What the forwarder needs from the incoming request (lifecycle/wire.ts; a FastifyRequest fits too). */
 export interface IncomingForForward {
   method: string;
   headers: IncomingHttpHeaders;
-  /** Client address after trustProxy (Fastify's request.ip). */
+  /** Client address after trustProxy (lifecycle/wire.ts `ip`). */
   ip: string;
   raw: NodeJS.ReadableStream & {
     url?: string;
