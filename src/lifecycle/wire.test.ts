@@ -19,11 +19,12 @@ async function serve(
   handler: (req: PublicRequest, reply: PublicReply) => void,
 ): Promise<number> {
   const live = { trust: compileCidrs(trusted) };
-  server = createServer((raw: IncomingMessage, res: ServerResponse) =>
+  const s = createServer((raw: IncomingMessage, res: ServerResponse) =>
     handler(new PublicRequest(raw, live, silent), new PublicReply(res)),
   );
-  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
-  return (server?.address() as AddressInfo).port;
+  server = s;
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  return (s.address() as AddressInfo).port;
 }
 
 interface Got {
