@@ -639,20 +639,27 @@ function buildPublicApp(
    * from its first moment, then the lifecycle. Any method token reaches it (HTTP/2 carries any).
    */
   const dispatch = (raw: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
-    const req = new PublicRequest(raw, live, logger);
-    const reply = new PublicReply(res);
-    const url = req.url;
-    const q = url.indexOf('?');
-    const rec = live.observer.begin(req, reply, q === -1 ? url : url.slice(0, q));
-    reply.header(REQUEST_ID_HEADER, rec.id);
-    const ex = new Exchange(req, reply, rec, runtime.snapshot);
-    opts.onExchange?.(ex);
-    if ((raw as { upgrade?: boolean }).upgrade) {
-      ex.upgrade = upgrades.get(raw);
-      if (ex.upgrade) rec.websocket = 'asked';
+    try {
+      const req = new PublicRequest(raw, live, logger);
+      const reply = new PublicReply(res);
+      const url = req.url;
+      const q = url.indexOf('?');
+      const rec = live.observer.begin(req, reply, q === -1 ? url : url.slice(0, q));
+      reply.header(REQUEST_ID_HEADER, rec.id);
+      const ex = new Exchange(req, reply, rec, runtime.snapshot);
+      opts.onExchange?.(ex);
+      if ((raw as { upgrade?: boolean }).upgrade) {
+        ex.upgrade = upgrades.get(raw);
+        if (ex.upgrade) rec.websocket = 'asked';
+      }
+      if (redirectTo) redirect(ex, redirectTo());
+      else handle(ex, lifecycle);
+    } catch (err) {
+      // The lifecycle answers every failure itself; this is a bug, and it must not end the process.
+      logger.error({ err, code: 'PC_INTERNAL' }, 'request failed');
+      if (res.headersSent) res.destroy();
+      else writeProblem(res as ServerResponse, new ProblemError('PC_INTERNAL'), '');
     }
-    if (redirectTo) redirect(ex, redirectTo());
-    else handle(ex, lifecycle);
   };
   const upgrades = acceptUpgrades(
     app,
