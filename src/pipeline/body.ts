@@ -46,13 +46,14 @@ export function readBody(ctx: RequestContext, maxBytes: number): Promise<Buffer>
   const codings = encoding === undefined ? undefined : codingsOf(encoding);
   // Refused before the body is read: nothing is decoded that cannot be.
   if (codings) for (const c of codings) if (!DECODERS.has(c)) return Promise.reject(unsupported(c));
+  const keep = (body: Buffer): Buffer => {
+    if (encoding !== undefined) ctx.removeUpstreamHeaders.add('content-encoding');
+    ctx.body = body;
+    return body;
+  };
   return readWhole(ctx.req.raw, maxBytes).then(
-    async (raw) => {
-      const body = codings && codings.length > 0 ? await decode(raw, codings, maxBytes) : raw;
-      if (encoding !== undefined) ctx.removeUpstreamHeaders.add('content-encoding');
-      ctx.body = body;
-      return body;
-    },
+    // Not async: a body without a coding is kept in the same step (one promise less per request).
+    (raw) => (codings && codings.length > 0 ? decode(raw, codings, maxBytes).then(keep) : keep(raw)),
     (err: BodyReadError) => {
       throw err.reason === 'too-large'
         ? new ProblemError('PC_BODY_TOO_LARGE')

@@ -219,30 +219,38 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
       });
     };
 
-    return async function waf(ctx: RequestContext): Promise<void> {
+    /** The body as inspected: the read one, cut to maxBodyBytes (past it, limitHit decides). */
+    const inspectedBody = (ctx: RequestContext, full: Buffer): Buffer => {
+      if (full.length <= maxBodyBytes) return full;
+      limitHit(ctx, 'bodyBytes');
+      return full.subarray(0, maxBodyBytes);
+    };
+    const readFailed = (ctx: RequestContext, err: unknown): never => {
+      // Past the WAF's own limit (not the gateway's): while reading, or once decoded.
+      if (
+        block &&
+        err instanceof ProblemError &&
+        err.code === 'PC_BODY_TOO_LARGE' &&
+        maxBodyBytes < deps.config.limits.bodyBytes
+      )
+        limitHit(ctx, 'bodyBytes');
+      throw err;
+    };
+
+    // Not async: a request without a body is judged without a promise (the chain stays
+    // synchronous, see runChain); one with a body waits for it, then is judged.
+    return function waf(ctx: RequestContext): void | Promise<void> {
+      if (!hasBody(ctx.req.raw)) return judge(ctx, undefined);
+      if (block && Number(ctx.req.headers['content-length']) > maxBodyBytes) limitHit(ctx, 'bodyBytes');
+      return deps.readBody(ctx, readLimit).then(
+        (full) => judge(ctx, inspectedBody(ctx, full)),
+        (err: unknown) => readFailed(ctx, err),
+      );
+    };
+
+    /** Inspect the request (and its body, when it has one) and decide. */
+    function judge(ctx: RequestContext, body: Buffer | undefined): void {
       const req = ctx.req;
-      let body: Buffer | undefined;
-      if (hasBody(req.raw)) {
-        if (block && Number(req.headers['content-length']) > maxBodyBytes) limitHit(ctx, 'bodyBytes');
-        let full: Buffer;
-        try {
-          full = await deps.readBody(ctx, readLimit);
-        } catch (err) {
-          // Past the WAF's own limit (not the gateway's): while reading, or once decoded.
-          if (
-            block &&
-            err instanceof ProblemError &&
-            err.code === 'PC_BODY_TOO_LARGE' &&
-            maxBodyBytes < deps.config.limits.bodyBytes
-          )
-            limitHit(ctx, 'bodyBytes');
-          throw err;
-        }
-        if (full.length > maxBodyBytes) {
-          limitHit(ctx, 'bodyBytes');
-          body = full.subarray(0, maxBodyBytes);
-        } else body = full;
-      }
       const target = ctx.target;
       const result: InspectResult = engine.inspect({
         method: req.method,
@@ -290,6 +298,6 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
         extensions: { rules, score: result.score },
         omitInstance: pathJudged,
       });
-    };
+    }
   },
 };
