@@ -514,7 +514,6 @@ function mayRetry(
   return attemptsLeft > 0 && retryOn.includes(reason) && (reason === 'connect-failure' || group.spendRetry());
 }
 
-/** The header names a Connection header lists; undefined for the usual bare keep-alive / close. */
 /** The header names a Connection header lists (hop-by-hop for this message), or undefined when it lists none. */
 export function connectionTokens(value: string | string[]): Set<string> | undefined {
   if (typeof value === 'string' && PLAIN_CONNECTION.test(value)) return undefined;
