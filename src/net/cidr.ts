@@ -17,7 +17,17 @@ export function parseCidr(entry: string): [ipaddr.IPv4 | ipaddr.IPv6, number] {
 export function compileCidrs(entries: readonly string[]): CidrMatcher {
   if (entries.length === 0) return () => false;
   const ranges = entries.map(parseCidr);
+  // The last answer: a keep-alive connection asks about the same peer for every request, and
+  // parsing an address costs more than the rest of the check.
+  let lastIp: string | undefined;
+  let lastAnswer = false;
   return function matchCidr(ip) {
+    if (ip === lastIp) return lastAnswer;
+    lastAnswer = inRanges(ip);
+    lastIp = ip;
+    return lastAnswer;
+  };
+  function inRanges(ip: string | undefined): boolean {
     if (!ip || !ipaddr.isValid(ip)) return false;
     let addr = ipaddr.parse(ip);
     if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
@@ -27,5 +37,5 @@ export function compileCidrs(entries: readonly string[]): CidrMatcher {
       if (range.kind() === addr.kind() && addr.match(range, bits)) return true;
     }
     return false;
-  };
+  }
 }
