@@ -562,11 +562,18 @@ function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
  * timeouts, client errors, HTTP/2 sessions, and the graceful close.
  */
 function takeRequests(
-  server: FastifyInstance['server'],
+  app: FastifyInstance,
   dispatch: (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void,
 ): void {
-  const [route] = server.listeners('request');
-  if (route) server.removeListener('request', route as (...args: unknown[]) => void);
+  const server = app.server;
+  const routing = app.routing as (...args: unknown[]) => void;
+  // Fastify's listener is its `routing`: if a Fastify version ever registers another, every request
+  // would be answered twice, so the gateway refuses to start instead.
+  if (!server.listeners('request').includes(routing))
+    throw new Error(
+      "Fastify's request listener is not app.routing: the public listener cannot take its requests",
+    );
+  server.removeListener('request', routing);
   server.on('request', dispatch);
 }
 
@@ -668,7 +675,7 @@ function buildPublicApp(
     opts.tls !== undefined && opts.http2 === true,
     logger,
   );
-  takeRequests(app.server, dispatch);
+  takeRequests(app, dispatch);
 
   // Requests injected through Fastify (`app.inject`: `portcullis explain`, tests) take the same path.
   const injected = (req: FastifyRequest, reply: FastifyReply): void => {

@@ -73,7 +73,7 @@ describe('PublicRequest', () => {
     // 198.51.100.7 is not trusted: it is the client, whatever it claimed before itself.
     await call(port, 'GET', '/', {
       'x-forwarded-for': '192.0.2.1, 198.51.100.7, 10.1.2.3',
-      'x-forwarded-proto': 'http, https',
+      'x-forwarded-proto': 'http, HTTPS',
     });
     expect(seen).toEqual(['198.51.100.7', 'https']);
   });
