@@ -1,5 +1,6 @@
 /**
- * Turn a request body into named values, whatever its Content-Type claims: JSON (any depth),
+ * Turn a request body into named values, whatever its Content-Type claims: JSON (any depth, every
+ * repeated name's value too: json.ts),
  * urlencoded, XML (text and attributes) or raw text (multipart/form-data is busboy's: see
  * multipart.ts). A body whose declared type does not parse is sniffed, so a missing or lying
  * Content-Type does not hide its fields.
@@ -7,10 +8,8 @@
  * Every function takes `cap`, the most entries `out` may hold: the engine passes one more than
  * the WAF's `maxValues`, so reaching the cap means the limit was hit (never a silent stop).
  */
+import { pushJson } from './json.ts';
 import type { Target } from './types.ts';
-
-/** Deepest JSON nesting walked; a deeper subtree is inspected as one value, its JSON text. */
-const MAX_DEPTH = 64;
 
 /** Decode `application/x-www-form-urlencoded` text (`+` is a space; bad escapes kept as-is). */
 export function formDecode(s: string): string {
@@ -41,52 +40,6 @@ export function pushForm(text: string, prefix: 'query' | 'body', out: Target[], 
     }
     start = end + 1;
   }
-}
-
-/** Walk a JSON value at `path`; `key`, its exclusion key (`body:<path>`), when its name's was built. */
-function walkJson(
-  v: unknown,
-  path: string,
-  key: string | undefined,
-  depth: number,
-  out: Target[],
-  cap: number,
-): void {
-  if (out.length >= cap) return;
-  if (typeof v === 'string') {
-    out.push({ kind: 'body', key: key ?? `body:${path}`, value: v });
-  } else if (depth >= MAX_DEPTH && typeof v === 'object' && v !== null) {
-    // Deeper than walked: the subtree is inspected as its JSON text, never skipped.
-    out.push({ kind: 'body', key: key ?? `body:${path}`, value: JSON.stringify(v) });
-  } else if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++)
-      walkJson(v[i], path ? `${path}.${i}` : String(i), undefined, depth + 1, out, cap);
-  } else if (v !== null && typeof v === 'object') {
-    for (const k of Object.keys(v)) {
-      const p = path ? `${path}.${k}` : k;
-      const pk = `body:${p}`;
-      out.push({ kind: 'body-name', key: pk, value: k });
-      walkJson((v as Record<string, unknown>)[k], p, pk, depth + 1, out, cap);
-    }
-  } else if (typeof v === 'number' && (!Number.isSafeInteger(v) || v > 0xffffffff)) {
-    // Huge or denormal numbers are attack material of their own (overflow probes).
-    out.push({ kind: 'body', key: key ?? `body:${path}`, value: String(v) });
-  }
-}
-
-function pushJson(text: string, out: Target[], cap: number): boolean {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return false;
-  }
-  if (typeof parsed !== 'object' || parsed === null) {
-    if (typeof parsed === 'string') out.push({ kind: 'body', key: 'body:', value: parsed });
-    return true;
-  }
-  walkJson(parsed, '', 'body:', 0, out, cap);
-  return true;
 }
 
 /** XML: element text and attribute values by element/attribute name; entities left for the decoder. */

@@ -96,6 +96,14 @@ describe('bodies are inspected whatever their Content-Type says', () => {
     expect(r.score).toBeGreaterThanOrEqual(THRESHOLD);
     expect(r.matches.map((m) => m.target)).toContain('body:a.b.0.c');
   });
+  test('a JSON name repeated: the value JSON.parse would drop is inspected too', () => {
+    // A parser that keeps the first occurrence (or streams the text) behind the gateway reads it.
+    const r = p1.inspect(post('{"q":"<script>alert(1)</script>","q":"fine"}', 'application/json'));
+    expect(r.score).toBeGreaterThanOrEqual(THRESHOLD);
+    expect(
+      blocked(post('{"a":{"q":"1 union select password from users--"},"a":1}', 'application/json')),
+    ).toBe(true);
+  });
   test('a multipart field and a traversing file name', () => {
     const body =
       '--XyZ\r\nContent-Disposition: form-data; name="comment"\r\n\r\n<iframe src=javascript:alert(1)>\r\n' +
@@ -443,7 +451,7 @@ describe('inspection limits are never a silent pass', () => {
     expect(res.score).toBeGreaterThanOrEqual(THRESHOLD);
   });
 
-  test('JSON nested deeper than walked is inspected as text, not skipped', () => {
+  test('JSON nested deeper than paths grow is still inspected, value by value', () => {
     let deep: unknown = { q: "1' UNION SELECT password FROM users--" };
     for (let i = 0; i < 80; i++) deep = { a: deep };
     expect(blocked(json(deep))).toBe(true);

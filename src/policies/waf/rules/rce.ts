@@ -74,8 +74,9 @@ export const RCE_RULES: Rule[] = [
     // The shell view only drops characters: a separator, `=`, `+` or `-` it holds is in `lower` too.
     test: (v) =>
       (CHAIN_SEPARATOR.test(v.lower) && SHELL.commandAfterSeparator(v.shell)) ||
-      // An empty backtick substitution splits a name as `$()` does (`wh\`\`oami`).
-      (v.shell.includes('``') && commandWithoutEmptyBackticks(v.shell)) ||
+      // An empty backtick substitution splits a name as `$()` does (`wh\`\`oami`). The shell view
+      // adds no backtick: a value without one is not normalised for this (prose such as `it's`).
+      (v.lower.includes('`') && v.shell.includes('``') && commandWithoutEmptyBackticks(v.shell)) ||
       (ALIAS_OPERATOR.test(v.lower) && v.shell.includes('alias') && SHELL.ALIAS.test(v.shell)) ||
       (v.lower.includes('\\') && SHELL.escapedCommand(v.lower)) ||
       // A line break written as `\n` (for a layer that unescapes it: JSON, a template, `echo -e`).
