@@ -3,9 +3,9 @@
  * runs the compiled rules over them; the scores of distinct rules add up (anomaly scoring), so one
  * weak signal does not block while a critical one does.
  */
-import { isAscii } from 'node:buffer';
 import { parseCookies } from '../../net/cookies.ts';
 import { bodyTargets, pushForm } from './body.ts';
+import { bodyReadings } from './charset.ts';
 import { DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES } from './limits.ts';
 import { MultipartError, parseMultipart } from './multipart.ts';
 import { Prefilter } from './plain.ts';
@@ -74,8 +74,6 @@ const MIN_SLICE_CHARS = 13;
 function unpinned(value: string): string {
   return value.length < MIN_SLICE_CHARS ? value : ` ${value}`.slice(1);
 }
-/** Decodes non-ASCII bodies; invalid sequences become U+FFFD. */
-const UTF8 = new TextDecoder('utf-8', { fatal: false });
 /**
  * Header names an engine keeps a slot for besides those it knows (SKIPPED_HEADERS,
  * STRUCTURED_HEADERS, COMMON_HEADERS): names are the client's, so their count is bounded.
@@ -353,13 +351,13 @@ function pushBodyTargets(parts: RequestParts, out: Target[], cap: number, result
       result.matches.push({ id: MULTIPART_RULE, family: 'protocol', score: SCORE.critical, target: 'body' });
     }
   }
-  // Bodies are usually UTF-8 (ASCII for most JSON): isAscii is one native pass over the bytes.
-  const text = typeof body === 'string' ? body : isAscii(body) ? body.toString('latin1') : UTF8.decode(body);
-  if (result.bodyError !== undefined) {
-    if (out.length < cap) out.push({ kind: 'body-raw', key: 'body:', value: text });
-    return;
+  // In the encoding the bytes announce or the charset declared (charset.ts); usually one reading,
+  // of an ASCII body copied as is.
+  const texts = typeof body === 'string' ? [body] : bodyReadings(body, contentType);
+  for (const text of texts) {
+    if (result.bodyError === undefined) bodyTargets(text, contentType, out, cap);
+    else if (out.length < cap) out.push({ kind: 'body-raw', key: 'body:', value: text });
   }
-  bodyTargets(text, contentType, out, cap);
 }
 
 /** Whether a value is longer than `max` UTF-8 bytes (its length in chars is a lower bound, 3× an upper one). */

@@ -1,3 +1,4 @@
+import { undecodableCharset } from '../charset.ts';
 import { type RequestParts, type RequestRule, type Rule, SCORE } from '../types.ts';
 
 function header(parts: RequestParts, name: string): string | undefined {
@@ -65,6 +66,19 @@ export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
     description: 'NUL or control characters in the request target or a header',
     test: (p) => CONTROL_CHARACTER.test(p.url) || p.url.includes('%00'),
     headerValue: (v) => CONTROL_CHARACTER.test(v),
+  },
+  {
+    id: 'protocol-body-charset',
+    family: 'protocol',
+    paranoia: 1,
+    score: SCORE.critical,
+    description:
+      'A body whose Content-Type declares a charset the WAF cannot decode (utf-7, EBCDIC ibm037…): its payload would be read unseen',
+    test: (p) => {
+      if (p.body === undefined || p.body.length === 0) return false;
+      const ct = header(p, 'content-type');
+      return ct !== undefined && undecodableCharset(ct);
+    },
   },
   {
     id: 'protocol-bad-encoding',
