@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, describe, expect, test } from 'vitest';
 import { ConfigError, ProblemError } from '../../errors.ts';
@@ -109,6 +110,27 @@ describe('waf policy', () => {
     });
     expect(res.statusCode).toBe(403);
     expect(res.json().rules).toEqual(expect.arrayContaining(['rce-command-chain']));
+  });
+
+  test('a gzip-coded UTF-16 JSON body is decoded (gzip, then UTF-16) and blocked; a utf-7 form is refused', async () => {
+    const app = await make({});
+    const utf16 = Buffer.from(JSON.stringify({ q: '<script>alert(1)</script>' }), 'utf16le');
+    const res = await app.inject({
+      method: 'POST',
+      url: '/items',
+      payload: gzipSync(utf16),
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    });
+    expect(res.statusCode).toBe(403);
+    expect(res.json().rules).toEqual(expect.arrayContaining(['xss-tag']));
+    const utf7 = await app.inject({
+      method: 'POST',
+      url: '/items',
+      payload: 'q=+ADw-script+AD4-alert(1)+ADw-/script+AD4-',
+      headers: { 'content-type': 'application/x-www-form-urlencoded; charset=utf-7' },
+    });
+    expect(utf7.statusCode).toBe(403);
+    expect(utf7.json().rules).toEqual(expect.arrayContaining(['protocol-body-charset']));
   });
 
   test('dry-run lets the request through and records would-deny with rules and score', async () => {
