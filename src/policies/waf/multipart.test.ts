@@ -107,6 +107,15 @@ describe('parseMultipart', () => {
       'transfer-encoding',
     ],
     [
+      'a utf-7 part',
+      form([
+        'Content-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-7',
+        '+ADw-script+AD4-',
+      ]),
+      CT,
+      'charset',
+    ],
+    [
       'a filename with ../',
       form(['Content-Disposition: form-data; name="f"; filename="../../etc/x"', 'x']),
       CT,
@@ -132,6 +141,17 @@ describe('parseMultipart', () => {
     ],
   ])('rejects %s', (_what, body, ct, expected) => {
     expect(reason(body, ct)).toBe(expected);
+  });
+
+  test('a part in a declared UTF-16 is read as text', () => {
+    const body = Buffer.concat([
+      Buffer.from(
+        '--XyZ\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; charset=utf-16le\r\n\r\n',
+      ),
+      Buffer.from('<b>', 'utf16le'),
+      Buffer.from('\r\n--XyZ--\r\n'),
+    ]);
+    expect(parseMultipart(body, 'multipart/form-data; boundary=XyZ')).toEqual([{ name: 'a', value: '<b>' }]);
   });
 
   test('a name holding `;filename=` inside quotes is one parameter', () => {

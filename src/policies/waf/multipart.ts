@@ -13,12 +13,14 @@
  * | `duplicate-header`   | a part with more than one Content-Type or Content-Transfer-Encoding    |
  * | `duplicate-parameter`| `name`, `filename` or `filename*` given twice, or both `filename` and `filename*` |
  * | `transfer-encoding`  | a Content-Transfer-Encoding other than 7bit, 8bit or binary (an upstream may decode base64 the WAF did not) |
+ * | `charset`            | a part's Content-Type declares a charset the WAF cannot decode (utf-7, EBCDIC: see charset.ts) |
  * | `filename`           | a filename with `/`, `\`, a control character, or that is `.` or `..`   |
  *
  * The header checks read only each part's header block (delimiter to blank line); the parts
  * themselves are busboy's.
  */
 import busboy from 'busboy';
+import { undecodableCharset } from './charset.ts';
 
 /** Why a multipart body was rejected. */
 export type MultipartRejection =
@@ -28,6 +30,7 @@ export type MultipartRejection =
   | 'duplicate-header'
   | 'duplicate-parameter'
   | 'transfer-encoding'
+  | 'charset'
   | 'filename';
 
 /** One part as the WAF inspects it. */
@@ -156,8 +159,11 @@ function checkHeaderBlock(block: string): void {
     if (name === 'content-disposition') {
       dispositions++;
       disposition = value;
-    } else if (name === 'content-type') types++;
-    else if (name === 'content-transfer-encoding') {
+    } else if (name === 'content-type') {
+      types++;
+      if (undecodableCharset(value))
+        throw new MultipartError('charset', 'a part declares a charset that cannot be decoded');
+    } else if (name === 'content-transfer-encoding') {
       encodings++;
       if (!SAFE_TRANSFER_ENCODINGS.has(value.toLowerCase()))
         throw new MultipartError('transfer-encoding', 'unsupported Content-Transfer-Encoding');
