@@ -262,6 +262,17 @@ describe('validate (OpenAPI 3.0)', () => {
     },
     { name: 'null where not nullable', payload: '{"name":null}', want: [{ in: 'body', name: '/name' }] },
     {
+      // A first-wins parser behind the gateway would read the unchecked 500 (JSON.parse keeps "x").
+      name: 'a repeated member name, even when its last value is valid',
+      payload: '{"name":500,"name":"x"}',
+      want: [{ in: 'body', name: '/name', message: expect.stringContaining('repeats a member name') }],
+    },
+    {
+      name: 'a member name repeated in a nested object',
+      payload: '{"name":"r","children":[{"name":"a"},{"name":"b","weight":1,"weight":2}]}',
+      want: [{ in: 'body', name: '/children/1/weight' }],
+    },
+    {
       name: 'a violation deep in the recursive schema',
       payload: '{"name":"r","children":[{"name":"a","children":[{"weight":1}]}]}',
       want: [{ in: 'body', name: '/children/0/children/0/name', message: 'is required' }],

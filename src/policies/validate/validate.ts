@@ -6,6 +6,7 @@ import { ProblemError } from '../../errors.ts';
 import { cookiesOf } from '../../net/cookies.ts';
 import { hasBody } from '../../net/read-body.ts';
 import type { Hook, PolicyDeps, PolicyKind, RequestContext } from '../../pipeline/types.ts';
+import { repeatedName } from '../waf/json.ts';
 import type { Dialect } from './openapi-schema.ts';
 
 /** Most violations listed in one 400 (the rest are counted). */
@@ -22,7 +23,7 @@ export const ValidateSchema = T.Object(
     request: T.Optional(
       T.Boolean({
         description:
-          'Validate path, query, header and cookie parameters and the JSON request body against the operation. Default true.',
+          'Validate path, query, header and cookie parameters and the JSON request body against the operation (a body repeating a member name within one object is refused: parsers disagree on which value counts). Default true.',
       }),
     ),
     response: T.Optional(
@@ -287,10 +288,22 @@ function checkBody(
   const check = body.json.get(declared);
   return deps.readBody(ctx, maxBytes).then((buf) => {
     let value: unknown;
+    const text = buf.toString('utf8');
     try {
-      value = JSON.parse(buf.toString('utf8'));
+      value = JSON.parse(text);
     } catch {
       errors.push({ in: 'body', name: '', message: 'is not valid JSON' });
+      return;
+    }
+    // JSON.parse keeps the last of a repeated name, other parsers the first: the schema would have
+    // checked a value the upstream may not read (RFC 8259 §4 leaves it to the parser).
+    const repeated = repeatedName(text);
+    if (repeated) {
+      errors.push({
+        in: 'body',
+        name: `/${repeated.replaceAll('.', '/')}`,
+        message: 'repeats a member name of its object (parsers disagree on which value counts)',
+      });
       return;
     }
     if (check && !check(value)) for (const e of check.errors ?? []) errors.push(bodyViolation(e));

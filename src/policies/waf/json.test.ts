@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { MAX_DEPTH, pushJson } from './json.ts';
+import { MAX_DEPTH, pushJson, repeatedName } from './json.ts';
 import type { Target } from './types.ts';
 
 /** What the WAF read from a JSON body before json.ts: JSON.parse, then a walk of the result. */
@@ -218,5 +218,27 @@ describe('pushJson', () => {
 
   test('a top-level string is one value under `body:`', () => {
     expect(scanned('"<svg onload=alert(1)>"')).toEqual([['body', 'body:', '<svg onload=alert(1)>']]);
+  });
+});
+
+describe('repeatedName', () => {
+  test.each([
+    ['{"a":1,"a":2}', 'a'],
+    ['{"a":{"b":1,"c":{"d":1},"b":2}}', 'a.b'],
+    ['[{"x":1},{"y":1,"y":2}]', '1.y'],
+    ['{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}', ''],
+    ['{"a\\u0062":1,"ab":2}', 'ab'],
+    ['[1,2,"a","a"]', ''],
+    ['{"a":1,}', undefined],
+    ['not json', undefined],
+  ])('%s: %j', (text, expected) => {
+    expect(repeatedName(text)).toBe(expected);
+  });
+
+  test('leaves the WAF scan as it was (its names are not tracked)', () => {
+    repeatedName('{"a":1,"a":2}');
+    const out: Target[] = [];
+    expect(pushJson('{"a":1,"a":"x"}', out, 100)).toBe(true);
+    expect(out.map((t) => t.value)).toEqual(['a', 'a', 'x']);
   });
 });

@@ -130,6 +130,32 @@ let nextPath: string | undefined = '';
 let nextKey: string | undefined;
 /** Returned by `member` when `out` is full. */
 const FULL = -2;
+/** Returned by `member` when a name repeats in its object (repeatedName). */
+const REPEATED = -3;
+/**
+ * For repeatedName: the names seen in the open object at each depth (false: the WAF's scan, which
+ * pushes targets instead), and the path of the first repeated one.
+ */
+let names: Array<Set<string> | undefined> | false = false;
+let repeatedPath = '';
+
+/**
+ * The path (dotted, as the WAF's keys) of the first member name repeated within one object of
+ * `text`; '' when no name repeats; undefined when `text` is not one JSON document. RFC 8259 leaves
+ * what a repeated name means to the parser (JSON.parse keeps the last, others the first), so a
+ * validator that checked one reading must refuse the document.
+ */
+export function repeatedName(text: string): string | undefined {
+  names = [];
+  repeatedPath = '';
+  try {
+    const out: Target[] = [];
+    if (scan(text, out, Number.POSITIVE_INFINITY)) return '';
+    return repeatedPath === '' ? undefined : repeatedPath;
+  } finally {
+    names = false;
+  }
+}
 
 function scan(text: string, out: Target[], cap: number): boolean {
   const n = text.length;
@@ -146,6 +172,7 @@ function scan(text: string, out: Target[], cap: number): boolean {
     if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       paths.push(nextPath ?? pathOfNext(paths, indices));
       const isArray = c === OPEN_BRACKET;
+      if (names !== false && !isArray) names[paths.length] = undefined;
       indices.push(isArray ? 0 : -1);
       i = skipWs(text, i + 1);
       if (text.charCodeAt(i) === (isArray ? CLOSE_BRACKET : CLOSE_BRACE)) {
@@ -164,18 +191,16 @@ function scan(text: string, out: Target[], cap: number): boolean {
       const v = readString(text, i);
       if (v === undefined) return false;
       if (out.length >= cap) return true;
-      nextKey = keyOfNext(paths, indices);
-      out.push({ kind: 'body', key: nextKey, value: v });
+      if (names === false) out.push({ kind: 'body', key: keyOfNext(paths, indices), value: v });
       i = stringEnd;
     } else if (c === MINUS || isDigit(c)) {
       const end = numberEnd(text, i);
       if (end === -1) return false;
       // Nine characters or fewer without a fraction or exponent: an int32, not worth a look.
       const raw = end - i <= 9 && plainInteger ? '' : text.slice(i, end);
-      if (raw !== '' && notableNumber(raw)) {
+      if (raw !== '' && names === false && notableNumber(raw)) {
         if (out.length >= cap) return true;
-        nextKey = keyOfNext(paths, indices);
-        out.push({ kind: 'body', key: nextKey, value: raw });
+        out.push({ kind: 'body', key: keyOfNext(paths, indices), value: raw });
       }
       i = end;
     } else if (text.startsWith('true', i)) i += 4;
@@ -211,7 +236,8 @@ function scan(text: string, out: Target[], cap: number): boolean {
 
 /**
  * Read `"name" :` at `i` of `s` inside the innermost object of `paths`, push the name and return
- * the index of its value (nextPath, nextKey set); -1 when malformed, FULL when `out` is full.
+ * the index of its value (nextPath, nextKey set); -1 when malformed, FULL when `out` is full,
+ * REPEATED when repeatedName is looking and the name was seen in this object.
  */
 function member(s: string, i: number, paths: string[], out: Target[], cap: number): number {
   if (s.charCodeAt(i) !== QUOTE) return -1;
@@ -223,7 +249,20 @@ function member(s: string, i: number, paths: string[], out: Target[], cap: numbe
   const parent = paths[paths.length - 1] as string;
   nextPath = paths.length > MAX_DEPTH ? parent : parent === '' ? name : `${parent}.${name}`;
   nextKey = `body:${nextPath}`;
-  out.push({ kind: 'body-name', key: nextKey, value: name });
+  if (names === false) out.push({ kind: 'body-name', key: nextKey, value: name });
+  else {
+    const depth = paths.length;
+    let seen = names[depth];
+    if (seen === undefined) {
+      seen = new Set();
+      names[depth] = seen;
+    }
+    if (seen.has(name)) {
+      repeatedPath = nextPath;
+      return REPEATED;
+    }
+    seen.add(name);
+  }
   return skipWs(s, j + 1);
 }
 
