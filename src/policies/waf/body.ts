@@ -1,9 +1,8 @@
 /**
- * Turn a request body into named values, whatever its Content-Type claims: JSON (any depth, every
- * repeated name's value too: json.ts),
- * urlencoded, XML (text and attributes) or raw text (multipart/form-data is busboy's: see
- * multipart.ts). A body whose declared type does not parse is sniffed, so a missing or lying
- * Content-Type does not hide its fields.
+ * Turn a request body into named values, whatever its Content-Type claims: JSON (any depth, and
+ * every value of a repeated name: json.ts), urlencoded, XML (text and attributes) or raw text
+ * (multipart/form-data is busboy's: see multipart.ts). A body whose declared type does not parse
+ * is sniffed, so a missing or lying Content-Type does not hide its fields.
  *
  * Every function takes `cap`, the most entries `out` may hold: the engine passes one more than
  * the WAF's `maxValues`, so reaching the cap means the limit was hit (never a silent stop).

@@ -41,9 +41,6 @@ const DECLARED: ReadonlyMap<string, readonly Encoding[]> = new Map<string, reado
   ['utf-32be', ['utf-32be', 'utf-8']],
 ]);
 
-/** The decodable charset labels (docs and error messages). */
-export const DECODED_CHARSETS: readonly string[] = [...DECLARED.keys()];
-
 /** A `charset` parameter, its value bare or quoted (`"utf-8"`, `'utf-8'`). */
 const CHARSET = /;\s*charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^;,\s]*))/gi;
 

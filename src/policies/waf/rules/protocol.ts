@@ -73,7 +73,7 @@ export const PROTOCOL_REQUEST_RULES: RequestRule[] = [
     paranoia: 1,
     score: SCORE.critical,
     description:
-      'A body whose Content-Type declares a charset the WAF cannot decode (utf-7, EBCDIC ibm037…): its payload would be read unseen',
+      'A body whose Content-Type declares a charset the WAF cannot decode (utf-7, EBCDIC ibm037…) or two different ones: its payload would be read unseen',
     test: (p) => {
       if (p.body === undefined || p.body.length === 0) return false;
       const ct = header(p, 'content-type');
