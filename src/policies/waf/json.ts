@@ -79,8 +79,9 @@ let nextBackslash = -1;
 
 /**
  * The string whose opening quote is at `i` of `s`, decoded; undefined when unterminated or badly
- * escaped. Raw control characters are let through (JSON.parse refuses them, lenient parsers do
- * not): such a string is still a value, and inspected.
+ * escaped. Raw control characters in a string without escapes are let through (JSON.parse refuses
+ * them, lenient parsers do not): such a string is still a value, and inspected. In a string with
+ * escapes they make the document not JSON, and the body is inspected as raw text instead.
  */
 function readString(s: string, i: number): string | undefined {
   const from = i + 1;
