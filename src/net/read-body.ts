@@ -45,44 +45,55 @@ export function hasBody(req: BodyHeaders): boolean {
 
 /** All of `stream`'s bytes, at most `maxBytes`. */
 export function readWhole(stream: BodyStream, maxBytes: number): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    if (stream.readableEnded) {
-      reject(new BodyReadError('aborted', 'the request body was already read'));
+  return new Promise<Buffer>((resolve, reject) => readWholeThen(stream, maxBytes, resolve, reject));
+}
+
+/**
+ * readWhole with callbacks: exactly one of them is called, from the stream's own events (no
+ * promise, no microtask: the forwarder's small bodies and the WAF's read take this path).
+ */
+export function readWholeThen(
+  stream: BodyStream,
+  maxBytes: number,
+  onBody: (body: Buffer) => void,
+  onError: (err: BodyReadError) => void,
+): void {
+  if (stream.readableEnded) {
+    onError(new BodyReadError('aborted', 'the request body was already read'));
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const onData = (c: Buffer) => {
+    size += c.length;
+    if (size > maxBytes) {
+      cleanup();
+      stream.resume(); // drain the rest so the 413 can be written
+      onError(new BodyReadError('too-large', `the request body is over ${maxBytes} bytes`));
       return;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size > maxBytes) {
-        cleanup();
-        stream.resume(); // drain the rest so the 413 can be written
-        reject(new BodyReadError('too-large', `the request body is over ${maxBytes} bytes`));
-        return;
-      }
-      chunks.push(c);
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(new BodyReadError('error', 'the request body could not be read', { cause: err }));
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new BodyReadError('aborted', `the client went away after ${size} bytes of the body`));
-    };
-    const cleanup = () => {
-      stream.removeListener('data', onData);
-      stream.removeListener('end', onEnd);
-      stream.removeListener('error', onError);
-      stream.removeListener('close', onClose);
-    };
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    stream.on('error', onError);
-    stream.on('close', onClose);
-  });
+    chunks.push(c);
+  };
+  const onEnd = () => {
+    cleanup();
+    onBody(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+  };
+  const onStreamError = (err: Error) => {
+    cleanup();
+    onError(new BodyReadError('error', 'the request body could not be read', { cause: err }));
+  };
+  const onClose = () => {
+    cleanup();
+    onError(new BodyReadError('aborted', `the client went away after ${size} bytes of the body`));
+  };
+  const cleanup = () => {
+    stream.removeListener('data', onData);
+    stream.removeListener('end', onEnd);
+    stream.removeListener('error', onStreamError);
+    stream.removeListener('close', onClose);
+  };
+  stream.on('data', onData);
+  stream.on('end', onEnd);
+  stream.on('error', onStreamError);
+  stream.on('close', onClose);
 }

@@ -12,7 +12,7 @@
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import { ProblemError } from '../errors.ts';
-import { type BodyReadError, readWhole } from '../net/read-body.ts';
+import { type BodyReadError, readWholeThen } from '../net/read-body.ts';
 import type { RequestContext } from './types.ts';
 
 type Decoder = (buf: Buffer, options: { maxOutputLength: number }) => Promise<Buffer>;
@@ -51,14 +51,22 @@ export function readBody(ctx: RequestContext, maxBytes: number): Promise<Buffer>
     ctx.body = body;
     return body;
   };
-  return readWhole(ctx.req.raw, maxBytes).then(
-    // Not async: a body without a coding is kept in the same step (one promise less per request).
-    (raw) => (codings && codings.length > 0 ? decode(raw, codings, maxBytes).then(keep) : keep(raw)),
-    (err: BodyReadError) => {
-      throw err.reason === 'too-large'
-        ? new ProblemError('PC_BODY_TOO_LARGE')
-        : new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err });
-    },
+  // One promise per read: the stream's events settle it (a body without a coding in the same step).
+  return new Promise<Buffer>((resolve, reject) =>
+    readWholeThen(
+      ctx.req.raw,
+      maxBytes,
+      (raw) => {
+        if (codings && codings.length > 0) decode(raw, codings, maxBytes).then(keep).then(resolve, reject);
+        else resolve(keep(raw));
+      },
+      (err: BodyReadError) =>
+        reject(
+          err.reason === 'too-large'
+            ? new ProblemError('PC_BODY_TOO_LARGE')
+            : new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err }),
+        ),
+    ),
   );
 }
 

@@ -6,7 +6,7 @@ import { type ErrorCode, ProblemError } from '../errors.ts';
 import { writeProblem } from '../lifecycle/answer.ts';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
-import { hasBody, readWhole } from '../net/read-body.ts';
+import { hasBody, readWholeThen } from '../net/read-body.ts';
 import type { RequestTarget } from '../net/target.ts';
 import { runResponseStages, throughStages } from '../pipeline/response.ts';
 import type { RequestContext } from '../pipeline/types.ts';
@@ -222,7 +222,9 @@ export function createForwarder(opts: ForwarderOptions): Forward {
     if (cl !== undefined && cl !== '0' && !ex.ctx?.body) {
       const length = Number(cl);
       if (length <= BUFFERED_BODY_BYTES && length <= bodyBytes) {
-        readWhole(ex.req.raw, length).then(
+        readWholeThen(
+          ex.req.raw,
+          length,
           (body) => send(ex, to, body),
           () => {
             // The client went away or sent less than it declared: nobody is left to answer.
