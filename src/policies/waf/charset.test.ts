@@ -88,6 +88,8 @@ describe('declared charsets', () => {
     ["application/x-www-form-urlencoded; charset='utf-8'", ['utf-8']],
     ['text/plain; format=flowed; Charset=ISO-8859-1', ['iso-8859-1']],
     ['text/plain;charset=ibm037;charset=UTF-8', ['ibm037', 'utf-8']],
+    ['text/plain; ChArSeT=UTF-7', ['utf-7']],
+    ['multipart/form-data; boundary=x', []],
     ['application/json', []],
   ])('%s declares %j', (type, charsets) => {
     expect(declaredCharsets(type)).toEqual(charsets);

@@ -44,9 +44,12 @@ const DECLARED: ReadonlyMap<string, readonly Encoding[]> = new Map<string, reado
 /** A `charset` parameter, its value bare or quoted (`"utf-8"`, `'utf-8'`). */
 const CHARSET = /;\s*charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^;,\s]*))/gi;
 
+const NONE: readonly string[] = [];
+
 /** The lower-case charsets a Content-Type declares (a client may send several), in order. */
-export function declaredCharsets(contentType: string): string[] {
-  if (!contentType.includes('harset') && !contentType.includes('HARSET')) return [];
+export function declaredCharsets(contentType: string): readonly string[] {
+  // Parameter names are case-insensitive (`ChArSeT=utf-7` counts): only a type without any is skipped.
+  if (!contentType.includes(';')) return NONE;
   const out: string[] = [];
   for (const m of contentType.matchAll(CHARSET)) out.push((m[1] ?? m[2] ?? m[3] ?? '').toLowerCase());
   return out;
