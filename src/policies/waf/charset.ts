@@ -82,16 +82,13 @@ function announced(b: Buffer): { encodings: readonly Encoding[]; skip: number } 
   }
   if (b0 === 0xfe && b1 === 0xff) return { encodings: ['utf-16be'], skip: 2 };
   if (b0 === 0 && b1 === 0 && b2 === 0xfe && b3 === 0xff) return { encodings: ['utf-32be'], skip: 4 };
-  // RFC 4627 §3: the first two characters are ASCII, so their NULs tell the encoding.
-  if (n >= 4) {
-    if (b0 === 0 && b1 === 0 && b2 === 0 && b3 !== 0) return { encodings: ['utf-32be'], skip: 0 };
-    if (b0 !== 0 && b1 === 0 && b2 === 0 && b3 === 0) return { encodings: ['utf-32le'], skip: 0 };
-    if (b0 === 0 && b1 !== 0 && b2 === 0 && b3 !== 0) return { encodings: ['utf-16be'], skip: 0 };
-    if (b0 !== 0 && b1 === 0 && b2 !== 0 && b3 === 0) return { encodings: ['utf-16le'], skip: 0 };
-  } else {
-    if (b0 === 0 && b1 !== 0) return { encodings: ['utf-16be'], skip: 0 };
-    if (b0 !== 0 && b1 === 0) return { encodings: ['utf-16le'], skip: 0 };
-  }
+  // RFC 4627 §3: the NULs of the first bytes tell UTF-16 or UTF-32 apart. Parsers read them
+  // differently (Python's json the first two bytes, Jackson four; a top-level string `"Ā…` has NULs
+  // where ASCII would not), so past the two clear UTF-32 patterns every reading they could make.
+  if (n >= 4 && b0 === 0 && b1 === 0 && b2 === 0 && b3 !== 0) return { encodings: ['utf-32be'], skip: 0 };
+  if (n >= 4 && b0 !== 0 && b1 === 0 && b2 === 0 && b3 === 0) return { encodings: ['utf-32le'], skip: 0 };
+  if (b0 === 0) return { encodings: n >= 4 ? ['utf-16be', 'utf-32be'] : ['utf-16be'], skip: 0 };
+  if (b1 === 0) return { encodings: n >= 4 ? ['utf-16le', 'utf-32le'] : ['utf-16le'], skip: 0 };
   return undefined;
 }
 
