@@ -242,7 +242,15 @@ describe('redis store topologies', () => {
       const b = createRedisStore({ cluster: { nodes: cluster.nodes } }, logger);
       stores.push(a, b);
       await Promise.all([a.ready(), b.ready()]);
-      expect(a.status()).toEqual({ kind: 'redis', ok: true });
+      // ready() settles with the first attempt either way; a cluster client is ready once it has
+      // the slot map, which can take another round while the nodes finish agreeing.
+      await vi.waitFor(
+        () => {
+          expect(a.status()).toEqual({ kind: 'redis', ok: true });
+          expect(b.status()).toEqual({ kind: 'redis', ok: true });
+        },
+        { timeout: 10_000, interval: 20 },
+      );
       const spec = { limit: 5, windowMs: 60_000 };
       // Several keys so that they land in different slots, i.e. on different masters.
       for (const key of ['k1', 'k2', 'k3', 'k4']) {
