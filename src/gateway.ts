@@ -392,7 +392,13 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
   const tracker: ConnectionTracker = {
     drain() {
       draining = true;
-      for (const socket of http1) release(socket);
+      for (const socket of http1) {
+        // A response still to be written ends its connection (`Connection: close`): its client
+        // learns not to send another request on it.
+        const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+        if (res && !res.headersSent) res.shouldKeepAlive = false;
+        release(socket);
+      }
     },
     destroyAll() {
       for (const socket of raw) socket.destroy();
@@ -646,6 +652,14 @@ function buildPublicApp(
    * from its first moment, then the lifecycle. Any method token reaches it (HTTP/2 carries any).
    */
   const dispatch = (raw: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
+    // A request read from an HTTP/1 connection the gateway already ended (a draining shutdown
+    // closed it as idle while the client was sending) cannot be answered: it is dropped before
+    // anything acts on it, so the client can safely send it again (RFC 9112 §9.3.1). Processing it
+    // would forward it upstream and leave the client with a reset for a request that ran.
+    if (raw.httpVersionMajor === 1 && raw.socket.writableEnded) {
+      raw.socket.destroy();
+      return;
+    }
     try {
       const req = new PublicRequest(raw, live, logger);
       const reply = new PublicReply(res);

@@ -179,6 +179,15 @@ describe.each(['memory', 'redis'] as const)('cache policy, %s store', (storeKind
       redis ? { state: { redis: redis.url } } : {},
       { policies: { cache: RULES } },
     );
+    if (redis) {
+      // The cache's Redis connection comes up after the gateway listens (no offline queue: until
+      // it is ready, answers are served uncached); the tests start once an entry round-trips.
+      up.scripts.set('/warm-up', () => ({ headers: { 'cache-control': 'max-age=60' } }));
+      await vi.waitFor(
+        async () => expect((await get(gw, '/svc/warm-up')).headers.get('cache-status')).toMatch(/hit/),
+        { timeout: 10_000, interval: 50 },
+      );
+    }
   });
   afterAll(async () => {
     await gw?.close();
@@ -623,6 +632,15 @@ describe('two gateway instances sharing one Redis cache', () => {
     b = await startGateway({ svc: spec(up.url), ro: getOnlySpec(up.url) }, config, {
       policies: { cache: RULES },
     });
+    // Both cache connections ready (see the single-instance tests): what one stores, the other serves.
+    up.scripts.set('/warm-up', () => ({ headers: { 'cache-control': 'max-age=60' } }));
+    await vi.waitFor(
+      async () => {
+        await shared(a, '/svc/warm-up');
+        expect((await shared(b, '/svc/warm-up')).headers['cache-status']).toMatch(/hit/);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
   });
   afterAll(async () => {
     await a?.close();
