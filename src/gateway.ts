@@ -394,7 +394,8 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
       draining = true;
       for (const socket of http1) {
         // A response still to be written ends its connection (`Connection: close`): its client
-        // learns not to send another request on it.
+        // learns not to send another request on it. `_httpMessage` is Node's current response on
+        // an HTTP/1 socket (internal, but what its own server reads); the public API has no other.
         const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
         if (res && !res.headersSent) res.shouldKeepAlive = false;
         release(socket);

@@ -108,6 +108,10 @@ describe('declared charsets', () => {
     ['application/json', []],
   ])('%s declares %j', (type, charsets) => {
     expect(declaredCharsets(type)).toEqual(charsets);
+    // Asked again (the remembered answer) and after another type: the same.
+    expect(declaredCharsets(type)).toEqual(charsets);
+    declaredCharsets('text/plain; charset=utf-7');
+    expect(declaredCharsets(type)).toEqual(charsets);
   });
 
   test.each([

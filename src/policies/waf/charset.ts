@@ -45,13 +45,22 @@ const DECLARED: ReadonlyMap<string, readonly Encoding[]> = new Map<string, reado
 const CHARSET = /;\s*charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^;,\s]*))/gi;
 
 const NONE: readonly string[] = [];
+/**
+ * The last Content-Type with parameters and its charsets: clients repeat theirs
+ * (`application/json; charset=utf-8`), and each request asks twice (the rule, then the reading).
+ */
+let lastType = '';
+let lastCharsets: readonly string[] = NONE;
 
 /** The lower-case charsets a Content-Type declares (a client may send several), in order. */
 export function declaredCharsets(contentType: string): readonly string[] {
   // Parameter names are case-insensitive (`ChArSeT=utf-7` counts): only a type without any is skipped.
   if (!contentType.includes(';')) return NONE;
+  if (contentType === lastType) return lastCharsets;
   const out: string[] = [];
   for (const m of contentType.matchAll(CHARSET)) out.push((m[1] ?? m[2] ?? m[3] ?? '').toLowerCase());
+  lastType = contentType;
+  lastCharsets = out;
   return out;
 }
 
