@@ -131,6 +131,8 @@ describe('graceful shutdown of the CLI process', () => {
 
     const res = await inFlight;
     expect(res.statusCode).toBe(200);
+    // Its answer ends the keep-alive connection: the client sends nothing more on it.
+    expect(res.headers.connection).toBe('close');
     expect(await res.body.json()).toMatchObject({ upstream: 'slow', url: `/slow?ms=${SLOW_MS}` });
 
     expect(await exited).toBe(0);
