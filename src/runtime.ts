@@ -8,7 +8,7 @@ import { createUpstreamTlsOptions } from './config/tls.ts';
 import { escapePointer, readSource } from './config/yaml.ts';
 import { ConfigError, type ConfigIssue, formatIssue, ProblemError } from './errors.ts';
 import type { Logger } from './logger.ts';
-import { buildChain, EMPTY_CHAIN, type RouteChain, readBody } from './pipeline/chain.ts';
+import { buildChain, EMPTY_CHAIN, type RouteChain, readBody, readBodyThen } from './pipeline/chain.ts';
 import {
   checkRuleTargets,
   compileRules,
@@ -528,6 +528,8 @@ export class Runtime {
               service,
               // A policy's own read never goes past the gateway's body limit.
               readBody: (ctx, max) => readBody(ctx, Math.min(max, config.limits.bodyBytes)),
+              readBodyThen: (ctx, max, then) =>
+                readBodyThen(ctx, Math.min(max, config.limits.bodyBytes), then),
             });
       for (const [i, route] of service.routes.entries()) {
         entries.set(route, {

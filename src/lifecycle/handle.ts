@@ -16,7 +16,7 @@
 import { ProblemError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { canonicalTarget, targetProblem } from '../net/target.ts';
-import { createContext, runChain } from '../pipeline/chain.ts';
+import { createContext, runChainThen } from '../pipeline/chain.ts';
 import { PREFLIGHT_PHASES } from '../pipeline/types.ts';
 import { cacheOfServiceFor } from '../policies/cache/cache.ts';
 import { isUnsafe } from '../policies/cache/serve.ts';
@@ -94,15 +94,11 @@ export function handle(ex: Exchange, lc: Lifecycle): undefined {
   ex.ctx = ctx;
   rec.ctx = ctx;
   rec.chain = entry.chain;
-  let pending: void | Promise<void>;
-  try {
-    pending = runChain(entry.chain, ctx, ex.preflight ? PREFLIGHT_PHASES : undefined);
-  } catch (err) {
-    return policyFailed(ex, lc, err);
-  }
   // A chain whose hooks all returned synchronously is finished without any promise (see runChain).
-  if (pending === undefined) return afterChain(ex, lc);
-  pending.then(
+  runChainThen(
+    entry.chain,
+    ctx,
+    ex.preflight ? PREFLIGHT_PHASES : undefined,
     () => afterChain(ex, lc),
     (err: unknown) => policyFailed(ex, lc, err),
   );

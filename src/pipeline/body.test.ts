@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { describe, expect, test } from 'vitest';
 import { ProblemError } from '../errors.ts';
-import { readBody } from './body.ts';
+import { readBody, readBodyThen } from './body.ts';
 import type { RequestContext } from './types.ts';
 
 /** A context whose request streams `body` with `headers`. */
@@ -68,5 +68,36 @@ describe('readBody', () => {
     expect(await codeOf(readBody(ctxWith(TEXT, { 'content-encoding': 'gzip' }), 10_000))).toBe(
       'PC_BAD_REQUEST',
     );
+  });
+});
+
+describe('readBodyThen', () => {
+  test('reads into ctx.body and calls back; a later readBody gets the same buffer', async () => {
+    const ctx = ctxWith(TEXT, { 'content-length': String(TEXT.length) });
+    await new Promise<void>((resolve) => readBodyThen(ctx, 10_000, resolve));
+    expect(ctx.body?.equals(TEXT)).toBe(true);
+    expect(await readBody(ctx, 10_000)).toBe(ctx.body);
+  });
+
+  test('a failed read is kept: every later reader gets the same error (the stream is spent)', async () => {
+    const ctx = ctxWith(zlib.gzipSync(Buffer.alloc(100_000)), { 'content-encoding': 'gzip' });
+    await new Promise<void>((resolve) => readBodyThen(ctx, 10_000, resolve));
+    expect(ctx.body).toBeUndefined();
+    expect(ctx.bodyError).toBeInstanceOf(ProblemError);
+    expect(await codeOf(readBody(ctx, 10_000_000))).toBe('PC_BODY_TOO_LARGE');
+  });
+
+  test('a body refused before it is read is left unread, for the reader to refuse', async () => {
+    const ctx = ctxWith(TEXT, { 'content-length': String(TEXT.length) });
+    let called = false;
+    readBodyThen(ctx, 10, () => {
+      called = true;
+    });
+    expect(called).toBe(true);
+    expect(ctx.body).toBeUndefined();
+    expect(ctx.bodyError).toBeUndefined();
+    expect(await codeOf(readBody(ctx, 10))).toBe('PC_BODY_TOO_LARGE');
+    // Unread: a reader with a larger limit still gets the bytes.
+    expect((await readBody(ctx, 10_000)).equals(TEXT)).toBe(true);
   });
 });

@@ -35,38 +35,73 @@ export const DECODED_ENCODINGS: readonly string[] = [...DECODERS.keys()];
  * Read the request body once, up to `maxBytes` (413 past it, before or after decoding), decode its
  * Content-Encoding, and keep it on the context so every policy and the forwarder use the same
  * buffer. An unknown encoding is 415 PC_UNSUPPORTED_ENCODING, a body that does not decode 400.
+ * A read that failed once fails the same way for every later reader (the stream is spent).
  */
 export function readBody(ctx: RequestContext, maxBytes: number): Promise<Buffer> {
   if (ctx.body) return Promise.resolve(ctx.body);
+  if (ctx.bodyError !== undefined) return Promise.reject(ctx.bodyError);
+  const refused = refusal(ctx, maxBytes);
+  if (refused) return Promise.reject(refused);
+  return new Promise<Buffer>((resolve, reject) =>
+    readInto(ctx, maxBytes, () => (ctx.body ? resolve(ctx.body) : reject(ctx.bodyError))),
+  );
+}
+
+/**
+ * readBody with a callback and no promise: reads the body into `ctx.body` (or records why not in
+ * `ctx.bodyError`), then calls `then`. A body refused before it is read (declared past `maxBytes`,
+ * an unknown encoding) is left unread: the reader's own `readBody` then rejects it. The chain reads
+ * ahead this way for the hooks that read every body (pipeline/chain.ts `Hook.readAhead`), so that
+ * they judge it synchronously.
+ */
+export function readBodyThen(ctx: RequestContext, maxBytes: number, then: () => void): void {
+  if (ctx.body || ctx.bodyError !== undefined || refusal(ctx, maxBytes)) then();
+  else readInto(ctx, maxBytes, then);
+}
+
+/** Why the body is refused before it is read, if it is: its declared length, its encoding. */
+function refusal(ctx: RequestContext, maxBytes: number): ProblemError | undefined {
   const headers = ctx.req.headers;
   const declared = headers['content-length'];
-  if (declared !== undefined && Number(declared) > maxBytes)
-    return Promise.reject(new ProblemError('PC_BODY_TOO_LARGE'));
+  if (declared !== undefined && Number(declared) > maxBytes) return new ProblemError('PC_BODY_TOO_LARGE');
   const encoding = headers['content-encoding'];
-  const codings = encoding === undefined ? undefined : codingsOf(encoding);
   // Refused before the body is read: nothing is decoded that cannot be.
-  if (codings) for (const c of codings) if (!DECODERS.has(c)) return Promise.reject(unsupported(c));
-  const keep = (body: Buffer): Buffer => {
-    if (encoding !== undefined) ctx.removeUpstreamHeaders.add('content-encoding');
-    ctx.body = body;
-    return body;
+  if (encoding !== undefined)
+    for (const c of codingsOf(encoding)) if (!DECODERS.has(c)) return unsupported(c);
+  return undefined;
+}
+
+/** Read and decode the body into ctx.body or ctx.bodyError, then call `then` (once). */
+function readInto(ctx: RequestContext, maxBytes: number, then: () => void): void {
+  const encoding = ctx.req.headers['content-encoding'];
+  const codings = encoding === undefined ? undefined : codingsOf(encoding);
+  const failed = (err: unknown): void => {
+    ctx.bodyError = err;
+    then();
   };
-  // One promise per read: the stream's events settle it (a body without a coding in the same step).
-  return new Promise<Buffer>((resolve, reject) =>
-    readWholeThen(
-      ctx.req.raw,
-      maxBytes,
-      (raw) => {
-        if (codings && codings.length > 0) decode(raw, codings, maxBytes).then(keep).then(resolve, reject);
-        else resolve(keep(raw));
-      },
-      (err: BodyReadError) =>
-        reject(
-          err.reason === 'too-large'
-            ? new ProblemError('PC_BODY_TOO_LARGE')
-            : new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err }),
-        ),
-    ),
+  readWholeThen(
+    ctx.req.raw,
+    maxBytes,
+    (raw) => {
+      if (codings === undefined || codings.length === 0) {
+        // `identity` too: the buffer is forwarded with its own length, no coding named.
+        if (encoding !== undefined) ctx.removeUpstreamHeaders.add('content-encoding');
+        ctx.body = raw;
+        then();
+        return;
+      }
+      decode(raw, codings, maxBytes).then((body) => {
+        ctx.removeUpstreamHeaders.add('content-encoding');
+        ctx.body = body;
+        then();
+      }, failed);
+    },
+    (err: BodyReadError) =>
+      failed(
+        err.reason === 'too-large'
+          ? new ProblemError('PC_BODY_TOO_LARGE')
+          : new ProblemError('PC_BAD_REQUEST', 'Request body could not be read', { cause: err }),
+      ),
   );
 }
 

@@ -121,6 +121,79 @@ describe('runChain', () => {
   });
 });
 
+describe('read-ahead (Hook.readAhead)', () => {
+  /** A hook that reads every body: its read-ahead fills ctx.body, from the "stream", later. */
+  function reader(seen: Array<string | undefined>, arrives: 'now' | 'later'): Hook {
+    const hook: Hook = (ctx) => {
+      seen.push(ctx.body?.toString());
+      if (ctx.body === undefined) return Promise.resolve();
+    };
+    hook.readAhead = (ctx, then) => {
+      const fill = () => {
+        ctx.body = Buffer.from('{"a":1}');
+        then();
+      };
+      if (arrives === 'now') fill();
+      else setImmediate(fill);
+    };
+    return hook;
+  }
+  const withBody = () =>
+    ({
+      decisions: [],
+      req: { raw: { headers: { 'content-length': '7' } }, headers: { 'content-length': '7' } },
+    }) as unknown as RequestContext;
+
+  it('reads the body before the hook, which then runs synchronously, once; the hooks before it first', async () => {
+    const ran: string[] = [];
+    const seen: Array<string | undefined> = [];
+    const chain = chainOf([
+      ['ipFilter', mark(ran, 'ip')],
+      ['waf', reader(seen, 'later')],
+      ['validate', mark(ran, 'after')],
+    ]);
+    const pending = runChain(chain, withBody());
+    expect(pending).toBeInstanceOf(Promise);
+    expect(ran).toEqual(['ip']);
+    expect(seen).toEqual([]);
+    await pending;
+    expect(seen).toEqual(['{"a":1}']);
+    expect(ran).toEqual(['ip', 'after']);
+  });
+
+  it('a body already there keeps the chain synchronous; a request without one is not read', () => {
+    const seen: Array<string | undefined> = [];
+    expect(runChain(chainOf([['waf', reader(seen, 'now')]]), withBody())).toBeUndefined();
+    const noBody = { decisions: [], req: { raw: { headers: {} }, headers: {} } } as unknown as RequestContext;
+    const pending = runChain(chainOf([['waf', reader(seen, 'now')]]), noBody);
+    expect(pending).toBeInstanceOf(Promise);
+    expect(seen).toEqual(['{"a":1}', undefined]);
+  });
+
+  it('a dry-run hook keeps its read-ahead', async () => {
+    const seen: Array<string | undefined> = [];
+    const kind: PolicyKind = {
+      name: 'reader',
+      phase: 'waf',
+      schema: T.Object({}),
+      create: () => reader(seen, 'later'),
+    };
+    const chain = await buildChain(
+      [
+        {
+          kind,
+          config: { mode: 'dry-run' },
+          rule: { file: 'p.yaml', index: 0, match: {}, policies: {}, baseDir: '.' },
+        },
+      ],
+      { logger: { info() {}, debug() {} } } as unknown as Omit<PolicyDeps, 'baseDir'>,
+    );
+    expect(chain.hooks[0]?.readAhead).toBeTypeOf('function');
+    await runChain(chain, withBody());
+    expect(seen).toEqual(['{"a":1}']);
+  });
+});
+
 describe('runChain records who rejected', () => {
   const thrower =
     (code: 'PC_IP_DENIED' | 'PC_UNAUTHORIZED', reason?: string): Hook =>

@@ -142,6 +142,8 @@ export interface RequestContext {
    * forwarded from this buffer instead of the stream.
    */
   body?: Buffer;
+  /** Why the body could not be read, once a read failed: every later reader gets it (the stream is spent). */
+  bodyError?: unknown;
   /** The request's cookies, parsed once on first use by `cookiesOf` (net/cookies.ts). */
   cookies?: RequestCookies;
   upstream?: UpstreamPreference;
@@ -162,7 +164,16 @@ export interface RequestContext {
  * reject. A hook with nothing to wait for should return synchronously: the chain then stays
  * synchronous (see runChain).
  */
-export type Hook = (ctx: RequestContext) => void | Promise<void>;
+export interface Hook {
+  (ctx: RequestContext): void | Promise<void>;
+  /**
+   * For a hook that reads every request body whole (the WAF): read it into `ctx.body` (or
+   * `ctx.bodyError`) and call `then`, without a promise (`PolicyDeps.readBodyThen`). The chain calls
+   * it right before the hook, which then judges the body synchronously: no promise, microtask or
+   * reaction job between the body's last byte and the forwarder (see runChain).
+   */
+  readAhead?: (ctx: RequestContext, then: () => void) => void;
+}
 
 /** What a policy factory may use; built once per gateway, shared by every route. */
 export interface PolicyDeps {
@@ -176,6 +187,11 @@ export interface PolicyDeps {
   baseDir: string;
   /** Read the request body once (bounded); later calls get the same buffer. */
   readBody: (ctx: RequestContext, maxBytes: number) => Promise<Buffer>;
+  /**
+   * readBody with a callback: reads the body into `ctx.body` (or records `ctx.bodyError`), then
+   * calls `then`; a body refused before it is read is left to readBody (see pipeline/body.ts).
+   */
+  readBodyThen: (ctx: RequestContext, maxBytes: number, then: () => void) => void;
 }
 
 /**

@@ -59,6 +59,9 @@ function create(config: RateLimitConfig, store: Store, route = routeOf('op')): P
     service: SERVICE,
     baseDir: '/',
     readBody: () => Promise.reject(new Error('not used')),
+    readBodyThen: () => {
+      throw new Error('not used');
+    },
   };
   return rateLimitPolicy.create(config, deps);
 }

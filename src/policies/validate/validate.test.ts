@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance, type InjectOptions } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ProblemError } from '../../errors.ts';
-import { buildChain, createContext, readBody, runChain } from '../../pipeline/chain.ts';
+import { buildChain, createContext, readBody, readBodyThen, runChain } from '../../pipeline/chain.ts';
 import type { Decision, PolicyDeps } from '../../pipeline/types.ts';
 import { sendProblem } from '../../problem.ts';
 import { loadServiceFile } from '../../registry/load-service.ts';
@@ -130,6 +130,7 @@ async function appFor(service: Service, operationId: string, config: ValidateCon
     route,
     service,
     readBody,
+    readBodyThen,
   } as unknown as PolicyDeps;
   const chain = await buildChain(
     [
@@ -423,6 +424,7 @@ describe('validate (OpenAPI 3.1)', () => {
       route,
       service: tree,
       readBody,
+      readBodyThen,
     } as unknown as PolicyDeps;
     const hook = await validatePolicy.create({ request: true }, deps);
     const app = Fastify();

@@ -259,7 +259,7 @@ function compileBody(
   };
 }
 
-/** Check the body's presence and media type; returns a promise only when a JSON body is read. */
+/** Check the body's presence and media type; returns a promise only when a JSON body is still to be read. */
 function checkBody(
   ctx: RequestContext,
   body: CompiledBody,
@@ -286,7 +286,14 @@ function checkBody(
   // Only JSON is parsed; other declared media types (forms, files) pass unchecked.
   if (!isJsonType(contentType) || !body.json.has(declared)) return;
   const check = body.json.get(declared);
-  return deps.readBody(ctx, maxBytes).then((buf) => {
+  // Read already (by the WAF's read-ahead): checked now, without a promise.
+  if (ctx.body !== undefined) {
+    checkJson(ctx.body);
+    return;
+  }
+  return deps.readBody(ctx, maxBytes).then(checkJson);
+
+  function checkJson(buf: Buffer): void {
     let value: unknown;
     const text = buf.toString('utf8');
     try {
@@ -307,7 +314,7 @@ function checkBody(
       return;
     }
     if (check && !check(value)) for (const e of check.errors ?? []) errors.push(bodyViolation(e));
-  });
+  }
 }
 
 function bodyViolation(e: ErrorObject): Violation {

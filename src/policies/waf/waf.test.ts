@@ -2,7 +2,7 @@ import { gzipSync } from 'node:zlib';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, describe, expect, test } from 'vitest';
 import { ConfigError, ProblemError } from '../../errors.ts';
-import { buildChain, createContext, readBody, runChain } from '../../pipeline/chain.ts';
+import { buildChain, createContext, readBody, readBodyThen, runChain } from '../../pipeline/chain.ts';
 import type { Decision, PolicyDeps, RequestContext } from '../../pipeline/types.ts';
 import { sendProblem } from '../../problem.ts';
 import type { Route, Service } from '../../registry/types.ts';
@@ -30,6 +30,7 @@ async function appFor(config: WafConfig, logs: Logged[] = []): Promise<FastifyIn
     logger,
     config: { limits: { bodyBytes: 1024 * 1024 } },
     readBody,
+    readBodyThen,
   } as unknown as Omit<PolicyDeps, 'baseDir'>;
   const chain = await buildChain(
     [{ kind: wafPolicy, config, rule: { file: 'p.yaml', index: 0, match: {}, policies: {}, baseDir: '.' } }],

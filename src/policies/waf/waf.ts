@@ -2,7 +2,7 @@ import { type Static, Type as T } from '@sinclair/typebox';
 import { ConfigError, type ConfigIssue, ProblemError } from '../../errors.ts';
 import { cookiesOf } from '../../net/cookies.ts';
 import { hasBody } from '../../net/read-body.ts';
-import type { PolicyKind, RequestContext } from '../../pipeline/types.ts';
+import type { Hook, PolicyKind, RequestContext } from '../../pipeline/types.ts';
 import { DEFAULT_MAX_VALUE_BYTES, DEFAULT_MAX_VALUES } from './limits.ts';
 import type { InspectResult } from './types.ts';
 
@@ -238,15 +238,19 @@ export const wafPolicy: PolicyKind<typeof WafSchema> = {
     };
 
     // Not async: a request without a body is judged without a promise (the chain stays
-    // synchronous, see runChain); one with a body waits for it, then is judged.
-    return function waf(ctx: RequestContext): void | Promise<void> {
+    // synchronous, see runChain), and so is one whose body the chain read ahead (readAhead).
+    // Otherwise (a body refused before it was read, a hook called on its own) it waits for it.
+    const hook: Hook = function waf(ctx: RequestContext): void | Promise<void> {
       if (!hasBody(ctx.req.raw)) return judge(ctx, undefined);
       if (block && Number(ctx.req.headers['content-length']) > maxBodyBytes) limitHit(ctx, 'bodyBytes');
+      if (ctx.body !== undefined) return judge(ctx, inspectedBody(ctx, ctx.body));
       return deps.readBody(ctx, readLimit).then(
         (full) => judge(ctx, inspectedBody(ctx, full)),
         (err: unknown) => readFailed(ctx, err),
       );
     };
+    hook.readAhead = (ctx, then) => deps.readBodyThen(ctx, readLimit, then);
+    return hook;
 
     /** Inspect the request (and its body, when it has one) and decide. */
     function judge(ctx: RequestContext, body: Buffer | undefined): void {
