@@ -279,7 +279,14 @@ function runFrom(
     ) {
       // The body first, with a callback; then this hook again, which finds it read.
       const at = i;
-      hook.readAhead(ctx, () => runFrom(chain, ctx, phases, at, true, done, failed));
+      hook.readAhead(ctx, () => {
+        // Called from the stream's events: nothing may escape to them (it would end the process).
+        try {
+          runFrom(chain, ctx, phases, at, true, done, failed);
+        } catch (err) {
+          failed(err);
+        }
+      });
       return;
     }
     // Outside the hook's try: its 429 is the rate limit's (it recorded the decision), not the auth hook's.
