@@ -141,8 +141,8 @@ export const XSS_RULES: Rule[] = [
     // Also with comments dropped (`alert/**/(1)`, the SQL view drops `/* */`), and the dialog
     // functions passed or wrapped (`[1].map(alert)`, `(alert)(1)`).
     test: (v) =>
-      XSS.JS_SINK.test(v.lower) ||
-      (v.lower.includes('/*') && XSS.JS_SINK.test(v.sql)) ||
+      XSS.jsSink(v.lower) ||
+      (v.lower.includes('/*') && XSS.jsSink(v.sql)) ||
       (v.lower.includes('/*') && XSS.DIALOG_REFERENCE.test(v.sql)) ||
       (v.lower.includes('=') && XSS.DIALOG_REFERENCE.test(v.lower)) ||
       (v.lower.includes('`') && taggedDialog(v.lower)),
