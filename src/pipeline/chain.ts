@@ -279,14 +279,8 @@ function runFrom(
     ) {
       // The body first, with a callback; then this hook again, which finds it read.
       const at = i;
-      hook.readAhead(ctx, () => {
-        // Called from the stream's events: nothing may escape to them (it would end the process).
-        try {
-          runFrom(chain, ctx, phases, at, true, done, failed);
-        } catch (err) {
-          failed(err);
-        }
-      });
+      // Called from the stream's events: nothing may escape to them (it would end the process).
+      hook.readAhead(ctx, () => resume(chain, ctx, phases, at, true, done, failed));
       return;
     }
     // Outside the hook's try: its 429 is the rate limit's (it recorded the decision), not the auth hook's.
@@ -308,7 +302,8 @@ function runFrom(
     if (pending !== undefined) {
       const next = i + 1;
       pending.then(
-        () => (ctx.answered ? done() : runFrom(chain, ctx, phases, next, false, done, failed)),
+        // A throw here would be an unhandled rejection: resume turns it into `failed`.
+        () => (ctx.answered ? done() : resume(chain, ctx, phases, next, false, done, failed)),
         (err: unknown) => hookFailed(chain, ctx, phases, i, err, done, failed),
       );
       return;
@@ -316,6 +311,23 @@ function runFrom(
     if (ctx.answered) break;
   }
   done();
+}
+
+/** runFrom from a callback (a body read, a hook's promise): whatever it throws goes to `failed`. */
+function resume(
+  chain: RouteChain,
+  ctx: RequestContext,
+  phases: ReadonlySet<string> | undefined,
+  start: number,
+  read: boolean,
+  done: () => void,
+  failed: (err: unknown) => void,
+): void {
+  try {
+    runFrom(chain, ctx, phases, start, read, done, failed);
+  } catch (err) {
+    failed(err);
+  }
 }
 
 /**
