@@ -1,5 +1,5 @@
 /**
- * The WAF reads a body the same on every path in: HTTP/2 over TLS (DATA frames, no
+ * The WAF (and validate alone) read a body the same on every path in: HTTP/2 over TLS (DATA frames, no
  * content-length), HTTP/1.1 chunked, and a body that arrives in pieces well after its headers
  * (the chain waits for it before the WAF judges: pipeline/chain.ts, Hook.readAhead). Each time an
  * attack is 403 with the upstream untouched, and a benign body reaches the upstream byte for byte;
@@ -44,15 +44,29 @@ describe('the WAF on every path in', () => {
         },
       },
     };
+    // The same operation with only `validate`, and a text/plain body it does not read.
+    const desk = spec({ basePath: '/desk', upstreams: [upstream.url] });
+    desk.paths = structuredClone(shop.paths);
+    const content = (
+      desk.paths as Record<string, { post: { requestBody: { content: Record<string, unknown> } } }>
+    )['/orders']?.post.requestBody.content;
+    if (content) content['text/plain'] = { schema: { type: 'string' } };
     gw = await startGateway(
-      { shop },
+      { shop, desk },
       {
         listen: {
           http: { port: 0, host: '127.0.0.1' },
           https: { port: 0, host: '127.0.0.1', http2: true, ...pair },
         },
       },
-      { policies: { guard: [{ match: { service: 'shop' }, waf: { mode: 'block' }, validate: {} }] } },
+      {
+        policies: {
+          guard: [
+            { match: { service: 'shop' }, waf: { mode: 'block' }, validate: {} },
+            { match: { service: 'desk' }, validate: {} },
+          ],
+        },
+      },
     );
     const origin = (gw.addresses.https ?? '').replace('127.0.0.1', 'localhost');
     session = connect(origin, { ca: authority.cert });
@@ -67,11 +81,17 @@ describe('the WAF on every path in', () => {
   });
 
   /** POST over HTTP/2, the body in `pieces` DATA frames `gapMs` apart, no content-length. */
-  async function h2Post(body: string, pieces = 1, gapMs = 0): Promise<{ status: number; text: string }> {
+  async function h2Post(
+    body: string,
+    pieces = 1,
+    gapMs = 0,
+    base = '/shop',
+    type = 'application/json',
+  ): Promise<{ status: number; text: string }> {
     const stream = session.request({
       ':method': 'POST',
-      ':path': '/shop/orders',
-      'content-type': 'application/json',
+      ':path': `${base}/orders`,
+      'content-type': type,
     });
     const size = Math.ceil(body.length / pieces);
     for (let i = 0; i < body.length; i += size) {
@@ -151,4 +171,25 @@ describe('the WAF on every path in', () => {
       expect(upstream.seen.length).toBe(before);
     },
   );
+
+  describe('validate alone: the chain reads a JSON body ahead, and only a JSON body', () => {
+    test('HTTP/2, four DATA frames 30 ms apart: an invalid body is 400, a valid one reaches the upstream whole', async () => {
+      const before = upstream.seen.length;
+      const bad = await h2Post(JSON.stringify({ qty: 99 }), 4, 30, '/desk');
+      expect(bad.status).toBe(400);
+      expect(JSON.parse(bad.text)).toMatchObject({ code: 'PC_VALIDATION_FAILED' });
+      expect(upstream.seen.length).toBe(before);
+      const good = await h2Post(BENIGN, 4, 30, '/desk');
+      expect(good.status).toBe(200);
+      expect(upstream.seen.slice(before).map((r) => r.body)).toEqual([BENIGN]);
+    });
+
+    test('a text/plain body (declared, not JSON) is not read by validate and reaches the upstream whole', async () => {
+      const before = upstream.seen.length;
+      const text = 'not json at all { '.repeat(50);
+      const res = await h2Post(text, 4, 30, '/desk', 'text/plain');
+      expect(res.status).toBe(200);
+      expect(upstream.seen.slice(before).map((r) => r.body)).toEqual([text]);
+    });
+  });
 });

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ProblemError } from '../../errors.ts';
 import { buildChain, createContext, readBody, readBodyThen, runChain } from '../../pipeline/chain.ts';
-import type { Decision, PolicyDeps } from '../../pipeline/types.ts';
+import type { Decision, PolicyDeps, RequestContext } from '../../pipeline/types.ts';
 import { sendProblem } from '../../problem.ts';
 import { loadServiceFile } from '../../registry/load-service.ts';
 import type { Service } from '../../registry/types.ts';
@@ -307,7 +307,7 @@ describe('validate (OpenAPI 3.0)', () => {
     );
   });
 
-  test('a non-JSON declared media type is accepted without parsing', async () => {
+  test('a non-JSON declared media type is accepted without parsing, and left unread (it streams upstream)', async () => {
     const call = await appFor(shop, 'putItem');
     const res = await call({
       method: 'PUT',
@@ -316,6 +316,37 @@ describe('validate (OpenAPI 3.0)', () => {
       payload: 'hi',
     });
     expect(res.status).toBe(200);
+    expect(res.body).toBeUndefined();
+  });
+
+  test('a JSON body is read ahead by the chain (Hook.readAhead) and checked without a promise', async () => {
+    const route = shop.routes.find((r) => r.operationId === 'putItem');
+    const deps = {
+      config: { limits: { bodyBytes: 4096 } },
+      logger,
+      route,
+      service: shop,
+      readBody,
+      readBodyThen,
+    } as unknown as PolicyDeps;
+    const hook = await validatePolicy.create({}, deps);
+    expect(hook.readAhead).toBeTypeOf('function');
+    // With the body read, the hook answers synchronously: an invalid body throws at once.
+    const ctx = {
+      req: {
+        method: 'PUT',
+        url: '/shop/items/7',
+        headers: { ...okHeaders, 'content-length': '12' },
+        raw: { headers: { 'content-length': '12' } },
+        query: {},
+      },
+      target: { path: '/shop/items/7', query: '' },
+      params: { itemId: '7' },
+      body: Buffer.from('{"name":"x"'),
+      responseEdits: [],
+      decisions: [],
+    } as unknown as RequestContext;
+    expect(() => hook(ctx)).toThrow(ProblemError);
   });
 
   test('a body over maxBodyBytes is 413', async () => {

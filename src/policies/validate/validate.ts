@@ -127,8 +127,9 @@ function createValidate(config: Static<typeof ValidateSchema>, deps: PolicyDeps)
   const checkResponse = config.response ? responseChecker(op, deps) : undefined;
   const checkRequest = config.request !== false && (params.length > 0 || body !== undefined);
 
-  // Synchronous unless a JSON body has to be read: a GET is checked without a promise.
-  return function validate(ctx) {
+  // Synchronous unless a JSON body has to be read: a GET is checked without a promise, and so is
+  // a JSON body the chain read ahead (readAhead: the chain waits for it with a callback).
+  const hook: Hook = function validate(ctx) {
     if (checkResponse) ctx.responseEdits.push((status, headers) => checkResponse(ctx, status, headers));
     if (!checkRequest) return;
     const errors: Violation[] = [];
@@ -137,6 +138,13 @@ function createValidate(config: Static<typeof ValidateSchema>, deps: PolicyDeps)
     if (reading) return reading.then(() => report(errors));
     report(errors);
   };
+  if (checkRequest && body?.json.size)
+    hook.readAhead = (ctx, then) => {
+      // Exactly the bodies checkBody reads: any other is left to stream to the upstream.
+      if (jsonBodyType(ctx, body) !== undefined) deps.readBodyThen(ctx, maxBytes, then);
+      else then();
+    };
+  return hook;
 }
 
 /** Throw the violations found, if any, as one 400. */
@@ -259,6 +267,19 @@ function compileBody(
   };
 }
 
+/** The media type of a Content-Type header, lower-cased, without parameters ('' when absent). */
+function mediaTypeOf(header: string | undefined): string {
+  return (header ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+}
+
+/** The declared JSON media type whose schema checkBody reads this request's body against, if any. */
+function jsonBodyType(ctx: RequestContext, body: CompiledBody): string | undefined {
+  if (!hasBody(ctx.req.raw)) return undefined;
+  const contentType = mediaTypeOf(ctx.req.headers['content-type']);
+  const declared = matchMediaType(contentType, body.mediaTypes);
+  return declared !== undefined && isJsonType(contentType) && body.json.has(declared) ? declared : undefined;
+}
+
 /** Check the body's presence and media type; returns a promise only when a JSON body is still to be read. */
 function checkBody(
   ctx: RequestContext,
@@ -273,7 +294,7 @@ function checkBody(
     if (body.required) errors.push({ in: 'body', name: '', message: 'request body is required' });
     return;
   }
-  const contentType = (h['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+  const contentType = mediaTypeOf(h['content-type']);
   const declared = matchMediaType(contentType, body.mediaTypes);
   if (declared === undefined) {
     errors.push({
