@@ -354,10 +354,15 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
   if (existing) return existing;
   const raw = new Set<Socket>();
   const http1 = new Set<Socket>();
+  /**
+   * Responses in progress per HTTP/1 socket. An idle socket keeps its entry at 0 until it closes:
+   * adding and deleting it per request churned the Map's table (a new backing store every few
+   * requests, promoted and left to the next full collection).
+   */
   const busy = new Map<Socket, number>();
   let draining = false;
   const release = (socket: Socket) => {
-    if (draining && !busy.has(socket)) socket.end();
+    if (draining && !busy.get(socket)) socket.end();
   };
   // On a TLS server requests arrive on the TLSSocket, not on the raw TCP socket under it.
   const secure = server instanceof TlsServer;
@@ -383,9 +388,9 @@ function trackConnections(server: FastifyInstance['server']): ConnectionTracker 
     if (draining && !res.headersSent) res.setHeader('connection', 'close');
     // `on`: a response closes once (once() costs a wrapper and a removal per request).
     res.on('close', () => {
-      const left = (busy.get(socket) ?? 1) - 1;
-      if (left > 0) busy.set(socket, left);
-      else busy.delete(socket);
+      const n = busy.get(socket);
+      // Gone when the socket closed first: it is not added back.
+      if (n !== undefined) busy.set(socket, n - 1);
       release(socket);
     });
   });
