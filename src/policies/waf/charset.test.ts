@@ -144,6 +144,10 @@ describe('declared charsets', () => {
     'utf-16le',
     'utf-32be',
     'utf-8;charset=UTF-8',
+    // Two labels of one encoding are one charset, not two.
+    'utf-8;charset=utf8',
+    'us-ascii;charset=utf-8',
+    'latin1;charset=iso-8859-1',
   ])('a body declared %s is decoded, not refused', (charset) => {
     expect(undecodableCharset(`application/json; charset=${charset}`)).toBe(false);
     expect(inspect(Buffer.from('{"a":"b"}'), `application/json; charset=${charset}`).score).toBe(0);

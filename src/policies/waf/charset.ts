@@ -21,22 +21,27 @@ type Encoding = 'utf-8' | 'windows-1252' | 'utf-16le' | 'utf-16be' | 'utf-32le' 
  * charset and would read UTF-8 bytes as such. ISO-8859-1 is read as windows-1252, its superset,
  * as browsers do.
  */
+const AS_UTF8: readonly Encoding[] = ['utf-8'];
+const AS_1252: readonly Encoding[] = ['windows-1252'];
+const AS_UTF16: readonly Encoding[] = ['utf-16be', 'utf-16le', 'utf-8'];
+const AS_UTF32: readonly Encoding[] = ['utf-32be', 'utf-32le', 'utf-8'];
+/** Labels of one encoding share one list: two labels differ (undecodableCharset) only when their readings do. */
 const DECLARED: ReadonlyMap<string, readonly Encoding[]> = new Map<string, readonly Encoding[]>([
-  ['utf-8', ['utf-8']],
-  ['utf8', ['utf-8']],
-  ['us-ascii', ['utf-8']],
-  ['ascii', ['utf-8']],
-  ['iso-8859-1', ['windows-1252']],
-  ['iso8859-1', ['windows-1252']],
-  ['latin1', ['windows-1252']],
-  ['l1', ['windows-1252']],
-  ['iso-8859-15', ['windows-1252']],
-  ['windows-1252', ['windows-1252']],
-  ['cp1252', ['windows-1252']],
-  ['utf-16', ['utf-16be', 'utf-16le', 'utf-8']],
+  ['utf-8', AS_UTF8],
+  ['utf8', AS_UTF8],
+  ['us-ascii', AS_UTF8],
+  ['ascii', AS_UTF8],
+  ['iso-8859-1', AS_1252],
+  ['iso8859-1', AS_1252],
+  ['latin1', AS_1252],
+  ['l1', AS_1252],
+  ['iso-8859-15', AS_1252],
+  ['windows-1252', AS_1252],
+  ['cp1252', AS_1252],
+  ['utf-16', AS_UTF16],
   ['utf-16le', ['utf-16le', 'utf-8']],
   ['utf-16be', ['utf-16be', 'utf-8']],
-  ['utf-32', ['utf-32be', 'utf-32le', 'utf-8']],
+  ['utf-32', AS_UTF32],
   ['utf-32le', ['utf-32le', 'utf-8']],
   ['utf-32be', ['utf-32be', 'utf-8']],
 ]);
