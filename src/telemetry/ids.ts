@@ -37,3 +37,46 @@ export class PooledIdGenerator implements IdGenerator {
     return id;
   }
 }
+
+/** UUIDs per draw of random bytes (16 bytes each). */
+const UUIDS_PER_DRAW = 128;
+/** `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`: 36 characters. */
+const UUID_CHARS = 36;
+const HEX = '0123456789abcdef';
+
+/**
+ * Random (version 4, RFC 9562 §5.4) UUIDs for request ids, from the operating system's CSPRNG
+ * like `crypto.randomUUID()`, but formatted 128 at a time into one string, so an id is one
+ * substring of it. `randomUUID()` builds each id from 20 hex pieces: about 570 bytes of garbage per
+ * request in a heap sample of the gateway, against one 36-character slice here.
+ */
+export class PooledUuids {
+  private readonly bytes = Buffer.allocUnsafe(16 * UUIDS_PER_DRAW);
+  private readonly text = Buffer.allocUnsafe(UUID_CHARS * UUIDS_PER_DRAW);
+  private all = '';
+  private next = UUIDS_PER_DRAW;
+
+  take(): string {
+    if (this.next === UUIDS_PER_DRAW) this.draw();
+    const at = this.next++ * UUID_CHARS;
+    return this.all.slice(at, at + UUID_CHARS);
+  }
+
+  private draw(): void {
+    const { bytes, text } = this;
+    randomFillSync(bytes);
+    let t = 0;
+    for (let i = 0; i < bytes.length; i++) {
+      let b = bytes[i] as number;
+      const k = i & 15;
+      // RFC 9562: version 4 in the high digit of byte 6, variant 10 in the high bits of byte 8.
+      if (k === 6) b = (b & 0x0f) | 0x40;
+      else if (k === 8) b = (b & 0x3f) | 0x80;
+      if (k === 4 || k === 6 || k === 8 || k === 10) text[t++] = 0x2d; // '-'
+      text[t++] = HEX.charCodeAt(b >> 4);
+      text[t++] = HEX.charCodeAt(b & 15);
+    }
+    this.all = text.toString('latin1', 0, t);
+    this.next = 0;
+  }
+}

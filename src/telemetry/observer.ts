@@ -3,12 +3,12 @@
  * access log line and the end of the SERVER span. The end is taken from the raw response's
  * 'close' event because forwarded replies are hijacked (nothing else sees every answer end).
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.ts';
 import type { CidrMatcher } from '../net/cidr.ts';
 import { createAccessLog } from './access-log.ts';
+import { PooledUuids } from './ids.ts';
 import type { Metrics } from './metrics.ts';
 import { REQUEST_ID_HEADER, RequestRecord } from './record.ts';
 import type { RequestTracer } from './types.ts';
@@ -61,6 +61,7 @@ export interface Observer {
 }
 
 export function createObserver(opts: ObserverOptions): Observer {
+  const uuids = new PooledUuids();
   const { logger, metrics, tracer, trustProxy } = opts;
   const accessLog =
     opts.accessLog === false
@@ -96,7 +97,7 @@ export function createObserver(opts: ObserverOptions): Observer {
       const id =
         typeof sent === 'string' && REQUEST_ID.test(sent) && trustProxy(req.raw.socket.remoteAddress)
           ? sent
-          : randomUUID();
+          : uuids.take();
       const rec = new RequestRecord(id, req.method, path, req.ip, metrics, tracer);
       if (tracer) {
         rec.span = tracer.startServer(
