@@ -376,6 +376,18 @@ export class UpstreamGroup {
   }
 
   /**
+   * Take a slot of `t` if one is free now (the usual case), with nothing allocated; false when
+   * the breaker's limit is reached (then `admit` queues or refuses). The slot is given back by
+   * `release`.
+   */
+  tryAdmit(t: Upstream): boolean {
+    const s = t.state;
+    if (s.inFlight >= this.maxRequests) return false;
+    s.inFlight++;
+    return true;
+  }
+
+  /**
    * Take a slot of `t`'s circuit breaker for one request: below maxRequests `start` runs now and
    * true is returned; else the request waits (FIFO) for a slot, `start` running once one frees,
    * or `expired` after timeoutMs. Null, with nothing run, when maxPending already wait. Every
@@ -383,8 +395,7 @@ export class UpstreamGroup {
    */
   admit(t: Upstream, start: () => void, expired: () => void): true | Waiting | null {
     const s = t.state;
-    if (s.inFlight < this.maxRequests) {
-      s.inFlight++;
+    if (this.tryAdmit(t)) {
       start();
       return true;
     }
