@@ -281,8 +281,8 @@ function onClientClose(this: ExchangeResponse): void {
 /**
  * One request being forwarded, across its attempts (retries, a resend on a fresh connection). A
  * class rather than closures: the forwarder is the hot path, and an exchange and its attempt are
- * two objects per request where the closures were about fifteen (a heap sample counted ~1.3 KB
- * of them per request).
+ * two objects per request where the closures were about fifteen (heap sample of the forwarder's
+ * own allocations per request: 1.36 -> 0.56 KB).
  */
 class UpstreamExchange {
   readonly core: ForwarderCore;
