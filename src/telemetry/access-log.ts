@@ -58,6 +58,9 @@ export function createAccessLog(logger: Logger, options: AccessLogOptions = {}):
   // Fragments that repeat from line to line (the millisecond, the client, the upstream), kept
   // from the last line: a line took 660 ns to build, 265 ns with these (micro-benchmark, one core).
   let lastTime = -1;
+  /** The monotonic clock's millisecond of the last line: Date.now() is read again only when it moves. */
+  let lastTick = -1;
+  let now = 0;
   let lastBindings = '';
   let timeFragment = '';
   const client = new LastFragment();
@@ -70,8 +73,15 @@ export function createAccessLog(logger: Logger, options: AccessLogOptions = {}):
     if (sample < 1 && status < 400 && problem === undefined && policies === undefined) {
       if (Math.random() >= sample) return;
     }
-    // `time` and the bindings (`name`, a worker's `worker`) exactly as pino writes them.
-    const now = Date.now();
+    // `time` and the bindings (`name`, a worker's `worker`) exactly as pino writes them. Date.now()
+    // is a V8 runtime call (~0.5 µs under load, measured with perf); the request's end on the
+    // monotonic clock is known, so the wall clock is read once per millisecond of it: `time` is
+    // then at most 1 ms early, never late.
+    const tick = Math.floor(rec.start + durationMs);
+    if (tick !== lastTick) {
+      lastTick = tick;
+      now = Date.now();
+    }
     const bindings = bag[chindingsSym] as string;
     if (now !== lastTime || bindings !== lastBindings) {
       lastTime = now;
@@ -127,19 +137,22 @@ function methodFragment(method: string): string {
   return METHOD_FRAGMENTS[method] ?? JSON.stringify(method);
 }
 
+/** What follows the whole ms for each µs remainder, as JSON writes it: '' for 0, `.5`, `.25`, `.125`, `.001`. */
+const FRACTIONS: readonly string[] = Array.from({ length: 1000 }, (_, us) =>
+  us === 0 ? '' : `.${String(us).padStart(3, '0').replace(/0+$/, '')}`,
+);
+
 /**
  * A duration in ms rounded to the µs, as JSON writes `Math.round(ms * 1000) / 1000`, without
- * formatting a fraction: from the whole number of µs.
+ * formatting a fraction: small-integer arithmetic and a table (number-to-string of a fraction
+ * was a third of the line's cost under load).
  */
-function milliseconds(ms: number): string {
+export function milliseconds(ms: number): string {
   const us = Math.round(ms * 1000);
-  if (!(us >= 0 && us < 1e15)) return String(us / 1000);
-  const whole = Math.floor(us / 1000);
-  const frac = us - whole * 1000;
-  if (frac === 0) return `${whole}`;
-  if (frac % 100 === 0) return `${whole}.${frac / 100}`;
-  if (frac % 10 === 0) return `${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
-  return `${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
+  // Negative, NaN, or over 2^31 µs (about 36 minutes: a long WebSocket): the general way.
+  if (!(us >= 0 && us < 2147483648)) return String(us / 1000);
+  const whole = (us / 1000) | 0;
+  return `${whole}${FRACTIONS[us - whole * 1000]}`;
 }
 
 const routeFragments = new WeakMap<Route, string>();
