@@ -30,11 +30,18 @@ describe('PooledUuids', () => {
 });
 
 describe('PooledIdGenerator', () => {
-  it('gives W3C trace and span ids: lower-case hex of 32 and 16 digits', () => {
+  it('gives W3C trace and span ids: lower-case hex of 32 and 16 digits, never all zeros, unique over a few pool refills', () => {
     const ids = new PooledIdGenerator();
-    for (let i = 0; i < 300; i++) {
-      expect(ids.generateTraceId()).toMatch(/^[0-9a-f]{32}$/);
-      expect(ids.generateSpanId()).toMatch(/^[0-9a-f]{16}$/);
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const t = ids.generateTraceId();
+      const s = ids.generateSpanId();
+      expect(t).toMatch(/^[0-9a-f]{32}$/);
+      expect(s).toMatch(/^[0-9a-f]{16}$/);
+      expect(t).not.toBe('0'.repeat(32));
+      seen.add(t);
+      seen.add(s);
     }
+    expect(seen.size).toBe(4000);
   });
 });

@@ -4,7 +4,6 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { describe, expect, test } from 'vitest';
 import { decodeTraceRequest, type OtlpSpan, type OtlpTraceRequest } from '../../test/helpers/otlp-decode.ts';
-import { PooledIdGenerator } from './ids.ts';
 import {
   anyAttr,
   beginEvent,
@@ -216,22 +215,5 @@ describe('OTLP/protobuf span encoding', () => {
     // Close to the wall clock (the process has not been running for days).
     expect(Number(got / 1_000_000n)).toBeGreaterThan(Date.now() - 86_400_000);
     expect(Number(got / 1_000_000n)).toBeLessThanOrEqual(Date.now() + 1000);
-  });
-});
-
-describe('pooled ids', () => {
-  test('hex of the right length, never all zeros, and unique over a few pool refills', () => {
-    const ids = new PooledIdGenerator();
-    const seen = new Set<string>();
-    for (let i = 0; i < 2000; i++) {
-      const t = ids.generateTraceId();
-      const s = ids.generateSpanId();
-      expect(t).toMatch(/^[0-9a-f]{32}$/);
-      expect(s).toMatch(/^[0-9a-f]{16}$/);
-      expect(t).not.toBe('0'.repeat(32));
-      seen.add(t);
-      seen.add(s);
-    }
-    expect(seen.size).toBe(4000);
   });
 });
