@@ -84,6 +84,51 @@ describe('span queue: batching and export over OTLP/HTTP', () => {
     await queue.shutdown();
   });
 
+  test('a span is encoded when it is added: what it was then is what is exported', async () => {
+    const before = receiver.spans.length;
+    const queue = new SpanQueue<{ i: number }>(
+      {
+        url: `${receiver.url}/v1/traces`,
+        resource: resourceFromAttributes({}),
+        scope: { name: 'portcullis', version: '' },
+        delayMs: 60_000,
+      },
+      (w, item) => encodeMinimal(w, item.i),
+    );
+    const item = { i: 41 };
+    queue.add(item);
+    // The queue keeps bytes, not the object: changing it afterwards changes nothing.
+    item.i = 99;
+    queue.add({ i: 42 });
+    await queue.flush();
+    expect(receiver.spans.slice(before).map((s) => s.name)).toEqual(['span 41', 'span 42']);
+    expect(queue.stats).toEqual({ exported: 2, dropped: 0 });
+    await queue.shutdown();
+  });
+
+  test('resource attributes detected while a batch fills go out with it, however long', async () => {
+    const before = receiver.spans.length;
+    let detected: (v: string) => void = () => {};
+    const host = new Promise<string>((resolve) => {
+      detected = resolve;
+    });
+    const resource = resourceFromAttributes({ 'service.name': 'late', 'host.name': host });
+    const queue = new SpanQueue(
+      { url: `${receiver.url}/v1/traces`, resource, scope: { name: 'portcullis', version: '' }, delayMs: 60_000 },
+      encodeMinimal,
+    );
+    queue.add(1);
+    // Longer than the room the batch kept in front for a resource without it.
+    detected('h'.repeat(300));
+    await resource.waitForAsyncAttributes?.();
+    queue.add(2);
+    await queue.flush();
+    const got = receiver.spans.slice(before);
+    expect(got.map((s) => s.name)).toEqual(['span 1', 'span 2']);
+    for (const span of got) expect(span.resource['host.name']).toBe('h'.repeat(300));
+    await queue.shutdown();
+  });
+
   test('a batch goes out by itself after the delay', async () => {
     const before = receiver.spans.length;
     const queue = new SpanQueue(

@@ -5,8 +5,8 @@
  * tracing off none of OpenTelemetry loads.
  *
  * The per-request spans (a SERVER span and one CLIENT span per upstream attempt) are not SDK Span
- * objects: the gateway knows their whole shape, so a span is a few fields until its batch goes
- * out, and is then encoded to OTLP/protobuf straight into the body of the export request
+ * objects: the gateway knows their whole shape, so a span is a few fields until it ends, and is
+ * then encoded to OTLP/protobuf straight into the body of its batch's export request
  * (otlp-proto.ts, span-queue.ts). Measured with `npm run bench` (portcullis+telemetry), the SDK
  * path — Span objects, the OTLP transformer, serialising each batch — cost about as much CPU again
  * as proxying the request. The rest is OpenTelemetry's: the sampler decides (parent-based), the
@@ -229,7 +229,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
       }),
     );
   void resource.waitForAsyncAttributes?.();
-  /** A CLIENT span, as the queue encodes it when its batch goes out. */
+  /** A CLIENT span, as the queue encodes it when it ends. */
   const encodeClient = (w: ProtoWriter, span: ClientSpan): void => {
     const { server, spanId, start, info, end, status: statusCode, errorType } = span;
     const mark = beginSpan(w, {
@@ -262,7 +262,7 @@ export function startTracing(telemetry: GatewayConfig['telemetry'], options: Tra
     if (error) A.errorType.write(w, errorType ?? String(statusCode));
     endSpan(w, mark, error, server.traceFlags, false);
   };
-  /** A SERVER span, as the queue encodes it when its batch goes out. */
+  /** A SERVER span, as the queue encodes it when it ends. */
   const encodeServer = (w: ProtoWriter, span: ServerSpan): void => {
     const { info, end, status: statusCode } = span;
     const mark = beginSpan(w, {
