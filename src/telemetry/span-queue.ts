@@ -65,9 +65,9 @@ interface Body {
  * spans as objects until the batch went out (up to 2048 of them, up to a second) made every one
  * of them survive several young-generation collections and reach the old generation: with tracing
  * on at 50 connections, 265 scavenges (540-570 ms) and 3-4 mark-compacts per 40,000 requests
- * against 198 (131-142 ms) and 1 with it off, V8's GC threads busy 18 µs a request against 4, and
- * a peak RSS of 243 MB against 124 (bench/README.md, issue 14). Encoded at once, a span's objects
- * die young.
+ * against 198-200 (122-142 ms) and 1 with it off, V8's GC threads busy 18 µs a request against 4,
+ * and an RSS of 243 MB at the end against 124-132 (bench/README.md, issue 14). Encoded at once, a
+ * span's objects die young.
  */
 export class SpanQueue<T> {
   /** The batch being filled; undefined when nothing waits. */
