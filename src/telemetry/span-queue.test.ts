@@ -114,7 +114,12 @@ describe('span queue: batching and export over OTLP/HTTP', () => {
     });
     const resource = resourceFromAttributes({ 'service.name': 'late', 'host.name': host });
     const queue = new SpanQueue(
-      { url: `${receiver.url}/v1/traces`, resource, scope: { name: 'portcullis', version: '' }, delayMs: 60_000 },
+      {
+        url: `${receiver.url}/v1/traces`,
+        resource,
+        scope: { name: 'portcullis', version: '' },
+        delayMs: 60_000,
+      },
       encodeMinimal,
     );
     queue.add(1);
