@@ -187,10 +187,7 @@ export class SpanQueue<T> {
       if (encoded.length + this.scope.length + HEAD_SLACK <= body.spansStart) body.resource = encoded;
       else {
         const moved = this.newBody();
-        const spans = body.writer.buf.subarray(body.spansStart, body.writer.pos);
-        moved.writer.ensure(spans.length);
-        moved.writer.buf.set(spans, moved.writer.pos);
-        moved.writer.pos += spans.length;
+        moved.writer.raw(body.writer.buf.subarray(body.spansStart, body.writer.pos));
         moved.spans = body.spans;
         this.keepSpare(body.writer.buf);
         body = moved;

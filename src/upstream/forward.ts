@@ -619,10 +619,12 @@ function mayRetry(
 
 /** The header names a Connection header lists (hop-by-hop for this message), or undefined when it lists none. */
 export function connectionTokens(value: string | string[]): Set<string> | undefined {
-  if (typeof value === 'string') {
-    // What nearly every client and upstream sends, compared before the (case-insensitive) pattern.
-    if (value === 'keep-alive' || value === 'close' || PLAIN_CONNECTION.test(value)) return undefined;
-  }
+  // What nearly every client and upstream sends is compared before the (case-insensitive) pattern.
+  if (
+    typeof value === 'string' &&
+    (value === 'keep-alive' || value === 'close' || PLAIN_CONNECTION.test(value))
+  )
+    return undefined;
   const s = new Set<string>();
   for (const v of Array.isArray(value) ? value : [value])
     for (const t of v.split(',')) s.add(t.trim().toLowerCase());
